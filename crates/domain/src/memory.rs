@@ -1,0 +1,1 @@
+//! The in-memory store: the reference implementation of [`crate::Store`].

@@ -1,0 +1,166 @@
+//! The Store trait: the one contract every storage backend (in-memory, SQLite,
+//! PostgreSQL) implements, and the conformance suite checks.
+//!
+//! Concurrency model: optimistic. The Service reads, decides, then submits a
+//! [`Commit`]: a list of [`Check`]s and [`Write`]s that the store applies
+//! atomically, in one database transaction, only if every check still holds;
+//! otherwise it answers [`StoreError::Conflict`] and writes nothing. The
+//! Service retries or reports. This keeps the backends free of FHIR logic.
+//!
+//! Durability: a store returns from `commit` only once the write is durable
+//! (fsync'd or group-committed). Never acknowledge a write a power cut can lose.
+
+use async_trait::async_trait;
+use fhir::instant::Instant;
+use fhir::search::IndexEntry;
+use fhir::search::query::SearchQuery;
+use std::sync::Arc;
+
+/// The interaction that produced a version, recorded for history bundles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    Post,
+    Put,
+    Patch,
+    Delete,
+}
+
+impl Method {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::Post => "POST",
+            Method::Put => "PUT",
+            Method::Patch => "PATCH",
+            Method::Delete => "DELETE",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Method> {
+        match text {
+            "POST" => Some(Method::Post),
+            "PUT" => Some(Method::Put),
+            "PATCH" => Some(Method::Patch),
+            "DELETE" => Some(Method::Delete),
+            _ => None,
+        }
+    }
+}
+
+/// One stored version of a resource.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredResource {
+    pub resource_type: String,
+    pub id: String,
+    pub version_id: u64,
+    pub last_updated: Instant,
+    pub method: Method,
+    /// The resource JSON text, with `id` and `meta.versionId`/`meta.lastUpdated`
+    /// already set. `None` for a delete.
+    pub body: Option<Arc<str>>,
+}
+
+impl StoredResource {
+    pub fn is_deleted(&self) -> bool {
+        self.body.is_none()
+    }
+}
+
+/// A new version to write.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Write {
+    pub resource_type: String,
+    pub id: String,
+    /// Must be exactly one more than the current version (1 for a new resource).
+    pub version_id: u64,
+    pub last_updated: Instant,
+    pub method: Method,
+    /// `None` writes a delete (a tombstone version).
+    pub body: Option<Arc<str>>,
+    /// Search index rows of this version; they replace the previous version's.
+    /// Empty for a delete.
+    pub index: Vec<IndexEntry>,
+}
+
+/// A precondition evaluated inside the commit's transaction.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Check {
+    /// The resource's current version is `expected` (`None`: it has never existed).
+    Version { resource_type: String, id: String, expected: Option<u64> },
+    /// The current (non-deleted) resources matching `query` are exactly `ids`
+    /// (of `query.resource_type`), in any order. Used by conditional
+    /// create/update/delete so that two racing conditional creates cannot both win.
+    Matches { query: SearchQuery, ids: Vec<String> },
+}
+
+/// An atomic unit of work.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Commit {
+    pub checks: Vec<Check>,
+    pub writes: Vec<Write>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HistoryScope {
+    System,
+    Type(String),
+    Instance { resource_type: String, id: String },
+}
+
+/// History paging. Entries are newest first. `not_after` freezes the list at
+/// the time of the first page, so paging stays stable while others write.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct HistoryQuery {
+    /// Only versions with last_updated >= since (`_since`).
+    pub since: Option<Instant>,
+    /// Only versions with last_updated <= not_after.
+    pub not_after: Option<Instant>,
+    pub count: usize,
+    pub offset: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    /// Total matches when known (history always counts; search per TotalMode).
+    pub total: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    /// A check of the commit failed: nothing was written.
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// The backend cannot be reached or is shutting down.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+    /// Anything else; the message is for logs and contains no patient data.
+    #[error("internal: {0}")]
+    Internal(String),
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// A short name for logs and the CapabilityStatement (`memory`, `sqlite`, `postgresql`).
+    fn backend(&self) -> &'static str;
+
+    /// The current version of a resource, deleted or not; `None` if it never existed.
+    async fn read(&self, resource_type: &str, id: &str) -> Result<Option<StoredResource>, StoreError>;
+
+    /// One version of a resource.
+    async fn vread(&self, resource_type: &str, id: &str, version_id: u64)
+    -> Result<Option<StoredResource>, StoreError>;
+
+    /// Applies a commit atomically and durably, or returns Conflict and writes nothing.
+    async fn commit(&self, commit: Commit) -> Result<(), StoreError>;
+
+    /// Versions in `scope`, newest first, paged.
+    async fn history(&self, scope: &HistoryScope, query: &HistoryQuery)
+    -> Result<Page<StoredResource>, StoreError>;
+
+    /// Current, non-deleted resources matching `query`, in the query's sort
+    /// order (default: last_updated descending, then id), paged by count/offset.
+    async fn search(&self, query: &SearchQuery) -> Result<Page<StoredResource>, StoreError>;
+
+    /// Readiness: the backend answers.
+    async fn ping(&self) -> Result<(), StoreError>;
+}

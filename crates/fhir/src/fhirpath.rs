@@ -1,0 +1,1 @@
+//! A compiled FHIRPath subset: what search-parameter expressions and FHIRPath Patch need.

@@ -1,0 +1,5 @@
+//! The `hearth` binary: parses the command line and runs a subcommand.
+
+fn main() {
+    println!("hearth");
+}
