@@ -1,1 +1,368 @@
-//! The in-memory store: the reference implementation of [`crate::Store`].
+//! The in-memory store: the reference implementation of [`Store`].
+//!
+//! It defines by example what every backend must answer: the conformance
+//! suite runs against it and against each SQL backend and expects the same
+//! results. It favours obviousness over speed.
+
+use crate::store::{
+    Check, Commit, HistoryQuery, HistoryScope, Page, Store, StoreError, StoredResource,
+};
+use async_trait::async_trait;
+use fhir::search::query::{
+    Condition, Match, Prefix, SearchQuery, SortKey, StringMode, TokenSystem, TotalMode, UriMode,
+};
+use fhir::search::{IndexEntry, IndexValue};
+use parking_lot::RwLock;
+use std::cmp::Ordering;
+use std::collections::BTreeMap;
+
+#[derive(Default)]
+struct Inner {
+    /// Every version of every resource, oldest first, keyed by (type, id).
+    versions: BTreeMap<(String, String), Vec<StoredResource>>,
+    /// Index entries of the current version.
+    index: BTreeMap<(String, String), Vec<IndexEntry>>,
+    /// (sequence, type, id, version): the global write order, for system history.
+    log: Vec<(String, String, u64)>,
+}
+
+/// A Store held entirely in memory; everything is lost when it is dropped.
+#[derive(Default)]
+pub struct MemoryStore {
+    inner: RwLock<Inner>,
+}
+
+impl MemoryStore {
+    pub fn new() -> MemoryStore {
+        MemoryStore::default()
+    }
+}
+
+#[async_trait]
+impl Store for MemoryStore {
+    fn backend(&self) -> &'static str {
+        "memory"
+    }
+
+    async fn read(&self, resource_type: &str, id: &str) -> Result<Option<StoredResource>, StoreError> {
+        let inner = self.inner.read();
+        Ok(inner
+            .versions
+            .get(&(resource_type.to_string(), id.to_string()))
+            .and_then(|v| v.last().cloned()))
+    }
+
+    async fn vread(
+        &self,
+        resource_type: &str,
+        id: &str,
+        version_id: u64,
+    ) -> Result<Option<StoredResource>, StoreError> {
+        let inner = self.inner.read();
+        Ok(inner
+            .versions
+            .get(&(resource_type.to_string(), id.to_string()))
+            .and_then(|v| v.iter().find(|r| r.version_id == version_id).cloned()))
+    }
+
+    async fn commit(&self, commit: Commit) -> Result<(), StoreError> {
+        let mut inner = self.inner.write();
+        for check in &commit.checks {
+            match check {
+                Check::Version { resource_type, id, expected } => {
+                    let current = inner
+                        .versions
+                        .get(&(resource_type.clone(), id.clone()))
+                        .and_then(|v| v.last())
+                        .map(|r| r.version_id);
+                    if current != *expected {
+                        return Err(StoreError::Conflict(format!(
+                            "{resource_type}/{id} is at version {current:?}, expected {expected:?}"
+                        )));
+                    }
+                }
+                Check::Matches { query, ids } => {
+                    let mut found: Vec<String> =
+                        matching(&inner, query).into_iter().map(|r| r.id.clone()).collect();
+                    let mut wanted = ids.clone();
+                    found.sort();
+                    wanted.sort();
+                    if found != wanted {
+                        return Err(StoreError::Conflict(
+                            "the resources matching a conditional operation changed".into(),
+                        ));
+                    }
+                }
+            }
+        }
+        // Validate the whole commit before applying any of it, so a bad write
+        // leaves nothing behind.
+        let mut next_versions: BTreeMap<(String, String), u64> = BTreeMap::new();
+        for write in &commit.writes {
+            let key = (write.resource_type.clone(), write.id.clone());
+            let current = match next_versions.get(&key) {
+                Some(v) => *v,
+                None => inner.versions.get(&key).and_then(|v| v.last()).map_or(0, |r| r.version_id),
+            };
+            if write.version_id != current + 1 {
+                return Err(StoreError::Conflict(format!(
+                    "{}/{} write of version {} but current is {current}",
+                    write.resource_type, write.id, write.version_id
+                )));
+            }
+            next_versions.insert(key, write.version_id);
+        }
+        for write in commit.writes {
+            let key = (write.resource_type.clone(), write.id.clone());
+            inner.log.push((write.resource_type.clone(), write.id.clone(), write.version_id));
+            if write.body.is_some() {
+                inner.index.insert(key.clone(), write.index);
+            } else {
+                inner.index.remove(&key);
+            }
+            inner.versions.entry(key).or_default().push(StoredResource {
+                resource_type: write.resource_type,
+                id: write.id,
+                version_id: write.version_id,
+                last_updated: write.last_updated,
+                method: write.method,
+                body: write.body,
+            });
+        }
+        Ok(())
+    }
+
+    async fn history(
+        &self,
+        scope: &HistoryScope,
+        query: &HistoryQuery,
+    ) -> Result<Page<StoredResource>, StoreError> {
+        let inner = self.inner.read();
+        let mut all: Vec<StoredResource> = Vec::new();
+        for (rt, id, version) in inner.log.iter().rev() {
+            let in_scope = match scope {
+                HistoryScope::System => true,
+                HistoryScope::Type(t) => t == rt,
+                HistoryScope::Instance { resource_type, id: wanted } => resource_type == rt && wanted == id,
+            };
+            if !in_scope {
+                continue;
+            }
+            let Some(found) = inner
+                .versions
+                .get(&(rt.clone(), id.clone()))
+                .and_then(|v| v.iter().find(|r| r.version_id == *version))
+            else {
+                continue;
+            };
+            if query.since.is_some_and(|s| found.last_updated < s) {
+                continue;
+            }
+            if query.not_after.is_some_and(|s| found.last_updated > s) {
+                continue;
+            }
+            all.push(found.clone());
+        }
+        let total = all.len() as u64;
+        let items = all.into_iter().skip(query.offset).take(query.count).collect();
+        Ok(Page { items, total: Some(total) })
+    }
+
+    async fn search(&self, query: &SearchQuery) -> Result<Page<StoredResource>, StoreError> {
+        let inner = self.inner.read();
+        let mut found = matching(&inner, query);
+        sort(&inner, &mut found, &query.sort);
+        let total = match query.total {
+            TotalMode::None => None,
+            TotalMode::Estimate | TotalMode::Accurate => Some(found.len() as u64),
+        };
+        let items = found.into_iter().skip(query.offset).take(query.count).cloned().collect();
+        Ok(Page { items, total })
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+/// Current, non-deleted resources matching every filter of `query`.
+fn matching<'a>(inner: &'a Inner, query: &SearchQuery) -> Vec<&'a StoredResource> {
+    let empty = Vec::new();
+    inner
+        .versions
+        .iter()
+        .filter(|((rt, _), _)| query.resource_type.as_ref().is_none_or(|t| t == rt))
+        .filter_map(|(key, versions)| {
+            let current = versions.last()?;
+            if current.is_deleted() {
+                return None;
+            }
+            let entries = inner.index.get(key).unwrap_or(&empty);
+            query
+                .filters
+                .iter()
+                .all(|f| f.any_of.iter().any(|c| condition_holds(current, entries, c)))
+                .then_some(current)
+        })
+        .collect()
+}
+
+fn condition_holds(resource: &StoredResource, entries: &[IndexEntry], condition: &Condition) -> bool {
+    let values = || entries.iter().filter(|e| e.param == condition.param).map(|e| &e.value);
+    match &condition.matcher {
+        Match::Id(id) => &resource.id == id,
+        Match::LastUpdated { prefix, low, high } => {
+            let t = resource.last_updated.micros();
+            range_matches(*prefix, t as f64, t as f64, *low as f64, *high as f64)
+        }
+        Match::Missing(missing) => values().next().is_none() == *missing,
+        Match::Token { system, code, negate } => {
+            let hit = values().any(|v| match v {
+                IndexValue::Token { system: s, code: c, .. } => {
+                    let system_ok = match system {
+                        TokenSystem::Any => true,
+                        TokenSystem::NoSystem => s.is_none(),
+                        TokenSystem::Is(want) => s.as_deref() == Some(want.as_str()),
+                    };
+                    let code_ok = code.as_ref().is_none_or(|want| c.as_deref() == Some(want.as_str()));
+                    system_ok && code_ok
+                }
+                _ => false,
+            });
+            hit != *negate
+        }
+        Match::TokenText(text) => values().any(|v| match v {
+            IndexValue::Token { text: Some(t), .. } => fhir::search::normalize_string(t).starts_with(text),
+            _ => false,
+        }),
+        Match::String { value, mode } => values().any(|v| match v {
+            IndexValue::String { normalized, exact } => match mode {
+                StringMode::Prefix => normalized.starts_with(value.as_str()),
+                StringMode::Contains => normalized.contains(value.as_str()),
+                StringMode::Exact => exact == value,
+            },
+            _ => false,
+        }),
+        Match::Reference { target_type, id } => values().any(|v| match v {
+            IndexValue::Reference { target_type: t, target_id: Some(i), .. } => {
+                i == id && target_type.as_ref().is_none_or(|want| t.as_deref() == Some(want.as_str()))
+            }
+            _ => false,
+        }),
+        Match::ReferenceUrl(url) => values().any(|v| matches!(v, IndexValue::Reference { url: u, .. } if u == url)),
+        Match::Uri { value, mode } => values().any(|v| match v {
+            IndexValue::Uri { value: u } => match mode {
+                UriMode::Exact => u == value,
+                UriMode::Below => u.starts_with(value.as_str()),
+                UriMode::Above => value.starts_with(u.as_str()),
+            },
+            _ => false,
+        }),
+        Match::Date { prefix, low, high } => values().any(|v| match v {
+            IndexValue::Date { low: rl, high: rh } => {
+                range_matches(*prefix, *rl as f64, *rh as f64, *low as f64, *high as f64)
+            }
+            _ => false,
+        }),
+        Match::Number { prefix, low, high } => values().any(|v| match v {
+            IndexValue::Number { low: rl, high: rh } => range_matches(*prefix, *rl, *rh, *low, *high),
+            _ => false,
+        }),
+        Match::Quantity { prefix, low, high, system, code } => values().any(|v| match v {
+            IndexValue::Quantity { low: rl, high: rh, system: s, code: c } => {
+                system.as_ref().is_none_or(|want| s.as_deref() == Some(want.as_str()))
+                    && code.as_ref().is_none_or(|want| c.as_deref() == Some(want.as_str()))
+                    && range_matches(*prefix, *rl, *rh, *low, *high)
+            }
+            _ => false,
+        }),
+    }
+}
+
+/// Range comparison per <http://hl7.org/fhir/R4/search.html#prefix>, with the
+/// resource's value range `[rl, rh]` and the parameter's range `[pl, ph]`.
+/// `ap` is treated as overlap: the parser has already widened the parameter
+/// range by the approximation margin.
+pub fn range_matches(prefix: Prefix, rl: f64, rh: f64, pl: f64, ph: f64) -> bool {
+    let contained = rl >= pl && rh <= ph;
+    match prefix {
+        Prefix::Eq => contained,
+        Prefix::Ne => !contained,
+        Prefix::Gt => rh > ph,
+        Prefix::Lt => rl < pl,
+        Prefix::Ge => rh > ph || contained,
+        Prefix::Le => rl < pl || contained,
+        Prefix::Sa => rl > ph,
+        Prefix::Eb => rh < pl,
+        Prefix::Ap => rl <= ph && rh >= pl,
+    }
+}
+
+fn sort(inner: &Inner, found: &mut [&StoredResource], keys: &[SortKey]) {
+    let empty = Vec::new();
+    found.sort_by(|a, b| {
+        for key in keys {
+            let ord = match key.param.as_str() {
+                "_id" => a.id.cmp(&b.id),
+                "_lastUpdated" => a.last_updated.cmp(&b.last_updated),
+                param => {
+                    let ea = inner.index.get(&(a.resource_type.clone(), a.id.clone())).unwrap_or(&empty);
+                    let eb = inner.index.get(&(b.resource_type.clone(), b.id.clone())).unwrap_or(&empty);
+                    compare_sort_values(
+                        sort_value(ea, param, key.descending),
+                        sort_value(eb, param, key.descending),
+                        key.descending,
+                    )
+                }
+            };
+            let ord = match key.param.as_str() {
+                "_id" | "_lastUpdated" if key.descending => ord.reverse(),
+                _ => ord,
+            };
+            if ord != Ordering::Equal {
+                return ord;
+            }
+        }
+        // Default order, and the tie-breaker: newest first, then id.
+        b.last_updated.cmp(&a.last_updated).then_with(|| a.id.cmp(&b.id))
+    });
+}
+
+#[derive(PartialEq, PartialOrd)]
+enum SortValue {
+    Text(String),
+    Number(f64),
+}
+
+/// Ascending sorts use a resource's lowest value, descending its highest.
+/// Resources without a value sort last in both directions.
+fn sort_value(entries: &[IndexEntry], param: &str, descending: bool) -> Option<SortValue> {
+    let values = entries.iter().filter(|e| e.param == param).filter_map(|e| match &e.value {
+        IndexValue::String { normalized, .. } => Some(SortValue::Text(normalized.clone())),
+        IndexValue::Token { code, .. } => code.clone().map(SortValue::Text),
+        IndexValue::Uri { value } => Some(SortValue::Text(value.clone())),
+        IndexValue::Reference { url, .. } => Some(SortValue::Text(url.clone())),
+        IndexValue::Date { low, high } => Some(SortValue::Number(if descending { *high } else { *low } as f64)),
+        IndexValue::Number { low, high } | IndexValue::Quantity { low, high, .. } => {
+            Some(SortValue::Number(if descending { *high } else { *low }))
+        }
+    });
+    let pick = |a: SortValue, b: SortValue| {
+        let a_first = a.partial_cmp(&b).is_some_and(|o| o != Ordering::Greater);
+        if a_first != descending { a } else { b }
+    };
+    values.reduce(pick)
+}
+
+/// Missing values sort last whichever the direction.
+fn compare_sort_values(a: Option<SortValue>, b: Option<SortValue>, descending: bool) -> Ordering {
+    match (a, b) {
+        (Some(a), Some(b)) => {
+            let ord = a.partial_cmp(&b).unwrap_or(Ordering::Equal);
+            if descending { ord.reverse() } else { ord }
+        }
+        (Some(_), None) => Ordering::Less,
+        (None, Some(_)) => Ordering::Greater,
+        (None, None) => Ordering::Equal,
+    }
+}
