@@ -1,5 +1,150 @@
-//! The `hearth` binary: parses the command line and runs a subcommand.
+//! The `hearth` binary: parses the command line, loads the configuration,
+//! wires a storage backend to the Service and runs a subcommand.
+//!
+//! Architecture invariant: only this crate reads the environment, files and
+//! configuration, and only this crate chooses a storage backend.
 
-fn main() {
-    println!("hearth");
+mod bench;
+mod config;
+mod demo;
+mod import;
+mod serve;
+mod synth;
+mod wiring;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "hearth", version, about = "Hearth: an electronic health record with a FHIR R4 repository at its heart")]
+struct Cli {
+    /// Configuration file (default: ./hearth.toml when present).
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server: FHIR R4 API at /fhir, /healthz and /readyz.
+    Serve {
+        /// Data directory of the embedded store (default ./hearth-data).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Address to listen on (default 127.0.0.1:8080).
+        #[arg(long)]
+        listen: Option<String>,
+        /// Use PostgreSQL at this URL instead of the embedded SQLite store.
+        #[arg(long)]
+        database_url: Option<String>,
+        /// Load the synthetic demo patients (once; skipped when already present).
+        #[arg(long)]
+        demo: bool,
+    },
+    /// Load FHIR bundles (.json) and NDJSON files (.ndjson), or folders of them.
+    Import {
+        /// Files or folders to import.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        #[arg(long)]
+        database_url: Option<String>,
+        /// Resources per commit for NDJSON and collection bundles.
+        #[arg(long, default_value_t = 1000)]
+        batch_size: usize,
+        /// No progress bar (for scripts and CI logs).
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// Write synthetic patients: one transaction bundle per patient, or NDJSON.
+    Generate {
+        /// Output folder.
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value_t = 10)]
+        patients: usize,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Write NDJSON (one file per resource type) instead of bundles.
+        #[arg(long)]
+        ndjson: bool,
+    },
+    /// Run the benchmark and print a Markdown report for docs/benchmarks.md.
+    Bench {
+        /// Where to put the benchmark's data (default: a fresh temporary folder).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Benchmark PostgreSQL at this URL instead of SQLite.
+        #[arg(long)]
+        database_url: Option<String>,
+        #[arg(long, default_value_t = 200)]
+        patients: usize,
+        #[arg(long, default_value_t = 16)]
+        clients: usize,
+        /// Seconds per timed phase.
+        #[arg(long, default_value_t = 10.0)]
+        seconds: f64,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("hearth: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("hearth: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let env = config::hearth_env();
+    match cli.command {
+        Command::Serve { data_dir, listen, database_url, demo } => {
+            let overrides = config::Overrides { listen, data_dir, database_url };
+            let config = config::Config::load(cli.config.as_deref(), &env, &overrides)?;
+            wiring::init_tracing(&config.log.filter);
+            serve::serve(config, demo).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Import { paths, data_dir, database_url, batch_size, quiet } => {
+            let overrides = config::Overrides { listen: None, data_dir, database_url };
+            let config = config::Config::load(cli.config.as_deref(), &env, &overrides)?;
+            wiring::init_tracing(&config.log.filter);
+            let service = wiring::service(&config).await?;
+            let options = import::ImportOptions { batch_size: batch_size.max(1), progress: !quiet };
+            let summary = import::import_paths(&service, &paths, &options).await?;
+            print!("{}", summary.render());
+            Ok(if summary.rejected.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(3) })
+        }
+        Command::Generate { out, patients, seed, ndjson } => {
+            let options = synth::SynthOptions { seed, patients };
+            std::fs::create_dir_all(&out)?;
+            if ndjson {
+                synth::write_ndjson(&out, &options)?;
+            } else {
+                synth::write_bundles(&out, &options)?;
+            }
+            println!("wrote {patients} synthetic patients to {}", out.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench { data_dir, database_url, patients, clients, seconds } => {
+            wiring::init_tracing("warn");
+            let options = bench::BenchOptions { data_dir, database_url, patients, clients, seconds, ..bench::BenchOptions::default() };
+            let report = bench::run(&options).await?;
+            println!("{report}");
+            Ok(ExitCode::SUCCESS)
+        }
+    }
 }

@@ -1,0 +1,612 @@
+//! The Service: performs every FHIR interaction over a [`Store`], with
+//! validation, versioning and the conditional-operation rules of the spec.
+//! See <http://hl7.org/fhir/R4/http.html>.
+
+mod bundle;
+
+pub use bundle::parse_etag;
+pub mod prepare;
+
+use crate::error::{Error, ErrorKind};
+use crate::store::{
+    Check, Commit, HistoryQuery, HistoryScope, Method, Page, Store, StoreError, StoredResource, Write,
+};
+use fhir::instant::Instant;
+use fhir::search::query::SearchQuery;
+use serde_json::Value;
+use std::sync::Arc;
+
+/// The source of "now", injected so tests are deterministic.
+pub trait Clock: Send + Sync + 'static {
+    fn now(&self) -> Instant;
+}
+
+/// The wall clock.
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> Instant {
+        Instant::now()
+    }
+}
+
+/// The source of new logical ids, injected so tests are deterministic.
+pub trait IdSource: Send + Sync + 'static {
+    fn new_id(&self) -> String;
+}
+
+/// Random UUIDs (v4), the default.
+pub struct UuidIds;
+
+impl IdSource for UuidIds {
+    fn new_id(&self) -> String {
+        uuid::Uuid::new_v4().to_string()
+    }
+}
+
+/// Limits and switches of the Service.
+#[derive(Debug, Clone)]
+pub struct ServiceConfig {
+    /// Default page size for search and history.
+    pub default_page_size: usize,
+    /// Largest page size a client may ask for.
+    pub max_page_size: usize,
+    /// Largest number of entries in a batch or transaction.
+    pub max_bundle_entries: usize,
+}
+
+impl Default for ServiceConfig {
+    fn default() -> ServiceConfig {
+        ServiceConfig { default_page_size: 20, max_page_size: 1000, max_bundle_entries: 10_000 }
+    }
+}
+
+/// Result of a create.
+#[derive(Debug, Clone)]
+pub enum Created {
+    /// A new resource was created.
+    Created(StoredResource),
+    /// Conditional create matched exactly one existing resource; nothing was written.
+    Existing(StoredResource),
+}
+
+/// Result of an update.
+#[derive(Debug, Clone)]
+pub struct Updated {
+    pub resource: StoredResource,
+    /// True when the update created the resource (create-on-update).
+    pub created: bool,
+}
+
+/// A patch document.
+#[derive(Debug, Clone)]
+pub enum PatchDocument {
+    /// RFC 6902 JSON Patch (`application/json-patch+json`).
+    Json(Value),
+    /// FHIRPath Patch: a Parameters resource.
+    FhirPath(Value),
+}
+
+/// Strict or lenient handling of unknown search parameters (`Prefer: handling=`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Handling {
+    #[default]
+    Strict,
+    Lenient,
+}
+
+/// History parameters as given by the client.
+#[derive(Debug, Clone, Default)]
+pub struct HistoryParams {
+    pub since: Option<Instant>,
+    pub not_after: Option<Instant>,
+    pub count: Option<usize>,
+    pub offset: usize,
+}
+
+/// Result of a search: the page and the parameters actually applied (for the self link).
+#[derive(Debug, Clone)]
+pub struct SearchResult {
+    pub page: Page<StoredResource>,
+    /// The parameters that were applied, in canonical form, for the self link.
+    pub applied: Vec<(String, String)>,
+    pub count: usize,
+    pub offset: usize,
+}
+
+pub struct Service {
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    ids: Arc<dyn IdSource>,
+    config: ServiceConfig,
+}
+
+impl Service {
+    pub fn new(store: Arc<dyn Store>) -> Service {
+        Service::with(store, Arc::new(SystemClock), Arc::new(UuidIds), ServiceConfig::default())
+    }
+
+    pub fn with(
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        ids: Arc<dyn IdSource>,
+        config: ServiceConfig,
+    ) -> Service {
+        Service { store, clock, ids, config }
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    pub fn config(&self) -> &ServiceConfig {
+        &self.config
+    }
+
+    /// `POST [base]/[type]`, with `If-None-Exist` criteria for conditional create.
+    /// See <http://hl7.org/fhir/R4/http.html#create> and `#ccreate`.
+    pub async fn create(&self, resource_type: &str, body: Value, if_none_exist: Option<&str>) -> Result<Created, Error> {
+        prepare::check_type(resource_type)?;
+        prepare::validate(resource_type, &body, None)?;
+        let Some(criteria) = if_none_exist else {
+            let id = self.ids.new_id();
+            let write = prepare::stamp(resource_type, &id, 1, self.clock.now(), Method::Post, body);
+            let stored = stored_of(&write);
+            // A fresh UUID cannot collide; the store still refuses a version
+            // that is not current+1, so no separate check is needed.
+            self.store.commit(Commit { checks: Vec::new(), writes: vec![write] }).await?;
+            return Ok(Created::Created(stored));
+        };
+        let query = self.criteria_query(resource_type, criteria)?;
+        for _ in 0..RETRIES {
+            let matches = self.matching_ids(&query).await?;
+            match matches.as_slice() {
+                [] => {
+                    let id = self.ids.new_id();
+                    let write = prepare::stamp(resource_type, &id, 1, self.clock.now(), Method::Post, body.clone());
+                    let stored = stored_of(&write);
+                    let checks = vec![Check::Matches { query: query.clone(), ids: Vec::new() }];
+                    match self.store.commit(Commit { checks, writes: vec![write] }).await {
+                        Ok(()) => return Ok(Created::Created(stored)),
+                        Err(StoreError::Conflict(_)) => continue,
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                [id] => return Ok(Created::Existing(self.read(resource_type, id).await?)),
+                _ => return Err(multiple_matches("conditional create")),
+            }
+        }
+        Err(Error::new(ErrorKind::Conflict, "conditional create kept conflicting with concurrent writes; retry"))
+    }
+
+    /// `GET [base]/[type]/[id]`: NotFound, or Gone for a deleted resource.
+    pub async fn read(&self, resource_type: &str, id: &str) -> Result<StoredResource, Error> {
+        prepare::check_type(resource_type)?;
+        prepare::check_id(id)?;
+        match self.store.read(resource_type, id).await? {
+            None => Err(not_found(resource_type)),
+            Some(r) if r.is_deleted() => Err(gone(resource_type, r.version_id)),
+            Some(r) => Ok(r),
+        }
+    }
+
+    /// `GET [base]/[type]/[id]/_history/[vid]`.
+    pub async fn vread(&self, resource_type: &str, id: &str, version_id: &str) -> Result<StoredResource, Error> {
+        prepare::check_type(resource_type)?;
+        prepare::check_id(id)?;
+        let Ok(version) = version_id.parse::<u64>() else {
+            return Err(Error::new(ErrorKind::NotFound, "no such version: version ids are positive integers"));
+        };
+        match self.store.vread(resource_type, id, version).await? {
+            None => Err(Error::new(ErrorKind::NotFound, format!("{resource_type} version not found"))),
+            Some(r) if r.is_deleted() => Err(gone(resource_type, r.version_id)),
+            Some(r) => Ok(r),
+        }
+    }
+
+    /// `PUT [base]/[type]/[id]`; `if_match` is the version from `If-Match: W/"n"`.
+    /// See <http://hl7.org/fhir/R4/http.html#update>: a missing resource is
+    /// created (update-as-create), a deleted one is brought back.
+    pub async fn update(&self, resource_type: &str, id: &str, body: Value, if_match: Option<u64>) -> Result<Updated, Error> {
+        prepare::check_type(resource_type)?;
+        prepare::check_id(id)?;
+        match body.get("id").and_then(Value::as_str) {
+            None => return Err(Error::new(ErrorKind::BadRequest, "an update must carry the resource id in the body").at("id")),
+            Some(body_id) if body_id != id => {
+                return Err(Error::new(ErrorKind::BadRequest, "the id in the body does not match the id in the URL").at("id"));
+            }
+            Some(_) => {}
+        }
+        prepare::validate(resource_type, &body, None)?;
+        self.write_update(resource_type, id, body, if_match, Vec::new()).await
+    }
+
+    /// `PUT [base]/[type]?criteria`. See <http://hl7.org/fhir/R4/http.html#cond-update>.
+    pub async fn conditional_update(&self, resource_type: &str, criteria: &str, body: Value, if_match: Option<u64>) -> Result<Updated, Error> {
+        prepare::check_type(resource_type)?;
+        prepare::validate(resource_type, &body, None)?;
+        let query = self.criteria_query(resource_type, criteria)?;
+        let body_id = body.get("id").and_then(Value::as_str).map(str::to_string);
+        if let Some(body_id) = &body_id {
+            prepare::check_id(body_id).map_err(|e| e.at("id"))?;
+        }
+        for _ in 0..RETRIES {
+            let matches = self.matching_ids(&query).await?;
+            let checks = vec![Check::Matches { query: query.clone(), ids: matches.clone() }];
+            let id = match matches.as_slice() {
+                [] => body_id.clone().unwrap_or_else(|| self.ids.new_id()),
+                [found] => {
+                    if body_id.as_ref().is_some_and(|b| b != found) {
+                        return Err(Error::new(
+                            ErrorKind::BadRequest,
+                            "the id in the body does not match the resource the criteria found",
+                        )
+                        .at("id"));
+                    }
+                    found.clone()
+                }
+                _ => return Err(multiple_matches("conditional update")),
+            };
+            match self.write_update(resource_type, &id, body.clone(), if_match, checks).await {
+                Err(e) if e.kind == ErrorKind::Conflict && if_match.is_none() => continue,
+                other => return other,
+            }
+        }
+        Err(Error::new(ErrorKind::Conflict, "conditional update kept conflicting with concurrent writes; retry"))
+    }
+
+    /// Writes `body` as the next version of `resource_type/id` (body already validated).
+    async fn write_update(
+        &self,
+        resource_type: &str,
+        id: &str,
+        body: Value,
+        if_match: Option<u64>,
+        extra_checks: Vec<Check>,
+    ) -> Result<Updated, Error> {
+        let mut body = Some(body);
+        for _ in 0..RETRIES {
+            let current = self.store.read(resource_type, id).await?;
+            let current_version = current.as_ref().map(|r| r.version_id);
+            if let Some(wanted) = if_match {
+                if current.as_ref().is_none_or(StoredResource::is_deleted) || current_version != Some(wanted) {
+                    return Err(version_mismatch(current_version, wanted));
+                }
+            }
+            let created = current.as_ref().is_none_or(StoredResource::is_deleted);
+            let version = current_version.unwrap_or(0) + 1;
+            let Some(payload) = body.take() else { break };
+            let write = prepare::stamp(resource_type, id, version, self.clock.now(), Method::Put, payload.clone());
+            body = Some(payload);
+            let stored = stored_of(&write);
+            let mut checks = extra_checks.clone();
+            checks.push(Check::Version { resource_type: resource_type.into(), id: id.into(), expected: current_version });
+            match self.store.commit(Commit { checks, writes: vec![write] }).await {
+                Ok(()) => return Ok(Updated { resource: stored, created }),
+                Err(StoreError::Conflict(_)) if if_match.is_some() => {
+                    return Err(Error::new(ErrorKind::PreconditionFailed, "the resource was changed concurrently"));
+                }
+                Err(StoreError::Conflict(msg)) if !extra_checks.is_empty() => {
+                    return Err(Error::new(ErrorKind::Conflict, msg));
+                }
+                Err(StoreError::Conflict(_)) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(Error::new(ErrorKind::Conflict, "the update kept conflicting with concurrent writes; retry"))
+    }
+
+    /// `PATCH [base]/[type]/[id]`. See <http://hl7.org/fhir/R4/http.html#patch>.
+    pub async fn patch(&self, resource_type: &str, id: &str, patch: PatchDocument, if_match: Option<u64>) -> Result<StoredResource, Error> {
+        prepare::check_type(resource_type)?;
+        prepare::check_id(id)?;
+        for _ in 0..RETRIES {
+            let current = self.read(resource_type, id).await?;
+            if let Some(wanted) = if_match {
+                if current.version_id != wanted {
+                    return Err(version_mismatch(Some(current.version_id), wanted));
+                }
+            }
+            let patched = apply_patch(&current, &patch)?;
+            if patched.get("resourceType").and_then(Value::as_str) != Some(resource_type)
+                || patched.get("id").and_then(Value::as_str) != Some(id)
+            {
+                return Err(Error::new(ErrorKind::Invalid, "a patch may not change the resourceType or id"));
+            }
+            prepare::validate(resource_type, &patched, None)?;
+            let write = prepare::stamp(resource_type, id, current.version_id + 1, self.clock.now(), Method::Patch, patched);
+            let stored = stored_of(&write);
+            let checks = vec![Check::Version {
+                resource_type: resource_type.into(),
+                id: id.into(),
+                expected: Some(current.version_id),
+            }];
+            match self.store.commit(Commit { checks, writes: vec![write] }).await {
+                Ok(()) => return Ok(stored),
+                Err(StoreError::Conflict(_)) if if_match.is_some() => {
+                    return Err(Error::new(ErrorKind::PreconditionFailed, "the resource was changed concurrently"));
+                }
+                Err(StoreError::Conflict(_)) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(Error::new(ErrorKind::Conflict, "the patch kept conflicting with concurrent writes; retry"))
+    }
+
+    /// `PATCH [base]/[type]?criteria`.
+    pub async fn conditional_patch(&self, resource_type: &str, criteria: &str, patch: PatchDocument, if_match: Option<u64>) -> Result<StoredResource, Error> {
+        prepare::check_type(resource_type)?;
+        let query = self.criteria_query(resource_type, criteria)?;
+        let matches = self.matching_ids(&query).await?;
+        match matches.as_slice() {
+            [] => Err(Error::new(ErrorKind::NotFound, "conditional patch: no resource matches the criteria")),
+            [id] => self.patch(resource_type, id, patch, if_match).await,
+            _ => Err(multiple_matches("conditional patch")),
+        }
+    }
+
+    /// `DELETE [base]/[type]/[id]`. Returns the version of the delete, or
+    /// `None` when there was nothing to delete (already deleted or never existed).
+    pub async fn delete(&self, resource_type: &str, id: &str) -> Result<Option<u64>, Error> {
+        prepare::check_type(resource_type)?;
+        prepare::check_id(id)?;
+        for _ in 0..RETRIES {
+            let current = self.store.read(resource_type, id).await?;
+            let Some(current) = current.filter(|r| !r.is_deleted()) else {
+                return Ok(None);
+            };
+            let version = current.version_id + 1;
+            let write = prepare::tombstone(resource_type, id, version, self.clock.now());
+            let checks = vec![Check::Version {
+                resource_type: resource_type.into(),
+                id: id.into(),
+                expected: Some(current.version_id),
+            }];
+            match self.store.commit(Commit { checks, writes: vec![write] }).await {
+                Ok(()) => return Ok(Some(version)),
+                Err(StoreError::Conflict(_)) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(Error::new(ErrorKind::Conflict, "the delete kept conflicting with concurrent writes; retry"))
+    }
+
+    /// `DELETE [base]/[type]?criteria` (single-match mode). Returns how many
+    /// resources were deleted: 0 or 1; several matches answer 412.
+    pub async fn conditional_delete(&self, resource_type: &str, criteria: &str) -> Result<usize, Error> {
+        prepare::check_type(resource_type)?;
+        let query = self.criteria_query(resource_type, criteria)?;
+        let matches = self.matching_ids(&query).await?;
+        match matches.as_slice() {
+            [] => Ok(0),
+            [id] => Ok(usize::from(self.delete(resource_type, id).await?.is_some())),
+            _ => Err(multiple_matches("conditional delete")),
+        }
+    }
+
+    /// `GET [base]/_history`, `[type]/_history`, `[type]/[id]/_history`.
+    pub async fn history(&self, scope: &HistoryScope, params: &HistoryParams) -> Result<Page<StoredResource>, Error> {
+        match scope {
+            HistoryScope::System => {}
+            HistoryScope::Type(rt) => prepare::check_type(rt)?,
+            HistoryScope::Instance { resource_type, id } => {
+                prepare::check_type(resource_type)?;
+                prepare::check_id(id)?;
+                if self.store.read(resource_type, id).await?.is_none() {
+                    return Err(not_found(resource_type));
+                }
+            }
+        }
+        let query = HistoryQuery {
+            since: params.since,
+            not_after: params.not_after,
+            count: self.page_size(params.count),
+            offset: params.offset,
+        };
+        Ok(self.store.history(scope, &query).await?)
+    }
+
+    /// `GET [base]/[type]?params` and `GET [base]?params`. The paging
+    /// parameter `_offset` is Hearth's own (it appears in next/previous links).
+    pub async fn search(&self, resource_type: Option<&str>, params: &[(String, String)], handling: Handling) -> Result<SearchResult, Error> {
+        if let Some(rt) = resource_type {
+            prepare::check_type(rt)?;
+        }
+        let mut offset = 0usize;
+        let mut rest = Vec::with_capacity(params.len());
+        for (k, v) in params {
+            if k == "_offset" {
+                offset = v.parse().map_err(|_| {
+                    Error::new(ErrorKind::BadRequest, "_offset must be a non-negative integer").at("_offset")
+                })?;
+            } else {
+                rest.push((k.clone(), v.clone()));
+            }
+        }
+        let parsed = fhir::search::query::parse(resource_type, &rest, handling == Handling::Lenient)
+            .map_err(|issues| Error::with_issues(ErrorKind::BadRequest, issues))?;
+        let mut query = parsed.query;
+        let count_given = rest.iter().any(|(k, _)| k == "_count");
+        query.count = if count_given { query.count.min(self.config.max_page_size) } else { self.config.default_page_size };
+        query.offset = offset;
+        let page = self.store.search(&query).await?;
+        Ok(SearchResult { page, applied: parsed.applied, count: query.count, offset })
+    }
+
+    fn page_size(&self, asked: Option<usize>) -> usize {
+        asked.unwrap_or(self.config.default_page_size).min(self.config.max_page_size)
+    }
+
+    /// Parses conditional-operation criteria (a URL query string).
+    pub(crate) fn criteria_query(&self, resource_type: &str, criteria: &str) -> Result<SearchQuery, Error> {
+        let criteria = criteria.trim_start_matches('?');
+        let params: Vec<(String, String)> = form_urlencoded::parse(criteria.as_bytes()).into_owned().collect();
+        if params.is_empty() {
+            return Err(Error::new(ErrorKind::BadRequest, "conditional operation without criteria"));
+        }
+        let parsed = fhir::search::query::parse(Some(resource_type), &params, false)
+            .map_err(|issues| Error::with_issues(ErrorKind::BadRequest, issues))?;
+        let mut query = parsed.query;
+        // Two matches are enough to tell "one" from "several".
+        query.count = 2;
+        query.offset = 0;
+        query.sort.clear();
+        Ok(query)
+    }
+
+    /// Ids of the resources matching a conditional query (at most `query.count`).
+    pub(crate) async fn matching_ids(&self, query: &SearchQuery) -> Result<Vec<String>, Error> {
+        let page = self.store.search(query).await?;
+        Ok(page.items.into_iter().map(|r| r.id).collect())
+    }
+
+    /// `POST [base]` with a batch or transaction Bundle; returns the response Bundle.
+    /// `base_url` is the server's FHIR base, used for `fullUrl`s.
+    pub async fn bundle(&self, bundle: Value, base_url: &str) -> Result<Value, Error> {
+        bundle::process(self, bundle, base_url).await
+    }
+
+    pub(crate) fn now(&self) -> Instant {
+        self.clock.now()
+    }
+
+    pub(crate) fn new_id(&self) -> String {
+        self.ids.new_id()
+    }
+}
+
+/// How often an interaction retries after losing an optimistic-concurrency race.
+const RETRIES: usize = 8;
+
+/// The StoredResource a write will become once committed.
+pub(crate) fn stored_of(write: &Write) -> StoredResource {
+    StoredResource {
+        resource_type: write.resource_type.clone(),
+        id: write.id.clone(),
+        version_id: write.version_id,
+        last_updated: write.last_updated,
+        method: write.method,
+        body: write.body.clone(),
+    }
+}
+
+pub(crate) fn not_found(resource_type: &str) -> Error {
+    Error::new(ErrorKind::NotFound, format!("{resource_type} not found"))
+}
+
+pub(crate) fn gone(resource_type: &str, version: u64) -> Error {
+    Error::new(ErrorKind::Gone, format!("{resource_type} was deleted (version {version})"))
+}
+
+fn multiple_matches(what: &str) -> Error {
+    let mut e = Error::new(ErrorKind::PreconditionFailed, format!("{what}: the criteria match more than one resource"));
+    if let Some(issue) = e.issues.first_mut() {
+        issue.code = fhir::IssueType::MultipleMatches;
+    }
+    e
+}
+
+fn version_mismatch(current: Option<u64>, wanted: u64) -> Error {
+    let current = current.map_or_else(|| "none".to_string(), |v| v.to_string());
+    Error::new(
+        ErrorKind::PreconditionFailed,
+        format!("If-Match names version {wanted} but the current version is {current}"),
+    )
+}
+
+/// Applies a patch document to a stored resource.
+pub(crate) fn apply_patch(current: &StoredResource, patch: &PatchDocument) -> Result<Value, Error> {
+    let text = current.body.as_deref().ok_or_else(|| gone(&current.resource_type, current.version_id))?;
+    let resource = prepare::parse_stored(text)?;
+    let result = match patch {
+        PatchDocument::Json(ops) => fhir::patch::apply_json_patch(&resource, ops),
+        PatchDocument::FhirPath(parameters) => fhir::patch::apply_fhirpath_patch(&resource, parameters),
+    };
+    result.map_err(|issues| Error::with_issues(ErrorKind::Invalid, issues))
+}
+
+/// Result of loading one resource with [`Service::load`].
+pub type LoadResult = Result<StoredResource, Error>;
+
+impl Service {
+    /// Bulk load (used by `hearth import`): each resource is validated exactly
+    /// as on the API and written as an update of its own id (a new id when it
+    /// has none). Valid resources of the call are committed together in one
+    /// transaction; invalid ones are answered individually and write nothing.
+    pub async fn load(&self, resources: Vec<Value>) -> Vec<LoadResult> {
+        let mut results: Vec<Option<LoadResult>> = Vec::with_capacity(resources.len());
+        let mut pending: Vec<(usize, String, String, Value)> = Vec::new();
+        for (index, body) in resources.into_iter().enumerate() {
+            let rt = body.get("resourceType").and_then(Value::as_str).unwrap_or_default().to_string();
+            let checked = prepare::check_type(&rt).and_then(|()| prepare::validate(&rt, &body, None)).and_then(|()| {
+                match body.get("id").and_then(Value::as_str) {
+                    Some(id) => prepare::check_id(id).map(|()| id.to_string()).map_err(|e| e.at("id")),
+                    None => Ok(self.ids.new_id()),
+                }
+            });
+            match checked {
+                Ok(id) => {
+                    pending.push((index, rt, id, body));
+                    results.push(None);
+                }
+                Err(e) => results.push(Some(Err(e))),
+            }
+        }
+        if let Err(e) = self.load_together(&pending, &mut results).await {
+            // The joint commit lost a race or failed: fall back to one at a
+            // time so each resource gets its own answer.
+            tracing::debug!(error = %e.message(), "bulk load commit failed; loading one by one");
+            for (index, rt, id, body) in pending {
+                let mut body = body;
+                if let Some(obj) = body.as_object_mut() {
+                    obj.insert("id".into(), Value::String(id.clone()));
+                }
+                let result = self.write_update(&rt, &id, body, None, Vec::new()).await.map(|u| u.resource);
+                if let Some(slot) = results.get_mut(index) {
+                    *slot = Some(result);
+                }
+            }
+        }
+        results
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(Error::new(ErrorKind::Internal, "resource was not processed"))))
+            .collect()
+    }
+
+    async fn load_together(
+        &self,
+        pending: &[(usize, String, String, Value)],
+        results: &mut [Option<LoadResult>],
+    ) -> Result<(), Error> {
+        let now = self.clock.now();
+        let mut commit = Commit::default();
+        let mut seen: std::collections::HashMap<(String, String), u64> = std::collections::HashMap::new();
+        let mut stored = Vec::with_capacity(pending.len());
+        for (index, rt, id, body) in pending {
+            let key = (rt.clone(), id.clone());
+            let current = match seen.get(&key) {
+                Some(v) => Some(*v),
+                None => {
+                    let v = self.store.read(rt, id).await?.map(|r| r.version_id);
+                    commit.checks.push(Check::Version { resource_type: rt.clone(), id: id.clone(), expected: v });
+                    v
+                }
+            };
+            let version = current.unwrap_or(0) + 1;
+            seen.insert(key, version);
+            let write = prepare::stamp(rt, id, version, now, Method::Put, body.clone());
+            stored.push((*index, stored_of(&write)));
+            commit.writes.push(write);
+        }
+        if commit.writes.is_empty() {
+            return Ok(());
+        }
+        self.store.commit(commit).await?;
+        for (index, s) in stored {
+            if let Some(slot) = results.get_mut(index) {
+                *slot = Some(Ok(s));
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,168 @@
+//! Turning a client's resource into a version to store: checks, validation,
+//! `id` and `meta` stamping, and search-index extraction.
+
+use crate::error::{Error, ErrorKind};
+use crate::store::{Method, Write};
+use fhir::instant::Instant;
+use serde_json::{Map, Value};
+use std::sync::Arc;
+
+/// True when `id` is a valid FHIR logical id: `[A-Za-z0-9\-\.]{1,64}`.
+pub fn is_valid_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+}
+
+/// Checks the resource type named in a URL or bundle request.
+pub fn check_type(resource_type: &str) -> Result<(), Error> {
+    if fhir::definitions::is_resource_type(resource_type) {
+        Ok(())
+    } else {
+        Err(Error::new(ErrorKind::NotFound, format!("unknown resource type '{}'", short(resource_type))))
+    }
+}
+
+/// Checks an id taken from a URL.
+pub fn check_id(id: &str) -> Result<(), Error> {
+    if is_valid_id(id) {
+        Ok(())
+    } else {
+        Err(Error::new(ErrorKind::BadRequest, "invalid resource id: ids are 1-64 characters of A-Z a-z 0-9 - ."))
+    }
+}
+
+/// Truncates a client-supplied token for a diagnostic message.
+pub(crate) fn short(text: &str) -> String {
+    text.chars().take(64).collect()
+}
+
+/// Validates a resource body for `resource_type`. `location` prefixes issue
+/// expressions (e.g. `Bundle.entry[3].resource`) when the resource sits in a bundle.
+pub fn validate(resource_type: &str, body: &Value, location: Option<&str>) -> Result<(), Error> {
+    let Some(obj) = body.as_object() else {
+        return Err(Error::new(ErrorKind::BadRequest, "the body must be a JSON object (a FHIR resource)"));
+    };
+    match obj.get("resourceType").and_then(Value::as_str) {
+        None => {
+            return Err(Error::new(ErrorKind::BadRequest, "the resource has no resourceType")
+                .at(location.unwrap_or(resource_type).to_string()));
+        }
+        Some(rt) if rt != resource_type => {
+            return Err(Error::new(
+                ErrorKind::BadRequest,
+                format!("resourceType '{}' does not match the type '{resource_type}' of the request", short(rt)),
+            )
+            .at(location.map_or_else(|| "resourceType".to_string(), |l| format!("{l}.resourceType"))));
+        }
+        Some(_) => {}
+    }
+    let mut issues = fhir::validation::validate(body);
+    if !issues.iter().any(fhir::Issue::is_error) {
+        return Ok(());
+    }
+    issues.retain(fhir::Issue::is_error);
+    if let Some(location) = location {
+        for issue in &mut issues {
+            if let Some(expr) = &issue.expression {
+                let rest = expr.strip_prefix(resource_type).unwrap_or(expr);
+                issue.expression = Some(format!("{location}{rest}"));
+            } else {
+                issue.expression = Some(location.to_string());
+            }
+        }
+    }
+    Err(Error::with_issues(ErrorKind::Invalid, issues))
+}
+
+/// Sets `id`, `meta.versionId` and `meta.lastUpdated` (keeping the other meta
+/// elements), serialises, and extracts the search index.
+pub fn stamp(
+    resource_type: &str,
+    id: &str,
+    version_id: u64,
+    last_updated: Instant,
+    method: Method,
+    mut body: Value,
+) -> Write {
+    if let Some(obj) = body.as_object_mut() {
+        set_id_and_meta(obj, id, version_id, last_updated);
+    }
+    let index = fhir::search::extract(&body);
+    let text = body.to_string();
+    Write {
+        resource_type: resource_type.to_string(),
+        id: id.to_string(),
+        version_id,
+        last_updated,
+        method,
+        body: Some(Arc::from(text)),
+        index,
+    }
+}
+
+/// A tombstone version.
+pub fn tombstone(resource_type: &str, id: &str, version_id: u64, last_updated: Instant) -> Write {
+    Write {
+        resource_type: resource_type.to_string(),
+        id: id.to_string(),
+        version_id,
+        last_updated,
+        method: Method::Delete,
+        body: None,
+        index: Vec::new(),
+    }
+}
+
+fn set_id_and_meta(obj: &mut Map<String, Value>, id: &str, version_id: u64, last_updated: Instant) {
+    // Keep `resourceType` first and `id` second, as FHIR JSON writers do.
+    let had_id = obj.contains_key("id");
+    obj.insert("id".into(), Value::String(id.to_string()));
+    if !had_id {
+        // preserve_order appends new keys; move id right after resourceType.
+        let entries: Vec<(String, Value)> = std::mem::take(obj).into_iter().collect();
+        for (k, v) in entries.iter().filter(|(k, _)| k == "resourceType" || k == "id") {
+            obj.insert(k.clone(), v.clone());
+        }
+        for (k, v) in entries.into_iter().filter(|(k, _)| k != "resourceType" && k != "id") {
+            obj.insert(k, v);
+        }
+    }
+    let meta = obj.entry("meta").or_insert_with(|| Value::Object(Map::new()));
+    if !meta.is_object() {
+        *meta = Value::Object(Map::new());
+    }
+    if let Some(meta) = meta.as_object_mut() {
+        meta.insert("versionId".into(), Value::String(version_id.to_string()));
+        meta.insert("lastUpdated".into(), Value::String(last_updated.to_fhir()));
+    }
+}
+
+/// Parses stored JSON text back into a value.
+pub fn parse_stored(text: &str) -> Result<Value, Error> {
+    serde_json::from_str(text).map_err(|_| Error::new(ErrorKind::Internal, "a stored resource could not be parsed"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_follow_the_spec() {
+        assert!(is_valid_id("a-B.9"));
+        assert!(!is_valid_id(""));
+        assert!(!is_valid_id("a b"));
+        assert!(!is_valid_id("a/b"));
+        assert!(!is_valid_id(&"x".repeat(65)));
+    }
+
+    #[test]
+    fn stamp_sets_meta_and_keeps_the_rest() {
+        let body: Value =
+            serde_json::from_str(r#"{"resourceType":"Observation","meta":{"tag":[{"code":"t"}]},"valueQuantity":{"value":1.50}}"#)
+                .unwrap_or(Value::Null);
+        let write = stamp("Observation", "o1", 3, Instant(0), Method::Put, body);
+        let text = write.body.as_deref().unwrap_or("");
+        assert!(text.starts_with(r#"{"resourceType":"Observation","id":"o1","meta":{"tag""#), "{text}");
+        assert!(text.contains(r#""versionId":"3""#));
+        assert!(text.contains(r#""value":1.50"#));
+    }
+}

@@ -1,0 +1,54 @@
+//! `hearth serve`: binds the listener, optionally loads the demo data, and
+//! serves the HTTP application until SIGINT/SIGTERM, then shuts down gracefully.
+
+use crate::config::Config;
+use crate::{demo, wiring};
+use anyhow::Context;
+use std::sync::Arc;
+
+pub async fn serve(config: Config, with_demo: bool) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    let addr = config.listen_addr()?;
+    let service = wiring::service(&config).await?;
+    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
+    let bound = listener.local_addr()?;
+    let base_url = config.base_url(bound);
+    if with_demo {
+        let loaded = demo::load_once(&service, &base_url).await?;
+        match loaded {
+            Some(n) => eprintln!("hearth: loaded {n} demo patients"),
+            None => eprintln!("hearth: demo patients already present"),
+        }
+    }
+    let state = api::AppState {
+        service: Arc::clone(&service),
+        config: Arc::new(api::ApiConfig { max_body_bytes: config.server.max_body_bytes, base_url: base_url.clone() }),
+    };
+    let app = api::router(state);
+    tracing::info!(listen = %bound, backend = service.store().backend(), startup_ms = started.elapsed().as_millis() as u64, "hearth is ready");
+    eprintln!("hearth: serving FHIR R4 at {base_url} (storage: {})", service.store().backend());
+    axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;
+    eprintln!("hearth: stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+}
