@@ -1,0 +1,4 @@
+//! Service tests over the in-memory reference store: interactions,
+//! versioning, conditional operations, batch and transaction semantics.
+
+mod service;
