@@ -1,1 +1,0 @@
-//! A compiled FHIRPath subset: what search-parameter expressions and FHIRPath Patch need.
