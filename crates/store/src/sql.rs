@@ -1,0 +1,606 @@
+//! The one search-to-SQL builder shared by SQLite and PostgreSQL, with the
+//! small dialect layer where the engines differ (placeholders, substring
+//! test). It also builds the history queries and names the index tables.
+//!
+//! Every [`Match`] becomes a predicate on the current-resource row `r`
+//! (`r.rid IN (SELECT rid FROM idx_... WHERE ...)`), so conditions compose:
+//! OR within a [`fhir::search::query::Filter`], AND across filters
+//! (<http://hl7.org/fhir/R4/search.html#combining>). Values are always bound
+//! as parameters; only table names, column names and integer constants of our
+//! own are written into the SQL text.
+
+use domain::store::{HistoryQuery, HistoryScope};
+use fhir::search::IndexValue;
+use fhir::search::query::{Condition, Filter, Match, Prefix, SearchQuery, SortKey, StringMode, TokenSystem, UriMode};
+use std::collections::HashMap;
+use std::fmt::Write as _;
+
+/// The SQL engine a statement is written for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
+impl Dialect {
+    /// Numbered placeholder: SQLite accepts `?N`, PostgreSQL `$N`. Both allow
+    /// one number to appear several times.
+    fn placeholder(self, n: usize) -> String {
+        match self {
+            Dialect::Sqlite => format!("?{n}"),
+            Dialect::Postgres => format!("${n}"),
+        }
+    }
+
+    /// `haystack` contains `needle` as a substring. Used instead of LIKE so no
+    /// wildcard escaping is needed and the test is case-sensitive on both
+    /// engines (SQLite's LIKE folds ASCII case).
+    fn contains(self, haystack: &str, needle: &str) -> String {
+        match self {
+            Dialect::Sqlite => format!("instr({haystack}, {needle}) > 0"),
+            Dialect::Postgres => format!("strpos({haystack}, {needle}) > 0"),
+        }
+    }
+}
+
+/// A bound parameter value.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum SqlValue {
+    Int(i64),
+    Real(f64),
+    Text(String),
+}
+
+/// A statement and its parameters, numbered from 1 in order.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Sql {
+    pub(crate) text: String,
+    pub(crate) params: Vec<SqlValue>,
+}
+
+/// Search parameter types, one index table each; the number is stored in
+/// `search_param.kind`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) enum Kind {
+    String = 1,
+    Token = 2,
+    Reference = 3,
+    Date = 4,
+    Number = 5,
+    Quantity = 6,
+    Uri = 7,
+}
+
+impl Kind {
+    pub(crate) const ALL: [Kind; 7] =
+        [Kind::String, Kind::Token, Kind::Reference, Kind::Date, Kind::Number, Kind::Quantity, Kind::Uri];
+
+    pub(crate) fn code(self) -> i64 {
+        self as i64
+    }
+
+    pub(crate) fn from_code(code: i64) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| k.code() == code)
+    }
+
+    pub(crate) fn of(value: &IndexValue) -> Kind {
+        match value {
+            IndexValue::String { .. } => Kind::String,
+            IndexValue::Token { .. } => Kind::Token,
+            IndexValue::Reference { .. } => Kind::Reference,
+            IndexValue::Date { .. } => Kind::Date,
+            IndexValue::Number { .. } => Kind::Number,
+            IndexValue::Quantity { .. } => Kind::Quantity,
+            IndexValue::Uri { .. } => Kind::Uri,
+        }
+    }
+
+    pub(crate) fn table(self) -> &'static str {
+        match self {
+            Kind::String => "idx_string",
+            Kind::Token => "idx_token",
+            Kind::Reference => "idx_reference",
+            Kind::Date => "idx_date",
+            Kind::Number => "idx_number",
+            Kind::Quantity => "idx_quantity",
+            Kind::Uri => "idx_uri",
+        }
+    }
+
+    /// Columns holding the lowest and highest sortable value of a row
+    /// (<http://hl7.org/fhir/R4/search.html#sort>: ascending sorts by the
+    /// lowest value, descending by the highest).
+    fn sort_columns(self) -> (&'static str, &'static str) {
+        match self {
+            Kind::String => ("normalized", "normalized"),
+            Kind::Token => ("code", "code"),
+            Kind::Reference => ("url", "url"),
+            Kind::Date | Kind::Number | Kind::Quantity => ("low", "high"),
+            Kind::Uri => ("value", "value"),
+        }
+    }
+}
+
+/// The resolved types of the parameters a query sorts by (a code may have
+/// several types across resource types). Unknown codes sort as all-missing.
+pub(crate) type SortKinds = HashMap<String, Vec<Kind>>;
+
+/// The sort parameters whose index type must be looked up (in
+/// `search_param`) before [`search`] can write the ORDER BY.
+pub(crate) fn sort_params_to_resolve(query: &SearchQuery) -> Vec<&str> {
+    query.sort.iter().map(|k| k.param.as_str()).filter(|p| !is_special_sort(p)).collect()
+}
+
+/// The statement that lists the kinds of one parameter code.
+pub(crate) fn kinds_sql(dialect: Dialect) -> String {
+    format!("SELECT kind FROM search_param WHERE code = {}", dialect.placeholder(1))
+}
+
+fn is_special_sort(param: &str) -> bool {
+    matches!(param, "_id" | "_lastUpdated")
+}
+
+/// Columns every resource-returning statement selects, in this order:
+/// type, id, version, last_updated, method, body.
+const RESOURCE_COLUMNS: &str = "r.type, r.id, v.version, v.last_updated, v.method, v.body";
+
+/// The statements of one search.
+pub(crate) struct SearchSql {
+    /// The requested page, in the query's order.
+    pub(crate) page: Sql,
+    /// The number of all matches (for `_total`).
+    pub(crate) count: Sql,
+}
+
+/// Builds the page and count statements of `query`.
+pub(crate) fn search(dialect: Dialect, query: &SearchQuery, sort_kinds: &SortKinds) -> SearchSql {
+    let mut page = Builder::new(dialect);
+    page.push("SELECT ");
+    page.push(RESOURCE_COLUMNS);
+    page.push(" FROM resource r JOIN resource_version v ON v.rid = r.rid AND v.version = r.version");
+    page.where_clause(query);
+    page.order_by(&query.sort, sort_kinds);
+    let limit = page.bind(SqlValue::Int(to_i64(query.count)));
+    let offset = page.bind(SqlValue::Int(to_i64(query.offset)));
+    let _ = write!(page.text, " LIMIT {limit} OFFSET {offset}");
+
+    let mut count = Builder::new(dialect);
+    count.push("SELECT COUNT(*) FROM resource r");
+    count.where_clause(query);
+
+    SearchSql { page: page.finish(), count: count.finish() }
+}
+
+/// The ids of every current resource matching `query`, ignoring sort and
+/// paging: what [`domain::store::Check::Matches`] compares.
+pub(crate) fn matching_ids(dialect: Dialect, query: &SearchQuery) -> Sql {
+    let mut b = Builder::new(dialect);
+    b.push("SELECT r.id FROM resource r");
+    b.where_clause(query);
+    b.finish()
+}
+
+/// The page and count statements of a history query, newest first by the
+/// global sequence (<http://hl7.org/fhir/R4/http.html#history>).
+pub(crate) fn history(dialect: Dialect, scope: &HistoryScope, query: &HistoryQuery) -> SearchSql {
+    let mut page = Builder::new(dialect);
+    page.push("SELECT ");
+    page.push(RESOURCE_COLUMNS);
+    page.push(" FROM resource_version v JOIN resource r ON r.rid = v.rid");
+    page.history_where(scope, query);
+    let limit = page.bind(SqlValue::Int(to_i64(query.count)));
+    let offset = page.bind(SqlValue::Int(to_i64(query.offset)));
+    let _ = write!(page.text, " ORDER BY v.seq DESC LIMIT {limit} OFFSET {offset}");
+
+    let mut count = Builder::new(dialect);
+    count.push("SELECT COUNT(*) FROM resource_version v");
+    count.history_where(scope, query);
+
+    SearchSql { page: page.finish(), count: count.finish() }
+}
+
+fn to_i64(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// The bounds of a range search value, typed as the column is.
+#[derive(Clone, Copy)]
+enum Bounds {
+    Int(i64, i64),
+    Real(f64, f64),
+}
+
+struct Builder {
+    dialect: Dialect,
+    text: String,
+    params: Vec<SqlValue>,
+}
+
+impl Builder {
+    fn new(dialect: Dialect) -> Builder {
+        Builder { dialect, text: String::with_capacity(256), params: Vec::new() }
+    }
+
+    fn finish(self) -> Sql {
+        Sql { text: self.text, params: self.params }
+    }
+
+    fn push(&mut self, sql: &str) {
+        self.text.push_str(sql);
+    }
+
+    /// Adds a parameter and returns its placeholder.
+    fn bind(&mut self, value: SqlValue) -> String {
+        self.params.push(value);
+        self.dialect.placeholder(self.params.len())
+    }
+
+    fn bind_text(&mut self, value: &str) -> String {
+        self.bind(SqlValue::Text(value.to_owned()))
+    }
+
+    fn history_where(&mut self, scope: &HistoryScope, query: &HistoryQuery) {
+        let mut clauses: Vec<String> = Vec::new();
+        match scope {
+            HistoryScope::System => {}
+            HistoryScope::Type(resource_type) => {
+                let p = self.bind_text(resource_type);
+                clauses.push(format!("v.type = {p}"));
+            }
+            HistoryScope::Instance { resource_type, id } => {
+                let t = self.bind_text(resource_type);
+                let i = self.bind_text(id);
+                clauses.push(format!("v.rid = (SELECT rid FROM resource WHERE type = {t} AND id = {i})"));
+            }
+        }
+        if let Some(since) = query.since {
+            let p = self.bind(SqlValue::Int(since.micros()));
+            clauses.push(format!("v.last_updated >= {p}"));
+        }
+        if let Some(not_after) = query.not_after {
+            let p = self.bind(SqlValue::Int(not_after.micros()));
+            clauses.push(format!("v.last_updated <= {p}"));
+        }
+        if !clauses.is_empty() {
+            self.push(" WHERE ");
+            self.push(&clauses.join(" AND "));
+        }
+    }
+
+    fn where_clause(&mut self, query: &SearchQuery) {
+        self.push(" WHERE r.deleted = 0");
+        if let Some(resource_type) = &query.resource_type {
+            let p = self.bind_text(resource_type);
+            let _ = write!(self.text, " AND r.type = {p}");
+        }
+        for filter in &query.filters {
+            self.push(" AND ");
+            self.filter(filter);
+        }
+    }
+
+    /// Any condition of a filter may hold; an empty filter matches nothing.
+    fn filter(&mut self, filter: &Filter) {
+        if filter.any_of.is_empty() {
+            self.push("1 = 0");
+            return;
+        }
+        self.push("(");
+        for (i, condition) in filter.any_of.iter().enumerate() {
+            if i > 0 {
+                self.push(" OR ");
+            }
+            self.condition(condition);
+        }
+        self.push(")");
+    }
+
+    /// `pid = (the interned id of param code for kind)`: NULL (matching no
+    /// row) when nothing was ever indexed under that code and kind.
+    fn pid_clause(&mut self, param: &str, kind: Kind) -> String {
+        let p = self.bind_text(param);
+        format!("pid = (SELECT pid FROM search_param WHERE code = {p} AND kind = {})", kind.code())
+    }
+
+    fn system_clause(&mut self, system: &str) -> String {
+        let p = self.bind_text(system);
+        format!("sid = (SELECT sid FROM term_system WHERE uri = {p})")
+    }
+
+    /// `r.rid [NOT] IN (SELECT rid FROM table WHERE pid = .. AND clauses)`.
+    fn index_predicate(&mut self, kind: Kind, param: &str, negate: bool, clauses: &[String]) {
+        let pid = self.pid_clause(param, kind);
+        let not = if negate { "NOT " } else { "" };
+        let _ = write!(self.text, "r.rid {not}IN (SELECT rid FROM {} WHERE {pid}", kind.table());
+        for clause in clauses {
+            self.push(" AND ");
+            self.push(clause);
+        }
+        self.push(")");
+    }
+
+    fn condition(&mut self, condition: &Condition) {
+        let param = condition.param.as_str();
+        match &condition.matcher {
+            Match::Id(id) => {
+                let p = self.bind_text(id);
+                let _ = write!(self.text, "r.id = {p}");
+            }
+            Match::LastUpdated { prefix, low, high } => {
+                let predicate = self.range_predicate("r.last_updated", "r.last_updated", *prefix, Bounds::Int(*low, *high));
+                self.push(&predicate);
+            }
+            Match::Missing(missing) => {
+                // http://hl7.org/fhir/R4/search.html#missing: true means the
+                // resource has no value for the parameter, of any type.
+                let p = self.bind_text(param);
+                let not = if *missing { "NOT " } else { "" };
+                let _ = write!(self.text, "r.rid {not}IN (");
+                for (i, kind) in Kind::ALL.into_iter().enumerate() {
+                    if i > 0 {
+                        self.push(" UNION ALL ");
+                    }
+                    let _ = write!(
+                        self.text,
+                        "SELECT rid FROM {} WHERE pid IN (SELECT pid FROM search_param WHERE code = {p})",
+                        kind.table()
+                    );
+                }
+                self.push(")");
+            }
+            Match::Token { system, code, negate } => {
+                // http://hl7.org/fhir/R4/search.html#token: `code`, `system|code`,
+                // `|code`, `system|`; `:not` selects resources with no matching
+                // token, including those without any value.
+                let mut clauses = Vec::new();
+                if let Some(code) = code {
+                    let p = self.bind_text(code);
+                    clauses.push(format!("code = {p}"));
+                }
+                match system {
+                    TokenSystem::Any => {}
+                    TokenSystem::NoSystem => clauses.push("sid IS NULL".to_owned()),
+                    TokenSystem::Is(system) => {
+                        let clause = self.system_clause(system);
+                        clauses.push(clause);
+                    }
+                }
+                self.index_predicate(Kind::Token, param, *negate, &clauses);
+            }
+            Match::TokenText(text) => {
+                // `:text` matches the start of the normalized display, like the
+                // default string search.
+                let clauses = self.prefix_clauses("text", text);
+                self.index_predicate(Kind::Token, param, false, &clauses);
+            }
+            Match::String { value, mode } => {
+                // http://hl7.org/fhir/R4/search.html#string
+                let clauses = match mode {
+                    StringMode::Prefix => self.prefix_clauses("normalized", value),
+                    StringMode::Contains => {
+                        let p = self.bind_text(value);
+                        vec![self.dialect.contains("normalized", &p)]
+                    }
+                    StringMode::Exact => {
+                        // `normalized` is a function of `exact` (IndexValue::String),
+                        // so constraining it too lets the search index serve `:exact`.
+                        let n = self.bind_text(&fhir::search::normalize_string(value));
+                        let e = self.bind_text(value);
+                        vec![format!("normalized = {n}"), format!("exact = {e}")]
+                    }
+                };
+                self.index_predicate(Kind::String, param, false, &clauses);
+            }
+            Match::Reference { target_type, id } => {
+                let p = self.bind_text(id);
+                let mut clauses = vec![format!("target_id = {p}")];
+                if let Some(target_type) = target_type {
+                    let t = self.bind_text(target_type);
+                    clauses.push(format!("target_type = {t}"));
+                }
+                self.index_predicate(Kind::Reference, param, false, &clauses);
+            }
+            Match::ReferenceUrl(url) => {
+                // Rows of absolute and canonical references (no target id) are
+                // found through the URL index; a reference that was also split
+                // into type and id is found through the target-id index under
+                // its logical id.
+                let u = self.bind_text(url);
+                match logical_id_of(url) {
+                    Some(id) => {
+                        let i = self.bind_text(id);
+                        let clause = format!(
+                            "((target_id IS NULL AND url = {u}) OR (target_id = {i} AND url = {u}))"
+                        );
+                        self.index_predicate(Kind::Reference, param, false, &[clause]);
+                    }
+                    None => {
+                        let clauses = [format!("target_id IS NULL"), format!("url = {u}")];
+                        self.index_predicate(Kind::Reference, param, false, &clauses);
+                    }
+                }
+            }
+            Match::Uri { value, mode } => {
+                // http://hl7.org/fhir/R4/search.html#uri: `:below` matches
+                // stored URIs that start with the value, `:above` stored URIs
+                // the value starts with.
+                let clauses = match mode {
+                    UriMode::Exact => {
+                        let p = self.bind_text(value);
+                        vec![format!("value = {p}")]
+                    }
+                    UriMode::Below => self.prefix_clauses("value", value),
+                    UriMode::Above => {
+                        let p = self.bind_text(value);
+                        vec![format!("substr(CAST({p} AS TEXT), 1, length(value)) = value")]
+                    }
+                };
+                self.index_predicate(Kind::Uri, param, false, &clauses);
+            }
+            Match::Date { prefix, low, high } => {
+                let predicate = self.range_predicate("low", "high", *prefix, Bounds::Int(*low, *high));
+                self.index_predicate(Kind::Date, param, false, &[predicate]);
+            }
+            Match::Number { prefix, low, high } => {
+                let predicate = self.range_predicate("low", "high", *prefix, Bounds::Real(*low, *high));
+                self.index_predicate(Kind::Number, param, false, &[predicate]);
+            }
+            Match::Quantity { prefix, low, high, system, code } => {
+                let mut clauses = vec![self.range_predicate("low", "high", *prefix, Bounds::Real(*low, *high))];
+                if let Some(system) = system {
+                    let clause = self.system_clause(system);
+                    clauses.push(clause);
+                }
+                if let Some(code) = code {
+                    let p = self.bind_text(code);
+                    clauses.push(format!("code = {p}"));
+                }
+                self.index_predicate(Kind::Quantity, param, false, &clauses);
+            }
+        }
+    }
+
+    /// `column` starts with `prefix`, as a byte range both engines can serve
+    /// from an index (columns compare by code point: BINARY in SQLite, "C" in
+    /// PostgreSQL).
+    fn prefix_clauses(&mut self, column: &str, prefix: &str) -> Vec<String> {
+        if prefix.is_empty() {
+            return vec![format!("{column} IS NOT NULL")];
+        }
+        let low = self.bind_text(prefix);
+        let mut clauses = vec![format!("{column} >= {low}")];
+        if let Some(successor) = prefix_successor(prefix) {
+            let high = self.bind_text(&successor);
+            clauses.push(format!("{column} < {high}"));
+        }
+        clauses
+    }
+
+    /// The predicate of a comparison prefix between the resource's range
+    /// [`rl`, `rh`] and the search value's range, per
+    /// <http://hl7.org/fhir/R4/search.html#prefix>:
+    /// - eq: the search range fully contains the resource range;
+    /// - ne: it does not;
+    /// - gt / lt: the range above / below the search value overlaps the resource range;
+    /// - ge / le: gt / lt, or eq;
+    /// - sa / eb: the resource range lies wholly after / before the search range;
+    /// - ap: the ranges overlap; the query parser has already widened the
+    ///   search range by the approximation margin (10%), so every store
+    ///   compares the same bounds.
+    fn range_predicate(&mut self, rl: &str, rh: &str, prefix: Prefix, bounds: Bounds) -> String {
+        let (l, h) = match bounds {
+            Bounds::Int(l, h) => (self.bind(SqlValue::Int(l)), self.bind(SqlValue::Int(h))),
+            Bounds::Real(l, h) => (self.bind(SqlValue::Real(l)), self.bind(SqlValue::Real(h))),
+        };
+        match prefix {
+            Prefix::Eq => format!("({rl} >= {l} AND {rh} <= {h})"),
+            Prefix::Ne => format!("({rl} < {l} OR {rh} > {h})"),
+            Prefix::Gt => format!("{rh} > {h}"),
+            Prefix::Lt => format!("{rl} < {l}"),
+            // gt or eq: above the range, or (not above and) starting in it.
+            Prefix::Ge => format!("({rh} > {h} OR {rl} >= {l})"),
+            Prefix::Le => format!("({rl} < {l} OR {rh} <= {h})"),
+            Prefix::Sa => format!("{rl} > {h}"),
+            Prefix::Eb => format!("{rh} < {l}"),
+            Prefix::Ap => format!("({rl} <= {h} AND {rh} >= {l})"),
+        }
+    }
+
+    fn order_by(&mut self, sort: &[SortKey], sort_kinds: &SortKinds) {
+        let mut keys: Vec<String> = Vec::new();
+        for key in sort {
+            let direction = if key.descending { "DESC" } else { "ASC" };
+            match key.param.as_str() {
+                "_id" => keys.push(format!("r.id {direction}")),
+                "_lastUpdated" => keys.push(format!("r.last_updated {direction}")),
+                param => {
+                    let Some(kinds) = sort_kinds.get(param) else { continue };
+                    for kind in kinds {
+                        let (low, high) = kind.sort_columns();
+                        let aggregate = if key.descending { format!("MAX({high})") } else { format!("MIN({low})") };
+                        let pid = self.pid_clause(param, *kind);
+                        keys.push(format!(
+                            "(SELECT {aggregate} FROM {} s WHERE s.rid = r.rid AND s.{pid}) {direction} NULLS LAST",
+                            kind.table()
+                        ));
+                    }
+                }
+            }
+        }
+        // Ties (and the default order) fall back to newest first, then id, so
+        // that paging is deterministic.
+        keys.push("r.last_updated DESC".to_owned());
+        keys.push("r.id ASC".to_owned());
+        keys.push("r.type ASC".to_owned());
+        self.push(" ORDER BY ");
+        self.push(&keys.join(", "));
+    }
+}
+
+/// The smallest string greater than every string that starts with `prefix`:
+/// the prefix with its last incrementable character incremented. `None` when
+/// no such string exists (every character is char::MAX).
+pub(crate) fn prefix_successor(prefix: &str) -> Option<String> {
+    let mut chars: Vec<char> = prefix.chars().collect();
+    while let Some(last) = chars.pop() {
+        let mut next = u32::from(last) + 1;
+        // Skip the surrogate range, which holds no chars.
+        if (0xD800..=0xDFFF).contains(&next) {
+            next = 0xE000;
+        }
+        if let Some(c) = char::from_u32(next) {
+            chars.push(c);
+            return Some(chars.into_iter().collect());
+        }
+    }
+    None
+}
+
+/// The logical id a literal reference URL points at (`Patient/1`,
+/// `http://x/fhir/Patient/1/_history/2` -> `1`), if it has a path.
+fn logical_id_of(url: &str) -> Option<&str> {
+    let path = match url.find("/_history/") {
+        Some(i) => &url[..i],
+        None => url,
+    };
+    let (_, id) = path.rsplit_once('/')?;
+    if id.is_empty() { None } else { Some(id) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_successor_increments_last_char() {
+        assert_eq!(prefix_successor("abc").as_deref(), Some("abd"));
+        assert_eq!(prefix_successor("a\u{10FFFF}").as_deref(), Some("b"));
+        assert_eq!(prefix_successor("\u{D7FF}").as_deref(), Some("\u{E000}"));
+        assert_eq!(prefix_successor("\u{10FFFF}"), None);
+    }
+
+    #[test]
+    fn logical_id_of_reference_urls() {
+        assert_eq!(logical_id_of("Patient/1"), Some("1"));
+        assert_eq!(logical_id_of("http://x/fhir/Patient/1/_history/2"), Some("1"));
+        assert_eq!(logical_id_of("urn:uuid:abc"), None);
+    }
+
+    #[test]
+    fn placeholders_follow_the_dialect() {
+        let query = SearchQuery {
+            resource_type: Some("Patient".into()),
+            filters: vec![Filter {
+                any_of: vec![Condition { param: "_id".into(), matcher: Match::Id("a".into()) }],
+            }],
+            count: 10,
+            ..SearchQuery::default()
+        };
+        let sqlite = search(Dialect::Sqlite, &query, &SortKinds::new());
+        let postgres = search(Dialect::Postgres, &query, &SortKinds::new());
+        assert!(sqlite.page.text.contains("r.type = ?1 AND (r.id = ?2)"), "{}", sqlite.page.text);
+        assert!(postgres.page.text.contains("r.type = $1 AND (r.id = $2)"), "{}", postgres.page.text);
+        assert_eq!(sqlite.page.params.len(), 4);
+        assert_eq!(sqlite.count.params.len(), 2);
+    }
+}
