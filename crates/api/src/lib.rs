@@ -1,8 +1,46 @@
-//! FHIR R4 REST API over axum. Only this crate (and later `ui`) knows HTTP.
+//! FHIR R4 REST API over axum (<http://hl7.org/fhir/R4/http.html>). Only this
+//! crate (and later `ui`) knows HTTP; every interaction goes through
+//! [`domain::Service`].
+//!
+//! One module per interaction (`create`, `read`, `vread`, `update`, `patch`,
+//! `delete`, `history`, `search`, `bundle`, `capabilities`), plus `error`
+//! (OperationOutcome responses), `negotiation` (formats and FHIR headers),
+//! `request` (paths, query strings, bodies), `summary` (`_summary`/`_elements`),
+//! `response_bundle` (searchset/history Bundles written as text) and `health`.
+
+mod bundle;
+mod capabilities;
+mod create;
+mod delete;
+mod error;
+mod health;
+mod history;
+mod negotiation;
+mod patch;
+mod read;
+mod request;
+mod respond;
+mod response_bundle;
+mod search;
+mod summary;
+mod update;
+mod vread;
+
+pub use error::ApiError;
 
 use axum::Router;
+use axum::extract::{MatchedPath, Request, State};
+use axum::middleware;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use bytes::Bytes;
 use domain::Service;
+use fhir::Issue;
+use http::StatusCode;
 use std::sync::Arc;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::trace::TraceLayer;
 
 /// Settings of the HTTP layer.
 #[derive(Debug, Clone)]
@@ -20,7 +58,106 @@ pub struct AppState {
     pub config: Arc<ApiConfig>,
 }
 
+/// What handlers share: the public state plus what is computed once at startup.
+pub(crate) struct Shared {
+    pub(crate) service: Arc<Service>,
+    pub(crate) config: Arc<ApiConfig>,
+    /// `config.base_url` without a trailing slash.
+    pub(crate) base: String,
+    /// The CapabilityStatement JSON, built once.
+    pub(crate) capabilities: Bytes,
+}
+
+pub(crate) type St = State<Arc<Shared>>;
+
 /// The whole HTTP application: `/fhir/...`, `/healthz`, `/readyz`.
 pub fn router(state: AppState) -> Router {
-    Router::new().with_state(state)
+    let base = state.config.base_url.trim_end_matches('/').to_string();
+    let capabilities = capabilities::build(state.service.store().backend());
+    let limit = state.config.max_body_bytes;
+    let shared = Arc::new(Shared { service: state.service, config: state.config, base, capabilities });
+
+    let fhir = Router::new()
+        .route("/fhir/metadata", get(capabilities::metadata))
+        .route("/fhir", get(search::system).post(bundle::batch_or_transaction))
+        .route("/fhir/", get(search::system).post(bundle::batch_or_transaction))
+        .route("/fhir/_search", post(search::system_post))
+        .route("/fhir/_history", get(history::system))
+        .route(
+            "/fhir/{type}",
+            get(search::type_get)
+                .post(create::create)
+                .put(update::conditional)
+                .patch(patch::conditional)
+                .delete(delete::conditional),
+        )
+        .route("/fhir/{type}/_search", post(search::type_post))
+        .route("/fhir/{type}/_history", get(history::type_level))
+        .route("/fhir/{type}/{id}", get(read::read).put(update::update).patch(patch::patch).delete(delete::delete))
+        .route("/fhir/{type}/{id}/_history", get(history::instance))
+        .route("/fhir/{type}/{id}/_history/{vid}", get(vread::vread))
+        .fallback(not_found)
+        .layer(middleware::from_fn(negotiation::negotiate))
+        // Refuses a declared Content-Length over the limit before any handler
+        // runs; handlers also stop reading at the limit (chunked bodies).
+        .layer(RequestBodyLimitLayer::new(limit))
+        // axum and tower answer some errors (405, 413, bad path encoding) with
+        // plain text; FHIR wants an OperationOutcome on every error.
+        .layer(middleware::map_response_with_state(limit, outcome_for_bare_errors))
+        .layer(CatchPanicLayer::custom(panic_response))
+        .layer(trace_layer())
+        .with_state(shared.clone());
+
+    let health = Router::new()
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .with_state(shared);
+
+    fhir.merge(health)
+}
+
+/// One span per request with the method and route template only: the URI
+/// is not logged, since query strings can carry names and identifiers.
+fn trace_layer() -> TraceLayer<
+    tower_http::classify::SharedClassifier<tower_http::classify::ServerErrorsAsFailures>,
+    fn(&Request) -> tracing::Span,
+> {
+    fn span(request: &Request) -> tracing::Span {
+        let route = request.extensions().get::<MatchedPath>().map_or("unmatched", MatchedPath::as_str);
+        tracing::info_span!("request", method = %request.method(), route = %route)
+    }
+    TraceLayer::new_for_http().make_span_with(span as fn(&Request) -> tracing::Span)
+}
+
+async fn not_found() -> Response {
+    ApiError::new(domain::ErrorKind::NotFound, "no such endpoint").into_response()
+}
+
+/// Turns an error response without a FHIR body into an OperationOutcome.
+async fn outcome_for_bare_errors(State(limit): State<usize>, response: Response) -> Response {
+    let status = response.status();
+    let is_fhir = response
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes() == negotiation::FHIR_JSON.as_bytes());
+    if !(status.is_client_error() || status.is_server_error()) || is_fhir {
+        return response;
+    }
+    let kind = error::kind_for_status(status);
+    let diagnostics = match status {
+        StatusCode::PAYLOAD_TOO_LARGE => format!("request body larger than {limit} bytes"),
+        StatusCode::METHOD_NOT_ALLOWED => "method not allowed on this endpoint".to_string(),
+        _ => status.canonical_reason().unwrap_or("request failed").to_string(),
+    };
+    let mut out = error::outcome_response(status, &[Issue::error(kind.issue_type(), diagnostics)]);
+    if let Some(allow) = response.headers().get(http::header::ALLOW) {
+        out.headers_mut().insert(http::header::ALLOW, allow.clone());
+    }
+    out
+}
+
+/// A panic in a handler is a bug: answer 500 without its message (which
+/// could hold request data) and log only that it happened.
+fn panic_response(_panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    ApiError::new(domain::ErrorKind::Internal, "handler panicked").into_response()
 }

@@ -1,0 +1,85 @@
+//! `capabilities`: `GET [base]/metadata`, the CapabilityStatement, built once
+//! at startup (<http://hl7.org/fhir/R4/http.html#capabilities>,
+//! <http://hl7.org/fhir/R4/capabilitystatement.html>). It states only what
+//! this server implements.
+
+use crate::error::ApiError;
+use crate::negotiation::fhir_json_response;
+use crate::St;
+use axum::extract::RawQuery;
+use axum::response::Response;
+use bytes::Bytes;
+use http::StatusCode;
+use serde_json::{Value, json};
+
+/// The type-level interactions every resource type supports.
+const INTERACTIONS: &[&str] =
+    &["read", "vread", "update", "patch", "delete", "history-instance", "history-type", "create", "search-type"];
+
+/// `GET [base]/metadata` (also `?mode=full`, the same statement).
+pub(crate) async fn metadata(state: St, RawQuery(query): RawQuery) -> Result<Response, ApiError> {
+    for (key, value) in crate::request::query_pairs(query.as_deref()) {
+        if key == "mode" && value != "full" && value != "normative" {
+            return Err(ApiError::bad_request("metadata mode must be full or normative").at("mode"));
+        }
+    }
+    Ok(fhir_json_response(StatusCode::OK, state.capabilities.clone()))
+}
+
+/// The CapabilityStatement as JSON text.
+pub(crate) fn build(backend: &str) -> Bytes {
+    let resources: Vec<Value> = fhir::definitions::resource_types()
+        .iter()
+        .map(|t| resource_entry(t))
+        .collect();
+    let now = fhir::instant::Instant::now().to_fhir();
+    let date = now.get(..10).unwrap_or("1970-01-01");
+    let statement = json!({
+        "resourceType": "CapabilityStatement",
+        "status": "active",
+        // Required (1..1): the statement is (re)published at each start.
+        "date": date,
+        "publisher": "Hearth",
+        "kind": "instance",
+        "software": { "name": "Hearth", "version": env!("CARGO_PKG_VERSION") },
+        "implementation": { "description": format!("Hearth FHIR R4 server ({backend} store)") },
+        "fhirVersion": "4.0.1",
+        "format": ["json"],
+        "patchFormat": ["application/json-patch+json", "application/fhir+json"],
+        "rest": [{
+            "mode": "server",
+            "resource": resources,
+            "interaction": [
+                { "code": "transaction" },
+                { "code": "batch" },
+                { "code": "history-system" },
+                { "code": "search-system" },
+            ],
+        }],
+    });
+    Bytes::from(statement.to_string())
+}
+
+fn resource_entry(resource_type: &str) -> Value {
+    let search_params: Vec<Value> = fhir::search::params_for(resource_type)
+        .iter()
+        .map(|p| json!({ "name": p.code, "definition": p.url, "type": p.kind }))
+        .collect();
+    let mut entry = json!({
+        "type": resource_type,
+        "interaction": INTERACTIONS.iter().map(|c| json!({ "code": c })).collect::<Vec<_>>(),
+        "versioning": "versioned",
+        "readHistory": true,
+        "updateCreate": true,
+        "conditionalCreate": true,
+        "conditionalRead": "not-supported",
+        "conditionalUpdate": true,
+        "conditionalDelete": "single",
+    });
+    if !search_params.is_empty() {
+        if let Some(o) = entry.as_object_mut() {
+            o.insert("searchParam".into(), Value::Array(search_params));
+        }
+    }
+    entry
+}

@@ -1,0 +1,145 @@
+//! `search`: `GET [base]/[type]?params`, `POST [base]/[type]/_search`,
+//! `GET [base]?params` and `POST [base]/_search`
+//! (<http://hl7.org/fhir/R4/http.html#search>, <http://hl7.org/fhir/R4/search.html>).
+//!
+//! The Service parses and runs the search; this module merges the
+//! parameters, applies `_summary`/`_elements`, and writes the searchset
+//! Bundle with its paging links (`_offset` is Hearth's paging parameter).
+
+use crate::error::ApiError;
+use crate::negotiation::{BodyMedia, body_media, fhir_json_response, prefer};
+use crate::request::{check_type, encode_pairs, is_format_param, query_pairs, read_body};
+use crate::response_bundle::{BundleType, BundleWriter};
+use crate::summary::Subsetting;
+use crate::St;
+use axum::body::Body;
+use axum::extract::{Path, RawQuery};
+use axum::response::Response;
+use domain::ErrorKind;
+use http::{HeaderMap, StatusCode};
+
+/// `GET [base]/[type]?params`.
+pub(crate) async fn type_get(
+    state: St,
+    Path(resource_type): Path<String>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    check_type(&resource_type)?;
+    run(&state, Some(resource_type), query_pairs(query.as_deref()), &headers).await
+}
+
+/// `POST [base]/[type]/_search` with a form body, merged with the query string.
+pub(crate) async fn type_post(
+    state: St,
+    Path(resource_type): Path<String>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    check_type(&resource_type)?;
+    let params = form_params(&state, query.as_deref(), &headers, body).await?;
+    run(&state, Some(resource_type), params, &headers).await
+}
+
+/// `GET [base]?params`: across all types (`_type` narrows).
+pub(crate) async fn system(state: St, RawQuery(query): RawQuery, headers: HeaderMap) -> Result<Response, ApiError> {
+    run(&state, None, query_pairs(query.as_deref()), &headers).await
+}
+
+/// `POST [base]/_search`.
+pub(crate) async fn system_post(
+    state: St,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let params = form_params(&state, query.as_deref(), &headers, body).await?;
+    run(&state, None, params, &headers).await
+}
+
+/// Query-string parameters followed by those of the
+/// `application/x-www-form-urlencoded` body (<http://hl7.org/fhir/R4/http.html#search>).
+async fn form_params(
+    state: &St,
+    query: Option<&str>,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Vec<(String, String)>, ApiError> {
+    if headers.contains_key(http::header::CONTENT_TYPE) && body_media(headers)? != BodyMedia::Form {
+        return Err(ApiError::new(
+            ErrorKind::UnsupportedMediaType,
+            "POST _search takes an application/x-www-form-urlencoded body",
+        ));
+    }
+    let bytes = read_body(body, state.config.max_body_bytes).await?;
+    let mut params = query_pairs(query);
+    params.extend(form_urlencoded::parse(&bytes).into_owned());
+    Ok(params)
+}
+
+async fn run(
+    state: &St,
+    resource_type: Option<String>,
+    mut params: Vec<(String, String)>,
+    headers: &HeaderMap,
+) -> Result<Response, ApiError> {
+    params.retain(|(k, _)| !is_format_param(k));
+    let subsetting = Subsetting::take(&mut params)?;
+    if subsetting.is_count() {
+        // Only the total is wanted: ask for an exact count and no entries.
+        params.retain(|(k, _)| k != "_count" && k != "_total");
+        params.push(("_total".to_string(), "accurate".to_string()));
+        params.push(("_count".to_string(), "0".to_string()));
+    }
+    let handling = prefer(headers).handling;
+    let result = state.service.search(resource_type.as_deref(), &params, handling).await?;
+
+    let path = match &resource_type {
+        Some(t) => format!("{}/{t}", state.base),
+        None => state.base.clone(),
+    };
+    let mut link_params: Vec<(String, String)> =
+        result.applied.iter().filter(|(k, _)| k != "_count" && k != "_offset").cloned().collect();
+    link_params.extend(subsetting.given().iter().cloned());
+    let link = |offset: usize| {
+        let mut pairs = link_params.clone();
+        pairs.push(("_count".to_string(), result.count.to_string()));
+        if offset > 0 {
+            pairs.push(("_offset".to_string(), offset.to_string()));
+        }
+        format!("{path}?{}", encode_pairs(&pairs))
+    };
+
+    let page = &result.page;
+    let mut links = vec![("self", link(result.offset))];
+    if !subsetting.is_count() && result.count > 0 {
+        links.push(("first", link(0)));
+        let more = match page.total {
+            Some(total) => ((result.offset + result.count) as u64) < total,
+            // Without a total, a full page may have a successor.
+            None => page.items.len() >= result.count,
+        };
+        if more {
+            links.push(("next", link(result.offset + result.count)));
+        }
+        if result.offset > 0 {
+            links.push(("previous", link(result.offset.saturating_sub(result.count))));
+        }
+    }
+
+    let size: usize = page.items.iter().map(|r| r.body.as_deref().map_or(0, str::len) + 128).sum();
+    let mut bundle = BundleWriter::new(BundleType::Searchset, page.total, &links, size);
+    if !subsetting.is_count() {
+        for stored in &page.items {
+            let Some(text) = stored.body.as_deref() else { continue };
+            let full_url = format!("{}/{}/{}", state.base, stored.resource_type, stored.id);
+            if subsetting.is_full() {
+                bundle.match_entry(&full_url, text);
+            } else {
+                bundle.match_entry(&full_url, &subsetting.apply(&stored.resource_type, text)?);
+            }
+        }
+    }
+    Ok(fhir_json_response(StatusCode::OK, bundle.finish()))
+}
