@@ -100,6 +100,16 @@ pub(crate) fn eval<'a>(node: &'a Node, ctx: &Context<'a>, this: &[Item<'a>]) -> 
         Node::Number(n) => vec![number_item(n)],
         Node::DateTime(d) => vec![Item::DateTime(d)],
         Node::Child { focus, name } => {
+            let mut names = [""; MAX_PATH];
+            if let Some(len) = plain_path(node, &mut names) {
+                let mut out = Vec::new();
+                for item in this {
+                    if let Item::Node { value, .. } = item {
+                        descend(value, &names[..len], &mut out);
+                    }
+                }
+                return out;
+            }
             let input = eval(focus, ctx, this);
             let mut out = Vec::with_capacity(input.len());
             for item in input {
@@ -155,19 +165,77 @@ pub(crate) fn eval<'a>(node: &'a Node, ctx: &Context<'a>, this: &[Item<'a>]) -> 
 
 /// Children named `name` of a JSON object, flattening arrays. When the object
 /// has no such key, `name` may be a choice element: `value` finds `valueQuantity`.
-fn child<'a>(map: &'a serde_json::Map<String, Value>, name: &str, out: &mut Vec<Item<'a>>) {
-    if let Some(value) = map.get(name) {
-        push_flat(value, None, out);
-        return;
+/// The child `name` of a JSON object: the value as stored (maybe an array)
+/// and, for a choice element found by its base name, the type suffix.
+fn child_value<'a>(map: &'a serde_json::Map<String, Value>, name: &str) -> Option<(&'a Value, Option<&'a str>)> {
+    // Resources and data types have few keys: one pass comparing keys is
+    // cheaper than hashing the name, and finds a choice element on the way.
+    if map.len() > 24 {
+        if let Some(value) = map.get(name) {
+            return Some((value, None));
+        }
     }
+    let mut choice = None;
     for (key, value) in map {
-        if let Some(suffix) = key.strip_prefix(name)
+        if key.len() == name.len() {
+            if key == name {
+                return Some((value, None));
+            }
+        } else if choice.is_none()
+            && let Some(suffix) = key.strip_prefix(name)
             && types::is_choice_suffix(suffix)
         {
-            push_flat(value, Some(suffix), out);
             // Only one value[x] may be present (formats.html#choice).
-            return;
+            choice = Some((value, Some(suffix)));
         }
+    }
+    choice
+}
+
+/// Children named `name` of a JSON object, flattening arrays. When the object
+/// has no such key, `name` may be a choice element: `value` finds `valueQuantity`.
+fn child<'a>(map: &'a serde_json::Map<String, Value>, name: &str, out: &mut Vec<Item<'a>>) {
+    if let Some((value, ty)) = child_value(map, name) {
+        push_flat(value, ty, out);
+    }
+}
+
+/// Longest pure path handled without intermediate collections.
+const MAX_PATH: usize = 8;
+
+/// If `node` is a plain path from the focus (`a.b.c`), its names, root first.
+fn plain_path<'n>(mut node: &'n Node, names: &mut [&'n str; MAX_PATH]) -> Option<usize> {
+    let mut len = 0;
+    loop {
+        match node {
+            Node::Child { focus, name } => {
+                if len == MAX_PATH {
+                    return None;
+                }
+                names[len] = name;
+                len += 1;
+                node = focus;
+            }
+            Node::This => break,
+            _ => return None,
+        }
+    }
+    names[..len].reverse();
+    Some(len)
+}
+
+/// Depth-first navigation of `names` from `value`, pushing what the last name finds.
+fn descend<'a>(value: &'a Value, names: &[&str], out: &mut Vec<Item<'a>>) {
+    let Some((first, rest)) = names.split_first() else { return };
+    let Value::Object(map) = value else { return };
+    let Some((found, ty)) = child_value(map, first) else { return };
+    if rest.is_empty() {
+        push_flat(found, ty, out);
+        return;
+    }
+    match found {
+        Value::Array(items) => items.iter().for_each(|v| descend(v, rest, out)),
+        v => descend(v, rest, out),
     }
 }
 

@@ -7,9 +7,12 @@
 //! and the SQL builder evaluate identically.
 
 pub mod extract;
+pub mod params;
 pub mod query;
+pub mod ranges;
 
 pub use extract::extract;
+pub use params::{ParamType, SearchParamDef, params_for, search_param};
 
 /// One value a resource is indexed under for one search parameter.
 #[derive(Debug, Clone, PartialEq)]
@@ -27,7 +30,9 @@ pub enum IndexValue {
     /// `exact` is the text as written.
     String { normalized: String, exact: String },
     /// Coding, Identifier, ContactPoint, code, boolean... `system` is `None`
-    /// when the value has no system. `text` holds display/text for `:text`.
+    /// when the value has no system. `text` holds display/text for `:text`,
+    /// normalized with [`normalize_string`]. A CodeableConcept's own text is
+    /// an entry with `code: None`.
     Token { system: Option<String>, code: Option<String>, text: Option<String> },
     /// A Reference. Relative references are split into type and id; absolute
     /// and canonical references keep the full `url`.
@@ -35,7 +40,8 @@ pub enum IndexValue {
     /// Date, dateTime, instant, Period, Timing as an inclusive range in
     /// microseconds since the epoch (UTC). Open ends use i64::MIN / i64::MAX.
     Date { low: i64, high: i64 },
-    /// A number with its implicit precision range.
+    /// A number with its implicit precision range: `1.5` is [1.45, 1.55]
+    /// (the spec's range is half-open; stores may treat `high` as exclusive).
     Number { low: f64, high: f64 },
     /// A Quantity value with its precision range, system and code (unit).
     Quantity { low: f64, high: f64, system: Option<String>, code: Option<String> },
@@ -46,6 +52,10 @@ pub enum IndexValue {
 /// is case- and accent-insensitive.
 pub fn normalize_string(text: &str) -> String {
     use unicode_normalization::UnicodeNormalization;
+    // Fast path: ASCII has no combining marks (most index values).
+    if text.is_ascii() {
+        return text.to_ascii_lowercase();
+    }
     use unicode_normalization::char::is_combining_mark;
     text.nfd().filter(|c| !is_combining_mark(*c)).flat_map(char::to_lowercase).collect()
 }
