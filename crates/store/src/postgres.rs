@@ -4,8 +4,10 @@
 //! Race freedom: SERIALIZABLE (SSI) makes the Version and Matches checks hold
 //! at commit time, including for resources that did not exist when the check
 //! ran (two racing conditional creates cannot both win). A serialization
-//! failure, deadlock or unique violation is answered Conflict: the Service
-//! retries or reports.
+//! failure or deadlock (which SSI also raises for unrelated concurrent writes
+//! that touch the same index pages) is retried here a few times, re-evaluating
+//! the checks; if it persists, or on a unique violation, the answer is
+//! Conflict and the Service retries or reports.
 
 use crate::sql::{self, Dialect, Kind, SearchSql, SortKinds, Sql, SqlValue};
 use crate::{ResourceRow, method_code};
@@ -30,6 +32,12 @@ const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../migrations/postgres/00
 
 /// Connections kept by the pool.
 const POOL_SIZE: usize = 16;
+
+/// Attempts of a commit that keeps failing to serialize.
+const COMMIT_ATTEMPTS: u32 = 10;
+
+/// How a retryable failure's Conflict message starts.
+const SERIALIZATION_FAILURE: &str = "serialization failure";
 
 /// A [`domain::Store`] in a PostgreSQL database (the schema is the first one
 /// on the connection's `search_path`).
@@ -523,15 +531,25 @@ impl ToSql for SqlValue {
     }
 }
 
+/// Exponential backoff with jitter, so that retried transactions that
+/// collided do not collide again in lockstep.
+fn backoff(attempt: u32) -> Duration {
+    let jitter = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::from(d.subsec_nanos() % 1_000))
+        .unwrap_or(0);
+    Duration::from_micros((500u64 << attempt.min(7)) + jitter)
+}
+
 fn pg_error(error: tokio_postgres::Error) -> StoreError {
     if let Some(db) = error.as_db_error() {
         let code = db.code();
         // Only the message, never DETAIL: it can quote row values.
         let message = format!("postgres {}: {}", code.code(), db.message());
-        if *code == SqlState::T_R_SERIALIZATION_FAILURE
-            || *code == SqlState::T_R_DEADLOCK_DETECTED
-            || *code == SqlState::UNIQUE_VIOLATION
-        {
+        if *code == SqlState::T_R_SERIALIZATION_FAILURE || *code == SqlState::T_R_DEADLOCK_DETECTED {
+            return StoreError::Conflict(format!("{SERIALIZATION_FAILURE} ({message})"));
+        }
+        if *code == SqlState::UNIQUE_VIOLATION {
             return StoreError::Conflict(message);
         }
         return StoreError::Internal(message);
@@ -614,7 +632,19 @@ impl domain::Store for PostgresStore {
     async fn commit(&self, commit: Commit) -> Result<(), StoreError> {
         let mut client = self.client().await?;
         self.intern(&client, &commit).await?;
-        self.apply(&mut client, &commit).await
+        let mut attempt = 1;
+        loop {
+            match self.apply(&mut client, &commit).await {
+                Err(StoreError::Conflict(message))
+                    if message.starts_with(SERIALIZATION_FAILURE) && attempt < COMMIT_ATTEMPTS =>
+                {
+                    tracing::debug!(attempt, "postgres commit failed to serialize; retrying");
+                    tokio::time::sleep(backoff(attempt)).await;
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
     }
 
     async fn history(

@@ -488,21 +488,29 @@ impl Builder {
     ///   search range by the approximation margin (10%), so every store
     ///   compares the same bounds.
     fn range_predicate(&mut self, rl: &str, rh: &str, prefix: Prefix, bounds: Bounds) -> String {
-        let (l, h) = match bounds {
-            Bounds::Int(l, h) => (self.bind(SqlValue::Int(l)), self.bind(SqlValue::Int(h))),
-            Bounds::Real(l, h) => (self.bind(SqlValue::Real(l)), self.bind(SqlValue::Real(h))),
+        // Bind only the bounds the predicate uses: PostgreSQL cannot type a
+        // parameter that appears nowhere in the statement.
+        let (low, high) = match bounds {
+            Bounds::Int(l, h) => (SqlValue::Int(l), SqlValue::Int(h)),
+            Bounds::Real(l, h) => (SqlValue::Real(l), SqlValue::Real(h)),
         };
         match prefix {
-            Prefix::Eq => format!("({rl} >= {l} AND {rh} <= {h})"),
-            Prefix::Ne => format!("({rl} < {l} OR {rh} > {h})"),
-            Prefix::Gt => format!("{rh} > {h}"),
-            Prefix::Lt => format!("{rl} < {l}"),
-            // gt or eq: above the range, or (not above and) starting in it.
-            Prefix::Ge => format!("({rh} > {h} OR {rl} >= {l})"),
-            Prefix::Le => format!("({rl} < {l} OR {rh} <= {h})"),
-            Prefix::Sa => format!("{rl} > {h}"),
-            Prefix::Eb => format!("{rh} < {l}"),
-            Prefix::Ap => format!("({rl} <= {h} AND {rh} >= {l})"),
+            Prefix::Gt => format!("{rh} > {}", self.bind(high)),
+            Prefix::Sa => format!("{rl} > {}", self.bind(high)),
+            Prefix::Lt => format!("{rl} < {}", self.bind(low)),
+            Prefix::Eb => format!("{rh} < {}", self.bind(low)),
+            _ => {
+                let (l, h) = (self.bind(low), self.bind(high));
+                match prefix {
+                    Prefix::Ne => format!("({rl} < {l} OR {rh} > {h})"),
+                    // gt or eq: above the range, or (not above and) starting in it.
+                    Prefix::Ge => format!("({rh} > {h} OR {rl} >= {l})"),
+                    Prefix::Le => format!("({rl} < {l} OR {rh} <= {h})"),
+                    Prefix::Ap => format!("({rl} <= {h} AND {rh} >= {l})"),
+                    // eq (gt, sa, lt and eb were handled above).
+                    _ => format!("({rl} >= {l} AND {rh} <= {h})"),
+                }
+            }
         }
     }
 

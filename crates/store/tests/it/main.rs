@@ -1,0 +1,115 @@
+//! The store conformance suite: every test is written once, as an async
+//! function over `Arc<dyn domain::Store>`, and run against each backend
+//! (memory, the reference; SQLite; PostgreSQL at HEARTH_TEST_DATABASE_URL).
+//! Index rows are built by hand (harness.rs) so the suite does not depend on
+//! search-value extraction.
+
+mod commit;
+mod crud;
+mod durability;
+mod harness;
+mod history;
+mod search;
+mod versioning;
+
+/// Generates, for one backend, a module per test module with one
+/// `#[tokio::test]` per test function, each on a fresh store.
+macro_rules! backend_tests {
+    ($backend:ident => $runner:path; $($module:ident { $($test:ident),* $(,)? })*) => {
+        mod $backend {
+            $(
+                mod $module {
+                    $(
+                        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                        async fn $test() {
+                            $runner(crate::$module::$test).await;
+                        }
+                    )*
+                }
+            )*
+        }
+    };
+}
+
+/// Runs the listed tests against every backend.
+macro_rules! conformance {
+    ($($module:ident { $($test:ident),* $(,)? })*) => {
+        backend_tests!(memory => crate::harness::memory; $($module { $($test),* })*);
+        backend_tests!(sqlite => crate::harness::sqlite; $($module { $($test),* })*);
+        backend_tests!(postgres => crate::harness::postgres; $($module { $($test),* })*);
+    };
+}
+
+conformance! {
+    crud {
+        create_then_read,
+        read_missing_is_none,
+        update_then_vread_each_version,
+        delete_keeps_a_tombstone,
+        types_are_separate_namespaces,
+        body_is_byte_faithful,
+        ping_answers,
+    }
+    versioning {
+        first_version_must_be_1,
+        write_must_be_the_next_version,
+        version_check_none_rejects_existing,
+        version_check_accepts_current,
+        version_check_rejects_stale,
+        concurrent_updates_one_wins,
+        recreate_after_delete_continues_versions,
+    }
+    commit {
+        failed_check_writes_nothing,
+        failed_write_rolls_back_earlier_writes,
+        matches_check_accepts_same_set,
+        matches_check_detects_a_new_match,
+        matches_check_detects_a_removed_match,
+        racing_conditional_creates_one_wins,
+        concurrent_creates_all_land,
+        conflicts_do_not_affect_concurrent_commits,
+        same_resource_twice_in_one_commit,
+        update_replaces_index_rows,
+        delete_removes_index_rows,
+    }
+    history {
+        instance_history_newest_first,
+        type_and_system_history,
+        history_paging,
+        history_since_and_not_after,
+        history_of_unknown_is_empty,
+    }
+    search {
+        by_id,
+        by_id_system_level,
+        last_updated_prefixes,
+        missing_true_and_false,
+        token_any_system,
+        token_system_and_code,
+        token_no_system,
+        token_system_only,
+        token_not,
+        token_text,
+        string_prefix_is_case_and_accent_insensitive,
+        string_exact,
+        string_contains,
+        reference_typed_and_untyped,
+        reference_by_url,
+        uri_exact_below_above,
+        date_prefixes,
+        number_prefixes,
+        quantity_units_and_prefixes,
+        or_within_and_across_filters,
+        empty_filter_matches_nothing,
+        unknown_param_matches_nothing,
+        deleted_resources_are_not_found,
+        default_order_newest_first,
+        sort_by_id_and_last_updated,
+        sort_by_string_uses_lowest_or_highest,
+        sort_by_date_number_and_token,
+        sort_puts_missing_last,
+        paging_with_count_and_offset,
+        total_modes,
+        system_search_by_last_updated,
+    }
+}
