@@ -1,0 +1,95 @@
+//! Acceptance: the official R4 instance examples are valid, except the committed list of
+//! genuinely invalid ones (`test_data/examples/known-invalid.txt`, each with its reason).
+//!
+//! The examples are the instance files of the npm package `hl7.fhir.r4.examples@4.0.1`
+//! (CC0), gzipped one per file under `test_data/examples/r4/`. Left out: the conformance and
+//! terminology resources (StructureDefinition, SearchParameter, ValueSet, CodeSystem,
+//! ConceptMap, OperationDefinition, CapabilityStatement, CompartmentDefinition, NamingSystem,
+//! ImplementationGuide, StructureMap, TerminologyCapabilities), which are definitions rather
+//! than instance data, and the examples over 1 MiB (listed with the reason "size").
+
+use fhir::Issue;
+use fhir::validation::validate;
+use flate2::read::GzDecoder;
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+pub(crate) fn examples_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("test_data/examples")
+}
+
+/// Every committed example as (file name without `.gz`, parsed JSON), sorted by name.
+pub(crate) fn load_examples() -> Vec<(String, Value)> {
+    let dir = examples_dir().join("r4");
+    let mut names: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .expect("examples directory")
+        .map(|e| e.expect("directory entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "gz"))
+        .collect();
+    names.sort();
+    names.iter().map(|path| (file_stem(path), read_gz_json(path))).collect()
+}
+
+fn file_stem(path: &Path) -> String {
+    path.file_name().and_then(|n| n.to_str()).unwrap_or_default().trim_end_matches(".gz").to_string()
+}
+
+pub(crate) fn read_gz_json(path: &Path) -> Value {
+    let mut text = String::new();
+    GzDecoder::new(std::fs::File::open(path).expect("open example"))
+        .read_to_string(&mut text)
+        .expect("gunzip example");
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// `known-invalid.txt`: `FILE: reason` per line; `#` comments.
+fn known_invalid() -> BTreeMap<String, String> {
+    let text = std::fs::read_to_string(examples_dir().join("known-invalid.txt")).expect("known-invalid.txt");
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(|l| {
+            let (name, reason) = l.split_once(": ").unwrap_or_else(|| panic!("bad line {l:?}"));
+            assert!(!reason.trim().is_empty(), "{name}: no reason");
+            (name.to_string(), reason.to_string())
+        })
+        .collect()
+}
+
+fn describe(issues: &[Issue]) -> String {
+    issues
+        .iter()
+        .filter(|i| i.is_error())
+        .map(|i| format!("    {} [{}] {}", i.expression.as_deref().unwrap_or("-"), i.code.code(), i.diagnostics))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn official_examples_are_valid_except_the_known_invalid() {
+    let known = known_invalid();
+    let examples = load_examples();
+    assert!(examples.len() >= 700, "only {} examples", examples.len());
+    let mut unexpected = Vec::new();
+    let mut stale = Vec::new();
+    for (name, resource) in &examples {
+        let issues = validate(resource);
+        let failed = issues.iter().any(Issue::is_error);
+        match (failed, known.get(name)) {
+            (true, None) => unexpected.push(format!("{name}:\n{}", describe(&issues))),
+            (false, Some(reason)) => stale.push(format!("{name} (listed as: {reason})")),
+            (true, Some(reason)) if reason == "size" => stale.push(format!("{name} is committed but listed as size")),
+            _ => {}
+        }
+    }
+    let committed: Vec<&String> = examples.iter().map(|(n, _)| n).collect();
+    for (name, reason) in &known {
+        if reason != "size" && !committed.contains(&name) {
+            stale.push(format!("{name} is listed but not committed"));
+        }
+    }
+    assert!(unexpected.is_empty(), "{} examples rejected:\n{}", unexpected.len(), unexpected.join("\n"));
+    assert!(stale.is_empty(), "known-invalid.txt is out of date:\n{}", stale.join("\n"));
+}

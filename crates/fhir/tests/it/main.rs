@@ -1,0 +1,5 @@
+//! Integration tests of the fhir crate: one test binary (see architecture conventions).
+
+mod definitions;
+mod examples;
+mod validation;
