@@ -170,10 +170,10 @@ pub(crate) fn eval<'a>(node: &'a Node, ctx: &Context<'a>, this: &[Item<'a>]) -> 
 fn child_value<'a>(map: &'a serde_json::Map<String, Value>, name: &str) -> Option<(&'a Value, Option<&'a str>)> {
     // Resources and data types have few keys: one pass comparing keys is
     // cheaper than hashing the name, and finds a choice element on the way.
-    if map.len() > 24 {
-        if let Some(value) = map.get(name) {
-            return Some((value, None));
-        }
+    if map.len() > 24
+        && let Some(value) = map.get(name)
+    {
+        return Some((value, None));
     }
     let mut choice = None;
     for (key, value) in map {

@@ -230,6 +230,7 @@ fn quoted(text: &str, start: usize, quote: u8) -> Result<(String, usize), FhirPa
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -23,6 +23,7 @@ mod types;
 
 pub use eval::Item;
 pub use locate::{Location, Located, Step};
+pub(crate) use types::looks_like_resource_type;
 
 use parser::{Func, Node};
 use serde_json::Value;
@@ -164,4 +165,5 @@ fn specialize(node: &Node, resource_type: &str) -> Node {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests;

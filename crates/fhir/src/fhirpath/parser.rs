@@ -175,8 +175,7 @@ impl<'t> Parser<'t> {
 
     fn expression(&mut self, min_power: u8) -> Result<Node, FhirPathError> {
         let mut left = self.unary()?;
-        loop {
-            let Some(token) = self.peek() else { break };
+        while let Some(token) = self.peek() {
             let Some(power) = infix_power(token) else { break };
             if power < min_power {
                 break;

@@ -149,6 +149,7 @@ pub(crate) fn looks_like_resource_type(name: &str) -> bool {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -295,10 +295,10 @@ fn date_values(value: &Value, ty: Option<&str>, out: &mut Vec<IndexValue>) {
                         widen(r);
                     }
                 }
-                if let Some(Value::Object(bounds)) = field(map, "repeat").and_then(|r| r.get("boundsPeriod")) {
-                    if let Some(r) = period_range(bounds) {
-                        widen(r);
-                    }
+                if let Some(Value::Object(bounds)) = field(map, "repeat").and_then(|r| r.get("boundsPeriod"))
+                    && let Some(r) = period_range(bounds)
+                {
+                    widen(r);
                 }
                 if let Some((low, high)) = range {
                     out.push(IndexValue::Date { low, high });
@@ -400,4 +400,5 @@ fn quantity_values(value: &Value, ty: Option<&str>, out: &mut Vec<IndexValue>) {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests;

@@ -160,6 +160,7 @@ pub fn resource_types() -> impl Iterator<Item = &'static str> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -102,3 +102,482 @@ pub enum TotalMode {
     Estimate,
     Accurate,
 }
+
+// ---------------------------------------------------------------------------
+// Parsing URL parameters (<http://hl7.org/fhir/R4/search.html>).
+// ---------------------------------------------------------------------------
+
+use super::extract::is_id;
+use super::normalize_string;
+use super::params::{ParamType, SearchParamDef, search_param};
+use super::ranges::{date_range, decimal_range};
+use crate::outcome::{Issue, IssueType};
+
+/// Page size when the request names none. The Service usually overrides it
+/// with its configured default.
+pub const DEFAULT_COUNT: usize = 20;
+/// Largest page size a client may ask for.
+pub const MAX_COUNT: usize = 1000;
+
+/// The outcome of [`parse`].
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Parsed {
+    pub query: SearchQuery,
+    /// The parameters applied, as given (name with modifier, value), in
+    /// request order, for the self link. `_count` is included clamped.
+    pub applied: Vec<(String, String)>,
+    /// `_summary` when given (`true`, `text`, `data`, `count`, `false`).
+    pub summary: Option<String>,
+    /// `_elements` when given, one entry per element name.
+    pub elements: Option<Vec<String>>,
+    /// Names of the parameters left out in lenient mode.
+    pub ignored: Vec<String>,
+}
+
+/// Parses search parameters for `resource_type` (`None`: system search, where
+/// only the parameters of all resources apply and `_type` may name one type).
+///
+/// Repeating a parameter is AND; commas within a value are OR (`\,` is a
+/// literal comma). An unknown parameter or modifier or a malformed value is an
+/// error (`invalid`, or `not-supported` for valid FHIR this server does not
+/// do: chaining, `_has`, `_include`, composite parameters...), unless
+/// `lenient`, in which case the parameter is listed in `ignored` and left out
+/// (`Prefer: handling=lenient`, search.html#errors). `_format` and `_pretty`
+/// are ignored silently. Diagnostics never echo the searched values.
+pub fn parse(resource_type: Option<&str>, params: &[(String, String)], lenient: bool) -> Result<Parsed, Vec<Issue>> {
+    let mut parsed = Parsed {
+        query: SearchQuery { resource_type: resource_type.map(str::to_string), count: DEFAULT_COUNT, ..SearchQuery::default() },
+        ..Parsed::default()
+    };
+    let mut issues = Vec::new();
+    for (name, value) in params {
+        match parse_one(resource_type, name, value, &mut parsed) {
+            Ok(Applied::Yes) => parsed.applied.push((name.clone(), value.clone())),
+            Ok(Applied::Count(count)) => parsed.applied.push((name.clone(), count.to_string())),
+            Ok(Applied::Silently) => {}
+            Err(issue) => {
+                if lenient {
+                    parsed.ignored.push(name.clone());
+                } else {
+                    issues.push(issue.at(name.clone()));
+                }
+            }
+        }
+    }
+    if issues.is_empty() { Ok(parsed) } else { Err(issues) }
+}
+
+enum Applied {
+    Yes,
+    /// `_count`, with the value actually used.
+    Count(usize),
+    Silently,
+}
+
+fn invalid(message: impl Into<String>) -> Issue {
+    Issue::error(IssueType::Invalid, message)
+}
+
+fn unsupported(message: impl Into<String>) -> Issue {
+    Issue::error(IssueType::NotSupported, message)
+}
+
+fn parse_one(resource_type: Option<&str>, name: &str, value: &str, parsed: &mut Parsed) -> Result<Applied, Issue> {
+    let query = &mut parsed.query;
+    match name {
+        "_format" | "_pretty" => return Ok(Applied::Silently),
+        "_count" => {
+            let n: usize = value.trim().parse().map_err(|_| invalid("_count must be a non-negative integer"))?;
+            // _count=0 asks for the total only.
+            query.count = n.min(MAX_COUNT);
+            return Ok(Applied::Count(query.count));
+        }
+        "_offset" => {
+            query.offset = value.trim().parse().map_err(|_| invalid("_offset must be a non-negative integer"))?;
+            return Ok(Applied::Yes);
+        }
+        "_sort" => {
+            query.sort = parse_sort(resource_type, value)?;
+            return Ok(Applied::Yes);
+        }
+        "_total" => {
+            query.total = match value {
+                "none" => TotalMode::None,
+                "estimate" => TotalMode::Estimate,
+                "accurate" => TotalMode::Accurate,
+                _ => return Err(invalid("_total must be none, estimate or accurate")),
+            };
+            return Ok(Applied::Yes);
+        }
+        "_summary" => {
+            if !matches!(value, "true" | "false" | "text" | "data" | "count") {
+                return Err(invalid("_summary must be true, false, text, data or count"));
+            }
+            parsed.summary = Some(value.to_string());
+            return Ok(Applied::Yes);
+        }
+        "_elements" => {
+            let elements: Vec<String> =
+                value.split(',').map(str::trim).filter(|e| !e.is_empty()).map(str::to_string).collect();
+            if elements.is_empty() {
+                return Err(invalid("_elements needs at least one element name"));
+            }
+            parsed.elements = Some(elements);
+            return Ok(Applied::Yes);
+        }
+        "_type" if resource_type.is_none() => {
+            let types: Vec<&str> = value.split(',').map(str::trim).collect();
+            match types.as_slice() {
+                [one] if crate::fhirpath::looks_like_resource_type(one) => {
+                    query.resource_type = Some((*one).to_string());
+                    return Ok(Applied::Yes);
+                }
+                [_] => return Err(invalid("_type must name a resource type")),
+                _ => return Err(unsupported("_type with more than one resource type is not supported")),
+            }
+        }
+        "_include" | "_revinclude" | "_contained" | "_containedType" | "_list" | "_query" | "_filter" | "_text"
+        | "_content" => {
+            return Err(unsupported(format!("{name} is not supported")));
+        }
+        _ => {}
+    }
+    if name.starts_with("_has:") || name == "_has" {
+        return Err(unsupported("reverse chaining (_has) is not supported"));
+    }
+    let (code, modifier) = match name.split_once(':') {
+        Some((code, modifier)) => (code, Some(modifier)),
+        None => (name, None),
+    };
+    if code.contains('.') || modifier.is_some_and(|m| m.contains('.')) {
+        return Err(unsupported("chained parameters are not supported"));
+    }
+    if value.is_empty() {
+        return Err(invalid(format!("parameter {code} has an empty value")));
+    }
+    let any_of = match code {
+        "_id" => {
+            if modifier.is_some() {
+                return Err(invalid("_id takes no modifier"));
+            }
+            split_or(value)
+                .into_iter()
+                .map(|v| {
+                    let v = unescape(&v);
+                    if is_id(&v) { Ok(condition(code, Match::Id(v))) } else { Err(invalid("_id value is not a valid id")) }
+                })
+                .collect::<Result<Vec<_>, _>>()?
+        }
+        "_lastUpdated" => {
+            if modifier.is_some() {
+                return Err(invalid("_lastUpdated takes no modifier"));
+            }
+            split_or(value)
+                .into_iter()
+                .map(|v| {
+                    let (prefix, low, high) = prefixed_date(&v)?;
+                    Ok(condition(code, Match::LastUpdated { prefix, low, high }))
+                })
+                .collect::<Result<Vec<_>, Issue>>()?
+        }
+        _ => {
+            let def = lookup(resource_type, code)?;
+            parse_param(def, modifier, value)?
+        }
+    };
+    query.filters.push(Filter { any_of });
+    Ok(Applied::Yes)
+}
+
+fn lookup(resource_type: Option<&str>, code: &str) -> Result<&'static SearchParamDef, Issue> {
+    let found = search_param(resource_type.unwrap_or("Resource"), code);
+    found.ok_or_else(|| match resource_type {
+        Some(rt) => invalid(format!("unknown search parameter {code} for {rt}")),
+        None => invalid(format!("unknown search parameter {code} for a search of all resource types")),
+    })
+}
+
+fn condition(param: &str, matcher: Match) -> Condition {
+    Condition { param: param.to_string(), matcher }
+}
+
+fn parse_sort(resource_type: Option<&str>, value: &str) -> Result<Vec<SortKey>, Issue> {
+    let mut keys = Vec::new();
+    for part in value.split(',').map(str::trim) {
+        let (code, descending) = match part.strip_prefix('-') {
+            Some(code) => (code, true),
+            None => (part, false),
+        };
+        if code.is_empty() {
+            return Err(invalid("_sort has an empty entry"));
+        }
+        if !matches!(code, "_id" | "_lastUpdated") {
+            let def = lookup(resource_type, code)?;
+            if matches!(def.kind, ParamType::Composite | ParamType::Special) || def.expression.is_none() {
+                return Err(unsupported(format!("sorting by {code} is not supported")));
+            }
+        }
+        keys.push(SortKey { param: code.to_string(), descending });
+    }
+    Ok(keys)
+}
+
+/// Modifiers allowed per parameter type (search.html#modifiers), and those
+/// that are valid FHIR but not supported here.
+fn check_modifier(kind: ParamType, modifier: &str) -> Result<(), Issue> {
+    let supported = match kind {
+        ParamType::String => matches!(modifier, "exact" | "contains"),
+        ParamType::Token => matches!(modifier, "text" | "not"),
+        ParamType::Uri => matches!(modifier, "below" | "above"),
+        // A reference's `:[type]` is checked by the caller.
+        _ => false,
+    };
+    if supported || modifier == "missing" {
+        return Ok(());
+    }
+    let known = match kind {
+        ParamType::Token => matches!(modifier, "above" | "below" | "in" | "not-in" | "of-type"),
+        ParamType::Reference => matches!(modifier, "identifier" | "above" | "below"),
+        _ => false,
+    };
+    if known {
+        Err(unsupported(format!("modifier :{modifier} is not supported on {} parameters", kind.code())))
+    } else {
+        Err(invalid(format!("unknown modifier :{modifier} for a {} parameter", kind.code())))
+    }
+}
+
+fn parse_param(def: &SearchParamDef, modifier: Option<&str>, value: &str) -> Result<Vec<Condition>, Issue> {
+    let code = def.code.as_str();
+    if matches!(def.kind, ParamType::Composite | ParamType::Special) || def.expression.is_none() {
+        return Err(unsupported(format!("search parameter {code} ({}) is not supported", def.kind.code())));
+    }
+    let mut reference_type = None;
+    if let Some(m) = modifier {
+        if def.kind == ParamType::Reference && crate::fhirpath::looks_like_resource_type(m) {
+            if !def.targets.is_empty() && !def.targets.iter().any(|t| t == m) {
+                return Err(invalid(format!("{m} is not a target type of {code}")));
+            }
+            reference_type = Some(m);
+        } else {
+            check_modifier(def.kind, m)?;
+        }
+    }
+    if modifier == Some("missing") {
+        let missing = match value {
+            "true" => true,
+            "false" => false,
+            _ => return Err(invalid(":missing takes true or false")),
+        };
+        return Ok(vec![condition(code, Match::Missing(missing))]);
+    }
+    let mut out = Vec::new();
+    for part in split_or(value) {
+        if part.is_empty() {
+            return Err(invalid(format!("{code} has an empty value in its list")));
+        }
+        let matcher = match def.kind {
+            ParamType::String => {
+                let text = unescape(&part);
+                match modifier {
+                    Some("exact") => Match::String { value: text, mode: StringMode::Exact },
+                    Some("contains") => Match::String { value: normalize_string(&text), mode: StringMode::Contains },
+                    _ => Match::String { value: normalize_string(&text), mode: StringMode::Prefix },
+                }
+            }
+            ParamType::Token => parse_token(&part, modifier)?,
+            ParamType::Reference => parse_reference_value(&part, reference_type)?,
+            ParamType::Date => {
+                let (prefix, low, high) = prefixed_date(&part)?;
+                check_comparator(def, prefix)?;
+                Match::Date { prefix, low, high }
+            }
+            ParamType::Number => {
+                let (prefix, rest) = split_prefix(&part);
+                check_comparator(def, prefix)?;
+                let (low, high) = decimal_range(&unescape(rest)).ok_or_else(|| invalid(format!("{code} needs a number")))?;
+                Match::Number { prefix, low, high }
+            }
+            ParamType::Quantity => {
+                let (prefix, rest) = split_prefix(&part);
+                check_comparator(def, prefix)?;
+                parse_quantity(prefix, rest).ok_or_else(|| invalid(format!("{code} needs number|system|code")))?
+            }
+            ParamType::Uri => {
+                let mode = match modifier {
+                    Some("below") => UriMode::Below,
+                    Some("above") => UriMode::Above,
+                    _ => UriMode::Exact,
+                };
+                Match::Uri { value: unescape(&part), mode }
+            }
+            ParamType::Composite | ParamType::Special => {
+                return Err(unsupported(format!("search parameter {code} is not supported")));
+            }
+        };
+        out.push(condition(code, matcher));
+    }
+    Ok(out)
+}
+
+/// Prefixes are allowed unless the definition lists its comparators without this one.
+fn check_comparator(def: &SearchParamDef, prefix: Prefix) -> Result<(), Issue> {
+    if def.comparators.is_empty() || prefix == Prefix::Eq || def.comparators.iter().any(|c| c == prefix_code(prefix)) {
+        Ok(())
+    } else {
+        Err(unsupported(format!("prefix {} is not supported on {}", prefix_code(prefix), def.code)))
+    }
+}
+
+fn prefix_code(prefix: Prefix) -> &'static str {
+    match prefix {
+        Prefix::Eq => "eq",
+        Prefix::Ne => "ne",
+        Prefix::Gt => "gt",
+        Prefix::Lt => "lt",
+        Prefix::Ge => "ge",
+        Prefix::Le => "le",
+        Prefix::Sa => "sa",
+        Prefix::Eb => "eb",
+        Prefix::Ap => "ap",
+    }
+}
+
+/// Splits a leading comparison prefix (search.html#prefix) off a number,
+/// date or quantity value.
+fn split_prefix(value: &str) -> (Prefix, &str) {
+    const PREFIXES: [(&str, Prefix); 9] = [
+        ("eq", Prefix::Eq),
+        ("ne", Prefix::Ne),
+        ("gt", Prefix::Gt),
+        ("lt", Prefix::Lt),
+        ("ge", Prefix::Ge),
+        ("le", Prefix::Le),
+        ("sa", Prefix::Sa),
+        ("eb", Prefix::Eb),
+        ("ap", Prefix::Ap),
+    ];
+    for (text, prefix) in PREFIXES {
+        if let Some(rest) = value.strip_prefix(text) {
+            return (prefix, rest);
+        }
+    }
+    (Prefix::Eq, value)
+}
+
+fn prefixed_date(value: &str) -> Result<(Prefix, i64, i64), Issue> {
+    let (prefix, rest) = split_prefix(value);
+    // A `+` time-zone sign that was not percent-encoded arrives as a space.
+    let text = unescape(rest).replace(' ', "+");
+    let (low, high) = date_range(&text).ok_or_else(|| invalid("not a valid date, dateTime or instant"))?;
+    Ok((prefix, low, high))
+}
+
+/// token (search.html#token): `code`, `system|code`, `|code`, `system|`;
+/// `:not` negates, `:text` searches the display text.
+fn parse_token(part: &str, modifier: Option<&str>) -> Result<Match, Issue> {
+    if modifier == Some("text") {
+        return Ok(Match::TokenText(normalize_string(&unescape(part))));
+    }
+    let negate = modifier == Some("not");
+    let pieces = split_unescaped(part, '|');
+    let (system, code) = match pieces.as_slice() {
+        [code] => (TokenSystem::Any, Some(unescape(code))),
+        [system, code] => {
+            let code = (!code.is_empty()).then(|| unescape(code));
+            let system = if system.is_empty() { TokenSystem::NoSystem } else { TokenSystem::Is(unescape(system)) };
+            if system == TokenSystem::NoSystem && code.is_none() {
+                return Err(invalid("a token needs a system or a code"));
+            }
+            (system, code)
+        }
+        _ => return Err(invalid("a token is code, system|code, |code or system|")),
+    };
+    Ok(Match::Token { system, code, negate })
+}
+
+/// reference (search.html#reference): `id`, `Type/id`, an absolute URL or a
+/// canonical; `:Type` sets the type of a plain id.
+fn parse_reference_value(part: &str, modifier_type: Option<&str>) -> Result<Match, Issue> {
+    let text = unescape(part);
+    if text.contains("://") || text.starts_with("urn:") {
+        return Ok(Match::ReferenceUrl(text));
+    }
+    let relative = text.split("/_history/").next().unwrap_or(&text);
+    let (target_type, id) = match relative.split_once('/') {
+        Some((t, id)) => {
+            if !crate::fhirpath::looks_like_resource_type(t) {
+                return Err(invalid("a reference is id, Type/id or an absolute URL"));
+            }
+            if modifier_type.is_some_and(|m| m != t) {
+                return Err(invalid("the reference type contradicts the :Type modifier"));
+            }
+            (Some(t.to_string()), id)
+        }
+        None => (modifier_type.map(str::to_string), relative),
+    };
+    if !is_id(id) {
+        return Err(invalid("a reference needs a valid id"));
+    }
+    Ok(Match::Reference { target_type, id: id.to_string() })
+}
+
+/// quantity (search.html#quantity): `number`, `number|system|code`, `number||code`.
+fn parse_quantity(prefix: Prefix, rest: &str) -> Option<Match> {
+    let pieces = split_unescaped(rest, '|');
+    let (number, system, code) = match pieces.as_slice() {
+        [n] => (n.as_str(), None, None),
+        [n, s, c] => (n.as_str(), (!s.is_empty()).then(|| unescape(s)), (!c.is_empty()).then(|| unescape(c))),
+        _ => return None,
+    };
+    let (low, high) = decimal_range(&unescape(number))?;
+    Some(Match::Quantity { prefix, low, high, system, code })
+}
+
+/// Splits on unescaped commas (search.html#escaping); escapes are kept for
+/// the next split and removed by [`unescape`].
+fn split_or(value: &str) -> Vec<String> {
+    split_unescaped(value, ',')
+}
+
+fn split_unescaped(value: &str, separator: char) -> Vec<String> {
+    let mut parts = Vec::new();
+    let mut current = String::new();
+    let mut chars = value.chars();
+    while let Some(c) = chars.next() {
+        if c == '\\' {
+            current.push(c);
+            if let Some(next) = chars.next() {
+                current.push(next);
+            }
+        } else if c == separator {
+            parts.push(std::mem::take(&mut current));
+        } else {
+            current.push(c);
+        }
+    }
+    parts.push(current);
+    parts
+}
+
+/// Removes the search escapes `\,` `\|` `\$` `\\`; other backslashes stay.
+fn unescape(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    let mut chars = value.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\\'
+            && let Some(&next) = chars.peek()
+            && matches!(next, ',' | '|' | '$' | '\\')
+        {
+            out.push(next);
+            chars.next();
+            continue;
+        }
+        out.push(c);
+    }
+    out
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests;

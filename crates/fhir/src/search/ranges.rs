@@ -166,6 +166,7 @@ pub fn decimal_with_half_unit(text: &str) -> Option<(f64, f64)> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use crate::instant::Instant;

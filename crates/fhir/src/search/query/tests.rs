@@ -1,0 +1,236 @@
+//! Tests of URL search-parameter parsing, one group per parameter type.
+
+use super::*;
+use crate::search::ranges::{date_range, decimal_range};
+
+fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
+    list.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+}
+
+fn ok(rt: &str, list: &[(&str, &str)]) -> Parsed {
+    parse(Some(rt), &pairs(list), false).unwrap_or_else(|e| panic!("{list:?}: {e:?}"))
+}
+
+fn err(rt: &str, list: &[(&str, &str)]) -> Vec<Issue> {
+    parse(Some(rt), &pairs(list), false).expect_err("should fail")
+}
+
+/// The matchers of the single filter.
+fn matchers(rt: &str, name: &str, value: &str) -> Vec<Match> {
+    let parsed = ok(rt, &[(name, value)]);
+    assert_eq!(parsed.query.filters.len(), 1);
+    parsed.query.filters[0].any_of.iter().map(|c| c.matcher.clone()).collect()
+}
+
+fn one(rt: &str, name: &str, value: &str) -> Match {
+    let mut m = matchers(rt, name, value);
+    assert_eq!(m.len(), 1, "{m:?}");
+    m.remove(0)
+}
+
+#[test]
+fn comma_is_or_and_repetition_is_and() {
+    let parsed = ok("Patient", &[("family", "smith,jones"), ("family", "x")]);
+    assert_eq!(parsed.query.filters.len(), 2);
+    assert_eq!(parsed.query.filters[0].any_of.len(), 2);
+    assert_eq!(parsed.query.filters[0].any_of[1].param, "family");
+    assert_eq!(parsed.applied, pairs(&[("family", "smith,jones"), ("family", "x")]));
+    assert_eq!(parsed.query.resource_type.as_deref(), Some("Patient"));
+    // An escaped comma is part of the value.
+    assert_eq!(matchers("Patient", "family", r"a\,b"), vec![Match::String { value: "a,b".into(), mode: StringMode::Prefix }]);
+}
+
+#[test]
+fn strings_prefix_exact_contains() {
+    assert_eq!(one("Patient", "family", "Núñez"), Match::String { value: "nunez".into(), mode: StringMode::Prefix });
+    assert_eq!(one("Patient", "family:exact", "Núñez"), Match::String { value: "Núñez".into(), mode: StringMode::Exact });
+    assert_eq!(one("Patient", "name:contains", "EZ"), Match::String { value: "ez".into(), mode: StringMode::Contains });
+    assert_eq!(err("Patient", &[("family:text", "x")])[0].code, IssueType::Invalid);
+}
+
+#[test]
+fn tokens_in_every_form() {
+    let token = |system: TokenSystem, code: Option<&str>, negate: bool| Match::Token { system, code: code.map(str::to_string), negate };
+    assert_eq!(one("Patient", "identifier", "123"), token(TokenSystem::Any, Some("123"), false));
+    assert_eq!(one("Patient", "identifier", "urn:mrn|123"), token(TokenSystem::Is("urn:mrn".into()), Some("123"), false));
+    assert_eq!(one("Patient", "identifier", "|123"), token(TokenSystem::NoSystem, Some("123"), false));
+    assert_eq!(one("Patient", "identifier", "urn:mrn|"), token(TokenSystem::Is("urn:mrn".into()), None, false));
+    assert_eq!(one("Patient", "gender:not", "male"), token(TokenSystem::Any, Some("male"), true));
+    assert_eq!(one("Observation", "code:text", "Body Wéight"), Match::TokenText("body weight".into()));
+    assert_eq!(one("Patient", "identifier", r"a\|b|c"), token(TokenSystem::Is("a|b".into()), Some("c"), false));
+    assert_eq!(
+        matchers("Observation", "code", "http://loinc.org|1,http://loinc.org|2").len(),
+        2
+    );
+    assert_eq!(one("Patient", "_tag", "http://t|x"), token(TokenSystem::Is("http://t".into()), Some("x"), false));
+    assert_eq!(err("Patient", &[("identifier", "a|b|c")])[0].code, IssueType::Invalid);
+    assert_eq!(err("Patient", &[("identifier", "|")])[0].code, IssueType::Invalid);
+    assert_eq!(err("Patient", &[("gender:in", "http://vs")])[0].code, IssueType::NotSupported);
+    assert_eq!(err("Patient", &[("identifier:of-type", "a|b|c")])[0].code, IssueType::NotSupported);
+}
+
+#[test]
+fn references_by_id_type_and_url() {
+    let reference = |t: Option<&str>, id: &str| Match::Reference { target_type: t.map(str::to_string), id: id.into() };
+    assert_eq!(one("Observation", "subject", "Patient/123"), reference(Some("Patient"), "123"));
+    assert_eq!(one("Observation", "subject", "123"), reference(None, "123"));
+    assert_eq!(one("Observation", "subject:Patient", "123"), reference(Some("Patient"), "123"));
+    assert_eq!(one("Observation", "subject", "Patient/123/_history/2"), reference(Some("Patient"), "123"));
+    assert_eq!(
+        one("Observation", "subject", "http://other.org/fhir/Patient/1"),
+        Match::ReferenceUrl("http://other.org/fhir/Patient/1".into())
+    );
+    assert_eq!(
+        one("QuestionnaireResponse", "questionnaire", "http://example.org/q|1.0"),
+        Match::ReferenceUrl("http://example.org/q|1.0".into())
+    );
+    assert_eq!(err("Observation", &[("subject:Medication", "1")])[0].code, IssueType::Invalid);
+    assert_eq!(err("Observation", &[("subject:Patient", "Group/1")])[0].code, IssueType::Invalid);
+    assert_eq!(err("Observation", &[("subject", "Patient/bad id")])[0].code, IssueType::Invalid);
+    assert_eq!(err("Observation", &[("subject", "patient/1")])[0].code, IssueType::Invalid);
+    assert_eq!(err("Observation", &[("subject:identifier", "a|b")])[0].code, IssueType::NotSupported);
+    let chained = err("Observation", &[("subject.name", "x")]);
+    assert_eq!(chained[0].code, IssueType::NotSupported);
+    assert_eq!(chained[0].expression.as_deref(), Some("subject.name"));
+    assert_eq!(err("Observation", &[("subject:Patient.name", "x")])[0].code, IssueType::NotSupported);
+}
+
+#[test]
+fn dates_with_prefixes_and_precision() {
+    let (low, high) = date_range("2024-03").unwrap();
+    assert_eq!(one("Patient", "birthdate", "2024-03"), Match::Date { prefix: Prefix::Eq, low, high });
+    assert_eq!(one("Patient", "birthdate", "ge2024-03"), Match::Date { prefix: Prefix::Ge, low, high });
+    for (text, prefix) in [("ne", Prefix::Ne), ("gt", Prefix::Gt), ("lt", Prefix::Lt), ("le", Prefix::Le), ("sa", Prefix::Sa), ("eb", Prefix::Eb), ("ap", Prefix::Ap), ("eq", Prefix::Eq)] {
+        assert!(matches!(one("Patient", "birthdate", &format!("{text}2024")), Match::Date { prefix: p, .. } if p == prefix));
+    }
+    // An unencoded '+' arrives as a space.
+    let (low, _) = date_range("2024-03-01T10:00:00+01:00").unwrap();
+    assert!(matches!(one("Encounter", "date", "lt2024-03-01T10:00:00 01:00"), Match::Date { low: l, .. } if l == low));
+    assert_eq!(err("Patient", &[("birthdate", "2024-13")])[0].code, IssueType::Invalid);
+    assert_eq!(err("Patient", &[("birthdate", "xx2024")])[0].code, IssueType::Invalid);
+    assert_eq!(err("Patient", &[("birthdate:exact", "2024")])[0].code, IssueType::Invalid);
+}
+
+#[test]
+fn last_updated_and_id() {
+    let (low, high) = date_range("2024-01-01").unwrap();
+    let parsed = ok("Patient", &[("_lastUpdated", "gt2024-01-01"), ("_id", "a,b")]);
+    assert_eq!(parsed.query.filters[0].any_of[0].matcher, Match::LastUpdated { prefix: Prefix::Gt, low, high });
+    assert_eq!(
+        parsed.query.filters[1].any_of.iter().map(|c| c.matcher.clone()).collect::<Vec<_>>(),
+        vec![Match::Id("a".into()), Match::Id("b".into())]
+    );
+    assert_eq!(err("Patient", &[("_id", "not an id!")])[0].code, IssueType::Invalid);
+    assert_eq!(err("Patient", &[("_lastUpdated", "yesterday")])[0].code, IssueType::Invalid);
+}
+
+#[test]
+fn numbers_and_quantities() {
+    let (low, high) = decimal_range("0.25").unwrap();
+    assert_eq!(one("RiskAssessment", "probability", "gt0.25"), Match::Number { prefix: Prefix::Gt, low, high });
+    let (low, high) = decimal_range("5.4").unwrap();
+    assert_eq!(
+        one("Observation", "value-quantity", "le5.4|http://unitsofmeasure.org|mg"),
+        Match::Quantity { prefix: Prefix::Le, low, high, system: Some("http://unitsofmeasure.org".into()), code: Some("mg".into()) }
+    );
+    assert_eq!(
+        one("Observation", "value-quantity", "5.4||mg"),
+        Match::Quantity { prefix: Prefix::Eq, low, high, system: None, code: Some("mg".into()) }
+    );
+    assert_eq!(one("Observation", "value-quantity", "5.4"), Match::Quantity { prefix: Prefix::Eq, low, high, system: None, code: None });
+    assert_eq!(err("Observation", &[("value-quantity", "5.4|mg")])[0].code, IssueType::Invalid);
+    assert_eq!(err("Observation", &[("value-quantity", "heavy")])[0].code, IssueType::Invalid);
+    assert_eq!(err("RiskAssessment", &[("probability", "high")])[0].code, IssueType::Invalid);
+}
+
+#[test]
+fn uris_with_below_and_above() {
+    assert_eq!(one("ValueSet", "url", "http://x/vs"), Match::Uri { value: "http://x/vs".into(), mode: UriMode::Exact });
+    assert_eq!(one("ValueSet", "url:below", "http://x/"), Match::Uri { value: "http://x/".into(), mode: UriMode::Below });
+    assert_eq!(one("ValueSet", "url:above", "http://x/a/b"), Match::Uri { value: "http://x/a/b".into(), mode: UriMode::Above });
+    assert_eq!(one("Patient", "_profile", "http://p"), Match::Uri { value: "http://p".into(), mode: UriMode::Exact });
+}
+
+#[test]
+fn missing_on_every_type() {
+    assert_eq!(one("Patient", "birthdate:missing", "true"), Match::Missing(true));
+    assert_eq!(one("Patient", "family:missing", "false"), Match::Missing(false));
+    assert_eq!(one("Observation", "subject:missing", "true"), Match::Missing(true));
+    assert_eq!(err("Patient", &[("gender:missing", "maybe")])[0].code, IssueType::Invalid);
+}
+
+#[test]
+fn result_parameters() {
+    let parsed = ok(
+        "Patient",
+        &[("_count", "5000"), ("_sort", "-birthdate,family,_lastUpdated"), ("_total", "accurate"), ("_summary", "count"),
+          ("_elements", "name, birthDate"), ("_format", "json"), ("_pretty", "true")],
+    );
+    assert_eq!(parsed.query.count, MAX_COUNT);
+    assert_eq!(
+        parsed.query.sort,
+        vec![
+            SortKey { param: "birthdate".into(), descending: true },
+            SortKey { param: "family".into(), descending: false },
+            SortKey { param: "_lastUpdated".into(), descending: false },
+        ]
+    );
+    assert_eq!(parsed.query.total, TotalMode::Accurate);
+    assert_eq!(parsed.summary.as_deref(), Some("count"));
+    assert_eq!(parsed.elements, Some(vec!["name".to_string(), "birthDate".to_string()]));
+    assert_eq!(parsed.applied.len(), 5, "_format and _pretty are not applied: {:?}", parsed.applied);
+    assert_eq!(parsed.applied[0], ("_count".to_string(), "1000".to_string()));
+    assert!(parsed.query.filters.is_empty());
+    assert_eq!(ok("Patient", &[("_count", "0")]).query.count, 0);
+    assert_eq!(ok("Patient", &[]).query.count, DEFAULT_COUNT);
+    assert_eq!(ok("Patient", &[("_offset", "40")]).query.offset, 40);
+    for bad in [("_count", "-1"), ("_count", "ten"), ("_sort", "nope"), ("_sort", "-"), ("_total", "all"), ("_summary", "yes"), ("_elements", ",")] {
+        assert_eq!(err("Patient", &[bad])[0].code, IssueType::Invalid, "{bad:?}");
+    }
+    assert_eq!(err("Observation", &[("_sort", "code-value-quantity")])[0].code, IssueType::NotSupported);
+}
+
+#[test]
+fn unknown_and_unsupported_parameters_strict_and_lenient() {
+    let issues = err("Patient", &[("nonsense", "1"), ("family", "ok"), ("_include", "Patient:organization"), ("_has:Observation:patient:code", "x")]);
+    assert_eq!(issues.len(), 3, "every problem is reported: {issues:?}");
+    assert_eq!(issues[0].code, IssueType::Invalid);
+    assert_eq!(issues[0].expression.as_deref(), Some("nonsense"));
+    assert_eq!(issues[1].code, IssueType::NotSupported);
+    assert_eq!(issues[2].code, IssueType::NotSupported);
+    assert!(issues.iter().all(|i| !i.diagnostics.contains("ok")), "values are not echoed");
+
+    let parsed = parse(
+        Some("Patient"),
+        &pairs(&[("nonsense", "1"), ("family", "ok"), ("birthdate", "garbage"), ("family:fuzzy", "x")]),
+        true,
+    )
+    .unwrap();
+    assert_eq!(parsed.ignored, vec!["nonsense", "birthdate", "family:fuzzy"]);
+    assert_eq!(parsed.applied, pairs(&[("family", "ok")]));
+    assert_eq!(parsed.query.filters.len(), 1);
+
+    assert_eq!(err("Observation", &[("code-value-quantity", "a$b")])[0].code, IssueType::NotSupported);
+    assert_eq!(err("Patient", &[("_text", "x")])[0].code, IssueType::NotSupported);
+    assert_eq!(err("Patient", &[("family", "")])[0].code, IssueType::Invalid);
+    assert_eq!(err("Patient", &[("family", "a,,b")])[0].code, IssueType::Invalid);
+}
+
+#[test]
+fn system_search_uses_common_parameters_and_type() {
+    let parsed = parse(None, &pairs(&[("_type", "Patient"), ("_tag", "x")]), false).unwrap();
+    assert_eq!(parsed.query.resource_type.as_deref(), Some("Patient"));
+    assert_eq!(parsed.query.filters.len(), 1);
+    assert_eq!(parse(None, &pairs(&[("family", "x")]), false).unwrap_err()[0].code, IssueType::Invalid);
+    assert_eq!(parse(None, &pairs(&[("_type", "Patient,Observation")]), false).unwrap_err()[0].code, IssueType::NotSupported);
+    assert_eq!(parse(None, &pairs(&[("_type", "patient")]), false).unwrap_err()[0].code, IssueType::Invalid);
+}
+
+#[test]
+fn never_panics_on_arbitrary_parameters() {
+    use proptest::prelude::*;
+    proptest!(|(name in "[a-z_:.\\-A-Z]{0,16}", value in "[ -~]{0,24}", lenient in any::<bool>())| {
+        let _ = parse(Some("Observation"), &[(name.clone(), value.clone())], lenient);
+        let _ = parse(None, &[(name, value)], lenient);
+    });
+}
