@@ -60,6 +60,15 @@ enum Nesting {
     Contained,
 }
 
+/// What JSON object [`Validator::object`] walks.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum ObjectKind {
+    Resource,
+    Element,
+    /// The `_name` object of a primitive.
+    PrimitiveExtras,
+}
+
 /// A resource that may contain others (root or entry), with what its local references need.
 #[derive(Default)]
 struct Frame<'a> {
@@ -73,6 +82,8 @@ struct Frame<'a> {
 }
 
 struct ContainedInfo<'a> {
+    /// The index in the container's `contained` array.
+    index: usize,
     id: Option<&'a str>,
     /// True when the contained resource refers to its container with `#` (dom-3).
     refers_to_container: bool,
@@ -87,8 +98,8 @@ struct Validator<'a> {
 
 /// A short, printable excerpt of a client-supplied token (a code or a name) for diagnostics.
 fn short(text: &str) -> String {
-    let mut out: String = text.chars().take(40).map(|c| if c.is_control() { '?' } else { c }).collect();
-    if text.chars().count() > 40 {
+    let mut out: String = text.chars().take(24).map(|c| if c.is_control() { '?' } else { c }).collect();
+    if text.chars().count() > 24 {
         out.push('…');
     }
     out
@@ -131,6 +142,32 @@ impl<'a> Validator<'a> {
 
     /// A resource: `resourceType`, then its elements (resource.html, json.html#resources).
     fn resource(&mut self, value: &'a Value, nesting: Nesting) {
+        // A contained resource is registered first, so that a defect in it does not also
+        // surface as a dangling local reference elsewhere.
+        let mut saved_current = None;
+        if nesting == Nesting::Contained {
+            let index = match self.path.last() {
+                Some(Segment::Index(i)) => *i,
+                _ => 0,
+            };
+            if let Some(frame) = self.frames.last_mut() {
+                // A contained resource inside a contained resource (dom-2, reported) is not
+                // a contained resource of the frame.
+                if frame.current.is_none() {
+                    saved_current = Some(frame.current);
+                    frame.current = Some(frame.contained.len());
+                    let id = value.get("id").and_then(Value::as_str);
+                    frame.contained.push(ContainedInfo { index, id, refers_to_container: false });
+                }
+            }
+        }
+        self.resource_body(value, nesting);
+        if let (Some(frame), Some(previous)) = (self.frames.last_mut(), saved_current) {
+            frame.current = previous;
+        }
+    }
+
+    fn resource_body(&mut self, value: &'a Value, nesting: Nesting) {
         let Some(obj) = value.as_object() else {
             self.error(IssueType::Structure, "a resource must be a JSON object");
             return;
@@ -155,33 +192,16 @@ impl<'a> Validator<'a> {
         if root {
             self.path.push(Segment::Name(&ty.name));
         }
-        let mut saved_current = None;
-        match nesting {
-            Nesting::Root | Nesting::Entry => self.frames.push(Frame::default()),
-            Nesting::Contained => {
-                if let Some(frame) = self.frames.last_mut() {
-                    saved_current = Some(frame.current);
-                    frame.current = Some(frame.contained.len());
-                    let id = obj.get("id").and_then(Value::as_str);
-                    frame.contained.push(ContainedInfo { id, refers_to_container: false });
-                }
-            }
+        if nesting != Nesting::Contained {
+            self.frames.push(Frame::default());
         }
 
-        self.object(obj, ty, true);
+        self.object(obj, ty, ObjectKind::Resource);
 
-        match nesting {
-            Nesting::Contained => {
-                self.contained_rules(obj);
-                if let (Some(frame), Some(current)) = (self.frames.last_mut(), saved_current) {
-                    frame.current = current;
-                }
-            }
-            Nesting::Root | Nesting::Entry => {
-                if let Some(frame) = self.frames.pop() {
-                    self.local_reference_rules(frame);
-                }
-            }
+        if nesting == Nesting::Contained {
+            self.contained_rules(obj);
+        } else if let Some(frame) = self.frames.pop() {
+            self.local_reference_rules(frame);
         }
         if root {
             self.path.pop();
@@ -215,28 +235,29 @@ impl<'a> Validator<'a> {
                 self.issues.push(
                     Issue::error(
                         IssueType::Invalid,
-                        format!("the local reference '#{}' names no contained resource (ref-1)", short(id)),
+                        "the local reference names no contained resource (ref-1)",
                     )
                     .at(expression.clone()),
                 );
             }
         }
-        for (i, contained) in frame.contained.iter().enumerate() {
+        for contained in &frame.contained {
             let Some(id) = contained.id else { continue };
             if !contained.refers_to_container && !frame.local_ids.contains(&id) {
                 self.path.push(Segment::Name("contained"));
                 self.error_at(
                     IssueType::Invalid,
                     "a contained resource must be referenced from the containing resource, or refer to it (dom-3)",
-                    Segment::Index(i),
+                    Segment::Index(contained.index),
                 );
                 self.path.pop();
             }
         }
     }
 
-    /// The elements of a complex value or resource (`is_resource` skips `resourceType`).
-    fn object(&mut self, obj: &'a Map<String, Value>, ty: &'static TypeDef, is_resource: bool) {
+    /// The elements of a complex value, resource or primitive's `_name` object.
+    fn object(&mut self, obj: &'a Map<String, Value>, ty: &'static TypeDef, kind: ObjectKind) {
+        let is_resource = kind == ObjectKind::Resource;
         if self.path.len() > MAX_PATH_SEGMENTS {
             self.error(IssueType::Structure, "the content is nested too deeply");
             return;
@@ -247,7 +268,7 @@ impl<'a> Validator<'a> {
             self.error(IssueType::Structure, "an element must have a value or children; empty objects are not allowed (ele-1)");
             return;
         }
-        if !is_resource && content == 1 && obj.contains_key("id") {
+        if kind == ObjectKind::Element && content == 1 && obj.contains_key("id") {
             self.error(IssueType::Structure, "an element must have children other than id (ele-1)");
         }
         let mut present: u128 = 0;
@@ -376,7 +397,10 @@ impl<'a> Validator<'a> {
                                     self.error(IssueType::Structure, "a null in '_' needs a value at the same index");
                                 }
                             }
-                            Value::Object(o) => self.object(o, element_type, false),
+                            Value::Object(o) => {
+                                let has_value = values.and_then(|v| v.get(i)).is_some_and(|v| !v.is_null());
+                                self.primitive_extras(o, element_type, has_value);
+                            }
                             _ => self.error(IssueType::Structure, "a primitive's '_' entry must be an object with id and extension"),
                         }
                         self.path.pop();
@@ -386,11 +410,23 @@ impl<'a> Validator<'a> {
             }
         } else {
             match value {
-                Value::Object(o) => self.object(o, element_type, false),
+                Value::Object(o) => {
+                    let has_value = obj.get(name).is_some_and(|v| !v.is_null());
+                    self.primitive_extras(o, element_type, has_value);
+                }
                 _ => self.error(IssueType::Structure, format!("'_{name}' must be an object with id and extension")),
             }
         }
         self.path.pop();
+    }
+
+    /// A primitive's `_name` object: its id and extensions. ele-1 holds for the primitive as
+    /// a whole: an id alone is enough when the primitive has a value.
+    fn primitive_extras(&mut self, obj: &'a Map<String, Value>, element_type: &'static TypeDef, has_value: bool) {
+        if !has_value && obj.len() == 1 && obj.contains_key("id") {
+            self.error(IssueType::Structure, "a primitive must have a value or extensions (ele-1)");
+        }
+        self.object(obj, element_type, ObjectKind::PrimitiveExtras);
     }
 
     /// One value of an element, by its type.
@@ -429,7 +465,7 @@ impl<'a> Validator<'a> {
                     return;
                 };
                 let Some(ty) = self.defs.types.get(id) else { return };
-                self.object(obj, ty, false);
+                self.object(obj, ty, ObjectKind::Element);
                 let known = self.defs.known;
                 if id == known.reference {
                     self.reference(obj, &variant.targets);
@@ -572,10 +608,7 @@ fn relative_problem(reference: &str, targets: &[Box<str>]) -> Option<String> {
     let mut segments = path.split('/');
     let ty = segments.next().unwrap_or("");
     if !definitions::is_resource_type(ty) {
-        return Some(format!(
-            "a relative reference must start with a known resource type, not '{}'",
-            short(ty)
-        ));
+        return Some("a relative reference must start with a known resource type".into());
     }
     let rest: Vec<&str> = segments.collect();
     let shape_ok = match (query, rest.as_slice()) {
