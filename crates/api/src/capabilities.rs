@@ -9,6 +9,7 @@ use crate::St;
 use axum::extract::RawQuery;
 use axum::response::Response;
 use bytes::Bytes;
+use fhir::search::{ParamType, SearchParamDef};
 use http::StatusCode;
 use serde_json::{Value, json};
 
@@ -28,10 +29,7 @@ pub(crate) async fn metadata(state: St, RawQuery(query): RawQuery) -> Result<Res
 
 /// The CapabilityStatement as JSON text.
 pub(crate) fn build(backend: &str) -> Bytes {
-    let resources: Vec<Value> = fhir::definitions::resource_types()
-        .iter()
-        .map(|t| resource_entry(t))
-        .collect();
+    let resources: Vec<Value> = fhir::definitions::resource_types().iter().map(|t| resource_entry(t)).collect();
     let now = fhir::instant::Instant::now().to_fhir();
     let date = now.get(..10).unwrap_or("1970-01-01");
     let statement = json!({
@@ -62,8 +60,8 @@ pub(crate) fn build(backend: &str) -> Bytes {
 
 fn resource_entry(resource_type: &str) -> Value {
     let search_params: Vec<Value> = fhir::search::params_for(resource_type)
-        .iter()
-        .map(|p| json!({ "name": p.code, "definition": p.url, "type": p.kind }))
+        .filter(|p| is_supported(p))
+        .map(|p| json!({ "name": p.code, "definition": p.url, "type": p.kind.code() }))
         .collect();
     let mut entry = json!({
         "type": resource_type,
@@ -76,10 +74,17 @@ fn resource_entry(resource_type: &str) -> Value {
         "conditionalUpdate": true,
         "conditionalDelete": "single",
     });
-    if !search_params.is_empty() {
-        if let Some(o) = entry.as_object_mut() {
-            o.insert("searchParam".into(), Value::Array(search_params));
-        }
+    if let Some(o) = entry.as_object_mut().filter(|_| !search_params.is_empty()) {
+        o.insert("searchParam".into(), Value::Array(search_params));
     }
     entry
+}
+
+/// The parameters `fhir::search::query::parse` evaluates: not composite or
+/// special ones, not those without an expression, nor the result and
+/// filter parameters it refuses (`_text`, `_content`, `_list`, `_query`, `_filter`).
+fn is_supported(param: &SearchParamDef) -> bool {
+    !matches!(param.kind, ParamType::Composite | ParamType::Special)
+        && param.expression.is_some()
+        && !matches!(param.code.as_str(), "_text" | "_content" | "_list" | "_query" | "_filter")
 }

@@ -84,6 +84,7 @@ pub(crate) fn kind_for_status(status: StatusCode) -> ErrorKind {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

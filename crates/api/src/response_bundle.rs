@@ -120,6 +120,7 @@ fn push_string(buf: &mut Vec<u8>, text: &str) {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use fhir::instant::Instant;

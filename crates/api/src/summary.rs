@@ -283,6 +283,7 @@ const TABLE: &[Row] = &[
 ];
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -1,0 +1,170 @@
+//! Test server and client helpers.
+
+use api::{ApiConfig, AppState};
+use async_trait::async_trait;
+use domain::Service;
+use domain::memory::MemoryStore;
+use domain::store::{Commit, HistoryQuery, HistoryScope, Page, Store, StoreError, StoredResource};
+use fhir::search::query::SearchQuery;
+use reqwest::{Method, RequestBuilder, Response};
+use serde_json::{Value, json};
+use std::sync::Arc;
+
+/// Body limit of the test servers: small, so 413 is cheap to provoke.
+pub(crate) const MAX_BODY: usize = 64 * 1024;
+
+pub(crate) struct Server {
+    /// `http://127.0.0.1:port/fhir`
+    pub(crate) base: String,
+    /// `http://127.0.0.1:port`
+    pub(crate) root: String,
+    pub(crate) addr: std::net::SocketAddr,
+    pub(crate) client: reqwest::Client,
+}
+
+impl Server {
+    pub(crate) async fn start() -> Server {
+        Server::with_store(Arc::new(MemoryStore::new())).await
+    }
+
+    pub(crate) async fn with_store(store: Arc<dyn Store>) -> Server {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let root = format!("http://{addr}");
+        let base = format!("{root}/fhir");
+        let state = AppState {
+            service: Arc::new(Service::new(store)),
+            config: Arc::new(ApiConfig { max_body_bytes: MAX_BODY, base_url: base.clone() }),
+        };
+        let app = api::router(state);
+        tokio::spawn(async move {
+            axum::serve(listener, app).await.unwrap();
+        });
+        Server { base, root, addr, client: reqwest::Client::new() }
+    }
+
+    pub(crate) fn url(&self, path: &str) -> String {
+        format!("{}/{}", self.base, path.trim_start_matches('/'))
+    }
+
+    pub(crate) fn request(&self, method: Method, path: &str) -> RequestBuilder {
+        self.client.request(method, self.url(path))
+    }
+
+    pub(crate) async fn get(&self, path: &str) -> Response {
+        self.request(Method::GET, path).send().await.unwrap()
+    }
+
+    /// POST/PUT a FHIR JSON body.
+    pub(crate) fn send_json(&self, method: Method, path: &str, body: &Value) -> RequestBuilder {
+        self.request(method, path).header("content-type", "application/fhir+json").body(body.to_string())
+    }
+
+    /// Creates a resource and returns its id.
+    pub(crate) async fn create(&self, body: Value) -> String {
+        let rt = body["resourceType"].as_str().unwrap().to_string();
+        let response = self.send_json(Method::POST, &rt, &body).send().await.unwrap();
+        assert_eq!(response.status(), 201, "create failed: {}", response.text().await.unwrap_or_default());
+        let resource: Value = response.json().await.unwrap();
+        resource["id"].as_str().unwrap().to_string()
+    }
+}
+
+pub(crate) fn header(response: &Response, name: &str) -> Option<String> {
+    response.headers().get(name).map(|v| v.to_str().unwrap().to_string())
+}
+
+/// Asserts the FHIR JSON content type and returns the body.
+pub(crate) async fn fhir_body(response: Response) -> Value {
+    assert_eq!(header(&response, "content-type").as_deref(), Some("application/fhir+json; charset=utf-8"));
+    response.json().await.unwrap()
+}
+
+/// Asserts `status` and an OperationOutcome body; returns the outcome.
+pub(crate) async fn expect_outcome(response: Response, status: u16) -> Value {
+    assert_eq!(response.status(), status, "unexpected status");
+    let body = fhir_body(response).await;
+    assert_eq!(body["resourceType"], "OperationOutcome", "{body}");
+    assert!(body["issue"].as_array().is_some_and(|i| !i.is_empty()), "{body}");
+    body
+}
+
+/// The diagnostics of the first issue.
+pub(crate) fn diagnostics(outcome: &Value) -> String {
+    outcome["issue"][0]["diagnostics"].as_str().unwrap_or_default().to_string()
+}
+
+pub(crate) fn patient(family: &str) -> Value {
+    json!({
+        "resourceType": "Patient",
+        "identifier": [{"system": "http://example.org/mrn", "value": family}],
+        "active": true,
+        "name": [{"family": family, "given": ["Alex"]}],
+        "gender": "unknown",
+        "birthDate": "1970-01-01",
+        "text": {"status": "generated", "div": "<div xmlns=\"http://www.w3.org/1999/xhtml\">A patient</div>"},
+        "maritalStatus": {"text": "unknown"}
+    })
+}
+
+/// The link of a Bundle with this relation.
+pub(crate) fn link(bundle: &Value, relation: &str) -> Option<String> {
+    bundle["link"].as_array()?.iter().find(|l| l["relation"] == relation)?["url"].as_str().map(String::from)
+}
+
+/// A store whose `ping` fails, for the readiness probe.
+pub(crate) struct DownStore(pub MemoryStore);
+
+#[async_trait]
+impl Store for DownStore {
+    fn backend(&self) -> &'static str {
+        "down"
+    }
+    async fn read(&self, t: &str, id: &str) -> Result<Option<StoredResource>, StoreError> {
+        self.0.read(t, id).await
+    }
+    async fn vread(&self, t: &str, id: &str, v: u64) -> Result<Option<StoredResource>, StoreError> {
+        self.0.vread(t, id, v).await
+    }
+    async fn commit(&self, commit: Commit) -> Result<(), StoreError> {
+        self.0.commit(commit).await
+    }
+    async fn history(&self, s: &HistoryScope, q: &HistoryQuery) -> Result<Page<StoredResource>, StoreError> {
+        self.0.history(s, q).await
+    }
+    async fn search(&self, q: &SearchQuery) -> Result<Page<StoredResource>, StoreError> {
+        self.0.search(q).await
+    }
+    async fn ping(&self) -> Result<(), StoreError> {
+        Err(StoreError::Unavailable("test store is down".into()))
+    }
+}
+
+/// A store that fails every read with an internal error carrying a
+/// "secret" message, to check that 500s do not expose it.
+pub(crate) struct BrokenStore;
+
+#[async_trait]
+impl Store for BrokenStore {
+    fn backend(&self) -> &'static str {
+        "broken"
+    }
+    async fn read(&self, _: &str, _: &str) -> Result<Option<StoredResource>, StoreError> {
+        Err(StoreError::Internal("SECRET-DETAIL /var/lib/db".into()))
+    }
+    async fn vread(&self, _: &str, _: &str, _: u64) -> Result<Option<StoredResource>, StoreError> {
+        Err(StoreError::Internal("SECRET-DETAIL".into()))
+    }
+    async fn commit(&self, _: Commit) -> Result<(), StoreError> {
+        Err(StoreError::Internal("SECRET-DETAIL".into()))
+    }
+    async fn history(&self, _: &HistoryScope, _: &HistoryQuery) -> Result<Page<StoredResource>, StoreError> {
+        Err(StoreError::Internal("SECRET-DETAIL".into()))
+    }
+    async fn search(&self, _: &SearchQuery) -> Result<Page<StoredResource>, StoreError> {
+        Err(StoreError::Internal("SECRET-DETAIL".into()))
+    }
+    async fn ping(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
