@@ -18,22 +18,40 @@ pub(crate) const VENDORED: &str = "xtask/vendor/search-parameters.json.gz";
 /// The generated output, relative to the workspace root.
 pub(crate) const OUTPUT: &str = "crates/fhir/definitions/search-parameters.json";
 
-pub(crate) fn generate(root: &Path) -> anyhow::Result<()> {
-    let input = read_vendored(root)?;
-    let rendered = render(&input).map_err(anyhow::Error::msg)?;
+/// Why the table could not be generated.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum SearchParamsError {
+    #[error("{path}: {source}")]
+    Io { path: String, source: std::io::Error },
+    #[error("{VENDORED}: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("{VENDORED}: {0}")]
+    Input(String),
+}
+
+pub(crate) fn generate(root: &Path) -> Result<(), SearchParamsError> {
+    let rendered = render_from_vendor(root)?;
     let out = root.join(OUTPUT);
+    let io = |source| SearchParamsError::Io { path: out.display().to_string(), source };
     if let Some(dir) = out.parent() {
-        std::fs::create_dir_all(dir)?;
+        std::fs::create_dir_all(dir).map_err(io)?;
     }
-    std::fs::write(&out, rendered)?;
+    std::fs::write(&out, rendered).map_err(io)?;
     Ok(())
 }
 
+/// What [`generate`] would write, from the vendored input under `root`.
+pub(crate) fn render_from_vendor(root: &Path) -> Result<String, SearchParamsError> {
+    render(&read_vendored(root)?).map_err(SearchParamsError::Input)
+}
+
 /// Reads and decompresses the vendored JSON array of SearchParameter resources.
-pub(crate) fn read_vendored(root: &Path) -> anyhow::Result<Value> {
-    let file = std::fs::File::open(root.join(VENDORED))?;
+pub(crate) fn read_vendored(root: &Path) -> Result<Value, SearchParamsError> {
+    let path = root.join(VENDORED);
+    let io = |source| SearchParamsError::Io { path: path.display().to_string(), source };
+    let file = std::fs::File::open(&path).map_err(io)?;
     let mut text = String::new();
-    flate2::read::GzDecoder::new(file).read_to_string(&mut text)?;
+    flate2::read::GzDecoder::new(file).read_to_string(&mut text).map_err(io)?;
     Ok(serde_json::from_str(&text)?)
 }
 
@@ -127,6 +145,7 @@ fn strings(value: &Value, name: &str) -> Vec<Value> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use serde_json::json;

@@ -23,7 +23,7 @@ mod types;
 
 pub use eval::Item;
 pub use locate::{Location, Located, Step};
-pub(crate) use types::looks_like_resource_type;
+pub(crate) use types::{is_choice_suffix, looks_like_resource_type};
 
 use parser::{Func, Node};
 use serde_json::Value;

@@ -3,3 +3,5 @@
 mod definitions;
 mod examples;
 mod validation;
+mod search;
+mod patch;
