@@ -252,7 +252,7 @@ async fn bulk_load_accepts_valid_and_reports_invalid() {
         .load(vec![good, json!({"resourceType": "Patient", "id": "bad id"}), json!({"resourceType": "Nope"})])
         .await;
     assert!(results[0].is_ok());
-    assert_eq!(results[1].as_ref().expect_err("bad id").kind, ErrorKind::BadRequest);
+    assert_eq!(results[1].as_ref().expect_err("bad id").kind, ErrorKind::Invalid);
     assert_eq!(results[2].as_ref().expect_err("bad type").kind, ErrorKind::NotFound);
     assert_eq!(svc.read("Patient", "bulk-1").await.expect("loaded").version_id, 1);
 }
