@@ -94,6 +94,17 @@ async fn conditional_create_returns_the_existing_match() {
         .unwrap();
     assert_eq!(second.status(), 200);
     assert_eq!(fhir_body(second).await["id"], first_id.as_str());
+
+    // Criteria matching several resources cannot pick one: 412.
+    s.create(patient("Many")).await;
+    s.create(patient("Many")).await;
+    let many = s
+        .send_json(Method::POST, "Patient", &patient("Many"))
+        .header("if-none-exist", "identifier=http://example.org/mrn|Many")
+        .send()
+        .await
+        .unwrap();
+    expect_outcome(many, 412).await;
 }
 
 #[tokio::test]
@@ -113,8 +124,12 @@ async fn read_answers_with_headers_and_errors_as_outcomes() {
     assert_eq!(response.status(), 200);
     assert_eq!(header(&response, "etag").as_deref(), Some("W/\"1\""));
     assert!(header(&response, "last-modified").is_some());
+    let last_modified = header(&response, "last-modified").unwrap();
     let body = fhir_body(response).await;
     assert_eq!(body["id"], id.as_str());
+    // Last-Modified is meta.lastUpdated as an HTTP date.
+    let updated = fhir::instant::Instant::parse(body["meta"]["lastUpdated"].as_str().unwrap()).unwrap();
+    assert_eq!(last_modified, updated.to_http_date());
 
     expect_outcome(s.get("Patient/does-not-exist").await, 404).await;
     expect_outcome(s.get("Patient/bad_id").await, 400).await;
@@ -164,6 +179,19 @@ async fn update_versions_and_creates() {
     let created = s.send_json(Method::PUT, "Patient/chosen-id.1", &new).send().await.unwrap();
     assert_eq!(created.status(), 201);
     assert_eq!(header(&created, "location").unwrap(), format!("{}/Patient/chosen-id.1/_history/1", s.base));
+
+    // Prefer applies to updates too.
+    let minimal = s.send_json(Method::PUT, "Patient/chosen-id.1", &new).header("prefer", "return=minimal").send().await.unwrap();
+    assert_eq!(minimal.status(), 200);
+    assert_eq!(header(&minimal, "etag").as_deref(), Some("W/\"2\""));
+    assert!(minimal.bytes().await.unwrap().is_empty());
+    let outcome = s
+        .send_json(Method::PUT, "Patient/chosen-id.1", &new)
+        .header("prefer", "return=OperationOutcome")
+        .send()
+        .await
+        .unwrap();
+    expect_outcome(outcome, 200).await;
 }
 
 #[tokio::test]
