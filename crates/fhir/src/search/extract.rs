@@ -72,8 +72,8 @@ pub fn extract(resource: &Value) -> Vec<IndexEntry> {
     let own = compiled.by_type.get(resource_type).map(Vec::as_slice).unwrap_or_default();
     let domain: &[Extractor] =
         if matches!(resource_type, "Bundle" | "Binary" | "Parameters") { &[] } else { &compiled.common_domain };
-    let mut out = Vec::with_capacity(32);
-    let mut values = Vec::new();
+    let mut out = Vec::new();
+    let mut values = Vec::with_capacity(8);
     for extractor in own.iter().chain(domain).chain(&compiled.common) {
         values.clear();
         for item in extractor.expr.evaluate(resource) {
@@ -252,17 +252,19 @@ fn reference_values(value: &Value, out: &mut Vec<IndexValue>) {
 /// Splits a literal reference (references.html#literal). `Type/id` and
 /// `Type/id/_history/n` are relative; anything else keeps its text only.
 pub fn parse_reference(reference: &str) -> IndexValue {
-    let relative = reference.split("/_history/").next().unwrap_or(reference);
-    let mut parts = relative.split('/');
-    if let (Some(rt), Some(id), None) = (parts.next(), parts.next(), parts.next())
+    let relative = match reference.find("/_history/") {
+        Some(i) => &reference[..i],
+        None => reference,
+    };
+    if let Some((rt, id)) = relative.split_once('/')
         && rt.starts_with(|c: char| c.is_ascii_uppercase())
-        && rt.chars().all(|c| c.is_ascii_alphanumeric())
+        && rt.bytes().all(|c| c.is_ascii_alphanumeric())
         && is_id(id)
     {
         return IndexValue::Reference {
             target_type: Some(rt.to_string()),
             target_id: Some(id.to_string()),
-            url: format!("{rt}/{id}"),
+            url: relative.to_string(),
         };
     }
     IndexValue::Reference { target_type: None, target_id: None, url: reference.to_string() }

@@ -1,6 +1,7 @@
 //! Search: the generated SearchParameter table is not stale, every core
 //! expression compiles, extraction over the official examples, agreement of
 //! index values with parsed queries, and extraction speed.
+#![allow(clippy::unwrap_used)]
 
 #[path = "../../../../xtask/src/search_params.rs"]
 #[allow(dead_code, unreachable_pub)]
