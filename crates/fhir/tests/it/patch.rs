@@ -299,3 +299,23 @@ fn patches_never_panic() {
         let _ = apply_json_patch(&patient(), &json_op);
     });
 }
+
+#[test]
+fn add_inherited_elements_and_extensions() {
+    let out = apply(vec![
+        operation(&[ty("add"), path("Patient"), name("extension"), value(json!({"part": [
+            {"name": "url", "valueUri": "http://example.org/x"},
+            {"name": "value", "valueString": "y"}
+        ]}))]),
+        operation(&[ty("add"), path("Patient"), name("meta"), value(json!({"valueMeta": {"tag": [{"code": "t"}]}}))]),
+        operation(&[ty("add"), path("Patient.meta"), name("security"), value(json!({"valueCoding": {"code": "R"}}))]),
+    ]);
+    assert_eq!(out["extension"], json!([{"url": "http://example.org/x", "valueString": "y"}]));
+    assert_eq!(out["meta"], json!({"tag": [{"code": "t"}], "security": [{"code": "R"}]}));
+    let issue = fails(vec![operation(&[
+        ty("replace"),
+        path("Patient.extension('http://example.org/none')"),
+        value(json!({"valueString": "z"})),
+    ])]);
+    assert_eq!(issue.code, IssueType::Processing, "replacing nothing is an error");
+}
