@@ -4,6 +4,9 @@
 //! Architecture invariant: only this crate reads the environment, files and
 //! configuration, and only this crate chooses a storage backend.
 
+// In a binary crate `pub` marks a module's interface to its siblings.
+#![allow(unreachable_pub)]
+
 mod bench;
 mod config;
 mod demo;

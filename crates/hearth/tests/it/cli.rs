@@ -1,0 +1,150 @@
+//! The README's commands, run as a user would: `hearth serve` on a fresh data
+//! directory, `--demo`, `hearth import`, with real HTTP over loopback.
+
+use serde_json::{Value, json};
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+const BIN: &str = env!("CARGO_BIN_EXE_hearth");
+
+/// A running `hearth serve`, killed on drop.
+struct Server {
+    child: Child,
+    base: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn serve(data_dir: &Path, extra: &[&str]) -> Server {
+    let mut child = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data_dir)
+        .args(extra)
+        .env_remove("HEARTH_DATABASE_URL")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("hearth serve starts");
+    let stderr = child.stderr.take().expect("stderr");
+    let mut lines = BufReader::new(stderr).lines();
+    let base = loop {
+        let line = lines.next().expect("server printed its address").expect("readable");
+        if let Some(rest) = line.split("serving FHIR R4 at ").nth(1) {
+            break rest.split_whitespace().next().expect("url").to_string();
+        }
+    };
+    // Keep draining stderr so the server never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    Server { child, base }
+}
+
+async fn get(url: &str) -> (u16, Value) {
+    let response = reqwest::get(url).await.expect("request");
+    let status = response.status().as_u16();
+    let body = response.json::<Value>().await.unwrap_or(Value::Null);
+    (status, body)
+}
+
+#[tokio::test]
+async fn serve_creates_the_data_dir_and_keeps_data_across_restarts() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let data = tmp.path().join("fresh");
+    let id;
+    {
+        let server = serve(&data, &[]);
+        assert!(data.exists(), "data directory created on first start");
+        let root = server.base.trim_end_matches("/fhir");
+        let health = reqwest::get(format!("{root}/healthz")).await.expect("healthz");
+        assert_eq!(health.status().as_u16(), 200);
+        let ready = reqwest::get(format!("{root}/readyz")).await.expect("readyz");
+        assert_eq!(ready.status().as_u16(), 200);
+        let (status, metadata) = get(&format!("{}/metadata", server.base)).await;
+        assert_eq!(status, 200);
+        assert_eq!(metadata["fhirVersion"], "4.0.1");
+        let created = reqwest::Client::new()
+            .post(format!("{}/Patient", server.base))
+            .header("Content-Type", "application/fhir+json")
+            .body(json!({"resourceType": "Patient", "name": [{"family": "Durable"}]}).to_string())
+            .send()
+            .await
+            .expect("create");
+        assert_eq!(created.status().as_u16(), 201);
+        let body: Value = created.json().await.expect("json");
+        id = body["id"].as_str().expect("id").to_string();
+    }
+    let server = serve(&data, &[]);
+    let (status, body) = get(&format!("{}/Patient/{id}", server.base)).await;
+    assert_eq!(status, 200);
+    assert_eq!(body["name"][0]["family"], "Durable");
+}
+
+#[tokio::test]
+async fn demo_data_is_loaded_once() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let count = |base: String| async move {
+        let (status, bundle) = get(&format!("{base}/Patient?_tag=https://hearth.example/fhir/tags|demo&_total=accurate&_count=1")).await;
+        assert_eq!(status, 200, "{bundle}");
+        bundle["total"].as_u64().expect("total")
+    };
+    let first = {
+        let server = serve(tmp.path(), &["--demo"]);
+        count(server.base.clone()).await
+    };
+    assert!(first >= 10, "demo patients loaded: {first}");
+    let server = serve(tmp.path(), &["--demo"]);
+    assert_eq!(count(server.base.clone()).await, first, "a second --demo loads nothing new");
+}
+
+#[tokio::test]
+async fn import_loads_ndjson_and_bundles_and_names_each_rejection() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let input = tmp.path().join("input");
+    std::fs::create_dir_all(&input).expect("mkdir");
+    let lines = [
+        json!({"resourceType": "Patient", "id": "imp-1", "name": [{"family": "Imported"}], "birthDate": "1970-01-01"}).to_string(),
+        json!({"resourceType": "Patient", "id": "imp-2", "birthDate": "1970-13-01"}).to_string(),
+        "{not json".to_string(),
+        // Written as text: a Rust float literal would lose the trailing zero.
+        r#"{"resourceType":"Observation","id":"obs-1","status":"final","code":{"text":"x"},"subject":{"reference":"Patient/imp-1"},"valueQuantity":{"value":1.50,"unit":"kg"}}"#.to_string(),
+    ];
+    std::fs::write(input.join("data.ndjson"), lines.join("\n")).expect("write");
+    let bundle = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"fullUrl": "urn:uuid:5d2a8f4e-7a3c-4b71-9a51-0f6c1c8e2b11",
+         "resource": {"resourceType": "Patient", "name": [{"family": "Bundled"}]},
+         "request": {"method": "POST", "url": "Patient"}},
+        {"resource": {"resourceType": "Encounter", "status": "finished",
+                      "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "AMB"},
+                      "subject": {"reference": "urn:uuid:5d2a8f4e-7a3c-4b71-9a51-0f6c1c8e2b11"}},
+         "request": {"method": "POST", "url": "Encounter"}}]});
+    std::fs::write(input.join("bundle.json"), bundle.to_string()).expect("write");
+    let data = tmp.path().join("data");
+    let output = Command::new(BIN)
+        .args(["import", "--quiet", "--data-dir"])
+        .arg(&data)
+        .arg(&input)
+        .env_remove("HEARTH_DATABASE_URL")
+        .output()
+        .expect("import runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(3), "rejections give exit code 3: {stdout}");
+    assert!(stdout.contains("4 resources loaded, 2 rejected"), "{stdout}");
+    assert!(stdout.contains("data.ndjson:2") && stdout.contains("Patient.birthDate"), "{stdout}");
+    assert!(stdout.contains("data.ndjson:3"), "{stdout}");
+
+    let server = serve(&data, &[]);
+    let (status, obs) = get(&format!("{}/Observation/obs-1", server.base)).await;
+    assert_eq!(status, 200);
+    let text = obs.to_string();
+    assert!(text.contains(r#""value":1.50"#), "decimal precision kept: {text}");
+    let (_, encounters) = get(&format!("{}/Encounter?_total=accurate", server.base)).await;
+    assert_eq!(encounters["total"], 1);
+    let reference = encounters["entry"][0]["resource"]["subject"]["reference"].as_str().expect("ref");
+    assert!(reference.starts_with("Patient/"), "urn:uuid resolved: {reference}");
+}

@@ -1,0 +1,6 @@
+//! End-to-end tests of the `hearth` binary: the README's commands against a
+//! real SQLite data directory and real HTTP over loopback, plus tidy checks
+//! of the repository itself.
+
+mod cli;
+mod tidy;
