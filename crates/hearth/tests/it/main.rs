@@ -3,4 +3,5 @@
 //! of the repository itself.
 
 mod cli;
+mod roundtrip;
 mod tidy;
