@@ -111,7 +111,7 @@ impl Func {
 }
 
 pub(crate) fn parse(tokens: &[Spanned], text_len: usize) -> Result<Node, FhirPathError> {
-    let mut parser = Parser { tokens, pos: 0, end: text_len };
+    let mut parser = Parser { tokens, pos: 0, end: text_len, depth: 0 };
     if tokens.is_empty() {
         return Err(FhirPathError::at(0, "empty expression"));
     }
@@ -126,7 +126,13 @@ struct Parser<'t> {
     tokens: &'t [Spanned],
     pos: usize,
     end: usize,
+    /// Nesting of sub-expressions, bounded so hostile input cannot exhaust the stack.
+    depth: usize,
 }
+
+/// Deepest AST accepted (parentheses, arguments, operators and path steps
+/// all nest): evaluation and drop recurse over the tree.
+const MAX_DEPTH: usize = 128;
 
 /// Binding power of infix operators (higher binds tighter).
 fn infix_power(token: &Token) -> Option<u8> {
@@ -173,7 +179,23 @@ impl<'t> Parser<'t> {
         }
     }
 
+    /// Counts one more level of AST nesting.
+    fn deeper(&mut self) -> Result<(), FhirPathError> {
+        self.depth += 1;
+        if self.depth > MAX_DEPTH {
+            return Err(FhirPathError::at(self.offset(), "expression nested too deeply"));
+        }
+        Ok(())
+    }
+
     fn expression(&mut self, min_power: u8) -> Result<Node, FhirPathError> {
+        let depth = self.depth;
+        let result = self.deeper().and_then(|()| self.expression_inner(min_power));
+        self.depth = depth;
+        result
+    }
+
+    fn expression_inner(&mut self, min_power: u8) -> Result<Node, FhirPathError> {
         let mut left = self.unary()?;
         while let Some(token) = self.peek() {
             let Some(power) = infix_power(token) else { break };
@@ -182,6 +204,10 @@ impl<'t> Parser<'t> {
             }
             let at = self.offset();
             self.pos += 1;
+            // Each operator nests the left operand one level deeper (flat unions do not).
+            if !(matches!(token, Token::Pipe) && matches!(left, Node::Union(_))) {
+                self.deeper()?;
+            }
             let op = match token {
                 Token::Ident(word) if word == "is" || word == "as" => {
                     let type_name = self.type_specifier()?;
@@ -237,7 +263,10 @@ impl<'t> Parser<'t> {
             }
             Some(Token::Plus) => {
                 self.pos += 1;
-                self.unary()
+                let depth = self.depth;
+                let result = self.deeper().and_then(|()| self.unary());
+                self.depth = depth;
+                result
             }
             _ => {
                 let term = self.term()?;
@@ -299,8 +328,19 @@ impl<'t> Parser<'t> {
         })
     }
 
-    fn postfix(&mut self, mut node: Node) -> Result<Node, FhirPathError> {
+    fn postfix(&mut self, node: Node) -> Result<Node, FhirPathError> {
+        let depth = self.depth;
+        let result = self.postfix_steps(node);
+        self.depth = depth;
+        result
+    }
+
+    /// Path steps and indexers; each nests the node one level deeper.
+    fn postfix_steps(&mut self, mut node: Node) -> Result<Node, FhirPathError> {
         loop {
+            if matches!(self.peek(), Some(Token::Dot | Token::LBracket)) {
+                self.deeper()?;
+            }
             match self.peek() {
                 Some(Token::Dot) => {
                     self.pos += 1;

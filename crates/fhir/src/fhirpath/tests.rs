@@ -166,6 +166,20 @@ fn specialization_prunes_other_resource_types() {
 }
 
 #[test]
+fn hostile_nesting_is_an_error_not_a_stack_overflow() {
+    let deep = format!("{}1{}", "(".repeat(100_000), ")".repeat(100_000));
+    assert!(compile(&deep).is_err());
+    assert!(compile(&"+".repeat(100_000)).is_err());
+    assert!(compile(&vec!["a"; 10_000].join(".")).is_err());
+    assert!(compile(&vec!["a"; 10_000].join(" and ")).is_err());
+    let path = vec!["a"; 50].join(".");
+    assert!(compile(&path).unwrap().evaluate(&json!({"a": {"a": 1}})).is_empty());
+    let chained = format!("x{}", " | x".repeat(10_000));
+    assert!(compile(&chained).is_ok(), "long flat unions are fine");
+    assert!(compile(&format!("{}1", "-".repeat(5))).is_err());
+}
+
+#[test]
 fn compile_errors_are_values() {
     for bad in ["", "Patient.", "Patient.name.where(", "a + b", "foo()", "Patient.name[", "1 'mg'", "$index", "%x", "a b", "(a"] {
         assert!(compile(bad).is_err(), "{bad:?} should not compile");

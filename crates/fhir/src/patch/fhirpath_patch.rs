@@ -274,6 +274,16 @@ fn value_suffix(part: &Map<String, Value>) -> Option<&str> {
 /// object built from nested parts (fhirpatch.html: complex values are given
 /// as parts named after their children). `ty` shapes repeating children.
 fn part_value(part: &Map<String, Value>, ty: Option<Type>) -> Result<Value, Failure> {
+    part_value_at(part, ty, 0)
+}
+
+/// Deepest nesting of parts accepted (FHIR data types nest far less).
+const MAX_PART_DEPTH: usize = 32;
+
+fn part_value_at(part: &Map<String, Value>, ty: Option<Type>, depth: usize) -> Result<Value, Failure> {
+    if depth > MAX_PART_DEPTH {
+        return Err(invalid("parts nested too deeply"));
+    }
     if let Some(suffix) = value_suffix(part) {
         return Ok(part.get(&format!("value{suffix}")).cloned().unwrap_or(Value::Null));
     }
@@ -288,7 +298,7 @@ fn part_value(part: &Map<String, Value>, ty: Option<Type>) -> Result<Value, Fail
         let sub = sub.as_object().ok_or_else(|| invalid("a part is not an object"))?;
         let name = sub.get("name").and_then(Value::as_str).ok_or_else(|| invalid("a part without a name"))?;
         let child = child_of(ty, &object, name, value_suffix(sub))?;
-        let value = part_value(sub, child.ty.and_then(|t| ty.and_then(|ty| ty.of(t))))?;
+        let value = part_value_at(sub, child.ty.and_then(|t| ty.and_then(|ty| ty.of(t))), depth + 1)?;
         match object.get_mut(&child.key) {
             Some(Value::Array(list)) => list.push(value),
             // Without definitions a repeated name becomes a list.
