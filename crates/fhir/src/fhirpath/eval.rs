@@ -146,9 +146,19 @@ pub(crate) fn eval<'a>(node: &'a Node, ctx: &Context<'a>, this: &[Item<'a>]) -> 
         }
         Node::Union(parts) => {
             let mut out: Vec<Item<'a>> = Vec::new();
+            // Large collections (a Group with thousands of members) are
+            // de-duplicated through a set of node addresses, not pairwise.
+            let mut nodes: Option<std::collections::HashSet<(*const Value, Option<&'a str>)>> = None;
             for part in parts {
                 for item in eval(part, ctx, this) {
-                    if !out.iter().any(|seen| same_item(seen, &item)) {
+                    if out.len() == LINEAR_DEDUP && nodes.is_none() {
+                        nodes = Some(out.iter().filter_map(node_key).collect());
+                    }
+                    let duplicate = match (&mut nodes, node_key(&item)) {
+                        (Some(set), Some(key)) => !set.insert(key),
+                        _ => out.iter().any(|seen| same_item(seen, &item)),
+                    };
+                    if !duplicate {
                         out.push(item);
                     }
                 }
@@ -258,6 +268,16 @@ fn single_integer(items: &[Item<'_>]) -> Option<i64> {
     match items {
         [Item::Integer(i)] => Some(*i),
         [Item::Node { value: Value::Number(n), .. }] => n.as_i64(),
+        _ => None,
+    }
+}
+
+/// Union size up to which duplicates are found by comparing pairs.
+const LINEAR_DEDUP: usize = 32;
+
+fn node_key<'a>(item: &Item<'a>) -> Option<(*const Value, Option<&'a str>)> {
+    match item {
+        Item::Node { value, ty } => Some((std::ptr::from_ref(*value), *ty)),
         _ => None,
     }
 }

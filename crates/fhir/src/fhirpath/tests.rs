@@ -52,6 +52,17 @@ fn unions_deduplicate_and_keep_order() {
 }
 
 #[test]
+fn large_unions_stay_linear() {
+    let members: Vec<Value> = (0..20_000).map(|i| json!({"entity": {"reference": format!("Patient/{i}")}})).collect();
+    let group = json!({"resourceType": "Group", "member": members});
+    let start = std::time::Instant::now();
+    let expr = compile("Group.member.entity | Group.member.entity | Group.id").unwrap();
+    let items = expr.evaluate(&group);
+    assert_eq!(items.len(), 20_000);
+    assert!(start.elapsed().as_secs() < 5, "{:?}", start.elapsed());
+}
+
+#[test]
 fn where_with_equality_and_string_literals() {
     let p = patient();
     assert_eq!(eval_json("Patient.telecom.where(system='email').value", &p), vec![json!("j@x.org")]);

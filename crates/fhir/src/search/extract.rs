@@ -63,6 +63,9 @@ static COMPILED: Lazy<Compiled> = Lazy::new(|| {
     Compiled { by_type, common, common_domain }
 });
 
+/// Values of one parameter compared for duplicates, at most.
+const DEDUP_LIMIT: usize = 64;
+
 /// All index entries of `resource` for the search parameters of its type.
 pub fn extract(resource: &Value) -> Vec<IndexEntry> {
     let Some(resource_type) = resource.as_object().and_then(|m| field(m, "resourceType")).and_then(Value::as_str) else {
@@ -82,8 +85,11 @@ pub fn extract(resource: &Value) -> Vec<IndexEntry> {
         let start = out.len();
         for value in values.drain(..) {
             // FHIRPath unions already de-duplicate nodes; equal values from
-            // different nodes (two identical codings) are stored once.
-            if !out[start..].iter().any(|e: &IndexEntry| e.value == value) {
+            // different nodes (two identical codings) are stored once. Past
+            // a few dozen values (a Group's members) duplicates are kept
+            // rather than compared pairwise: they cost a row, not a wrong match.
+            let seen = &out[start..];
+            if seen.len() > DEDUP_LIMIT || !seen.iter().any(|e: &IndexEntry| e.value == value) {
                 out.push(IndexEntry { param: extractor.def.code.clone(), value });
             }
         }

@@ -262,3 +262,12 @@ fn every_resource_type_with_parameters_compiles_extractors() {
     }
     assert!(COMPILED.by_type.len() > 130);
 }
+
+#[test]
+fn large_resources_extract_in_linear_time() {
+    let members: Vec<Value> = (0..20_000).map(|i| json!({"entity": {"reference": format!("Patient/{i}")}})).collect();
+    let group = json!({"resourceType": "Group", "id": "g", "member": members});
+    let start = std::time::Instant::now();
+    assert_eq!(entries(&group, "member").len(), 20_000);
+    assert!(start.elapsed().as_secs() < 10, "{:?}", start.elapsed());
+}
