@@ -490,6 +490,17 @@ mod tests {
     }
 
     #[test]
+    fn parsing_the_tables_is_fast() {
+        let start = std::time::Instant::now();
+        let defs = Definitions::load(STRUCTURES_JSON, VALUE_SETS_JSON).unwrap();
+        let elapsed = start.elapsed();
+        eprintln!("definitions parsed and indexed in {elapsed:?}");
+        assert_eq!(defs.resource_types.len(), 146);
+        // Well under 200 ms in an optimised build; a debug build of this crate is slower.
+        assert!(elapsed.as_millis() < 1500, "{elapsed:?}");
+    }
+
+    #[test]
     fn choice_types_backbones_and_content_references_are_indexed() {
         let defs = get().unwrap();
         let obs = defs.resource("Observation").unwrap();

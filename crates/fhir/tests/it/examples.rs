@@ -93,3 +93,43 @@ fn official_examples_are_valid_except_the_known_invalid() {
     assert!(unexpected.is_empty(), "{} examples rejected:\n{}", unexpected.len(), unexpected.join("\n"));
     assert!(stale.is_empty(), "known-invalid.txt is out of date:\n{}", stale.join("\n"));
 }
+
+/// The core definitions vendored for code generation (StructureDefinitions, ValueSets,
+/// CodeSystems, SearchParameters) are themselves valid R4 resources: a check of the
+/// conformance resource types, which the instance examples leave out. The exceptions are
+/// genuinely invalid core SearchParameters: extension parameters published without `base`
+/// (SearchParameter.base is 1..*), and one whose id is 67 characters (ids are at most 64).
+const INVALID_CORE_SEARCH_PARAMETERS: &[&str] = &[
+    "codesystem-extensions-CodeSystem-author",
+    "codesystem-extensions-CodeSystem-effective",
+    "codesystem-extensions-CodeSystem-end",
+    "codesystem-extensions-CodeSystem-keyword",
+    "codesystem-extensions-CodeSystem-workflow",
+    "questionnaireresponse-extensions-QuestionnaireResponse-item-subject",
+    "valueset-extensions-ValueSet-author",
+    "valueset-extensions-ValueSet-effective",
+    "valueset-extensions-ValueSet-end",
+    "valueset-extensions-ValueSet-keyword",
+    "valueset-extensions-ValueSet-workflow",
+];
+
+#[test]
+fn vendored_core_definitions_are_valid() {
+    let vendor = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../xtask/vendor");
+    let mut checked = 0;
+    let mut rejected = Vec::new();
+    for file in ["structure-definitions.json.gz", "value-sets.json.gz", "code-systems.json.gz", "search-parameters.json.gz"] {
+        let list = read_gz_json(&vendor.join(file));
+        for resource in list.as_array().expect("a JSON array") {
+            let issues = validate(resource);
+            let id = resource.get("id").and_then(Value::as_str).unwrap_or("?");
+            let known = file == "search-parameters.json.gz" && INVALID_CORE_SEARCH_PARAMETERS.contains(&id);
+            if issues.iter().any(Issue::is_error) != known {
+                rejected.push(format!("{file} {id} (listed invalid: {known}):\n{}", describe(&issues)));
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked > 2000, "only {checked} definitions");
+    assert!(rejected.is_empty(), "{} definitions not as expected:\n{}", rejected.len(), rejected.join("\n"));
+}
