@@ -199,10 +199,10 @@ fn primitive_row(name: &str, sd: &Value) -> Result<Value, CodegenError> {
         }
         for ty in element.get("type").and_then(Value::as_array).into_iter().flatten() {
             for ext in ty.get("extension").and_then(Value::as_array).into_iter().flatten() {
-                if str_field(ext, "url") == Some(REGEX_EXT) {
-                    if let Some(regex) = ext.get("valueString").and_then(Value::as_str) {
-                        row.insert("regex".into(), regex.into());
-                    }
+                if str_field(ext, "url") == Some(REGEX_EXT)
+                    && let Some(regex) = ext.get("valueString").and_then(Value::as_str)
+                {
+                    row.insert("regex".into(), regex.into());
                 }
             }
         }
@@ -217,9 +217,12 @@ fn snapshot<'a>(name: &str, sd: &'a Value) -> Result<&'a Vec<Value>, CodegenErro
         .ok_or_else(|| bad(format!("{name}: no snapshot")))
 }
 
+/// A type's header object and its element rows.
+type TypeRow = (Value, Vec<Value>);
+
 /// The type header (`name`, `kind`, `abstract`, `base`) and its element rows; also returns the
 /// value sets of the required bindings met.
-fn type_row(name: &str, kind: &str, sd: &Value) -> Result<((Value, Vec<Value>), Vec<String>), CodegenError> {
+fn type_row(name: &str, kind: &str, sd: &Value) -> Result<(TypeRow, Vec<String>), CodegenError> {
     let mut header = Map::new();
     header.insert("name".into(), name.into());
     header.insert("kind".into(), kind.into());

@@ -218,12 +218,15 @@ impl TypeDef {
     }
 }
 
+/// A code system's url and the codes a value set takes from it.
+pub(crate) type SystemCodes = (Box<str>, HashSet<Box<str>>);
+
 /// The codes of a value set named by a required binding.
 #[derive(Debug)]
 pub(crate) struct ValueSet {
     pub(crate) url: Box<str>,
     /// `None` when the value set cannot be expanded from the package (not checked).
-    pub(crate) systems: Option<Vec<(Box<str>, HashSet<Box<str>>)>>,
+    pub(crate) systems: Option<Vec<SystemCodes>>,
 }
 
 impl ValueSet {
@@ -415,12 +418,15 @@ fn capitalise(name: &str) -> String {
     }
 }
 
+/// The target resource types of a `Reference` variant.
+type TargetTypes = Box<[Box<str>]>;
+
 /// Resolves one generated type string (format in `xtask/src/structures.rs`) for the element at `path`.
 fn resolve_type(
     path: &str,
     code: &str,
     by_name: &HashMap<Box<str>, TypeId>,
-) -> Result<(ElementType, Box<[Box<str>]>), String> {
+) -> Result<(ElementType, TargetTypes), String> {
     if let Some(target) = code.strip_prefix('#') {
         let id = by_name.get(target).ok_or_else(|| format!("{path}: unknown content reference {target}"))?;
         return Ok((ElementType::Complex(*id), Box::default()));
@@ -441,14 +447,17 @@ fn resolve_type(
         return Ok((ElementType::Resource, Box::default()));
     }
     // A backbone element (typed BackboneElement or Element) owns its children: its own path.
-    if name == "BackboneElement" || name == "Element" {
-        if let Some(id) = by_name.get(path) {
-            return Ok((ElementType::Complex(*id), Box::default()));
-        }
+    if (name == "BackboneElement" || name == "Element")
+        && let Some(id) = by_name.get(path)
+    {
+        return Ok((ElementType::Complex(*id), Box::default()));
     }
     let id = by_name.get(name).ok_or_else(|| format!("{path}: unknown type {name}"))?;
     Ok((ElementType::Complex(*id), targets))
 }
+
+/// `[path, min, max, types, required value set]`, as `xtask/src/structures.rs` writes it.
+type RawElement = (String, u32, String, Vec<String>, Option<String>);
 
 #[derive(Deserialize)]
 struct RawStructures {
@@ -461,7 +470,7 @@ struct RawType {
     kind: String,
     #[serde(rename = "abstract")]
     is_abstract: bool,
-    elements: Vec<(String, u32, String, Vec<String>, Option<String>)>,
+    elements: Vec<RawElement>,
 }
 
 #[derive(Deserialize)]

@@ -312,12 +312,12 @@ impl<'a> Validator<'a> {
             }
         }
         for &index in &ty.required {
-            if present & (1u128 << index) == 0 {
-                if let Some(element) = ty.elements.get(usize::from(index)) {
-                    let name: &'static str = element.name.strip_suffix("[x]").unwrap_or(&element.name);
-                    let message = format!("missing required element '{}' (minimum cardinality {})", element.name, element.min);
-                    self.error_at(IssueType::Required, message, Segment::Name(name));
-                }
+            if present & (1u128 << index) == 0
+                && let Some(element) = ty.elements.get(usize::from(index))
+            {
+                let name: &'static str = element.name.strip_suffix("[x]").unwrap_or(&element.name);
+                let message = format!("missing required element '{}' (minimum cardinality {})", element.name, element.min);
+                self.error_at(IssueType::Required, message, Segment::Name(name));
             }
         }
     }
@@ -332,10 +332,10 @@ impl<'a> Validator<'a> {
                     if items.is_empty() {
                         self.error(IssueType::Structure, "arrays must not be empty: omit the element instead");
                     }
-                    if let Some(max) = element.max {
-                        if items.len() > max as usize {
-                            self.error(IssueType::Structure, format!("at most {max} values are allowed"));
-                        }
+                    if let Some(max) = element.max
+                        && items.len() > max as usize
+                    {
+                        self.error(IssueType::Structure, format!("at most {max} values are allowed"));
                     }
                     if element.min > 1 && items.len() < element.min as usize && !items.is_empty() {
                         self.error(IssueType::Required, format!("at least {} values are required", element.min));
@@ -382,10 +382,10 @@ impl<'a> Validator<'a> {
                         Some(Value::Array(values)) => Some(values),
                         _ => None,
                     };
-                    if let Some(values) = values {
-                        if values.len() != extensions.len() {
-                            self.error(IssueType::Structure, format!("'{name}' and '_{name}' must have the same length"));
-                        }
+                    if let Some(values) = values
+                        && values.len() != extensions.len()
+                    {
+                        self.error(IssueType::Structure, format!("'{name}' and '_{name}' must have the same length"));
                     }
                     for (i, extension) in extensions.iter().enumerate() {
                         self.path.push(Segment::Index(i));
@@ -453,10 +453,10 @@ impl<'a> Validator<'a> {
                         self.error(IssueType::CodeInvalid, message);
                     }
                 }
-                if matches!(p, Primitive::Canonical | Primitive::Uri | Primitive::Url) {
-                    if let Some(id) = text.strip_prefix('#') {
-                        self.note_local(id, None);
-                    }
+                if matches!(p, Primitive::Canonical | Primitive::Uri | Primitive::Url)
+                    && let Some(id) = text.strip_prefix('#')
+                {
+                    self.note_local(id, None);
                 }
             }
             ElementType::Complex(id) => {
@@ -474,18 +474,18 @@ impl<'a> Validator<'a> {
                 } else if let Some(vs) = element.binding {
                     if id == known.coding {
                         self.coding(obj, vs);
-                    } else if id == known.codeable_concept {
-                        if let Some(Value::Array(codings)) = obj.get("coding") {
-                            self.path.push(Segment::Name("coding"));
-                            for (i, coding) in codings.iter().enumerate() {
-                                if let Value::Object(coding) = coding {
-                                    self.path.push(Segment::Index(i));
-                                    self.coding(coding, vs);
-                                    self.path.pop();
-                                }
+                    } else if id == known.codeable_concept
+                        && let Some(Value::Array(codings)) = obj.get("coding")
+                    {
+                        self.path.push(Segment::Name("coding"));
+                        for (i, coding) in codings.iter().enumerate() {
+                            if let Value::Object(coding) = coding {
+                                self.path.push(Segment::Index(i));
+                                self.coding(coding, vs);
+                                self.path.pop();
                             }
-                            self.path.pop();
                         }
+                        self.path.pop();
                     }
                 }
             }
@@ -501,11 +501,11 @@ impl<'a> Validator<'a> {
     fn coding(&mut self, obj: &'a Map<String, Value>, vs: definitions::ValueSetId) {
         let (Some(Value::String(system)), Some(Value::String(code))) = (obj.get("system"), obj.get("code")) else { return };
         let vs = &self.defs.value_sets[vs];
-        if let Some(codes) = vs.codes_of(system) {
-            if !codes.contains(code.as_str()) {
-                let message = format!("the code '{}' is not in the required value set {}", short(code), vs.url);
-                self.error_at(IssueType::CodeInvalid, message, Segment::Name("code"));
-            }
+        if let Some(codes) = vs.codes_of(system)
+            && !codes.contains(code.as_str())
+        {
+            let message = format!("the code '{}' is not in the required value set {}", short(code), vs.url);
+            self.error_at(IssueType::CodeInvalid, message, Segment::Name("code"));
         }
     }
 
@@ -522,10 +522,10 @@ impl<'a> Validator<'a> {
         let Some(frame) = self.frames.last_mut() else { return };
         if id.is_empty() {
             // `#` alone: a contained resource referring to its container (references.html#contained).
-            if let Some(current) = frame.current {
-                if let Some(contained) = frame.contained.get_mut(current) {
-                    contained.refers_to_container = true;
-                }
+            if let Some(current) = frame.current
+                && let Some(contained) = frame.contained.get_mut(current)
+            {
+                contained.refers_to_container = true;
             }
             return;
         }
