@@ -24,7 +24,7 @@ use std::fmt::Write as _;
 
 /// Deeper paths than this are rejected rather than followed (recursive elements such as
 /// `Extension.extension` could otherwise nest without bound in a constructed value).
-const MAX_PATH_SEGMENTS: usize = 400;
+const MAX_PATH_SEGMENTS: usize = 256;
 
 /// Validates `resource`; returns every problem found (errors and warnings).
 pub fn validate(resource: &Value) -> Vec<Issue> {
@@ -586,9 +586,16 @@ fn has_scheme(text: &str) -> bool {
 /// The resource type of an absolute RESTful URL `.../Type/id` or `.../Type/id/_history/vid`.
 fn absolute_type(url: &str) -> Option<&str> {
     let path = url.split(['?', '#']).next().unwrap_or(url);
-    let segments: Vec<&str> = path.split('/').collect();
-    let n = segments.len();
-    let ty = if n >= 4 && segments[n - 2] == "_history" { segments[n - 4] } else if n >= 2 { segments[n - 2] } else { return None };
+    let mut segments = path.rsplit('/');
+    let last = segments.next()?;
+    let second = segments.next()?;
+    let ty = if second == "_history" {
+        segments.next()?;
+        segments.next()?
+    } else {
+        let _ = last;
+        second
+    };
     definitions::is_resource_type(ty).then_some(ty)
 }
 
@@ -610,11 +617,11 @@ fn relative_problem(reference: &str, targets: &[Box<str>]) -> Option<String> {
     if !definitions::is_resource_type(ty) {
         return Some("a relative reference must start with a known resource type".into());
     }
-    let rest: Vec<&str> = segments.collect();
-    let shape_ok = match (query, rest.as_slice()) {
-        (Some(q), []) => !q.is_empty(),
-        (None, [id]) => is_id(id),
-        (None, [id, "_history", version]) => is_id(id) && is_id(version),
+    let (first, second, third, fourth) = (segments.next(), segments.next(), segments.next(), segments.next());
+    let shape_ok = match (query, first, second, third, fourth) {
+        (Some(q), None, ..) => !q.is_empty(),
+        (None, Some(id), None, ..) => is_id(id),
+        (None, Some(id), Some("_history"), Some(version), None) => is_id(id) && is_id(version),
         _ => false,
     };
     if !shape_ok {

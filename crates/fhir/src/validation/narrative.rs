@@ -7,7 +7,9 @@
 
 use super::primitive::Finding;
 
-const XHTML_NS: &str = "http://www.w3.org/1999/xhtml";
+/// The XHTML namespace declaration the root `<div>` carries, in either quote style.
+const XMLNS_DOUBLE_QUOTED: &str = "xmlns=\"http://www.w3.org/1999/xhtml\"";
+const XMLNS_SINGLE_QUOTED: &str = "xmlns='http://www.w3.org/1999/xhtml'";
 
 /// Elements narrative.html forbids: "SHALL NOT contain a head, a body, external stylesheet
 /// references, scripts, forms, base/link/xlink, frames, iframes and objects".
@@ -24,7 +26,7 @@ pub(crate) fn check_div(s: &str) -> Finding {
         return Finding::Invalid("the narrative must be an XHTML <div> element");
     }
     let root_tag = &rest[..end_of_tag];
-    if !(root_tag.contains(&format!("xmlns=\"{XHTML_NS}\"")) || root_tag.contains(&format!("xmlns='{XHTML_NS}'"))) {
+    if !(root_tag.contains(XMLNS_DOUBLE_QUOTED) || root_tag.contains(XMLNS_SINGLE_QUOTED)) {
         return Finding::Invalid("the narrative's <div> must declare the XHTML namespace");
     }
     if !s.trim_end().ends_with("</div>") {

@@ -117,6 +117,36 @@ fn validation_speed() {
     assert!(per.as_micros() < 2000, "validation takes {per:?}");
 }
 
+/// A constructed value can nest deeper than any parsed JSON (serde_json stops at 128 levels):
+/// the validator stops following it instead of exhausting a worker thread's stack.
+#[test]
+fn deep_nesting_is_bounded() {
+    let mut extension = json!({"url": "http://example.org/leaf", "valueString": "x"});
+    // Built by hand: json! would serialise the interpolated value recursively.
+    for _ in 0..5000 {
+        let mut map = serde_json::Map::new();
+        map.insert("url".into(), Value::String("http://example.org/n".into()));
+        map.insert("extension".into(), Value::Array(vec![extension]));
+        extension = Value::Object(map);
+    }
+    let mut map = serde_json::Map::new();
+    map.insert("resourceType".into(), Value::String("Patient".into()));
+    map.insert("extension".into(), Value::Array(vec![extension]));
+    let patient = Value::Object(map);
+    let issues = std::thread::Builder::new()
+        .stack_size(2 * 1024 * 1024)
+        .spawn(move || {
+            let issues = validate(&patient);
+            // Dropping a 5000-level value recursively needs a deep stack too; leak it here.
+            std::mem::forget(patient);
+            issues
+        })
+        .expect("spawn")
+        .join()
+        .expect("validation does not overflow the stack");
+    assert!(issues.iter().any(|i| i.is_error() && i.diagnostics.contains("nested too deeply")));
+}
+
 fn arb_json() -> impl Strategy<Value = Value> {
     let leaf = prop_oneof![
         Just(Value::Null),
