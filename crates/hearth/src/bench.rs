@@ -221,7 +221,18 @@ impl fmt::Display for BenchReport {
 
 fn millis(d: Duration) -> String {
     let ms = d.as_secs_f64() * 1000.0;
-    if ms < 10.0 { format!("{ms:.2} ms") } else { format!("{ms:.1} ms") }
+    if ms < 10.0 {
+        format!("{ms:.2} ms")
+    } else if ms < 1000.0 {
+        format!("{ms:.1} ms")
+    } else {
+        format!("{:.2} s", ms / 1000.0)
+    }
+}
+
+/// A rate with thousands separators, e.g. `1,066 resources/s`.
+fn per_second(count: u64, elapsed: Duration, unit: &str) -> String {
+    format!("{} {unit}/s", thousands(rate(count, elapsed).round() as u64))
 }
 
 fn thousands(n: u64) -> String {
@@ -451,7 +462,7 @@ async fn transactions(base: &str, opts: &BenchOptions, loaded: &mut Loaded, note
             thousands(sent_resources),
             elapsed.as_secs_f64()
         ),
-        result: format!("{:.0} resources/s", rate(sent_resources, elapsed)),
+        result: per_second(sent_resources, elapsed, "resources"),
         latency: Percentiles::of(&mut latencies),
         errors,
     }];
@@ -478,7 +489,7 @@ async fn transactions(base: &str, opts: &BenchOptions, loaded: &mut Loaded, note
         rows.push(Row {
             scenario: "Transaction bundle, heavy patient".to_string(),
             work: format!("1 bundle of {} resources ({})", thousands(resources), bytes_text(size)),
-            result: format!("{:.0} resources/s", rate(resources, elapsed)),
+            result: per_second(resources, elapsed, "resources"),
             latency: Some(Percentiles { p50: elapsed, p95: elapsed, p99: elapsed }),
             errors,
         });
@@ -583,7 +594,7 @@ async fn import_ndjson(service: &domain::Service, dir: &Path, opts: &BenchOption
             bytes_text(counts.bytes),
             elapsed.as_secs_f64()
         ),
-        result: format!("{:.0} resources/s", rate(loaded_count, elapsed)),
+        result: per_second(loaded_count, elapsed, "resources"),
         latency: None,
         errors: summary.rejected.len() as u64,
     })
@@ -594,6 +605,8 @@ async fn import_ndjson(service: &domain::Service, dir: &Path, opts: &BenchOption
 struct ClientResult {
     latencies: Vec<Duration>,
     ok: u64,
+    /// Request body bytes of the successful requests.
+    bytes: u64,
     errors: Vec<String>,
     created: Vec<String>,
 }
@@ -613,6 +626,7 @@ async fn creates(base: &str, opts: &BenchOptions, loaded: &mut Loaded, notes: &m
                     break;
                 }
                 let body = bodies[next % bodies.len()].clone();
+                let size = body.len() as u64;
                 next += opts_stride(bodies.len());
                 let t = Instant::now();
                 let response = client
@@ -634,6 +648,7 @@ async fn creates(base: &str, opts: &BenchOptions, loaded: &mut Loaded, notes: &m
                         result.latencies.push(t.elapsed());
                         if status == reqwest::StatusCode::CREATED && drained.is_ok() {
                             result.ok += 1;
+                            result.bytes += size;
                             if let Some(path) = location.as_deref().and_then(type_and_id) {
                                 result.created.push(path);
                             }
@@ -648,14 +663,14 @@ async fn creates(base: &str, opts: &BenchOptions, loaded: &mut Loaded, notes: &m
         }
     })
     .await?;
+    let created_bytes: u64 = results.0.iter().map(|r| r.bytes).sum();
     let (mut latencies, ok, errors, elapsed) = merge(results.0, results.1, notes, "create", loaded);
-    let bytes_each = bodies.first().map_or(0, |b| b.len() as u64);
     loaded.resources += ok;
-    loaded.bytes += ok * bytes_each;
+    loaded.bytes += created_bytes;
     Ok(Row {
         scenario: format!("Create Observation ({} clients)", opts.clients.max(1)),
         work: format!("{} creates in {:.1} s", thousands(ok), elapsed.as_secs_f64()),
-        result: format!("{:.0} creates/s", rate(ok, elapsed)),
+        result: per_second(ok, elapsed, "creates"),
         latency: Percentiles::of(&mut latencies),
         errors,
     })
@@ -746,7 +761,7 @@ async fn reads(base: &str, opts: &BenchOptions, loaded: &Loaded, notes: &mut Vec
             thousands(urls.len() as u64),
             elapsed.as_secs_f64()
         ),
-        result: format!("{:.0} reads/s", rate(ok, elapsed)),
+        result: per_second(ok, elapsed, "reads"),
         latency: Percentiles::of(&mut latencies),
         errors,
     })
@@ -941,6 +956,8 @@ mod tests {
         assert_eq!(thousands(1_234_567), "1,234,567");
         assert_eq!(bytes_text(3 * 1024 * 1024 / 2), "1.5 MiB");
         assert_eq!(millis(Duration::from_micros(1500)), "1.50 ms");
+        assert_eq!(millis(Duration::from_millis(2107)), "2.11 s");
+        assert_eq!(per_second(2132, Duration::from_secs(2), "reads"), "1,066 reads/s");
         assert_eq!(proc_kib("MemTotal:       24576000 kB\n", "MemTotal:"), Some(24_576_000));
         assert_eq!(type_and_id("http://h/fhir/Observation/abc/_history/1"), Some("Observation/abc".to_string()));
     }
