@@ -343,6 +343,12 @@ pub async fn run(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
 
     let service = wiring::service(&config).await?;
     let backend = service.store().backend().to_string();
+    // PostgreSQL keeps its files elsewhere: the growth of the database is measured instead.
+    let postgres_size_before = if postgres && opts.wants(Scenario::Disk) {
+        Some(postgres_database_size(&config.storage.database_url).await?)
+    } else {
+        None
+    };
     let server = Server::start(&config, Arc::clone(&service)).await?;
     let mut report = BenchReport {
         machine: Machine::detect(),
@@ -385,23 +391,21 @@ pub async fn run(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
     tokio::time::sleep(Duration::from_millis(200)).await;
 
     if opts.wants(Scenario::Disk) {
-        if postgres {
-            report.notes.push("disk: not measured for PostgreSQL (the database lives outside the data folder)".to_string());
-        } else {
-            let on_disk = dir_size(&store_dir)?;
-            let ratio = if loaded.bytes > 0 { on_disk as f64 / loaded.bytes as f64 } else { 0.0 };
-            report.rows.push(Row {
-                scenario: "Disk footprint".to_string(),
-                work: format!(
-                    "{} in the data folder for {} of resource JSON",
-                    bytes_text(on_disk),
-                    bytes_text(loaded.bytes)
-                ),
-                result: format!("{ratio:.2} bytes on disk per JSON byte"),
-                latency: None,
-                errors: 0,
-            });
-        }
+        let (on_disk, place) = match postgres_size_before {
+            Some(before) => (
+                postgres_database_size(&config.storage.database_url).await?.saturating_sub(before),
+                "growth of the PostgreSQL database",
+            ),
+            None => (dir_size(&store_dir)?, "in the data folder"),
+        };
+        let ratio = if loaded.bytes > 0 { on_disk as f64 / loaded.bytes as f64 } else { 0.0 };
+        report.rows.push(Row {
+            scenario: "Disk footprint".to_string(),
+            work: format!("{} {place} for {} of resource JSON", bytes_text(on_disk), bytes_text(loaded.bytes)),
+            result: format!("{ratio:.2} bytes on disk per JSON byte"),
+            latency: None,
+            errors: 0,
+        });
     }
     if opts.wants(Scenario::Startup) {
         let exe = match &opts.server_exe {
@@ -809,6 +813,18 @@ fn merge(
         loaded.paths.extend(result.created);
     }
     (latencies, ok, errors, elapsed)
+}
+
+/// `pg_database_size` of the database at `url`, in bytes.
+async fn postgres_database_size(url: &str) -> anyhow::Result<u64> {
+    let (client, connection) =
+        tokio_postgres::connect(url, tokio_postgres::NoTls).await.context("connecting to PostgreSQL to measure its size")?;
+    let driver = tokio::spawn(connection);
+    let row = client.query_one("SELECT pg_database_size(current_database())", &[]).await.context("pg_database_size")?;
+    let size: i64 = row.try_get(0).context("pg_database_size")?;
+    drop(client);
+    let _ = driver.await;
+    Ok(u64::try_from(size).unwrap_or(0))
 }
 
 /// Total size of the files under `dir`.
