@@ -105,6 +105,9 @@ pub struct Machine {
     pub memory_bytes: u64,
     /// `release` or `debug`.
     pub build: &'static str,
+    /// The 1-minute load average when the bench started (other work on the
+    /// machine lowers every number).
+    pub load_average: Option<f64>,
 }
 
 impl Machine {
@@ -123,6 +126,9 @@ impl Machine {
             cpu_model,
             memory_bytes,
             build: if cfg!(debug_assertions) { "debug" } else { "release" },
+            load_average: std::fs::read_to_string("/proc/loadavg")
+                .ok()
+                .and_then(|text| text.split_whitespace().next().and_then(|v| v.parse().ok())),
         }
     }
 }
@@ -185,6 +191,9 @@ impl fmt::Display for BenchReport {
         writeln!(f, "| CPU | {} ({} cores) |", m.cpu_model, m.cores)?;
         writeln!(f, "| Memory | {} |", bytes_text(m.memory_bytes))?;
         writeln!(f, "| Build | {} |", m.build)?;
+        if let Some(load) = m.load_average {
+            writeln!(f, "| Load average at start | {load:.2} |")?;
+        }
         writeln!(f, "| Storage | {} |", self.backend)?;
         let mean = if self.resources_loaded > 0 { self.resource_bytes / self.resources_loaded } else { 0 };
         writeln!(
@@ -981,7 +990,13 @@ mod tests {
     #[test]
     fn report_is_a_markdown_table() {
         let report = BenchReport {
-            machine: Machine { cores: 2, cpu_model: "Test CPU".into(), memory_bytes: 1 << 30, build: "release" },
+            machine: Machine {
+                cores: 2,
+                cpu_model: "Test CPU".into(),
+                memory_bytes: 1 << 30,
+                build: "release",
+                load_average: Some(0.5),
+            },
             backend: "SQLite".into(),
             clients: 16,
             seconds: 10.0,
@@ -1003,6 +1018,7 @@ mod tests {
         let text = report.to_string();
         assert!(text.contains("| CPU | Test CPU (2 cores) |"));
         assert!(text.contains("| Memory | 1.0 GiB |"));
+        assert!(text.contains("| Load average at start | 0.50 |"));
         assert!(text.contains("| Read by id (16 clients) | 10 reads | 1 reads/s | 1.00 ms | 2.00 ms | 30.0 ms | 0 |"));
         assert!(text.contains("- a note"));
     }
