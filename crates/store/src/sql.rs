@@ -415,7 +415,7 @@ impl Builder {
                         self.index_predicate(Kind::Reference, param, false, &[clause]);
                     }
                     None => {
-                        let clauses = [format!("target_id IS NULL"), format!("url = {u}")];
+                        let clauses = ["target_id IS NULL".to_owned(), format!("url = {u}")];
                         self.index_predicate(Kind::Reference, param, false, &clauses);
                     }
                 }

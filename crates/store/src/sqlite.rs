@@ -11,7 +11,9 @@
 //! commit runs inside its own SAVEPOINT, so a commit whose check fails is rolled
 //! back alone and answered Conflict while the others proceed; then one COMMIT
 //! (one fsync) acknowledges them all. Readers run in parallel on their own
-//! connections (WAL readers never block on the writer).
+//! connections (WAL readers never block on the writer). Checkpoints (copying
+//! the WAL back into the database file) run on their own thread and
+//! connection, so commits never wait for them.
 
 use crate::sql::{self, Dialect, Kind, SortKinds, Sql, SqlValue};
 use crate::{ResourceRow, method_code};
@@ -26,10 +28,10 @@ use parking_lot::Mutex;
 use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params};
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 
 /// The schema migrations of this backend, applied in order at open and
 /// recorded in `schema_version`.
@@ -38,7 +40,7 @@ const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../migrations/sqlite/0001
 /// Tuning of a [`SqliteStore`].
 #[derive(Debug, Clone)]
 pub struct SqliteOptions {
-    /// Reader connections; reads beyond this many wait for a free one.
+    /// Reader threads, one connection each; reads beyond this many queue.
     pub readers: usize,
     /// The most commits the writer applies in one transaction (one fsync).
     pub max_group_commits: usize,
@@ -47,12 +49,21 @@ pub struct SqliteOptions {
     /// How long a connection waits for a lock held by another process
     /// (checkpoints, backups), in milliseconds.
     pub busy_timeout_ms: u32,
+    /// Bytes of the database file readers map into memory, so a page they
+    /// miss in their cache costs no system call (0 turns mapping off).
+    pub mmap_bytes: u64,
 }
 
 impl Default for SqliteOptions {
     fn default() -> SqliteOptions {
         let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
-        SqliteOptions { readers: (cores * 2).max(4), max_group_commits: 256, cache_kib: 16 * 1024, busy_timeout_ms: 5_000 }
+        SqliteOptions {
+            readers: (cores * 2).max(4),
+            max_group_commits: 256,
+            cache_kib: 16 * 1024,
+            busy_timeout_ms: 5_000,
+            mmap_bytes: 1 << 30,
+        }
     }
 }
 
@@ -65,7 +76,15 @@ struct Inner {
     /// Commits for the writer thread; `None` once shutting down.
     jobs: Option<mpsc::Sender<Job>>,
     writer: Option<JoinHandle<()>>,
+    checkpointer: Option<(Arc<Stop>, JoinHandle<()>)>,
     readers: ReaderPool,
+}
+
+/// A stop flag a background thread sleeps on.
+#[derive(Default)]
+struct Stop {
+    stopped: Mutex<bool>,
+    wake: parking_lot::Condvar,
 }
 
 struct Job {
@@ -79,15 +98,8 @@ impl SqliteStore {
     pub fn open(path: &Path, options: SqliteOptions) -> Result<SqliteStore, StoreError> {
         let mut conn = open_connection(path, &options, Role::Writer)?;
         migrate(&mut conn)?;
-        let readers = ReaderPool {
-            path: path.to_path_buf(),
-            options: options.clone(),
-            idle: Mutex::new(Vec::new()),
-            permits: Semaphore::new(options.readers.max(1)),
-        };
-        // Open one reader now so that a bad file fails here, not on first read.
-        let first = open_connection(path, &options, Role::Reader)?;
-        readers.idle.lock().push(first);
+        // Readers open now, so that a bad file fails here, not on first read.
+        let readers = ReaderPool::start(path, &options)?;
 
         let (sender, receiver) = mpsc::channel::<Job>(options.max_group_commits.max(1) * 4);
         let writer = Writer::new(conn, options.max_group_commits.max(1));
@@ -95,7 +107,10 @@ impl SqliteStore {
             .name("hearth-sqlite-writer".into())
             .spawn(move || writer.run(receiver))
             .map_err(|e| StoreError::Internal(format!("cannot start the sqlite writer thread: {e}")))?;
-        Ok(SqliteStore { inner: Arc::new(Inner { jobs: Some(sender), writer: Some(handle), readers }) })
+        let checkpointer = start_checkpointer(path, &options)?;
+        Ok(SqliteStore {
+            inner: Arc::new(Inner { jobs: Some(sender), writer: Some(handle), checkpointer: Some(checkpointer), readers }),
+        })
     }
 }
 
@@ -107,14 +122,57 @@ impl Drop for Inner {
         if let Some(handle) = self.writer.take() {
             let _ = handle.join();
         }
+        if let Some((stop, handle)) = self.checkpointer.take() {
+            *stop.stopped.lock() = true;
+            stop.wake.notify_all();
+            let _ = handle.join();
+        }
     }
+}
+
+/// How often the checkpointer copies committed WAL frames into the database.
+const CHECKPOINT_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Starts the thread that checkpoints the WAL in the background. PASSIVE
+/// checkpoints never block the writer or readers; once a checkpoint has
+/// caught up, the writer restarts the WAL from its beginning, so the file
+/// stays small. The writer keeps SQLite's own auto-checkpoint only as a
+/// backstop with a high threshold (see [`configure`]).
+fn start_checkpointer(path: &Path, options: &SqliteOptions) -> Result<(Arc<Stop>, JoinHandle<()>), StoreError> {
+    let conn = open_connection(path, options, Role::Checkpointer)?;
+    let stop = Arc::new(Stop::default());
+    let flag = Arc::clone(&stop);
+    let handle = std::thread::Builder::new()
+        .name("hearth-sqlite-checkpoint".into())
+        .spawn(move || {
+            let mut stopped = flag.stopped.lock();
+            while !*stopped {
+                flag.wake.wait_for(&mut stopped, CHECKPOINT_INTERVAL);
+                if *stopped {
+                    break;
+                }
+                // Checkpoint without holding the flag's lock.
+                parking_lot::MutexGuard::unlocked(&mut stopped, || {
+                    if let Err(error) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                        tracing::warn!(error = %db_error(error), "sqlite checkpoint failed");
+                    }
+                });
+            }
+        })
+        .map_err(|e| StoreError::Internal(format!("cannot start the sqlite checkpoint thread: {e}")))?;
+    Ok((stop, handle))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Role {
     Writer,
     Reader,
+    Checkpointer,
 }
+
+/// WAL pages after which the writer checkpoints by itself: a backstop for
+/// when the checkpointer cannot keep up (64 MiB of 4 KiB pages).
+const WRITER_AUTOCHECKPOINT_PAGES: i64 = 16 * 1024;
 
 /// Opens and configures a connection. The one place connections are made, so
 /// that encryption at rest (SQLCipher's `PRAGMA key`, which must be the first
@@ -140,8 +198,17 @@ fn configure(path: &Path, options: &SqliteOptions, role: Role) -> rusqlite::Resu
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "cache_size", -i64::from(options.cache_kib))?;
     conn.pragma_update(None, "temp_store", "MEMORY")?;
-    if role == Role::Reader {
-        conn.pragma_update(None, "query_only", true)?;
+    match role {
+        Role::Writer => {
+            conn.pragma_update(None, "wal_autocheckpoint", WRITER_AUTOCHECKPOINT_PAGES)?;
+            // After a checkpoint lets the WAL restart, trim it back to this size.
+            conn.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)?;
+        }
+        Role::Reader => {
+            conn.pragma_update(None, "query_only", true)?;
+            conn.pragma_update(None, "mmap_size", i64::try_from(options.mmap_bytes).unwrap_or(i64::MAX))?;
+        }
+        Role::Checkpointer => {}
     }
     conn.set_prepared_statement_cache_capacity(128);
     Ok(Some(conn))
@@ -213,11 +280,13 @@ struct Writer {
     /// Interned `search_param` ids per kind, keyed by code.
     params: [HashMap<String, i64>; 7],
     systems: HashMap<String, i64>,
+    /// Multi-row index INSERTs per kind and chunk size.
+    insert_sql: [[String; 5]; 7],
 }
 
 impl Writer {
     fn new(conn: Connection, max_group: usize) -> Writer {
-        Writer { conn, max_group, params: Default::default(), systems: HashMap::new() }
+        Writer { conn, max_group, params: Default::default(), systems: HashMap::new(), insert_sql: insert_statements() }
     }
 
     fn run(mut self, mut receiver: mpsc::Receiver<Job>) {
@@ -246,8 +315,25 @@ impl Writer {
             return;
         }
         let mut results = Vec::with_capacity(group.len());
-        for job in group.iter() {
-            results.push(self.intern(&job.commit).and_then(|()| self.apply_isolated(&job.commit)));
+        if let [job] = group.as_slice() {
+            // Alone in its group, a commit needs no savepoint: on failure the
+            // whole transaction is rolled back (and sub-journaling is avoided).
+            let result = self.intern(&job.commit).and_then(|()| self.apply(&job.commit));
+            if let Err(error) = result {
+                if let Err(e) = self.conn.execute_batch("ROLLBACK") {
+                    tracing::error!(error = %db_error(e), "sqlite rollback failed");
+                }
+                self.forget_interned();
+                for job in group.drain(..) {
+                    let _ = job.reply.send(Err(error.clone()));
+                }
+                return;
+            }
+            results.push(Ok(()));
+        } else {
+            for job in group.iter() {
+                results.push(self.intern(&job.commit).and_then(|()| self.apply_isolated(&job.commit)));
+            }
         }
         match self.conn.execute_batch("COMMIT") {
             Ok(()) => {
@@ -260,14 +346,19 @@ impl Writer {
                 let error = db_error(e);
                 tracing::error!(error = %error, "sqlite group commit failed");
                 let _ = self.conn.execute_batch("ROLLBACK");
-                // Interned ids added in this transaction are gone with it.
-                self.params = Default::default();
-                self.systems.clear();
+                self.forget_interned();
                 for job in group.drain(..) {
                     let _ = job.reply.send(Err(error.clone()));
                 }
             }
         }
+    }
+
+    /// Interned ids added in a rolled back transaction are gone with it; the
+    /// cache refills from the tables as needed.
+    fn forget_interned(&mut self) {
+        self.params = Default::default();
+        self.systems.clear();
     }
 
     /// Applies one commit inside a savepoint, undoing only it on failure.
@@ -410,55 +501,110 @@ impl Writer {
         .map_err(db_error)?;
         // A delete has no search values (Write::index is documented empty).
         if write.body.is_some() {
-            for (n, entry) in write.index.iter().enumerate() {
-                self.insert_index(rid, n as i64, entry)?;
+            self.insert_index(rid, &write.index)?;
+        }
+        Ok(())
+    }
+
+    /// Inserts a version's index rows, several rows per statement: a
+    /// statement execution costs about as much as the B-tree insert itself.
+    fn insert_index(&self, rid: i64, entries: &[IndexEntry]) -> Result<(), StoreError> {
+        let mut by_kind: [Vec<(i64, &IndexEntry)>; 7] = Default::default();
+        for (n, entry) in entries.iter().enumerate() {
+            by_kind[kind_slot(Kind::of(&entry.value))].push((n as i64, entry));
+        }
+        for kind in Kind::ALL {
+            let mut rest = by_kind[kind_slot(kind)].as_slice();
+            while !rest.is_empty() {
+                let (size_slot, size) =
+                    INSERT_CHUNKS.iter().copied().enumerate().find(|(_, size)| *size <= rest.len()).unwrap_or((0, 1));
+                let (chunk, tail) = rest.split_at(size.min(rest.len()));
+                let mut statement = self.conn.prepare_cached(&self.insert_sql[kind_slot(kind)][size_slot]).map_err(db_error)?;
+                let mut column = 0;
+                for (n, entry) in chunk {
+                    self.bind_row(&mut statement, &mut column, rid, *n, entry)?;
+                }
+                statement.raw_execute().map_err(db_error)?;
+                rest = tail;
             }
         }
         Ok(())
     }
 
-    fn insert_index(&self, rid: i64, n: i64, entry: &IndexEntry) -> Result<(), StoreError> {
-        let kind = Kind::of(&entry.value);
-        let pid = self.pid(entry, kind)?;
-        let conn = &self.conn;
-        let result = match &entry.value {
-            IndexValue::String { normalized, exact } => conn
-                .prepare_cached("INSERT INTO idx_string (rid, pid, n, normalized, exact) VALUES (?1, ?2, ?3, ?4, ?5)")
-                .and_then(|mut s| s.execute(params![rid, pid, n, normalized, exact])),
-            IndexValue::Token { system, code, text } => {
-                let sid = self.sid(system.as_ref())?;
-                let text = text.as_deref().map(fhir::search::normalize_string);
-                conn.prepare_cached(
-                    "INSERT INTO idx_token (rid, pid, n, sid, code, text) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                )
-                .and_then(|mut s| s.execute(params![rid, pid, n, sid, code, text]))
-            }
-            IndexValue::Reference { target_type, target_id, url } => conn
-                .prepare_cached(
-                    "INSERT INTO idx_reference (rid, pid, n, target_type, target_id, url) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                )
-                .and_then(|mut s| s.execute(params![rid, pid, n, target_type, target_id, url])),
-            IndexValue::Date { low, high } => conn
-                .prepare_cached("INSERT INTO idx_date (rid, pid, n, low, high) VALUES (?1, ?2, ?3, ?4, ?5)")
-                .and_then(|mut s| s.execute(params![rid, pid, n, low, high])),
-            IndexValue::Number { low, high } => conn
-                .prepare_cached("INSERT INTO idx_number (rid, pid, n, low, high) VALUES (?1, ?2, ?3, ?4, ?5)")
-                .and_then(|mut s| s.execute(params![rid, pid, n, low, high])),
-            IndexValue::Quantity { low, high, system, code } => {
-                let sid = self.sid(system.as_ref())?;
-                conn.prepare_cached(
-                    "INSERT INTO idx_quantity (rid, pid, n, low, high, sid, code) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                )
-                .and_then(|mut s| s.execute(params![rid, pid, n, low, high, sid, code]))
-            }
-            IndexValue::Uri { value } => conn
-                .prepare_cached("INSERT INTO idx_uri (rid, pid, n, value) VALUES (?1, ?2, ?3, ?4)")
-                .and_then(|mut s| s.execute(params![rid, pid, n, value])),
+    /// Binds one row's values (in [`INDEX_COLUMNS`] order) after `column`.
+    fn bind_row(
+        &self,
+        statement: &mut rusqlite::CachedStatement<'_>,
+        column: &mut usize,
+        rid: i64,
+        n: i64,
+        entry: &IndexEntry,
+    ) -> Result<(), StoreError> {
+        let mut bind = |value: &dyn rusqlite::ToSql| {
+            *column += 1;
+            statement.raw_bind_parameter(*column, value).map_err(db_error)
         };
-        result.map(|_| ()).map_err(db_error)
+        bind(&rid)?;
+        bind(&self.pid(entry, Kind::of(&entry.value))?)?;
+        bind(&n)?;
+        match &entry.value {
+            IndexValue::String { normalized, exact } => {
+                bind(normalized)?;
+                bind(exact)?;
+            }
+            IndexValue::Token { system, code, text } => {
+                bind(&self.sid(system.as_ref())?)?;
+                bind(code)?;
+                bind(&text.as_deref().map(fhir::search::normalize_string))?;
+            }
+            IndexValue::Reference { target_type, target_id, url } => {
+                bind(target_type)?;
+                bind(target_id)?;
+                bind(url)?;
+            }
+            IndexValue::Date { low, high } => {
+                bind(low)?;
+                bind(high)?;
+            }
+            IndexValue::Number { low, high } => {
+                bind(low)?;
+                bind(high)?;
+            }
+            IndexValue::Quantity { low, high, system, code } => {
+                bind(low)?;
+                bind(high)?;
+                bind(&self.sid(system.as_ref())?)?;
+                bind(code)?;
+            }
+            IndexValue::Uri { value } => bind(value)?,
+        }
+        Ok(())
     }
+}
+
+/// Rows per multi-row INSERT; a version's rows of one table are split into
+/// these sizes, so each table has only this many distinct statements.
+const INSERT_CHUNKS: [usize; 5] = [16, 8, 4, 2, 1];
+
+/// Columns of each index table, in `Kind::ALL` order.
+const INDEX_COLUMNS: [&str; 7] = [
+    "idx_string (rid, pid, n, normalized, exact)",
+    "idx_token (rid, pid, n, sid, code, text)",
+    "idx_reference (rid, pid, n, target_type, target_id, url)",
+    "idx_date (rid, pid, n, low, high)",
+    "idx_number (rid, pid, n, low, high)",
+    "idx_quantity (rid, pid, n, low, high, sid, code)",
+    "idx_uri (rid, pid, n, value)",
+];
+
+/// `INSERT INTO <table> VALUES (?, ...), ...` per kind and chunk size.
+fn insert_statements() -> [[String; 5]; 7] {
+    std::array::from_fn(|kind| {
+        let columns = INDEX_COLUMNS[kind];
+        let arity = columns.matches(',').count() + 1;
+        let row = format!("({})", vec!["?"; arity].join(", "));
+        std::array::from_fn(|size| format!("INSERT INTO {columns} VALUES {}", vec![row.as_str(); INSERT_CHUNKS[size]].join(", ")))
+    })
 }
 
 /// `DELETE FROM idx_* WHERE rid = ?1`, in `Kind::ALL` order.
@@ -535,36 +681,62 @@ fn check_holds(conn: &Connection, check: &Check) -> Result<(), StoreError> {
 // ---------------------------------------------------------------------------
 // Readers
 
+/// Reader threads, each owning one connection, fed from one queue: a busy
+/// thread takes the next read without sleeping, so under load a read costs
+/// no thread wake-ups beyond answering the caller.
 struct ReaderPool {
-    path: PathBuf,
-    options: SqliteOptions,
-    idle: Mutex<Vec<Connection>>,
-    /// One permit per connection the pool may have open.
-    permits: Semaphore,
+    jobs: Option<crossbeam_channel::Sender<ReadJob>>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+type ReadJob = Box<dyn FnOnce(&mut Connection) + Send>;
+
+impl ReaderPool {
+    fn start(path: &Path, options: &SqliteOptions) -> Result<ReaderPool, StoreError> {
+        let (sender, receiver) = crossbeam_channel::unbounded::<ReadJob>();
+        let mut pool = ReaderPool { jobs: Some(sender), threads: Vec::new() };
+        for n in 0..options.readers.max(1) {
+            let mut conn = open_connection(path, options, Role::Reader)?;
+            let receiver = receiver.clone();
+            let thread = std::thread::Builder::new()
+                .name(format!("hearth-sqlite-r{n}"))
+                .spawn(move || {
+                    for job in receiver.iter() {
+                        // A failing read must not take the connection's thread down.
+                        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(&mut conn)));
+                    }
+                })
+                .map_err(|e| StoreError::Internal(format!("cannot start a sqlite reader thread: {e}")))?;
+            pool.threads.push(thread);
+        }
+        Ok(pool)
+    }
+}
+
+impl Drop for ReaderPool {
+    fn drop(&mut self) {
+        // Closing the queue ends the threads once queued reads are answered.
+        self.jobs = None;
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+    }
 }
 
 impl Inner {
-    /// Runs `f` on a reader connection on tokio's blocking pool.
-    async fn with_reader<T, F>(self: &Arc<Self>, f: F) -> Result<T, StoreError>
+    /// Runs `f` on a reader connection, on a reader thread.
+    async fn with_reader<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
     {
-        let _permit =
-            self.readers.permits.acquire().await.map_err(|_| StoreError::Unavailable("store is closed".into()))?;
-        let inner = Arc::clone(self);
-        tokio::task::spawn_blocking(move || {
-            let pooled = inner.readers.idle.lock().pop();
-            let mut conn = match pooled {
-                Some(conn) => conn,
-                None => open_connection(&inner.readers.path, &inner.readers.options, Role::Reader)?,
-            };
-            let result = f(&mut conn);
-            inner.readers.idle.lock().push(conn);
-            result
-        })
-        .await
-        .map_err(|_| StoreError::Internal("sqlite reader task failed".into()))?
+        let jobs = self.readers.jobs.as_ref().ok_or_else(|| StoreError::Unavailable("store is closed".into()))?;
+        let (reply, answer) = oneshot::channel();
+        let job: ReadJob = Box::new(move |conn: &mut Connection| {
+            let _ = reply.send(f(conn));
+        });
+        jobs.send(job).map_err(|_| StoreError::Unavailable("sqlite readers have stopped".into()))?;
+        answer.await.map_err(|_| StoreError::Internal("sqlite read failed".into()))?
     }
 }
 
