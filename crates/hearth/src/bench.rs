@@ -195,7 +195,7 @@ impl fmt::Display for BenchReport {
             writeln!(f, "| Load average at start | {load:.2} |")?;
         }
         writeln!(f, "| Storage | {} |", self.backend)?;
-        let mean = if self.resources_loaded > 0 { self.resource_bytes / self.resources_loaded } else { 0 };
+        let mean = self.resource_bytes.checked_div(self.resources_loaded).unwrap_or(0);
         writeln!(
             f,
             "| Data | {} resources loaded, {} of JSON (mean {} bytes) |",
@@ -248,7 +248,7 @@ fn thousands(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::with_capacity(digits.len() + digits.len() / 3);
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
