@@ -90,6 +90,12 @@ enum Command {
         /// Seconds per timed phase.
         #[arg(long, default_value_t = 10.0)]
         seconds: f64,
+        /// Scenarios to run (repeatable; default: all).
+        #[arg(long = "scenario", value_enum)]
+        scenarios: Vec<bench::Scenario>,
+        /// Seed of the synthetic data.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
     },
 }
 
@@ -142,9 +148,19 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("wrote {patients} synthetic patients to {}", out.display());
             Ok(ExitCode::SUCCESS)
         }
-        Command::Bench { data_dir, database_url, patients, clients, seconds } => {
+        Command::Bench { data_dir, database_url, patients, clients, seconds, scenarios, seed } => {
             wiring::init_tracing("warn");
-            let options = bench::BenchOptions { data_dir, database_url, patients, clients, seconds, ..bench::BenchOptions::default() };
+            let scenarios = if scenarios.is_empty() { bench::Scenario::ALL.to_vec() } else { scenarios };
+            let options = bench::BenchOptions {
+                data_dir,
+                database_url,
+                patients,
+                clients,
+                seconds,
+                scenarios,
+                seed,
+                ..bench::BenchOptions::default()
+            };
             let report = bench::run(&options).await?;
             println!("{report}");
             Ok(ExitCode::SUCCESS)

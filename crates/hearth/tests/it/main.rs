@@ -4,4 +4,5 @@
 
 mod cli;
 mod roundtrip;
+mod synth;
 mod tidy;
