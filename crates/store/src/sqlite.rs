@@ -685,7 +685,7 @@ fn check_holds(conn: &Connection, check: &Check) -> Result<(), StoreError> {
 /// thread takes the next read without sleeping, so under load a read costs
 /// no thread wake-ups beyond answering the caller.
 struct ReaderPool {
-    jobs: Option<crossbeam_channel::Sender<ReadJob>>,
+    jobs: Option<std::sync::mpsc::Sender<ReadJob>>,
     threads: Vec<JoinHandle<()>>,
 }
 
@@ -693,15 +693,20 @@ type ReadJob = Box<dyn FnOnce(&mut Connection) + Send>;
 
 impl ReaderPool {
     fn start(path: &Path, options: &SqliteOptions) -> Result<ReaderPool, StoreError> {
-        let (sender, receiver) = crossbeam_channel::unbounded::<ReadJob>();
+        let (sender, receiver) = std::sync::mpsc::channel::<ReadJob>();
+        // One queue for all threads: whichever is free takes the next job.
+        let receiver = Arc::new(Mutex::new(receiver));
         let mut pool = ReaderPool { jobs: Some(sender), threads: Vec::new() };
         for n in 0..options.readers.max(1) {
             let mut conn = open_connection(path, options, Role::Reader)?;
-            let receiver = receiver.clone();
+            let receiver = Arc::clone(&receiver);
             let thread = std::thread::Builder::new()
                 .name(format!("hearth-sqlite-r{n}"))
                 .spawn(move || {
-                    for job in receiver.iter() {
+                    loop {
+                        // The lock is held only while taking a job, not while running it.
+                        let next = receiver.lock().recv();
+                        let Ok(job) = next else { break };
                         // A failing read must not take the connection's thread down.
                         let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(&mut conn)));
                     }
