@@ -3,7 +3,8 @@
 //! on disk per ~1 KB resource including indexes and history.
 //!
 //! Run: `cargo run --release -p store --example store_bench [DIR]`.
-//! `STORE_BENCH_PHASES=bundles,reads` runs only some of `single,bundles,reads`.
+//! `STORE_BENCH_PHASES=bundles,reads` runs only some of `single,bundles,reads`;
+//! `STORE_BENCH_PAGE_SIZE=2048` creates the database with another page size.
 
 use domain::Store;
 use domain::store::{Commit, Method, Write};
@@ -28,7 +29,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let dir = keep.unwrap_or_else(|| temp.path().to_path_buf());
     std::fs::create_dir_all(&dir)?;
     let path = dir.join("bench.db");
-    let store = Arc::new(SqliteStore::open(&path, SqliteOptions::default())?);
+    let mut options = SqliteOptions::default();
+    if let Some(size) = std::env::var("STORE_BENCH_PAGE_SIZE").ok().and_then(|v| v.parse().ok()) {
+        options.page_size = size;
+    }
+    let store = Arc::new(SqliteStore::open(&path, options)?);
     let clock = Arc::new(AtomicU64::new(1_700_000_000_000_000));
 
     let phases = std::env::var("STORE_BENCH_PHASES").unwrap_or_else(|_| "single,bundles,reads".into());

@@ -52,6 +52,8 @@ pub struct SqliteOptions {
     /// Bytes of the database file readers map into memory, so a page they
     /// miss in their cache costs no system call (0 turns mapping off).
     pub mmap_bytes: u64,
+    /// Page size of a newly created database (ignored for an existing one).
+    pub page_size: u32,
 }
 
 impl Default for SqliteOptions {
@@ -63,6 +65,7 @@ impl Default for SqliteOptions {
             cache_kib: 16 * 1024,
             busy_timeout_ms: 5_000,
             mmap_bytes: 1 << 30,
+            page_size: 4096,
         }
     }
 }
@@ -189,6 +192,8 @@ fn configure(path: &Path, options: &SqliteOptions, role: Role) -> rusqlite::Resu
     let conn = Connection::open_with_flags(path, flags)?;
     conn.busy_timeout(std::time::Duration::from_millis(u64::from(options.busy_timeout_ms)))?;
     if role == Role::Writer {
+        // Only takes effect while the file is still empty (before WAL mode).
+        conn.pragma_update(None, "page_size", options.page_size)?;
         let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))?;
         if !mode.eq_ignore_ascii_case("wal") {
             return Ok(None);
