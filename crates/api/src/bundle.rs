@@ -27,7 +27,7 @@ pub(crate) async fn batch_or_transaction(state: St, headers: HeaderMap, body: Bo
             return Err(ApiError::bad_request("the Bundle type must be batch or transaction").at("Bundle.type"));
         }
     }
-    let response = state.service.bundle(bundle, &state.base).await?;
+    let response = state.service.bundle(bundle, &state.base, None).await?;
     let text = serde_json::to_vec(&response)
         .map_err(|_| ApiError::new(ErrorKind::Internal, "could not write the response Bundle"))?;
     Ok(fhir_json_response(StatusCode::OK, text.into()))

@@ -70,8 +70,13 @@ impl Instant {
     }
 
     /// Parses a full FHIR `instant` or `dateTime` with time zone (RFC 3339).
+    /// Values outside the years 0001-9999 once in UTC are refused: FHIR
+    /// cannot write them back.
     pub fn parse(text: &str) -> Option<Instant> {
-        let t = OffsetDateTime::parse(text, &Rfc3339).ok()?;
+        let t = OffsetDateTime::parse(text, &Rfc3339).ok()?.checked_to_offset(time::UtcOffset::UTC)?;
+        if !(1..=9999).contains(&t.year()) {
+            return None;
+        }
         Some(Instant((t.unix_timestamp_nanos() / 1_000) as i64))
     }
 }
@@ -86,5 +91,12 @@ mod tests {
         assert_eq!(t.to_fhir(), "2024-03-01T10:15:30.123456Z");
         assert_eq!(Instant::parse(&t.to_fhir()), Some(t));
         assert_eq!(t.to_http_date(), "Fri, 01 Mar 2024 10:15:30 GMT");
+    }
+
+    #[test]
+    fn refuses_instants_fhir_cannot_write() {
+        assert_eq!(Instant::parse("9999-12-31T23:59:59-14:00"), None);
+        assert!(Instant::parse("9999-12-31T09:59:59-14:00").is_some());
+        assert_eq!(Instant::parse("not a time"), None);
     }
 }

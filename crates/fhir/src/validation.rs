@@ -440,10 +440,6 @@ impl<'a> Validator<'a> {
                         self.error(IssueType::Value, message);
                         return;
                     }
-                    Finding::Doubtful(reason) => {
-                        let message = format!("questionable {}: {reason}", p.name());
-                        self.report(Severity::Warning, IssueType::Value, message, None);
-                    }
                 }
                 let Value::String(text) = value else { return };
                 if let (Primitive::Code, Some(vs)) = (p, element.binding) {

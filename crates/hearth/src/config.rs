@@ -137,7 +137,10 @@ impl Config {
                 "HEARTH_MAX_PAGE_SIZE" => self.fhir.max_page_size = number(key, value)?,
                 "HEARTH_MAX_BUNDLE_ENTRIES" => self.fhir.max_bundle_entries = number(key, value)?,
                 "HEARTH_LOG" => self.log.filter = value.clone(),
-                _ => {}
+                // Read by the test suites, not by the server.
+                "HEARTH_TEST_DATABASE_URL" => {}
+                // A misspelt variable would otherwise be silently ignored.
+                other => bail!("unknown environment variable {other}: see hearth.example.toml for the HEARTH_* settings"),
             }
         }
         Ok(())
@@ -147,6 +150,9 @@ impl Config {
         self.listen_addr()?;
         if self.server.max_body_bytes < 1024 {
             bail!("server.max_body_bytes must be at least 1024");
+        }
+        if self.fhir.max_bundle_entries == 0 {
+            bail!("fhir.max_bundle_entries must be at least 1");
         }
         if self.fhir.default_page_size == 0 || self.fhir.default_page_size > self.fhir.max_page_size {
             bail!("fhir.default_page_size must be between 1 and fhir.max_page_size");
@@ -212,6 +218,15 @@ mod tests {
         assert_eq!(config.server.listen, "127.0.0.1:9000");
         assert_eq!(config.fhir.max_page_size, 50);
         assert_eq!(config.storage.data_dir, PathBuf::from("elsewhere"));
+    }
+
+    #[test]
+    fn unknown_variables_and_zero_limits_are_refused() {
+        let env = vec![("HEARTH_MAX_BODY_BYTE".to_string(), "5".to_string())];
+        let err = Config::load(None, &env, &Overrides::default()).expect_err("misspelt variable");
+        assert!(format!("{err:#}").contains("HEARTH_MAX_BODY_BYTE"));
+        let env = vec![("HEARTH_MAX_BUNDLE_ENTRIES".to_string(), "0".to_string())];
+        assert!(Config::load(None, &env, &Overrides::default()).is_err());
     }
 
     #[test]

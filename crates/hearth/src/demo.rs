@@ -31,7 +31,7 @@ pub async fn load_once(service: &Service, base_url: &str) -> anyhow::Result<Opti
         let mut bundle = synth::patient_bundle(DEMO_SEED, index);
         tag_entries(&mut bundle);
         service
-            .bundle(bundle, base_url)
+            .bundle(bundle, base_url, None)
             .await
             .map_err(|e| anyhow::anyhow!("loading demo patient {index}: {}", e.message()))?;
     }

@@ -9,7 +9,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::io::BufRead;
+use std::io::BufRead as _;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, Clone)]
@@ -95,9 +95,16 @@ pub async fn import_paths(service: &Service, paths: &[PathBuf], options: &Import
         if name.ends_with(".ndjson") {
             import_ndjson(service, file, options, &mut summary, &bar).await?;
         } else {
-            let text = std::fs::read_to_string(file).with_context(|| format!("reading {name}"))?;
-            import_json(service, &name, &text, options, &mut summary).await;
-            bar.inc(text.len() as u64);
+            let bytes = std::fs::read(file).with_context(|| format!("reading {name}"))?;
+            bar.inc(bytes.len() as u64);
+            match String::from_utf8(bytes) {
+                Ok(text) => import_json(service, &name, &text, options, &mut summary).await,
+                Err(e) => summary.rejected.push(Rejection {
+                    location: name.clone(),
+                    resource_type: "?".into(),
+                    reason: format!("not valid UTF-8 at byte {}", e.utf8_error().valid_up_to() + 1),
+                }),
+            }
         }
     }
     bar.finish_and_clear();
@@ -129,16 +136,34 @@ async fn import_ndjson(
     bar: &ProgressBar,
 ) -> anyhow::Result<()> {
     let name = file.display().to_string();
-    let reader = std::io::BufReader::new(std::fs::File::open(file).with_context(|| format!("opening {name}"))?);
+    let mut reader = std::io::BufReader::new(std::fs::File::open(file).with_context(|| format!("opening {name}"))?);
     let mut batch: Vec<(usize, Value)> = Vec::with_capacity(options.batch_size);
-    for (number, line) in reader.lines().enumerate() {
-        let line_no = number + 1;
-        let line = line.with_context(|| format!("{name}:{line_no}: not readable as UTF-8 text"))?;
-        bar.inc(line.len() as u64 + 1);
+    let mut bytes = Vec::new();
+    let mut line_no = 0usize;
+    loop {
+        bytes.clear();
+        let read = reader.read_until(b'\n', &mut bytes).with_context(|| format!("reading {name}"))?;
+        if read == 0 {
+            break;
+        }
+        line_no += 1;
+        bar.inc(read as u64);
+        // A line that is not UTF-8 is rejected alone; the rest of the file loads.
+        let line = match std::str::from_utf8(&bytes) {
+            Ok(text) => text,
+            Err(e) => {
+                summary.rejected.push(Rejection {
+                    location: format!("{name}:{line_no}"),
+                    resource_type: "?".into(),
+                    reason: format!("not valid UTF-8 at byte {} of the line", e.valid_up_to() + 1),
+                });
+                continue;
+            }
+        };
         if line.trim().is_empty() {
             continue;
         }
-        match serde_json::from_str::<Value>(&line) {
+        match serde_json::from_str::<Value>(line) {
             Ok(value) => batch.push((line_no, value)),
             Err(e) => summary.rejected.push(Rejection {
                 location: format!("{name}:{line_no}"),
@@ -235,7 +260,7 @@ async fn import_json(service: &Service, name: &str, text: &str, options: &Import
         .collect();
     let bundle = if kind == "collection" { collection_as_transaction(entries) } else { value };
     let _ = options;
-    match service.bundle(bundle, "").await {
+    match service.bundle(bundle, "", None).await {
         Ok(response) => {
             let responses = response.get("entry").and_then(Value::as_array).cloned().unwrap_or_default();
             for (i, (entry, rt)) in responses.iter().zip(&entry_types).enumerate() {
@@ -267,17 +292,26 @@ async fn import_json(service: &Service, name: &str, text: &str, options: &Import
             }
         }
         Err(e) => {
-            // A transaction is all or nothing: every entry is rejected, for the reason given.
+            // A transaction is all or nothing: every entry is rejected; the
+            // entry at fault carries the reason, the others point at it.
             let reason = describe(&e);
+            let culprit = failing_entry(&e);
             for (i, rt) in entry_types.iter().enumerate() {
-                summary.rejected.push(Rejection {
-                    location: format!("{name}#entry[{i}]"),
-                    resource_type: rt.clone(),
-                    reason: if i == 0 { reason.clone() } else { "transaction rolled back (see entry[0])".into() },
-                });
+                let reason = match culprit {
+                    Some(bad) if bad != i => format!("transaction rolled back because entry[{bad}] failed"),
+                    _ => reason.clone(),
+                };
+                summary.rejected.push(Rejection { location: format!("{name}#entry[{i}]"), resource_type: rt.clone(), reason });
             }
         }
     }
+}
+
+/// The entry index named by a transaction error (`Bundle.entry[3]...`).
+fn failing_entry(e: &domain::Error) -> Option<usize> {
+    let expression = e.issues.iter().find_map(|i| i.expression.as_deref())?;
+    let rest = expression.strip_prefix("Bundle.entry[")?;
+    rest.split(']').next()?.parse().ok()
 }
 
 /// A collection Bundle is loaded atomically, as a transaction: resources with

@@ -22,9 +22,6 @@ use std::process::ExitCode;
 #[derive(Parser)]
 #[command(name = "hearth", version, about = "Hearth: an electronic health record with a FHIR R4 repository at its heart")]
 struct Cli {
-    /// Configuration file (default: ./hearth.toml when present).
-    #[arg(long, global = true)]
-    config: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -33,6 +30,9 @@ struct Cli {
 enum Command {
     /// Run the server: FHIR R4 API at /fhir, /healthz and /readyz.
     Serve {
+        /// Configuration file (default: ./hearth.toml when present).
+        #[arg(long)]
+        config: Option<PathBuf>,
         /// Data directory of the embedded store (default ./hearth-data).
         #[arg(long)]
         data_dir: Option<PathBuf>,
@@ -51,6 +51,9 @@ enum Command {
         /// Files or folders to import.
         #[arg(required = true)]
         paths: Vec<PathBuf>,
+        /// Configuration file (default: ./hearth.toml when present).
+        #[arg(long)]
+        config: Option<PathBuf>,
         #[arg(long)]
         data_dir: Option<PathBuf>,
         #[arg(long)]
@@ -120,16 +123,16 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let env = config::hearth_env();
     match cli.command {
-        Command::Serve { data_dir, listen, database_url, demo } => {
+        Command::Serve { config: config_file, data_dir, listen, database_url, demo } => {
             let overrides = config::Overrides { listen, data_dir, database_url };
-            let config = config::Config::load(cli.config.as_deref(), &env, &overrides)?;
+            let config = config::Config::load(config_file.as_deref(), &env, &overrides)?;
             wiring::init_tracing(&config.log.filter);
             serve::serve(config, demo).await?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Import { paths, data_dir, database_url, batch_size, quiet } => {
+        Command::Import { paths, config: config_file, data_dir, database_url, batch_size, quiet } => {
             let overrides = config::Overrides { listen: None, data_dir, database_url };
-            let config = config::Config::load(cli.config.as_deref(), &env, &overrides)?;
+            let config = config::Config::load(config_file.as_deref(), &env, &overrides)?;
             wiring::init_tracing(&config.log.filter);
             let service = wiring::service(&config).await?;
             let options = import::ImportOptions { batch_size: batch_size.max(1), progress: !quiet };

@@ -3,7 +3,7 @@
 //! (`#trules`): DELETE, then POST, then PUT/PATCH, then GET; `urn:uuid:` and
 //! conditional references resolved before anything is written; all or nothing.
 
-use super::{Handling, PatchDocument, RETRIES, Service, apply_patch, gone, multiple_matches, not_found, prepare, stored_of};
+use super::{Handling, PatchDocument, RETRIES, Return, Service, apply_patch, gone, multiple_matches, not_found, prepare, stored_of};
 use crate::error::{Error, ErrorKind};
 use crate::store::{Check, Commit, Method, StoreError, StoredResource};
 use base64::Engine;
@@ -60,7 +60,7 @@ enum Plan {
     Get,
 }
 
-pub(super) async fn process(service: &Service, bundle: Value, base_url: &str) -> Result<Value, Error> {
+pub(super) async fn process(service: &Service, bundle: Value, base_url: &str, prefer: Return) -> Result<Value, Error> {
     let Some(obj) = bundle.as_object() else {
         return Err(Error::new(ErrorKind::BadRequest, "the body must be a Bundle"));
     };
@@ -91,7 +91,7 @@ pub(super) async fn process(service: &Service, bundle: Value, base_url: &str) ->
         let mut responses = Vec::with_capacity(raw_entries.len());
         for (index, raw) in raw_entries.into_iter().enumerate() {
             let response = match parse_entry(index, raw, base) {
-                Ok(entry) => match run_single(service, &entry, base).await {
+                Ok(entry) => match run_single(service, &entry, base, prefer).await {
                     Ok(v) => v,
                     Err(e) => error_entry(&e),
                 },
@@ -107,7 +107,7 @@ pub(super) async fn process(service: &Service, bundle: Value, base_url: &str) ->
     }
     let mut last_conflict = None;
     for _ in 0..RETRIES {
-        match transaction(service, &entries, base).await {
+        match transaction(service, &entries, base, prefer).await {
             Err(e) if e.kind == ErrorKind::Conflict && is_race(&e) => last_conflict = Some(e),
             other => return other,
         }
@@ -207,13 +207,13 @@ fn patch_document(entry: &Entry) -> Result<PatchDocument, Error> {
 }
 
 /// A batch entry, or a GET inside a transaction: one ordinary interaction.
-async fn run_single(service: &Service, entry: &Entry, base: &str) -> Result<Value, Error> {
+async fn run_single(service: &Service, entry: &Entry, base: &str, prefer: Return) -> Result<Value, Error> {
     let rt = type_of(entry)?;
     let segments = entry.segments();
     let body = || entry.resource.clone().unwrap_or(Value::Null);
     match (entry.verb, segments.as_slice(), &entry.query) {
-        (Verb::Get, [_, id], _) => Ok(resource_entry(&service.read(&rt, id).await?, "200 OK", base, true)),
-        (Verb::Get, [_, id, "_history", vid], _) => Ok(resource_entry(&service.vread(&rt, id, vid).await?, "200 OK", base, true)),
+        (Verb::Get, [_, id], _) => Ok(resource_entry(&service.read(&rt, id).await?, "200 OK", base, Return::Representation)),
+        (Verb::Get, [_, id, "_history", vid], _) => Ok(resource_entry(&service.vread(&rt, id, vid).await?, "200 OK", base, Return::Representation)),
         (Verb::Get, [_], query) => {
             let params: Vec<(String, String)> = query
                 .as_deref()
@@ -239,25 +239,25 @@ async fn run_single(service: &Service, entry: &Entry, base: &str) -> Result<Valu
         (Verb::Post, [_], _) => {
             prepare::validate(&rt, &body(), Some(&format!("{}.resource", entry.location())))?;
             match service.create(&rt, body(), entry.if_none_exist.as_deref()).await? {
-                super::Created::Created(r) => Ok(resource_entry(&r, "201 Created", base, false)),
-                super::Created::Existing(r) => Ok(resource_entry(&r, "200 OK", base, false)),
+                super::Created::Created(r) => Ok(resource_entry(&r, "201 Created", base, prefer)),
+                super::Created::Existing(r) => Ok(resource_entry(&r, "200 OK", base, prefer)),
             }
         }
         (Verb::Put, [_, id], _) => {
             let updated = service.update(&rt, id, body(), entry.if_match).await?;
-            Ok(resource_entry(&updated.resource, if updated.created { "201 Created" } else { "200 OK" }, base, false))
+            Ok(resource_entry(&updated.resource, if updated.created { "201 Created" } else { "200 OK" }, base, prefer))
         }
         (Verb::Put, [_], Some(criteria)) => {
             let updated = service.conditional_update(&rt, criteria, body(), entry.if_match).await?;
-            Ok(resource_entry(&updated.resource, if updated.created { "201 Created" } else { "200 OK" }, base, false))
+            Ok(resource_entry(&updated.resource, if updated.created { "201 Created" } else { "200 OK" }, base, prefer))
         }
         (Verb::Patch, [_, id], _) => {
             let r = service.patch(&rt, id, patch_document(entry)?, entry.if_match).await?;
-            Ok(resource_entry(&r, "200 OK", base, false))
+            Ok(resource_entry(&r, "200 OK", base, prefer))
         }
         (Verb::Patch, [_], Some(criteria)) => {
             let r = service.conditional_patch(&rt, criteria, patch_document(entry)?, entry.if_match).await?;
-            Ok(resource_entry(&r, "200 OK", base, false))
+            Ok(resource_entry(&r, "200 OK", base, prefer))
         }
         (Verb::Delete, [_, id], _) => {
             service.delete(&rt, id).await?;
@@ -272,10 +272,10 @@ async fn run_single(service: &Service, entry: &Entry, base: &str) -> Result<Valu
     }
 }
 
-fn resource_entry(r: &StoredResource, status: &str, base: &str, with_resource: bool) -> Value {
+fn resource_entry(r: &StoredResource, status: &str, base: &str, prefer: Return) -> Value {
     let mut entry = Map::new();
     entry.insert("fullUrl".into(), json!(format!("{base}/{}/{}", r.resource_type, r.id)));
-    if with_resource {
+    if prefer == Return::Representation {
         if let Some(resource) = r.body.as_deref().and_then(|t| serde_json::from_str::<Value>(t).ok()) {
             entry.insert("resource".into(), resource);
         }
@@ -289,6 +289,11 @@ fn resource_entry(r: &StoredResource, status: &str, base: &str, with_resource: b
             "lastModified": r.last_updated.to_fhir(),
         }),
     );
+    if prefer == Return::OperationOutcome {
+        if let Some(response) = entry.get_mut("response").and_then(Value::as_object_mut) {
+            response.insert("outcome".into(), fhir::outcome::operation_outcome(&[]));
+        }
+    }
     Value::Object(entry)
 }
 
@@ -298,7 +303,7 @@ fn error_entry(e: &Error) -> Value {
 }
 
 /// One attempt at a whole transaction.
-async fn transaction(service: &Service, entries: &[Entry], base: &str) -> Result<Value, Error> {
+async fn transaction(service: &Service, entries: &[Entry], base: &str, prefer: Return) -> Result<Value, Error> {
     // Resolution, in the order of the spec's processing rules.
     let mut plans: Vec<Option<Plan>> = vec![None; entries.len()];
     let mut references: HashMap<String, String> = HashMap::new();
@@ -501,21 +506,54 @@ async fn transaction(service: &Service, entries: &[Entry], base: &str) -> Result
             }
         }
     }
+    // Reads are answered as of the end of the transaction, and before the
+    // commit, so that a failing read fails the whole transaction with nothing
+    // written: a read of a resource this transaction writes sees that write;
+    // other reads and searches see the store as it is.
+    let written: HashMap<(String, String), &StoredResource> =
+        results.iter().flatten().map(|(r, _)| ((r.resource_type.clone(), r.id.clone()), r)).collect();
+    let deleted: HashMap<(String, String), u64> = commit
+        .writes
+        .iter()
+        .filter(|w| w.body.is_none())
+        .map(|w| ((w.resource_type.clone(), w.id.clone()), w.version_id))
+        .collect();
+    let mut reads: HashMap<usize, Value> = HashMap::new();
+    for entry in entries.iter().filter(|e| e.verb == Verb::Get) {
+        let segments = entry.segments();
+        let key = match segments.as_slice() {
+            [rt, id] => Some(((*rt).to_string(), (*id).to_string())),
+            _ => None,
+        };
+        let value = match key {
+            Some(key) if deleted.contains_key(&key) => {
+                let version = deleted.get(&key).copied().unwrap_or_default();
+                return Err(gone(&key.0, version).at(entry.location()));
+            }
+            Some(key) if written.contains_key(&key) => match written.get(&key) {
+                Some(r) => resource_entry(r, "200 OK", base, Return::Representation),
+                None => return Err(not_found(&key.0).at(entry.location())),
+            },
+            _ => run_single(service, entry, base, prefer).await.map_err(|e| e.at(entry.location()))?,
+        };
+        reads.insert(entry.index, value);
+    }
+
     match service.store.commit(commit).await {
         Ok(()) => {}
         Err(StoreError::Conflict(msg)) => return Err(Error::new(ErrorKind::Conflict, format!("{RACE}: {msg}"))),
         Err(e) => return Err(e.into()),
     }
 
-    // Reads run after the writes, and the response keeps the request order.
+    // The response keeps the request order.
     let mut response = Vec::with_capacity(entries.len());
     for entry in entries {
         let value = match plans.get(entry.index) {
-            Some(Some(Plan::Get)) => run_single(service, entry, base).await.map_err(|e| e.at(entry.location()))?,
-            Some(Some(Plan::Existing { resource })) => resource_entry(resource, "200 OK", base, false),
+            Some(Some(Plan::Get)) => reads.remove(&entry.index).unwrap_or_else(|| json!({"response": {"status": "200 OK"}})),
+            Some(Some(Plan::Existing { resource })) => resource_entry(resource, "200 OK", base, prefer),
             Some(Some(Plan::Delete { .. })) => json!({"response": {"status": "204 No Content"}}),
             _ => match results.get(entry.index) {
-                Some(Some((stored, status))) => resource_entry(stored, status, base, false),
+                Some(Some((stored, status))) => resource_entry(stored, status, base, prefer),
                 _ => json!({"response": {"status": "200 OK"}}),
             },
         };

@@ -87,6 +87,14 @@ pub enum PatchDocument {
     FhirPath(Value),
 }
 
+/// What a write returns (`Prefer: return=`), <http://hl7.org/fhir/R4/http.html#ops>.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Return {
+    Minimal,
+    Representation,
+    OperationOutcome,
+}
+
 /// Strict or lenient handling of unknown search parameters (`Prefer: handling=`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Handling {
@@ -423,6 +431,7 @@ impl Service {
                 rest.push((k.clone(), v.clone()));
             }
         }
+        check_search_size(&rest)?;
         let parsed = fhir::search::query::parse(resource_type, &rest, handling == Handling::Lenient)
             .map_err(|issues| Error::with_issues(ErrorKind::BadRequest, issues))?;
         let mut query = parsed.query;
@@ -439,11 +448,15 @@ impl Service {
 
     /// Parses conditional-operation criteria (a URL query string).
     pub(crate) fn criteria_query(&self, resource_type: &str, criteria: &str) -> Result<SearchQuery, Error> {
+        // Clients also send the criteria as `Type?params` (a relative URL).
+        let criteria = criteria.trim();
+        let criteria = criteria.strip_prefix(resource_type).filter(|rest| rest.starts_with('?')).unwrap_or(criteria);
         let criteria = criteria.trim_start_matches('?');
         let params: Vec<(String, String)> = form_urlencoded::parse(criteria.as_bytes()).into_owned().collect();
         if params.is_empty() {
             return Err(Error::new(ErrorKind::BadRequest, "conditional operation without criteria"));
         }
+        check_search_size(&params)?;
         let parsed = fhir::search::query::parse(Some(resource_type), &params, false)
             .map_err(|issues| Error::with_issues(ErrorKind::BadRequest, issues))?;
         let mut query = parsed.query;
@@ -462,8 +475,10 @@ impl Service {
 
     /// `POST [base]` with a batch or transaction Bundle; returns the response Bundle.
     /// `base_url` is the server's FHIR base, used for `fullUrl`s.
-    pub async fn bundle(&self, bundle: Value, base_url: &str) -> Result<Value, Error> {
-        bundle::process(self, bundle, base_url).await
+    /// `prefer` is the client's `Prefer: return=` choice for the entries;
+    /// without one, entries carry status, location, etag and lastModified only.
+    pub async fn bundle(&self, bundle: Value, base_url: &str, prefer: Option<Return>) -> Result<Value, Error> {
+        bundle::process(self, bundle, base_url, prefer.unwrap_or(Return::Minimal)).await
     }
 
     pub(crate) fn now(&self) -> Instant {
@@ -477,6 +492,36 @@ impl Service {
 
 /// How often an interaction retries after losing an optimistic-concurrency race.
 const RETRIES: usize = 8;
+
+/// Most search conditions (parameters times comma-separated values) in one
+/// search: beyond this a query gets too costly for the database to plan.
+pub const MAX_SEARCH_CONDITIONS: usize = 64;
+
+/// Refuses searches too large to run safely, and NUL characters (which no
+/// FHIR string may contain and PostgreSQL text cannot hold).
+fn check_search_size(params: &[(String, String)]) -> Result<(), Error> {
+    let mut conditions = 0usize;
+    for (name, value) in params {
+        if name.contains('\0') || value.contains('\0') {
+            return Err(Error::new(ErrorKind::BadRequest, "search parameters may not contain NUL characters")
+                .at(prepare::short(name)));
+        }
+        if !name.starts_with('_') || name == "_id" || name == "_lastUpdated" || name == "_tag" || name == "_profile" || name == "_security" || name == "_source" {
+            conditions += 1 + value.matches(',').count();
+        }
+    }
+    if conditions > MAX_SEARCH_CONDITIONS {
+        let mut e = Error::new(
+            ErrorKind::BadRequest,
+            format!("the search has {conditions} conditions; at most {MAX_SEARCH_CONDITIONS} are allowed"),
+        );
+        if let Some(issue) = e.issues.first_mut() {
+            issue.code = fhir::IssueType::TooCostly;
+        }
+        return Err(e);
+    }
+    Ok(())
+}
 
 /// The StoredResource a write will become once committed.
 pub(crate) fn stored_of(write: &Write) -> StoredResource {

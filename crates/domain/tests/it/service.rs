@@ -157,7 +157,7 @@ async fn transaction_resolves_urn_uuid_and_conditional_references() {
              "request": {"method": "POST", "url": "Patient", "ifNoneExist": "identifier=https://hearth.example/mrn|500"}}
         ]
     });
-    let response = svc.bundle(bundle, "http://h/fhir").await.expect("transaction");
+    let response = svc.bundle(bundle, "http://h/fhir", None).await.expect("transaction");
     assert_eq!(response["type"], "transaction-response");
     let obs_location = response["entry"][0]["response"]["location"].as_str().expect("location");
     let patient_location = response["entry"][1]["response"]["location"].as_str().expect("location");
@@ -181,7 +181,7 @@ async fn a_failed_transaction_leaves_nothing_behind() {
              "request": {"method": "POST", "url": "Observation"}}
         ]
     });
-    let err = svc.bundle(bundle, "").await.expect_err("dangling reference");
+    let err = svc.bundle(bundle, "", None).await.expect_err("dangling reference");
     assert_eq!(err.kind, ErrorKind::BadRequest);
     let expr = err.issues[0].expression.clone().unwrap_or_default();
     assert!(expr.starts_with("Bundle.entry[1].resource"), "{expr}");
@@ -196,7 +196,7 @@ async fn a_failed_transaction_leaves_nothing_behind() {
             {"resource": {"resourceType": "Patient", "birthDate": "not-a-date"}, "request": {"method": "POST", "url": "Patient"}}
         ]
     });
-    let err = svc.bundle(bundle, "").await.expect_err("invalid resource");
+    let err = svc.bundle(bundle, "", None).await.expect_err("invalid resource");
     assert_eq!(err.kind, ErrorKind::Invalid);
     assert_eq!(err.issues[0].expression.as_deref(), Some("Bundle.entry[1].resource.birthDate"));
     let all = svc.search(Some("Patient"), &[], Handling::Strict).await.expect("search");
@@ -214,7 +214,7 @@ async fn batch_answers_each_entry() {
             {"request": {"method": "GET", "url": "Patient/does-not-exist"}}
         ]
     });
-    let response = svc.bundle(bundle, "").await.expect("batch");
+    let response = svc.bundle(bundle, "", None).await.expect("batch");
     assert_eq!(response["type"], "batch-response");
     assert_eq!(response["entry"][0]["response"]["status"], "201 Created");
     assert_eq!(response["entry"][1]["response"]["status"], "422");
@@ -255,4 +255,77 @@ async fn bulk_load_accepts_valid_and_reports_invalid() {
     assert_eq!(results[1].as_ref().expect_err("bad id").kind, ErrorKind::Invalid);
     assert_eq!(results[2].as_ref().expect_err("bad type").kind, ErrorKind::NotFound);
     assert_eq!(svc.read("Patient", "bulk-1").await.expect("loaded").version_id, 1);
+}
+
+#[tokio::test]
+async fn a_failing_read_fails_the_transaction_with_nothing_written() {
+    let svc = service();
+    let bundle = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"resource": patient("Atomic", "a1"), "request": {"method": "POST", "url": "Patient"}},
+        {"request": {"method": "GET", "url": "Patient/does-not-exist"}}]});
+    let err = svc.bundle(bundle, "", None).await.expect_err("the read fails");
+    assert_eq!(err.kind, ErrorKind::NotFound);
+    assert_eq!(err.issues[0].expression.as_deref(), Some("Bundle.entry[1]"));
+    let all = svc.search(Some("Patient"), &[], Handling::Strict).await.expect("search");
+    assert!(all.page.items.is_empty(), "nothing may be written");
+
+    // A read of a resource the same transaction deletes answers 410 and undoes the delete.
+    let mut kept = patient("Kept", "a2");
+    kept["id"] = json!("kept");
+    svc.update("Patient", "kept", kept, None).await.expect("create");
+    let bundle = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"request": {"method": "GET", "url": "Patient/kept"}},
+        {"request": {"method": "DELETE", "url": "Patient/kept"}}]});
+    let err = svc.bundle(bundle, "", None).await.expect_err("read of a deleted resource");
+    assert_eq!(err.kind, ErrorKind::Gone);
+    assert!(svc.read("Patient", "kept").await.is_ok(), "the delete was rolled back");
+
+    // A read of a resource the transaction creates sees it.
+    let bundle = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"request": {"method": "GET", "url": "Patient/new-one"}},
+        {"resource": {"resourceType": "Patient", "id": "new-one", "gender": "other"}, "request": {"method": "PUT", "url": "Patient/new-one"}}]});
+    let response = svc.bundle(bundle, "", None).await.expect("transaction");
+    assert_eq!(response["entry"][0]["resource"]["gender"], "other");
+}
+
+#[tokio::test]
+async fn bundle_entries_follow_the_return_preference() {
+    let svc = service();
+    let make = || json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"resource": {"resourceType": "Patient", "gender": "female"}, "request": {"method": "POST", "url": "Patient"}}]});
+    let minimal = svc.bundle(make(), "", None).await.expect("minimal");
+    assert!(minimal["entry"][0].get("resource").is_none());
+    let full = svc.bundle(make(), "", Some(domain::service::Return::Representation)).await.expect("representation");
+    assert_eq!(full["entry"][0]["resource"]["gender"], "female");
+    let outcome = svc.bundle(make(), "", Some(domain::service::Return::OperationOutcome)).await.expect("outcome");
+    assert_eq!(outcome["entry"][0]["response"]["outcome"]["resourceType"], "OperationOutcome");
+}
+
+#[tokio::test]
+async fn oversized_searches_and_nul_characters_are_refused() {
+    let svc = service();
+    let many: Vec<(String, String)> = (0..65).map(|i| ("name".to_string(), format!("a{i}"))).collect();
+    let err = svc.search(Some("Patient"), &many, Handling::Strict).await.expect_err("too many conditions");
+    assert_eq!(err.kind, ErrorKind::BadRequest);
+    assert_eq!(err.issues[0].code, fhir::IssueType::TooCostly);
+    let commas = vec![("name".to_string(), vec!["a"; 100].join(","))];
+    assert!(svc.search(Some("Patient"), &commas, Handling::Strict).await.is_err());
+    let nul = vec![("name".to_string(), "a\0b".to_string())];
+    assert_eq!(svc.search(Some("Patient"), &nul, Handling::Strict).await.expect_err("nul").kind, ErrorKind::BadRequest);
+    let err = svc.create("Patient", json!({"resourceType": "Patient", "name": [{"family": "a\u{0}b"}]}), None).await.expect_err("control character");
+    assert_eq!(err.kind, ErrorKind::Invalid);
+    assert_eq!(err.issues[0].expression.as_deref(), Some("Patient.name[0].family"));
+}
+
+#[tokio::test]
+async fn criteria_may_carry_the_resource_type() {
+    let svc = service();
+    let criteria = "Patient?identifier=https://hearth.example/mrn|t1";
+    let Created::Created(first) = svc.create("Patient", patient("T", "t1"), Some(criteria)).await.expect("create") else {
+        panic!("expected a new resource");
+    };
+    let Created::Existing(again) = svc.create("Patient", patient("T", "t1"), Some(criteria)).await.expect("again") else {
+        panic!("expected the existing resource");
+    };
+    assert_eq!(first.id, again.id);
 }

@@ -17,8 +17,6 @@ pub(crate) enum Finding {
     Ok,
     /// An error: the value does not conform.
     Invalid(&'static str),
-    /// A SHOULD-level problem: reported as a warning.
-    Doubtful(&'static str),
 }
 
 /// Checks a JSON value against primitive type `p` (JSON representation from
@@ -125,17 +123,15 @@ fn text(s: &str) -> Finding {
     if s.len() > MAX_STRING_CHARS && s.chars().count() > MAX_STRING_CHARS {
         return Finding::Invalid("strings are limited to 1 MiB characters");
     }
-    let mut doubtful = false;
+    // datatypes.html#string: "Strings SHALL NOT contain Unicode character points
+    // below 32, except for u0009 (horizontal tab), u0010 (carriage return) and
+    // u0013 (line feed)". A NUL would also be refused by PostgreSQL text columns.
     for b in s.bytes() {
-        if b < 0x20 {
-            match b {
-                b'\t' | b'\n' | b'\r' => {}
-                0x0B | 0x0C => return Finding::Invalid("vertical tab and form feed are not allowed in strings"),
-                _ => doubtful = true,
-            }
+        if b < 0x20 && !matches!(b, b'\t' | b'\n' | b'\r') {
+            return Finding::Invalid("strings may not contain control characters other than tab, CR and LF");
         }
     }
-    if doubtful { Finding::Doubtful("strings should not contain control characters other than tab, CR and LF") } else { Finding::Ok }
+    Finding::Ok
 }
 
 /// `[^\s]+(\s[^\s]+)*`
@@ -335,7 +331,8 @@ mod tests {
         assert!(!ok(Primitive::String, json!("   ")));
         assert!(ok(Primitive::String, json!(" padded text ")));
         assert!(!ok(Primitive::String, json!("a\u{0B}b")));
-        assert_eq!(check(Primitive::String, &json!("a\u{01}b")), Finding::Doubtful("strings should not contain control characters other than tab, CR and LF"));
+        assert!(matches!(check(Primitive::String, &json!("a\u{01}b")), Finding::Invalid(_)));
+        assert!(matches!(check(Primitive::String, &json!("a\u{00}b")), Finding::Invalid(_)));
         assert!(ok(Primitive::Code, json!("in progress")));
         assert!(!ok(Primitive::Code, json!(" final")));
         assert!(!ok(Primitive::Code, json!("in  progress")));

@@ -148,3 +148,30 @@ async fn import_loads_ndjson_and_bundles_and_names_each_rejection() {
     let reference = encounters["entry"][0]["resource"]["subject"]["reference"].as_str().expect("ref");
     assert!(reference.starts_with("Patient/"), "urn:uuid resolved: {reference}");
 }
+
+#[test]
+fn import_survives_bad_bytes_and_blames_the_failing_entry() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let input = tmp.path().join("input");
+    std::fs::create_dir_all(&input).expect("mkdir");
+    let mut ndjson = b"\xff\xfe{\"resourceType\":\"Patient\"}\n".to_vec();
+    ndjson.extend_from_slice(json!({"resourceType": "Patient", "id": "after-bad-bytes"}).to_string().as_bytes());
+    std::fs::write(input.join("mixed.ndjson"), ndjson).expect("write");
+    let bundle = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"resource": {"resourceType": "Patient", "gender": "female"}, "request": {"method": "POST", "url": "Patient"}},
+        {"resource": {"resourceType": "Patient", "gender": "often"}, "request": {"method": "POST", "url": "Patient"}}]});
+    std::fs::write(input.join("tx.json"), bundle.to_string()).expect("write");
+    let output = Command::new(BIN)
+        .args(["import", "--quiet", "--data-dir"])
+        .arg(tmp.path().join("data"))
+        .arg(&input)
+        .env_remove("HEARTH_DATABASE_URL")
+        .output()
+        .expect("import runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(3), "{stdout}");
+    assert!(stdout.contains("1 resources loaded, 3 rejected"), "{stdout}");
+    assert!(stdout.contains("mixed.ndjson:1") && stdout.contains("not valid UTF-8"), "{stdout}");
+    assert!(stdout.contains("tx.json#entry[0]") && stdout.contains("because entry[1] failed"), "{stdout}");
+    assert!(stdout.contains("tx.json#entry[1]  Patient: Bundle.entry[1].resource.gender"), "{stdout}");
+}
