@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 
+mod compartments;
 mod search_params;
 mod structures;
 
@@ -13,6 +14,7 @@ fn main() -> anyhow::Result<()> {
         Some("codegen") => {
             structures::generate(&root)?;
             search_params::generate(&root)?;
+            compartments::generate(&root)?;
             Ok(())
         }
         _ => {

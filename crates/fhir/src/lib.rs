@@ -4,6 +4,7 @@
 //! HTTP or tokio, and never panics on input. Parsers and validators return the
 //! problems they found as [`outcome::Issue`] values.
 
+pub mod compartments;
 pub mod definitions;
 pub mod fhirpath;
 pub mod instant;

@@ -5,3 +5,4 @@ mod examples;
 mod validation;
 mod search;
 mod patch;
+mod compartments;
