@@ -15,6 +15,7 @@ mod delete;
 mod error;
 mod health;
 mod history;
+mod json_keys;
 mod negotiation;
 mod patch;
 mod read;

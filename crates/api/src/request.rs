@@ -9,6 +9,7 @@ use crate::error::ApiError;
 use axum::body::Body;
 use bytes::Bytes;
 use domain::ErrorKind;
+use fhir::{Issue, IssueType};
 use serde_json::Value;
 
 /// `[base]/[type]`: an unknown type is 404 (the endpoint does not exist).
@@ -101,7 +102,30 @@ fn is_length_limit(error: &axum::Error) -> bool {
 /// Parses JSON; syntax errors (including serde_json's nesting limit) are 400
 /// naming the line and column. serde_json's messages describe the syntax
 /// only, never the content, so they are safe to return.
+///
+/// A key repeated within one object is 400 too, located by a FHIRPath-style
+/// expression (`Patient.gender`): serde_json would keep only the last value,
+/// and FHIR JSON allows each property once (<http://hl7.org/fhir/R4/json.html>).
 pub(crate) fn parse_json(bytes: &[u8]) -> Result<Value, ApiError> {
+    let value = parse_syntax(bytes)?;
+    match crate::json_keys::first_duplicate(bytes) {
+        None => Ok(value),
+        Some(duplicate) => {
+            let root = value.get("resourceType").and_then(Value::as_str);
+            let issue = Issue::error(
+                IssueType::Structure,
+                format!(
+                    "malformed JSON: duplicate object key at line {} column {}; each property may appear only once",
+                    duplicate.line, duplicate.column
+                ),
+            )
+            .at(duplicate.expression(root));
+            Err(ApiError(domain::Error::with_issues(ErrorKind::BadRequest, vec![issue])))
+        }
+    }
+}
+
+fn parse_syntax(bytes: &[u8]) -> Result<Value, ApiError> {
     serde_json::from_slice(bytes).map_err(|e| {
         let message = e.to_string();
         // serde_json appends " at line L column C" unless the position is unknown.
@@ -160,6 +184,21 @@ mod tests {
         assert!(text.contains("column"), "{text}");
         let deep = "[".repeat(10_000);
         assert_eq!(parse_json(deep.as_bytes()).unwrap_err().status(), http::StatusCode::BAD_REQUEST);
+    }
+
+    #[test]
+    fn duplicate_keys_are_400_with_their_location() {
+        let e = parse_json(br#"{"resourceType":"Patient","gender":"male","gender":"female"}"#).unwrap_err();
+        assert_eq!(e.status(), http::StatusCode::BAD_REQUEST);
+        assert_eq!(e.0.issues[0].expression.as_deref(), Some("Patient.gender"));
+        assert_eq!(e.0.issues[0].code, IssueType::Structure);
+        assert!(e.0.message().contains("duplicate"), "{}", e.0.message());
+        assert!(e.0.message().contains("line 1 column"), "{}", e.0.message());
+        // Syntax errors still come first and keep their own message.
+        let e = parse_json(br#"{"a":1,"a":}"#).unwrap_err();
+        assert!(!e.0.message().contains("duplicate"), "{}", e.0.message());
+        // Exact numbers survive the extra pass.
+        assert_eq!(parse_json(br#"{"v":1.50}"#).unwrap().to_string(), r#"{"v":1.50}"#);
     }
 
     #[test]

@@ -92,6 +92,49 @@ async fn malformed_json_is_400_naming_line_and_column() {
     expect_outcome(invalid_utf8, 400).await;
 }
 
+/// serde_json keeps the last of two equal keys; the first value would be
+/// lost silently, so any repeated key, at any depth, is refused.
+#[tokio::test]
+async fn duplicate_keys_are_400_naming_the_element() {
+    let s = Server::start().await;
+    let post = |path: &str, body: &'static str| {
+        s.request(Method::POST, path).header("content-type", "application/fhir+json").body(body).send()
+    };
+    let response = post("Patient", r#"{"resourceType":"Patient","gender":"male","gender":"female"}"#).await.unwrap();
+    let outcome = expect_outcome(response, 400).await;
+    assert_eq!(outcome["issue"][0]["expression"][0], "Patient.gender", "{outcome}");
+    assert_eq!(outcome["issue"][0]["code"], "structure", "{outcome}");
+    assert!(diagnostics(&outcome).contains("duplicate"), "{outcome}");
+    // Nothing was stored.
+    let none = fhir_body(s.get("Patient?_total=accurate").await).await;
+    assert_eq!(none["total"], 0, "{none}");
+
+    let nested = r#"{"resourceType":"Patient","name":[{"family":"A","given":["B"],"family":"C"}]}"#;
+    let outcome = expect_outcome(post("Patient", nested).await.unwrap(), 400).await;
+    assert_eq!(outcome["issue"][0]["expression"][0], "Patient.name[0].family", "{outcome}");
+
+    let bundle = r#"{"resourceType":"Bundle","type":"transaction","entry":[{"request":{"method":"POST","url":"Patient"},
+        "resource":{"resourceType":"Patient","active":true,"active":false}}]}"#;
+    let outcome = expect_outcome(post("", bundle).await.unwrap(), 400).await;
+    assert_eq!(outcome["issue"][0]["expression"][0], "Bundle.entry[0].resource.active", "{outcome}");
+
+    let id = s.create(patient("Dup")).await;
+    let patch = s
+        .request(Method::PATCH, &format!("Patient/{id}"))
+        .header("content-type", "application/json-patch+json")
+        .body(r#"[{"op":"replace","path":"/active","value":false,"value":true}]"#)
+        .send()
+        .await
+        .unwrap();
+    let outcome = expect_outcome(patch, 400).await;
+    assert_eq!(outcome["issue"][0]["expression"][0], "$this[0].value", "{outcome}");
+    assert_eq!(fhir_body(s.get(&format!("Patient/{id}")).await).await["meta"]["versionId"], "1");
+
+    // Equal keys in different objects are fine.
+    let fine = r#"{"resourceType":"Patient","name":[{"family":"A"},{"family":"B"}],"contact":[{"name":{"family":"A"}}]}"#;
+    assert_eq!(post("Patient", fine).await.unwrap().status(), 201);
+}
+
 #[tokio::test]
 async fn deep_nesting_is_400() {
     let s = Server::start().await;
