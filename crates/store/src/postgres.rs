@@ -1,13 +1,21 @@
 //! PostgreSQL backend: a deadpool of tokio-postgres connections; every commit
-//! is one SERIALIZABLE transaction.
+//! is one READ COMMITTED transaction made race-free by explicit locks.
 //!
-//! Race freedom: SERIALIZABLE (SSI) makes the Version and Matches checks hold
-//! at commit time, including for resources that did not exist when the check
-//! ran (two racing conditional creates cannot both win). A serialization
-//! failure or deadlock (which SSI also raises for unrelated concurrent writes
-//! that touch the same index pages) is retried here a few times, re-evaluating
-//! the checks; if it persists, or on a unique violation, the answer is
-//! Conflict and the Service retries or reports.
+//! Race freedom:
+//! - Version checks and writes lock the resource row (`SELECT ... FOR
+//!   UPDATE`), so a concurrent writer waits and then sees the new version; two
+//!   creates of the same new resource meet at the unique (type, id) key.
+//! - Matches checks (conditional create/update/delete) need more: the
+//!   resources that would match may not exist yet. Every commit takes, before
+//!   anything else, a transaction-scoped advisory lock per resource type it
+//!   writes: shared for plain writes, exclusive for a type a Matches check
+//!   queries. So while a conditional commit checks and writes, no other writer
+//!   of that type is in flight, and plain writes never wait for each other.
+//!   (SERIALIZABLE would do the same, but its page-level predicate locks make
+//!   unrelated concurrent creates fail and retry.)
+//!
+//! A deadlock (two commits locking the same rows in opposite orders) is
+//! retried a few times; a unique violation is answered Conflict.
 
 use crate::sql::{self, Dialect, Kind, SearchSql, SortKinds, Sql, SqlValue};
 use crate::{ResourceRow, method_code};
@@ -33,11 +41,17 @@ const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../migrations/postgres/00
 /// Connections kept by the pool.
 const POOL_SIZE: usize = 16;
 
-/// Attempts of a commit that keeps failing to serialize.
+/// Attempts of a commit that keeps meeting deadlocks or serialization failures.
 const COMMIT_ATTEMPTS: u32 = 10;
 
 /// How a retryable failure's Conflict message starts.
-const SERIALIZATION_FAILURE: &str = "serialization failure";
+const TRANSIENT_CONFLICT: &str = "transient conflict";
+
+/// Advisory lock key namespaces, mixed into the key hash.
+const LOCK_TYPE: &str = "hearth:type";
+/// Taken by every commit (shared) and by a system-wide Matches check
+/// (exclusive), whose query spans all types.
+const LOCK_ALL: &str = "hearth:all";
 
 /// A [`domain::Store`] in a PostgreSQL database (the schema is the first one
 /// on the connection's `search_path`).
@@ -47,6 +61,9 @@ pub struct PostgresStore {
     /// before use, so the cache never holds an id that does not exist.
     params: RwLock<[HashMap<String, i64>; 7]>,
     systems: RwLock<HashMap<String, i64>>,
+    /// The schema this store lives in: advisory locks are database-wide, so
+    /// their keys include it to keep stores in other schemas independent.
+    schema: String,
 }
 
 impl PostgresStore {
@@ -65,8 +82,17 @@ impl PostgresStore {
             .create_timeout(Some(Duration::from_secs(10)))
             .build()
             .map_err(|e| StoreError::Internal(format!("cannot build the PostgreSQL pool: {e}")))?;
-        let store = PostgresStore { pool, params: RwLock::new(Default::default()), systems: RwLock::new(HashMap::new()) };
+        let mut store = PostgresStore {
+            pool,
+            params: RwLock::new(Default::default()),
+            systems: RwLock::new(HashMap::new()),
+            schema: String::new(),
+        };
         store.migrate().await?;
+        let client = store.client().await?;
+        let row = client.query_one("SELECT COALESCE(current_schema(), '')", &[]).await.map_err(pg_error)?;
+        drop(client);
+        store.schema = row.get(0);
         Ok(store)
     }
 
@@ -171,10 +197,18 @@ impl PostgresStore {
     async fn apply(&self, client: &mut deadpool_postgres::Client, commit: &Commit) -> Result<(), StoreError> {
         let tx = client
             .build_transaction()
-            .isolation_level(IsolationLevel::Serializable)
+            .isolation_level(IsolationLevel::ReadCommitted)
             .start()
             .await
             .map_err(pg_error)?;
+        for (key, exclusive) in self.advisory_locks(commit) {
+            let statement = if exclusive {
+                "SELECT pg_advisory_xact_lock($1)"
+            } else {
+                "SELECT pg_advisory_xact_lock_shared($1)"
+            };
+            tx.execute(statement, &[&key]).await.map_err(pg_error)?;
+        }
         for check in &commit.checks {
             check_holds(&tx, check).await?;
         }
@@ -201,6 +235,56 @@ impl PostgresStore {
         }
         self.insert_index(&tx, &index).await?;
         tx.commit().await.map_err(pg_error)
+    }
+
+    /// The advisory locks a commit takes, in ascending key order (one global
+    /// order, so commits cannot deadlock on them), each once, exclusive when
+    /// any reason wants it exclusive.
+    fn advisory_locks(&self, commit: &Commit) -> Vec<(i64, bool)> {
+        let mut locks: Vec<(i64, bool)> = vec![(self.lock_key(LOCK_ALL, ""), false)];
+        for write in &commit.writes {
+            locks.push((self.lock_key(LOCK_TYPE, &write.resource_type), false));
+        }
+        for check in &commit.checks {
+            match check {
+                Check::Matches { query, .. } => match &query.resource_type {
+                    Some(resource_type) => locks.push((self.lock_key(LOCK_TYPE, resource_type), true)),
+                    None => locks.push((self.lock_key(LOCK_ALL, ""), true)),
+                },
+                // "Does not exist" cannot be row-locked: hold off creators of
+                // the type unless this commit writes the resource itself (then
+                // the unique key decides).
+                Check::Version { resource_type, id, expected: None }
+                    if !commit.writes.iter().any(|w| &w.resource_type == resource_type && &w.id == id) =>
+                {
+                    locks.push((self.lock_key(LOCK_TYPE, resource_type), true));
+                }
+                Check::Version { .. } => {}
+            }
+        }
+        // Exclusive sorts after shared for the same key; keep the last.
+        locks.sort_unstable();
+        let mut merged: Vec<(i64, bool)> = Vec::with_capacity(locks.len());
+        for (key, exclusive) in locks {
+            match merged.last_mut() {
+                Some(last) if last.0 == key => last.1 |= exclusive,
+                _ => merged.push((key, exclusive)),
+            }
+        }
+        merged
+    }
+
+    /// A 64-bit advisory lock key (FNV-1a) of the schema, namespace and name.
+    /// A collision only makes two unrelated commits wait for each other.
+    fn lock_key(&self, namespace: &str, name: &str) -> i64 {
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        for part in [self.schema.as_str(), namespace, name] {
+            for byte in part.bytes().chain(std::iter::once(0)) {
+                hash ^= u64::from(byte);
+                hash = hash.wrapping_mul(0x0100_0000_01b3);
+            }
+        }
+        i64::from_ne_bytes(hash.to_ne_bytes())
     }
 
     /// Inserts all index rows of a commit, one UNNEST statement per table.
@@ -469,8 +553,9 @@ async fn write_version(tx: &deadpool_postgres::Transaction<'_>, write: &Write) -
 async fn check_holds(tx: &deadpool_postgres::Transaction<'_>, check: &Check) -> Result<(), StoreError> {
     match check {
         Check::Version { resource_type, id, expected } => {
+            // The row lock keeps the version as checked until commit.
             let statement = tx
-                .prepare_cached("SELECT version FROM resource WHERE type = $1 AND id = $2")
+                .prepare_cached("SELECT version FROM resource WHERE type = $1 AND id = $2 FOR UPDATE")
                 .await
                 .map_err(pg_error)?;
             let current: Option<i64> =
@@ -547,7 +632,7 @@ fn pg_error(error: tokio_postgres::Error) -> StoreError {
         // Only the message, never DETAIL: it can quote row values.
         let message = format!("postgres {}: {}", code.code(), db.message());
         if *code == SqlState::T_R_SERIALIZATION_FAILURE || *code == SqlState::T_R_DEADLOCK_DETECTED {
-            return StoreError::Conflict(format!("{SERIALIZATION_FAILURE} ({message})"));
+            return StoreError::Conflict(format!("{TRANSIENT_CONFLICT} ({message})"));
         }
         if *code == SqlState::UNIQUE_VIOLATION {
             return StoreError::Conflict(message);
@@ -636,9 +721,9 @@ impl domain::Store for PostgresStore {
         loop {
             match self.apply(&mut client, &commit).await {
                 Err(StoreError::Conflict(message))
-                    if message.starts_with(SERIALIZATION_FAILURE) && attempt < COMMIT_ATTEMPTS =>
+                    if message.starts_with(TRANSIENT_CONFLICT) && attempt < COMMIT_ATTEMPTS =>
                 {
-                    tracing::debug!(attempt, "postgres commit failed to serialize; retrying");
+                    tracing::debug!(attempt, "postgres commit met a transient conflict; retrying");
                     tokio::time::sleep(backoff(attempt)).await;
                     attempt += 1;
                 }
