@@ -29,7 +29,11 @@ pub(crate) async fn metadata(state: St, RawQuery(query): RawQuery) -> Result<Res
 
 /// The CapabilityStatement as JSON text.
 pub(crate) fn build(backend: &str) -> Bytes {
-    let resources: Vec<Value> = fhir::definitions::resource_types().iter().map(|t| resource_entry(t)).collect();
+    let resources: Vec<Value> = fhir::definitions::resource_types()
+        .iter()
+        .filter(|t| crate::request::has_rest_endpoint(t))
+        .map(|t| resource_entry(t))
+        .collect();
     let now = fhir::instant::Instant::now().to_fhir();
     let date = now.get(..10).unwrap_or("1970-01-01");
     let statement = json!({
@@ -66,7 +70,9 @@ fn resource_entry(resource_type: &str) -> Value {
     let mut entry = json!({
         "type": resource_type,
         "interaction": INTERACTIONS.iter().map(|c| json!({ "code": c })).collect::<Vec<_>>(),
-        "versioning": "versioned",
+        // Updates honour If-Match (412 on a stale version), which is what
+        // `versioned-update` states beyond `versioned`.
+        "versioning": "versioned-update",
         "readHistory": true,
         "updateCreate": true,
         "conditionalCreate": true,
@@ -83,8 +89,11 @@ fn resource_entry(resource_type: &str) -> Value {
 /// The parameters `fhir::search::query::parse` evaluates: not composite or
 /// special ones, not those without an expression, nor the result and
 /// filter parameters it refuses (`_text`, `_content`, `_list`, `_query`, `_filter`).
+/// `phonetic` (Patient, Person, Practitioner, RelatedPerson, Organization,
+/// InsurancePlan) promises "some kind of phonetic matching algorithm"; a
+/// plain string match is not that, so it is not advertised.
 fn is_supported(param: &SearchParamDef) -> bool {
     !matches!(param.kind, ParamType::Composite | ParamType::Special)
         && param.expression.is_some()
-        && !matches!(param.code.as_str(), "_text" | "_content" | "_list" | "_query" | "_filter")
+        && !matches!(param.code.as_str(), "_text" | "_content" | "_list" | "_query" | "_filter" | "phonetic")
 }

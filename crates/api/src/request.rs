@@ -12,9 +12,22 @@ use domain::ErrorKind;
 use fhir::{Issue, IssueType};
 use serde_json::Value;
 
+/// Whether `[base]/[type]` exists for a resource type. Parameters is only
+/// the input and output of operations and "has no RESTful endpoint"
+/// (<http://hl7.org/fhir/R4/parameters.html>), so it has none here either;
+/// the CapabilityStatement lists exactly the types this admits.
+pub(crate) fn has_rest_endpoint(resource_type: &str) -> bool {
+    resource_type != "Parameters"
+}
+
 /// `[base]/[type]`: an unknown type is 404 (the endpoint does not exist).
 pub(crate) fn check_type(resource_type: &str) -> Result<(), ApiError> {
-    if fhir::definitions::is_resource_type(resource_type) {
+    if !has_rest_endpoint(resource_type) {
+        Err(ApiError::new(
+            ErrorKind::NotFound,
+            format!("{resource_type} has no REST endpoint: it is used only as the input and output of operations"),
+        ))
+    } else if fhir::definitions::is_resource_type(resource_type) {
         Ok(())
     } else {
         // The type comes from the URL path, never from patient data; it is

@@ -25,14 +25,17 @@ async fn capability_statement_states_what_is_implemented() {
     assert_eq!(system, ["transaction", "batch", "history-system", "search-system"]);
 
     let resources = rest["resource"].as_array().unwrap();
-    assert_eq!(resources.len(), fhir::definitions::resource_types().len());
+    // Every resource type but Parameters, which has no REST endpoint.
+    assert_eq!(resources.len(), fhir::definitions::resource_types().len() - 1);
+    assert!(resources.iter().all(|r| r["type"] != "Parameters"));
     let patient = resources.iter().find(|r| r["type"] == "Patient").expect("Patient");
     let interactions: Vec<&str> = patient["interaction"].as_array().unwrap().iter().map(|i| i["code"].as_str().unwrap()).collect();
     assert_eq!(
         interactions,
         ["read", "vread", "update", "patch", "delete", "history-instance", "history-type", "create", "search-type"]
     );
-    assert_eq!(patient["versioning"], "versioned");
+    // If-Match is enforced on update and patch.
+    assert_eq!(patient["versioning"], "versioned-update");
     assert_eq!(patient["readHistory"], true);
     assert_eq!(patient["updateCreate"], true);
     assert_eq!(patient["conditionalCreate"], true);
@@ -41,10 +44,72 @@ async fn capability_statement_states_what_is_implemented() {
     assert_eq!(patient["conditionalRead"], "not-supported");
     let params = patient["searchParam"].as_array().expect("Patient search parameters");
     assert!(params.iter().any(|p| p["name"] == "family" && p["type"] == "string"));
+    // phonetic would be a plain string match here: not advertised.
+    assert!(!params.iter().any(|p| p["name"] == "phonetic"), "{patient}");
 
     let full = fhir_body(s.get("metadata?mode=full").await).await;
     assert_eq!(full, cs);
     expect_outcome(s.get("metadata?mode=terminology").await, 400).await;
+}
+
+/// Every advertised search parameter is one the query parser evaluates:
+/// none is refused as not supported, none has special or phonetic semantics.
+#[tokio::test]
+async fn advertised_search_parameters_are_all_evaluated() {
+    let s = Server::start().await;
+    let cs = fhir_body(s.get("metadata").await).await;
+    let mut checked = 0;
+    for resource in cs["rest"][0]["resource"].as_array().unwrap() {
+        let resource_type = resource["type"].as_str().unwrap();
+        for param in resource["searchParam"].as_array().into_iter().flatten() {
+            let (name, kind) = (param["name"].as_str().unwrap(), param["type"].as_str().unwrap());
+            assert!(kind != "special" && kind != "composite" && name != "phonetic", "{resource_type}.{name}");
+            let sample = match kind {
+                "string" => "a",
+                "token" => "a",
+                "date" => "ge2020-01-01",
+                "number" => "1",
+                "quantity" => "1",
+                "reference" => "Patient/1",
+                "uri" => "http://example.org",
+                other => panic!("unexpected parameter type {other}"),
+            };
+            let params = [(name.to_string(), sample.to_string())];
+            // A sample that does not suit one parameter (an invalid `_id`)
+            // is fine; a refusal as not supported is not.
+            if let Err(issues) = fhir::search::query::parse(Some(resource_type), &params, false) {
+                let refused = issues.iter().any(|i| i.code == fhir::IssueType::NotSupported);
+                assert!(!refused, "{resource_type}?{name}={sample} is advertised but refused: {issues:?}");
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked > 1000, "{checked}");
+}
+
+/// Parameters only carries operation inputs and outputs
+/// (http://hl7.org/fhir/R4/parameters.html): no endpoint, as the statement says.
+#[tokio::test]
+async fn parameters_has_no_rest_endpoint() {
+    let s = Server::start().await;
+    let body = serde_json::json!({"resourceType": "Parameters", "parameter": [{"name": "a", "valueString": "b"}]});
+    let outcome = expect_outcome(s.send_json(Method::POST, "Parameters", &body).send().await.unwrap(), 404).await;
+    assert!(diagnostics(&outcome).contains("Parameters"), "{outcome}");
+    let mut with_id = body.clone();
+    with_id["id"] = serde_json::json!("p1");
+    expect_outcome(s.send_json(Method::PUT, "Parameters/p1", &with_id).send().await.unwrap(), 404).await;
+    for path in ["Parameters", "Parameters/p1", "Parameters/p1/_history", "Parameters/p1/_history/1", "Parameters/_history"] {
+        expect_outcome(s.get(path).await, 404).await;
+    }
+    expect_outcome(s.request(Method::DELETE, "Parameters/p1").send().await.unwrap(), 404).await;
+    let search = s
+        .request(Method::POST, "Parameters/_search")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("_id=p1")
+        .send()
+        .await
+        .unwrap();
+    expect_outcome(search, 404).await;
 }
 
 #[tokio::test]
