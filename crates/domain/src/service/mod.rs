@@ -3,6 +3,7 @@
 //! See <http://hl7.org/fhir/R4/http.html>.
 
 mod bundle;
+mod operations;
 
 pub use bundle::parse_etag;
 pub mod prepare;

@@ -2,3 +2,4 @@
 //! versioning, conditional operations, batch and transaction semantics.
 
 mod service;
+mod operations;
