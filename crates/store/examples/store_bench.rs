@@ -4,7 +4,8 @@
 //!
 //! Run: `cargo run --release -p store --example store_bench [DIR]`.
 //! `STORE_BENCH_PHASES=bundles,reads` runs only some of `single,bundles,reads`;
-//! `STORE_BENCH_PAGE_SIZE=2048` creates the database with another page size.
+//! `STORE_BENCH_PAGE_SIZE=2048` creates the database with another page size;
+//! `STORE_BENCH_CACHE_KIB=65536` sets each connection's page cache.
 
 use domain::Store;
 use domain::store::{Commit, Method, Write};
@@ -32,6 +33,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut options = SqliteOptions::default();
     if let Some(size) = std::env::var("STORE_BENCH_PAGE_SIZE").ok().and_then(|v| v.parse().ok()) {
         options.page_size = size;
+    }
+    if let Some(kib) = std::env::var("STORE_BENCH_CACHE_KIB").ok().and_then(|v| v.parse().ok()) {
+        options.cache_kib = kib;
     }
     let store = Arc::new(SqliteStore::open(&path, options)?);
     let clock = Arc::new(AtomicU64::new(1_700_000_000_000_000));
