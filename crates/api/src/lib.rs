@@ -16,6 +16,7 @@ mod error;
 mod health;
 mod history;
 mod json_keys;
+mod listener;
 mod negotiation;
 mod patch;
 mod read;
@@ -28,6 +29,7 @@ mod update;
 mod vread;
 
 pub use error::ApiError;
+pub use listener::{FhirListener, OutcomeIo};
 
 use axum::Router;
 use axum::extract::{MatchedPath, Request, State};
@@ -102,9 +104,6 @@ pub fn router(state: AppState) -> Router {
         // Refuses a declared Content-Length over the limit before any handler
         // runs; handlers also stop reading at the limit (chunked bodies).
         .layer(RequestBodyLimitLayer::new(limit))
-        // axum and tower answer some errors (405, 413, bad path encoding) with
-        // plain text; FHIR wants an OperationOutcome on every error.
-        .layer(middleware::map_response_with_state(limit, outcome_for_bare_errors))
         .layer(CatchPanicLayer::custom(panic_response))
         .layer(trace_layer())
         .with_state(shared.clone());
@@ -114,7 +113,11 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(health::readyz))
         .with_state(shared);
 
-    fhir.merge(health)
+    // axum and tower answer some errors (405, 413, bad path encoding) with
+    // plain text or nothing, and the probes answer in plain text; FHIR wants
+    // an OperationOutcome on every error. (hyper's own 400/414/431 are
+    // handled by `FhirListener`.)
+    fhir.merge(health).layer(middleware::map_response_with_state(limit, outcome_for_bare_errors))
 }
 
 /// One span per request with the method and route template only: the URI

@@ -38,7 +38,7 @@ impl Server {
         };
         let app = api::router(state);
         tokio::spawn(async move {
-            axum::serve(listener, app).await.unwrap();
+            axum::serve(api::FhirListener::new(listener), app).await.unwrap();
         });
         Server { base, root, addr, client: reqwest::Client::new() }
     }

@@ -5,6 +5,7 @@ use crate::support::*;
 use domain::memory::MemoryStore;
 use reqwest::Method;
 use std::sync::Arc;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[tokio::test]
 async fn capability_statement_states_what_is_implemented() {
@@ -134,6 +135,71 @@ async fn unknown_endpoints_and_methods_are_outcomes() {
     assert!(header(&method, "allow").is_some());
     expect_outcome(method, 405).await;
     expect_outcome(s.request(Method::POST, "Patient/1").send().await.unwrap(), 405).await;
+}
+
+/// Sends raw bytes on a fresh connection and returns the whole answer.
+async fn raw(s: &Server, request: &[u8]) -> String {
+    let mut stream = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+    stream.write_all(request).await.unwrap();
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).await.unwrap();
+    String::from_utf8(answer).unwrap()
+}
+
+/// Sends raw bytes and checks the answer: `status`, the FHIR content type,
+/// a Content-Length that fits, an OperationOutcome body; returns the body.
+async fn raw_outcome(s: &Server, request: &[u8], status: u16) -> serde_json::Value {
+    let answer = raw(s, request).await;
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with(&format!("HTTP/1.1 {status} ")), "{head}");
+    let head = format!("{}\r\n", head.to_ascii_lowercase());
+    assert!(head.contains("\r\ncontent-type: application/fhir+json; charset=utf-8\r\n"), "{head}");
+    assert!(head.contains(&format!("\r\ncontent-length: {}\r\n", body.len())), "{head}");
+    let outcome: serde_json::Value = serde_json::from_str(body).unwrap();
+    assert_eq!(outcome["resourceType"], "OperationOutcome", "{body}");
+    outcome
+}
+
+/// hyper answers these before any handler runs, with an empty body of its
+/// own; the listener turns them into OperationOutcomes too.
+#[tokio::test]
+async fn errors_hyper_answers_itself_are_outcomes() {
+    let s = Server::start().await;
+    // Longer than any client library will send: hyper's limit is 65,534 bytes.
+    let long = format!("GET /fhir/Patient?family={} HTTP/1.1\r\nhost: x\r\n\r\n", "a".repeat(70_000));
+    let outcome = raw_outcome(&s, long.as_bytes(), 414).await;
+    assert_eq!(outcome["issue"][0]["code"], "too-long");
+
+    let mut many = s.request(Method::GET, "Patient");
+    for i in 0..120 {
+        many = many.header(format!("x-extra-{i}"), "1");
+    }
+    let outcome = expect_outcome(many.send().await.unwrap(), 431).await;
+    assert_eq!(outcome["issue"][0]["code"], "too-long");
+
+    let outcome = raw_outcome(&s, b"NOT HTTP AT ALL\r\n\r\n", 400).await;
+    assert_eq!(outcome["issue"][0]["code"], "structure");
+
+    // A request after a good one on the same connection: the answer to the
+    // first is untouched, the second gets an outcome.
+    let pipelined = format!("GET /fhir/metadata HTTP/1.1\r\nhost: x\r\n\r\nGET /fhir/Patient?x={} HTTP/1.1\r\nhost: x\r\n\r\n", "b".repeat(70_000));
+    let both = raw(&s, pipelined.as_bytes()).await;
+    assert!(both.starts_with("HTTP/1.1 200 OK"), "{}", &both[..200]);
+    assert!(both.contains("\"CapabilityStatement\""));
+    let second = &both[both.find("HTTP/1.1 414").expect("414 after the 200")..];
+    assert!(second.ends_with("}"), "{second}");
+    assert!(second.contains("\"OperationOutcome\""), "{second}");
+}
+
+/// Errors from the probes' routes are outcomes too (the probes' successes stay plain text).
+#[tokio::test]
+async fn probe_errors_are_outcomes() {
+    let s = Server::start().await;
+    let method = s.client.post(format!("{}/healthz", s.root)).send().await.unwrap();
+    expect_outcome(method, 405).await;
+    let down = Server::with_store(Arc::new(DownStore(MemoryStore::new()))).await;
+    let outcome = expect_outcome(down.client.get(format!("{}/readyz", down.root)).send().await.unwrap(), 503).await;
+    assert_eq!(outcome["issue"][0]["code"], "transient", "{outcome}");
 }
 
 #[tokio::test]
