@@ -4,9 +4,12 @@ use crate::support::*;
 use reqwest::Method;
 use serde_json::json;
 
-#[tokio::test]
-async fn transaction_and_batch_are_processed() {
-    let s = Server::start().await;
+per_backend!(
+    transaction_and_batch_are_processed,
+    other_bodies_are_400,
+);
+
+async fn transaction_and_batch_are_processed(s: Server) {
     let transaction = json!({
         "resourceType": "Bundle",
         "type": "transaction",
@@ -31,9 +34,7 @@ async fn transaction_and_batch_are_processed() {
     assert_eq!(fhir_body(response).await["type"], "batch-response");
 }
 
-#[tokio::test]
-async fn other_bodies_are_400() {
-    let s = Server::start().await;
+async fn other_bodies_are_400(s: Server) {
     for body in [
         json!({"resourceType": "Bundle", "type": "collection", "entry": []}),
         json!({"resourceType": "Bundle", "type": "searchset"}),

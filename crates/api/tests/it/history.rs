@@ -5,6 +5,13 @@ use crate::support::*;
 use reqwest::Method;
 use serde_json::{Value, json};
 
+per_backend!(
+    instance_history_lists_versions_newest_first_with_request_and_response,
+    history_pages_stay_stable_while_others_write,
+    type_and_system_history,
+    history_parameters_are_checked,
+);
+
 /// Creates a Patient with `versions` versions; returns its id.
 async fn patient_with_versions(s: &Server, family: &str, versions: u64) -> String {
     let id = s.create(patient(family)).await;
@@ -33,9 +40,7 @@ fn versions(bundle: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
-#[tokio::test]
-async fn instance_history_lists_versions_newest_first_with_request_and_response() {
-    let s = Server::start().await;
+async fn instance_history_lists_versions_newest_first_with_request_and_response(s: Server) {
     let id = patient_with_versions(&s, "Hist", 2).await;
     assert_eq!(s.request(Method::DELETE, &format!("Patient/{id}")).send().await.unwrap().status(), 204);
 
@@ -63,9 +68,7 @@ async fn instance_history_lists_versions_newest_first_with_request_and_response(
     expect_outcome(s.get("Patient/never-was/_history").await, 404).await;
 }
 
-#[tokio::test]
-async fn history_pages_stay_stable_while_others_write() {
-    let s = Server::start().await;
+async fn history_pages_stay_stable_while_others_write(s: Server) {
     let id = patient_with_versions(&s, "Paging", 5).await;
 
     let page1 = fhir_body(s.get(&format!("Patient/{id}/_history?_count=2")).await).await;
@@ -100,9 +103,7 @@ async fn history_pages_stay_stable_while_others_write() {
     assert_eq!(versions(&fresh), ["W/\"6\"", "W/\"5\""]);
 }
 
-#[tokio::test]
-async fn type_and_system_history() {
-    let s = Server::start().await;
+async fn type_and_system_history(s: Server) {
     let a = s.create(patient("TypeA")).await;
     let b = s.create(patient("TypeB")).await;
     s.create(json!({"resourceType": "Observation", "status": "final", "code": {"text": "x"}})).await;
@@ -118,9 +119,7 @@ async fn type_and_system_history() {
     assert_eq!(all["entry"][0]["resource"]["resourceType"], "Observation");
 }
 
-#[tokio::test]
-async fn history_parameters_are_checked() {
-    let s = Server::start().await;
+async fn history_parameters_are_checked(s: Server) {
     let id = patient_with_versions(&s, "Since", 2).await;
     let v2 = fhir_body(s.get(&format!("Patient/{id}")).await).await;
     let since = v2["meta"]["lastUpdated"].as_str().unwrap();

@@ -5,9 +5,24 @@ use crate::support::*;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-#[tokio::test]
-async fn create_answers_201_with_location_etag_and_last_modified() {
-    let s = Server::start().await;
+per_backend!(
+    create_answers_201_with_location_etag_and_last_modified,
+    decimals_keep_their_written_precision,
+    create_honours_prefer_return,
+    conditional_create_returns_the_existing_match,
+    create_refuses_a_body_of_another_type,
+    read_answers_with_headers_and_errors_as_outcomes,
+    vread_reads_versions_and_410s_a_delete,
+    update_versions_and_creates,
+    update_requires_the_url_id_in_the_body,
+    if_match_guards_updates_patches,
+    json_patch_and_fhirpath_patch,
+    delete_is_204_and_idempotent_and_reads_410,
+    conditional_update_patch_delete,
+    summary_and_elements_on_read,
+);
+
+async fn create_answers_201_with_location_etag_and_last_modified(s: Server) {
     let response = s.send_json(Method::POST, "Patient", &patient("Create")).send().await.unwrap();
     assert_eq!(response.status(), 201);
     let location = header(&response, "location").unwrap();
@@ -21,9 +36,7 @@ async fn create_answers_201_with_location_etag_and_last_modified() {
     assert_eq!(body["name"][0]["family"], "Create");
 }
 
-#[tokio::test]
-async fn decimals_keep_their_written_precision() {
-    let s = Server::start().await;
+async fn decimals_keep_their_written_precision(s: Server) {
     let text = r#"{"resourceType":"Observation","status":"final","code":{"text":"weight"},"valueQuantity":{"value":1.50,"unit":"kg"}}"#;
     let response = s
         .request(Method::POST, "Observation")
@@ -40,9 +53,7 @@ async fn decimals_keep_their_written_precision() {
     assert!(read.contains("\"value\":1.50"), "{read}");
 }
 
-#[tokio::test]
-async fn create_honours_prefer_return() {
-    let s = Server::start().await;
+async fn create_honours_prefer_return(s: Server) {
     let minimal = s
         .send_json(Method::POST, "Patient", &patient("Minimal"))
         .header("prefer", "return=minimal")
@@ -74,9 +85,7 @@ async fn create_honours_prefer_return() {
     assert_eq!(fhir_body(representation).await["resourceType"], "Patient");
 }
 
-#[tokio::test]
-async fn conditional_create_returns_the_existing_match() {
-    let s = Server::start().await;
+async fn conditional_create_returns_the_existing_match(s: Server) {
     let criteria = "identifier=http://example.org/mrn|Cond";
     let first = s
         .send_json(Method::POST, "Patient", &patient("Cond"))
@@ -107,18 +116,14 @@ async fn conditional_create_returns_the_existing_match() {
     expect_outcome(many, 412).await;
 }
 
-#[tokio::test]
-async fn create_refuses_a_body_of_another_type() {
-    let s = Server::start().await;
+async fn create_refuses_a_body_of_another_type(s: Server) {
     let o = expect_outcome(s.send_json(Method::POST, "Patient", &json!({"resourceType": "Observation"})).send().await.unwrap(), 400).await;
     assert_eq!(o["issue"][0]["expression"][0], "resourceType");
     expect_outcome(s.send_json(Method::POST, "Patient", &json!({"name": []})).send().await.unwrap(), 400).await;
     expect_outcome(s.send_json(Method::POST, "Patient", &json!([1, 2])).send().await.unwrap(), 400).await;
 }
 
-#[tokio::test]
-async fn read_answers_with_headers_and_errors_as_outcomes() {
-    let s = Server::start().await;
+async fn read_answers_with_headers_and_errors_as_outcomes(s: Server) {
     let id = s.create(patient("Read")).await;
     let response = s.get(&format!("Patient/{id}")).await;
     assert_eq!(response.status(), 200);
@@ -139,9 +144,7 @@ async fn read_answers_with_headers_and_errors_as_outcomes() {
     expect_outcome(s.get("NotAType").await, 404).await;
 }
 
-#[tokio::test]
-async fn vread_reads_versions_and_410s_a_delete() {
-    let s = Server::start().await;
+async fn vread_reads_versions_and_410s_a_delete(s: Server) {
     let id = s.create(patient("Vread")).await;
     let mut p = patient("Vread2");
     p["id"] = json!(id);
@@ -161,9 +164,7 @@ async fn vread_reads_versions_and_410s_a_delete() {
     assert_eq!(s.get(&format!("Patient/{id}/_history/1")).await.status(), 200);
 }
 
-#[tokio::test]
-async fn update_versions_and_creates() {
-    let s = Server::start().await;
+async fn update_versions_and_creates(s: Server) {
     let id = s.create(patient("Upd")).await;
     let mut p = patient("Upd2");
     p["id"] = json!(id);
@@ -194,9 +195,7 @@ async fn update_versions_and_creates() {
     expect_outcome(outcome, 200).await;
 }
 
-#[tokio::test]
-async fn update_requires_the_url_id_in_the_body() {
-    let s = Server::start().await;
+async fn update_requires_the_url_id_in_the_body(s: Server) {
     let id = s.create(patient("Ids")).await;
     let mut other = patient("Ids");
     other["id"] = json!("someone-else");
@@ -208,9 +207,7 @@ async fn update_requires_the_url_id_in_the_body() {
     expect_outcome(s.send_json(Method::PUT, &format!("Patient/{id}"), &wrong_type).send().await.unwrap(), 400).await;
 }
 
-#[tokio::test]
-async fn if_match_guards_updates_patches() {
-    let s = Server::start().await;
+async fn if_match_guards_updates_patches(s: Server) {
     let id = s.create(patient("Match")).await;
     let mut p = patient("Match");
     p["id"] = json!(id);
@@ -236,9 +233,7 @@ async fn if_match_guards_updates_patches() {
     expect_outcome(patch, 412).await;
 }
 
-#[tokio::test]
-async fn json_patch_and_fhirpath_patch() {
-    let s = Server::start().await;
+async fn json_patch_and_fhirpath_patch(s: Server) {
     let id = s.create(patient("Patch")).await;
     let path = format!("Patient/{id}");
     let ops = json!([{"op": "replace", "path": "/active", "value": false}]);
@@ -282,9 +277,7 @@ async fn json_patch_and_fhirpath_patch() {
     expect_outcome(text, 415).await;
 }
 
-#[tokio::test]
-async fn delete_is_204_and_idempotent_and_reads_410() {
-    let s = Server::start().await;
+async fn delete_is_204_and_idempotent_and_reads_410(s: Server) {
     let id = s.create(patient("Del")).await;
     let path = format!("Patient/{id}");
     let first = s.request(Method::DELETE, &path).send().await.unwrap();
@@ -305,9 +298,7 @@ async fn delete_is_204_and_idempotent_and_reads_410() {
     assert_eq!(s.request(Method::DELETE, "Patient/never-was").send().await.unwrap().status(), 204);
 }
 
-#[tokio::test]
-async fn conditional_update_patch_delete() {
-    let s = Server::start().await;
+async fn conditional_update_patch_delete(s: Server) {
     let criteria = "Patient?identifier=http://example.org/mrn|CondOps";
     let created = s.send_json(Method::PUT, criteria, &patient("CondOps")).send().await.unwrap();
     assert_eq!(created.status(), 201);
@@ -341,9 +332,7 @@ async fn conditional_update_patch_delete() {
     expect_outcome(s.request(Method::DELETE, "Patient?_format=json").send().await.unwrap(), 400).await;
 }
 
-#[tokio::test]
-async fn summary_and_elements_on_read() {
-    let s = Server::start().await;
+async fn summary_and_elements_on_read(s: Server) {
     let id = s.create(patient("Summary")).await;
     let path = format!("Patient/{id}");
     let subsetted = |v: &Value| {

@@ -1,6 +1,8 @@
 //! HTTP API tests over real loopback sockets: the router served by
-//! `axum::serve` on 127.0.0.1:0, called with reqwest, over a Service on the
-//! in-memory store.
+//! `axum::serve` on 127.0.0.1:0 (through `api::FhirListener`), called with
+//! reqwest. The interaction, history, search and bundle suites run over
+//! every backend (in-memory, SQLite, PostgreSQL at HEARTH_TEST_DATABASE_URL);
+//! the others over the in-memory store.
 
 #![allow(clippy::unwrap_used)]
 
@@ -9,6 +11,7 @@ mod fuzz;
 mod history;
 mod interactions;
 mod media;
+mod operations;
 mod search;
 mod support;
 mod system;

@@ -5,6 +5,15 @@ use crate::support::*;
 use reqwest::Method;
 use serde_json::{Value, json};
 
+per_backend!(
+    type_search_returns_a_searchset,
+    search_pages_with_links,
+    post_search_merges_form_body_and_query,
+    system_search_spans_types,
+    handling_strict_and_lenient,
+    summary_and_elements_on_search,
+);
+
 async fn three_patients(s: &Server) -> Vec<String> {
     let mut ids = Vec::new();
     for family in ["Searchable", "Searchable", "Searchable"] {
@@ -21,9 +30,7 @@ fn entry_ids(bundle: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
-#[tokio::test]
-async fn type_search_returns_a_searchset() {
-    let s = Server::start().await;
+async fn type_search_returns_a_searchset(s: Server) {
     let ids = three_patients(&s).await;
     let bundle = fhir_body(s.get("Patient?family=Searchable&_total=accurate").await).await;
     assert_eq!(bundle["resourceType"], "Bundle");
@@ -43,9 +50,7 @@ async fn type_search_returns_a_searchset() {
     assert!(link(&bundle, "next").is_none());
 }
 
-#[tokio::test]
-async fn search_pages_with_links() {
-    let s = Server::start().await;
+async fn search_pages_with_links(s: Server) {
     let ids = three_patients(&s).await;
     let page1 = fhir_body(s.get("Patient?family=Searchable&_count=2&_total=accurate").await).await;
     assert_eq!(entry_ids(&page1).len(), 2);
@@ -67,9 +72,7 @@ async fn search_pages_with_links() {
     assert_eq!(entry_ids(&first), entry_ids(&page1));
 }
 
-#[tokio::test]
-async fn post_search_merges_form_body_and_query() {
-    let s = Server::start().await;
+async fn post_search_merges_form_body_and_query(s: Server) {
     three_patients(&s).await;
     let response = s
         .request(Method::POST, "Patient/_search?_total=accurate")
@@ -94,9 +97,7 @@ async fn post_search_merges_form_body_and_query() {
     expect_outcome(s.get("Patient/_search").await, 405).await;
 }
 
-#[tokio::test]
-async fn system_search_spans_types() {
-    let s = Server::start().await;
+async fn system_search_spans_types(s: Server) {
     s.create(patient("Sys")).await;
     s.create(json!({"resourceType": "Observation", "status": "final", "code": {"text": "x"}})).await;
     let all = fhir_body(s.get("?_total=accurate").await).await;
@@ -118,9 +119,7 @@ async fn system_search_spans_types() {
     assert_eq!(fhir_body(posted).await["total"], 1);
 }
 
-#[tokio::test]
-async fn handling_strict_and_lenient() {
-    let s = Server::start().await;
+async fn handling_strict_and_lenient(s: Server) {
     three_patients(&s).await;
     expect_outcome(s.get("Patient?not-a-param=1").await, 400).await;
     let lenient = s.request(Method::GET, "Patient?not-a-param=1").header("prefer", "handling=lenient").send().await.unwrap();
@@ -131,9 +130,7 @@ async fn handling_strict_and_lenient() {
     expect_outcome(s.get("NotAType?name=x").await, 404).await;
 }
 
-#[tokio::test]
-async fn summary_and_elements_on_search() {
-    let s = Server::start().await;
+async fn summary_and_elements_on_search(s: Server) {
     three_patients(&s).await;
     let count = fhir_body(s.get("Patient?family=Searchable&_summary=count").await).await;
     assert_eq!(count["total"], 3);

@@ -1,4 +1,7 @@
-//! Test server and client helpers.
+//! Test server and client helpers, and the backend runners: the suites
+//! that touch storage run once per backend (in-memory reference, SQLite in a
+//! temporary directory, PostgreSQL in a schema of their own), stamped out by
+//! [`per_backend!`].
 
 use api::{ApiConfig, AppState};
 use async_trait::async_trait;
@@ -8,7 +11,11 @@ use domain::store::{Commit, HistoryQuery, HistoryScope, Page, Store, StoreError,
 use fhir::search::query::SearchQuery;
 use reqwest::{Method, RequestBuilder, Response};
 use serde_json::{Value, json};
+use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use store::postgres::PostgresStore;
+use store::sqlite::{SqliteOptions, SqliteStore};
 
 /// Body limit of the test servers: small, so 413 is cheap to provoke.
 pub(crate) const MAX_BODY: usize = 64 * 1024;
@@ -68,6 +75,113 @@ impl Server {
         let resource: Value = response.json().await.unwrap();
         resource["id"].as_str().unwrap().to_string()
     }
+}
+
+/// Turns `async fn name(s: Server)` test bodies into `name::memory`,
+/// `name::sqlite` and `name::postgres` tests, so every backend passes the
+/// same HTTP suite.
+macro_rules! per_backend {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test]
+            async fn memory() {
+                crate::support::run(crate::support::Backend::Memory, super::$name).await;
+            }
+            #[tokio::test]
+            async fn sqlite() {
+                crate::support::run(crate::support::Backend::Sqlite, super::$name).await;
+            }
+            #[tokio::test]
+            async fn postgres() {
+                crate::support::run(crate::support::Backend::Postgres, super::$name).await;
+            }
+        }
+    )*};
+}
+pub(crate) use per_backend;
+
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Backend {
+    Memory,
+    Sqlite,
+    Postgres,
+}
+
+/// Runs `test` against a server over a fresh, empty store of `backend`.
+pub(crate) async fn run<F, Fut>(backend: Backend, test: F)
+where
+    F: FnOnce(Server) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    match backend {
+        Backend::Memory => test(Server::start().await).await,
+        Backend::Sqlite => {
+            let dir = tempfile::tempdir().expect("temporary directory");
+            let store = SqliteStore::open(&dir.path().join("hearth.db"), SqliteOptions::default()).expect("open SQLite");
+            test(Server::with_store(Arc::new(store)).await).await;
+        }
+        Backend::Postgres => postgres(test).await,
+    }
+}
+
+/// The server named by HEARTH_TEST_DATABASE_URL, in a schema of the test's
+/// own that is dropped afterwards, so tests run in parallel.
+async fn postgres<F, Fut>(test: F)
+where
+    F: FnOnce(Server) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let url = database_url();
+    let schema = unique_schema();
+    let (admin, connection) =
+        tokio_postgres::connect(&url, tokio_postgres::NoTls).await.expect("connect to HEARTH_TEST_DATABASE_URL");
+    tokio::spawn(connection);
+    admin.batch_execute(&format!("CREATE SCHEMA {schema}")).await.expect("create test schema");
+    let separator = if url.contains('?') { '&' } else { '?' };
+    let store_url = format!("{url}{separator}options=-csearch_path%3D{schema}");
+    // The test runs in a task of its own so that the schema is dropped even
+    // when it fails; the failure is raised afterwards.
+    let outcome = tokio::spawn(async move {
+        let store = PostgresStore::connect(&store_url).await.expect("connect PostgresStore");
+        test(Server::with_store(Arc::new(store)).await).await;
+    })
+    .await;
+    drop_schema(&admin, &schema).await;
+    if let Err(error) = outcome {
+        std::panic::resume_unwind(error.into_panic());
+    }
+}
+
+/// Drops a test schema, retrying while connections of the finished test's
+/// pool may still hold locks.
+async fn drop_schema(admin: &tokio_postgres::Client, schema: &str) {
+    for attempt in 1.. {
+        match admin.batch_execute(&format!("DROP SCHEMA {schema} CASCADE")).await {
+            Ok(()) => return,
+            Err(error) if attempt < 20 => {
+                eprintln!("retrying DROP SCHEMA {schema}: {error}");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            Err(error) => panic!("drop test schema {schema}: {error}"),
+        }
+    }
+}
+
+/// The PostgreSQL tests fail (never skip) without a server to run on.
+fn database_url() -> String {
+    match std::env::var("HEARTH_TEST_DATABASE_URL") {
+        Ok(url) if !url.is_empty() => url,
+        _ => panic!(
+            "HEARTH_TEST_DATABASE_URL is not set: the PostgreSQL variants of the HTTP suite need a server, \
+             e.g. HEARTH_TEST_DATABASE_URL=postgres://postgres@127.0.0.1:5432/test"
+        ),
+    }
+}
+
+fn unique_schema() -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+    format!("hearth_api_test_{}_{}_{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed), nanos)
 }
 
 pub(crate) fn header(response: &Response, name: &str) -> Option<String> {
