@@ -51,6 +51,11 @@ pub(crate) fn build(backend: &str) -> Bytes {
         "rest": [{
             "mode": "server",
             "resource": resources,
+            // Compartment search, `[base]/[Compartment]/[id]/[type]` (http.html#vsearch),
+            // on each base compartment.
+            "compartment": fhir::compartments::compartment_types()
+                .filter_map(fhir::compartments::definition_url)
+                .collect::<Vec<_>>(),
             "interaction": [
                 { "code": "transaction" },
                 { "code": "batch" },
@@ -83,8 +88,23 @@ fn resource_entry(resource_type: &str) -> Value {
     if let Some(o) = entry.as_object_mut().filter(|_| !search_params.is_empty()) {
         o.insert("searchParam".into(), Value::Array(search_params));
     }
+    let operations: Vec<Value> = OPERATIONS
+        .iter()
+        .filter(|(t, ..)| *t == resource_type)
+        .map(|(_, name, definition)| json!({ "name": name, "definition": definition }))
+        .collect();
+    if let Some(o) = entry.as_object_mut().filter(|_| !operations.is_empty()) {
+        o.insert("operation".into(), Value::Array(operations));
+    }
     entry
 }
+
+/// The operations implemented (`crates/api/src/operations.rs`): resource type, name, and
+/// the canonical OperationDefinition of the core specification.
+const OPERATIONS: &[(&str, &str, &str)] = &[
+    ("Patient", "everything", "http://hl7.org/fhir/OperationDefinition/Patient-everything"),
+    ("Observation", "lastn", "http://hl7.org/fhir/OperationDefinition/Observation-lastn"),
+];
 
 /// The parameters `fhir::search::query::parse` evaluates: not composite or
 /// special ones, not those without an expression, nor the result and

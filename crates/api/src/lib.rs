@@ -3,13 +3,14 @@
 //! [`domain::Service`].
 //!
 //! One module per interaction (`create`, `read`, `vread`, `update`, `patch`,
-//! `delete`, `history`, `search`, `bundle`, `capabilities`), plus `error`
+//! `delete`, `history`, `search`, `compartment`, `operations`, `bundle`, `capabilities`), plus `error`
 //! (OperationOutcome responses), `negotiation` (formats and FHIR headers),
 //! `request` (paths, query strings, bodies), `summary` (`_summary`/`_elements`),
 //! `response_bundle` (searchset/history Bundles written as text) and `health`.
 
 mod bundle;
 mod capabilities;
+mod compartment;
 mod create;
 mod delete;
 mod error;
@@ -18,6 +19,7 @@ mod history;
 mod json_keys;
 mod listener;
 mod negotiation;
+mod operations;
 mod patch;
 mod read;
 mod request;
@@ -98,6 +100,8 @@ pub fn router(state: AppState) -> Router {
         .route("/fhir/{type}/_history", get(history::type_level))
         .route("/fhir/{type}/{id}", get(read::read).put(update::update).patch(patch::patch).delete(delete::delete))
         .route("/fhir/{type}/{id}/_history", get(history::instance))
+        .route("/fhir/Observation/$lastn", get(operations::lastn_get).post(operations::lastn_post))
+        .route("/fhir/{type}/{id}/{target}", get(compartment::search).post(compartment::post))
         .route("/fhir/{type}/{id}/_history/{vid}", get(vread::vread))
         .fallback(not_found)
         .layer(middleware::from_fn(negotiation::negotiate))

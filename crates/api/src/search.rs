@@ -16,6 +16,7 @@ use axum::body::Body;
 use axum::extract::{Path, RawQuery};
 use axum::response::Response;
 use domain::ErrorKind;
+use domain::service::SearchResult;
 use http::{HeaderMap, StatusCode};
 
 /// `GET [base]/[type]?params`.
@@ -84,14 +85,7 @@ async fn run(
     mut params: Vec<(String, String)>,
     headers: &HeaderMap,
 ) -> Result<Response, ApiError> {
-    params.retain(|(k, _)| !is_format_param(k));
-    let subsetting = Subsetting::take(&mut params)?;
-    if subsetting.is_count() {
-        // Only the total is wanted: ask for an exact count and no entries.
-        params.retain(|(k, _)| k != "_count" && k != "_total");
-        params.push(("_total".to_string(), "accurate".to_string()));
-        params.push(("_count".to_string(), "0".to_string()));
-    }
+    let subsetting = take_subsetting(&mut params)?;
     let handling = prefer(headers).handling;
     let result = state.service.search(resource_type.as_deref(), &params, handling).await?;
 
@@ -99,6 +93,32 @@ async fn run(
         Some(t) => format!("{}/{t}", state.base),
         None => state.base.clone(),
     };
+    searchset(&state.base, &path, &result, &subsetting)
+}
+
+/// Drops the format parameters and takes `_summary`/`_elements` out of `params`;
+/// `_summary=count` becomes an exact count of no entries. Shared by every search-like
+/// request (compartment search and the operations that answer a searchset).
+pub(crate) fn take_subsetting(params: &mut Vec<(String, String)>) -> Result<Subsetting, ApiError> {
+    params.retain(|(k, _)| !is_format_param(k));
+    let subsetting = Subsetting::take(params)?;
+    if subsetting.is_count() {
+        // Only the total is wanted: ask for an exact count and no entries.
+        params.retain(|(k, _)| k != "_count" && k != "_total");
+        params.push(("_total".to_string(), "accurate".to_string()));
+        params.push(("_count".to_string(), "0".to_string()));
+    }
+    Ok(subsetting)
+}
+
+/// The searchset Bundle of `result`, with paging links to `path` (the request's URL
+/// without its query) and entries' fullUrls under `base`.
+pub(crate) fn searchset(
+    base: &str,
+    path: &str,
+    result: &SearchResult,
+    subsetting: &Subsetting,
+) -> Result<Response, ApiError> {
     let mut link_params: Vec<(String, String)> =
         result.applied.iter().filter(|(k, _)| k != "_count" && k != "_offset").cloned().collect();
     link_params.extend(subsetting.given().iter().cloned());
@@ -133,7 +153,7 @@ async fn run(
     if !subsetting.is_count() {
         for stored in &page.items {
             let Some(text) = stored.body.as_deref() else { continue };
-            let full_url = format!("{}/{}/{}", state.base, stored.resource_type, stored.id);
+            let full_url = format!("{base}/{}/{}", stored.resource_type, stored.id);
             if subsetting.is_full() {
                 bundle.match_entry(&full_url, text);
             } else {

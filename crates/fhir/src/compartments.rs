@@ -43,6 +43,18 @@ pub fn compartment_types() -> impl Iterator<Item = &'static str> {
     table().into_iter().flat_map(|t| t.keys().map(String::as_str))
 }
 
+/// The canonical URL of the base CompartmentDefinition of a compartment type
+/// (`http://hl7.org/fhir/CompartmentDefinition/relatedPerson`), as a CapabilityStatement
+/// names it in `rest.compartment`.
+pub fn definition_url(compartment: &str) -> Option<String> {
+    if !is_compartment(compartment) {
+        return None;
+    }
+    let mut chars = compartment.chars();
+    let first = chars.next()?.to_ascii_lowercase();
+    Some(format!("http://hl7.org/fhir/CompartmentDefinition/{first}{}", chars.as_str()))
+}
+
 /// The search parameter codes that put a `resource_type` resource in a `compartment`
 /// compartment: the resource is in the compartment of owner `X` when any of them
 /// references `X` ([`OWNER`] means the resource is `X` itself). `None` when the
@@ -77,5 +89,10 @@ mod tests {
         assert!(resource_types("Patient").any(|t| t == "Condition"));
         assert_eq!(resource_types("Nope").count(), 0);
         assert!(is_compartment("RelatedPerson") && !is_compartment("Observation"));
+        assert_eq!(
+            definition_url("RelatedPerson").as_deref(),
+            Some("http://hl7.org/fhir/CompartmentDefinition/relatedPerson")
+        );
+        assert_eq!(definition_url("Observation"), None);
     }
 }

@@ -62,7 +62,8 @@ impl Service {
     /// compartment, as one list paged by `_count`/`_offset` (patient-operation-everything.html).
     ///
     /// Parameters (strict unless `handling` is lenient): `start`, `end` (care dates),
-    /// `_since` (meta.lastUpdated), `_type` (comma list, repeatable), `_count`, `_offset`.
+    /// `_since` (meta.lastUpdated), `_type` (comma list, repeatable), `_count`, `_offset`,
+    /// and `_total` (accepted; the total is always given).
     ///
     /// - Order, stable across pages: the Patient first, then by resource type, then id.
     /// - `start`/`end` (care dates, either may be left open) keep a resource whose type has
@@ -340,6 +341,13 @@ impl EverythingArgs {
                     let n: usize = value.trim().parse().map_err(|_| bad(name, "_count must be a non-negative integer"))?;
                     args.count = n.min(max_page);
                     continue;
+                }
+                // Every page is counted; `_total` (which `_summary=count` sets) is accepted
+                // for uniformity with search.
+                "_total" => {
+                    if !matches!(value.as_str(), "none" | "estimate" | "accurate") {
+                        return Err(bad(name, "_total must be none, estimate or accurate"));
+                    }
                 }
                 "_offset" => {
                     args.offset = value.trim().parse().map_err(|_| bad(name, "_offset must be a non-negative integer"))?;
