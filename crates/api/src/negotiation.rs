@@ -189,7 +189,21 @@ pub(crate) enum Return {
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct Prefer {
     pub(crate) r#return: Return,
+    /// Whether the client stated `return=` at all: batch and transaction
+    /// entries default to minimal, single writes to the representation.
+    pub(crate) return_stated: bool,
     pub(crate) handling: Handling,
+}
+
+impl Return {
+    /// The same preference in the Service's terms.
+    pub(crate) fn to_domain(self) -> domain::service::Return {
+        match self {
+            Return::Minimal => domain::service::Return::Minimal,
+            Return::Representation => domain::service::Return::Representation,
+            Return::OperationOutcome => domain::service::Return::OperationOutcome,
+        }
+    }
 }
 
 /// Parses every `Prefer` header. Unknown preferences are ignored, as RFC 7240 asks.
@@ -202,12 +216,18 @@ pub(crate) fn prefer(headers: &HeaderMap) -> Prefer {
             let (name, value) = token.split_once('=').unwrap_or((token, ""));
             let value = value.trim().trim_matches('"');
             match name.trim().to_ascii_lowercase().as_str() {
-                "return" => match value.to_ascii_lowercase().as_str() {
-                    "minimal" => prefer.r#return = Return::Minimal,
-                    "representation" => prefer.r#return = Return::Representation,
-                    "operationoutcome" => prefer.r#return = Return::OperationOutcome,
-                    _ => {}
-                },
+                "return" => {
+                    let stated = match value.to_ascii_lowercase().as_str() {
+                        "minimal" => Some(Return::Minimal),
+                        "representation" => Some(Return::Representation),
+                        "operationoutcome" => Some(Return::OperationOutcome),
+                        _ => None,
+                    };
+                    if let Some(r#return) = stated {
+                        prefer.r#return = r#return;
+                        prefer.return_stated = true;
+                    }
+                }
                 "handling" => match value.to_ascii_lowercase().as_str() {
                     "strict" => prefer.handling = Handling::Strict,
                     "lenient" => prefer.handling = Handling::Lenient,
@@ -325,8 +345,12 @@ mod tests {
         let p = prefer(&headers(&[("prefer", "return=minimal, handling=lenient")]));
         assert_eq!(p.r#return, Return::Minimal);
         assert_eq!(p.handling, Handling::Lenient);
+        assert!(p.return_stated);
         let p = prefer(&headers(&[("prefer", "return=OperationOutcome")]));
         assert_eq!(p.r#return, Return::OperationOutcome);
+        assert!(p.return_stated);
+        assert!(!prefer(&headers(&[("prefer", "handling=strict")])).return_stated);
+        assert!(!prefer(&headers(&[("prefer", "return=everything")])).return_stated);
         let p = prefer(&headers(&[("prefer", "respond-async")]));
         assert_eq!(p.r#return, Return::Representation);
         assert_eq!(p.handling, Handling::Strict);
