@@ -302,7 +302,7 @@ impl Server {
         let app = api::router(state);
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {
-            axum::serve(listener, app)
+            axum::serve(api::FhirListener::new(listener), app)
                 .with_graceful_shutdown(async {
                     let _ = stopped.await;
                 })
@@ -575,7 +575,7 @@ fn note_error(notes: &mut Vec<String>, phase: &str, description: &str) {
 
 /// (b) NDJSON of a second cohort, written by the generator, loaded through
 /// the import code path (the Service directly, as `hearth import` does).
-async fn import_ndjson(service: &domain::Service, dir: &Path, opts: &BenchOptions, loaded: &mut Loaded) -> anyhow::Result<Row> {
+async fn import_ndjson(service: &Arc<domain::Service>, dir: &Path, opts: &BenchOptions, loaded: &mut Loaded) -> anyhow::Result<Row> {
     let synth_options = synth::SynthOptions { seed: opts.seed.wrapping_add(1), patients: opts.patients };
     let counts = synth::write_ndjson(dir, &synth_options).with_context(|| format!("writing NDJSON to {}", dir.display()))?;
     let options = import::ImportOptions { batch_size: 1000, progress: false };

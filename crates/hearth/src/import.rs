@@ -10,7 +10,9 @@ use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::io::BufRead as _;
+use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 #[derive(Debug, Clone)]
 pub struct ImportOptions {
@@ -75,7 +77,7 @@ impl ImportSummary {
 }
 
 /// Imports every `.json` and `.ndjson` file under `paths`.
-pub async fn import_paths(service: &Service, paths: &[PathBuf], options: &ImportOptions) -> anyhow::Result<ImportSummary> {
+pub async fn import_paths(service: &Arc<Service>, paths: &[PathBuf], options: &ImportOptions) -> anyhow::Result<ImportSummary> {
     let started = std::time::Instant::now();
     let mut files = Vec::new();
     for path in paths {
@@ -128,8 +130,16 @@ fn collect_files(path: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Batches in flight: while one is parsed, validated and written, the next is
+/// read. More than one concurrent batch was measured slower (their commits are
+/// grouped by the SQLite writer, each in its own savepoint): see docs/benchmarks.md.
+const IN_FLIGHT: usize = 1;
+
+/// What became of one NDJSON line: its resource type, or where and why not.
+type LineOutcome = (usize, Result<String, Rejection>);
+
 async fn import_ndjson(
-    service: &Service,
+    service: &Arc<Service>,
     file: &Path,
     options: &ImportOptions,
     summary: &mut ImportSummary,
@@ -137,7 +147,8 @@ async fn import_ndjson(
 ) -> anyhow::Result<()> {
     let name = file.display().to_string();
     let mut reader = std::io::BufReader::new(std::fs::File::open(file).with_context(|| format!("opening {name}"))?);
-    let mut batch: Vec<(usize, Value)> = Vec::with_capacity(options.batch_size);
+    let mut batch: Vec<(usize, String)> = Vec::with_capacity(options.batch_size);
+    let mut in_flight: VecDeque<tokio::task::JoinHandle<Vec<LineOutcome>>> = VecDeque::new();
     let mut bytes = Vec::new();
     let mut line_no = 0usize;
     loop {
@@ -149,34 +160,75 @@ async fn import_ndjson(
         line_no += 1;
         bar.inc(read as u64);
         // A line that is not UTF-8 is rejected alone; the rest of the file loads.
-        let line = match std::str::from_utf8(&bytes) {
-            Ok(text) => text,
-            Err(e) => {
-                summary.rejected.push(Rejection {
-                    location: format!("{name}:{line_no}"),
-                    resource_type: "?".into(),
-                    reason: format!("not valid UTF-8 at byte {} of the line", e.valid_up_to() + 1),
-                });
-                continue;
-            }
-        };
-        if line.trim().is_empty() {
-            continue;
-        }
-        match serde_json::from_str::<Value>(line) {
-            Ok(value) => batch.push((line_no, value)),
+        match std::str::from_utf8(&bytes) {
+            Ok(text) if text.trim().is_empty() => {}
+            Ok(text) => batch.push((line_no, text.to_string())),
             Err(e) => summary.rejected.push(Rejection {
                 location: format!("{name}:{line_no}"),
                 resource_type: "?".into(),
-                reason: format!("invalid JSON at column {}: {}", e.column(), e.classify_reason()),
+                reason: format!("not valid UTF-8 at byte {} of the line", e.valid_up_to() + 1),
             }),
         }
         if batch.len() >= options.batch_size {
-            load_batch(service, &name, std::mem::take(&mut batch), summary, |line| format!(":{line}")).await;
+            if in_flight.len() >= IN_FLIGHT {
+                if let Some(done) = in_flight.pop_front() {
+                    record(summary, done.await?);
+                }
+            }
+            let lines = std::mem::take(&mut batch);
+            in_flight.push_back(tokio::spawn(load_lines(Arc::clone(service), name.clone(), lines)));
         }
     }
-    load_batch(service, &name, batch, summary, |line| format!(":{line}")).await;
+    if !batch.is_empty() {
+        in_flight.push_back(tokio::spawn(load_lines(Arc::clone(service), name.clone(), batch)));
+    }
+    while let Some(done) = in_flight.pop_front() {
+        record(summary, done.await?);
+    }
     Ok(())
+}
+
+fn record(summary: &mut ImportSummary, outcomes: Vec<LineOutcome>) {
+    for (_, outcome) in outcomes {
+        match outcome {
+            Ok(resource_type) => summary.count(&resource_type),
+            Err(rejection) => summary.rejected.push(rejection),
+        }
+    }
+}
+
+/// Parses and loads one batch of NDJSON lines.
+async fn load_lines(service: Arc<Service>, name: String, lines: Vec<(usize, String)>) -> Vec<LineOutcome> {
+    let mut outcomes: Vec<LineOutcome> = Vec::with_capacity(lines.len());
+    let mut parsed: Vec<(usize, String, Value)> = Vec::with_capacity(lines.len());
+    for (line_no, text) in lines {
+        match serde_json::from_str::<Value>(&text) {
+            Ok(value) => {
+                let rt = value.get("resourceType").and_then(Value::as_str).unwrap_or("?").to_string();
+                parsed.push((line_no, rt, value));
+            }
+            Err(e) => outcomes.push((
+                line_no,
+                Err(Rejection {
+                    location: format!("{name}:{line_no}"),
+                    resource_type: "?".into(),
+                    reason: format!("invalid JSON at column {}: {}", e.column(), e.classify_reason()),
+                }),
+            )),
+        }
+    }
+    let (meta, resources): (Vec<(usize, String)>, Vec<Value>) =
+        parsed.into_iter().map(|(line_no, rt, value)| ((line_no, rt), value)).unzip();
+    let results = service.load(resources).await;
+    for ((line_no, rt), result) in meta.into_iter().zip(results) {
+        let outcome = match result {
+            Ok(stored) => Ok(stored.resource_type),
+            Err(e) => Err(Rejection { location: format!("{name}:{line_no}"), resource_type: rt, reason: describe(&e) }),
+        };
+        outcomes.push((line_no, outcome));
+    }
+    outcomes.sort_by_key(|(line_no, _)| *line_no);
+    outcomes
 }
 
 trait ClassifyReason {

@@ -27,7 +27,7 @@ pub async fn serve(config: Config, with_demo: bool) -> anyhow::Result<()> {
     let app = api::router(state);
     tracing::info!(listen = %bound, backend = service.store().backend(), startup_ms = started.elapsed().as_millis() as u64, "hearth is ready");
     eprintln!("hearth: serving FHIR R4 at {base_url} (storage: {})", service.store().backend());
-    axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;
+    axum::serve(api::FhirListener::new(listener), app).with_graceful_shutdown(shutdown_signal()).await?;
     eprintln!("hearth: stopped");
     Ok(())
 }

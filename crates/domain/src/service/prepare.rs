@@ -13,8 +13,12 @@ pub fn is_valid_id(id: &str) -> bool {
 }
 
 /// Checks the resource type named in a URL or bundle request.
+/// `Parameters` is a resource type without a REST endpoint in R4
+/// (<http://hl7.org/fhir/R4/parameters.html>): it is never stored.
 pub fn check_type(resource_type: &str) -> Result<(), Error> {
-    if fhir::definitions::is_resource_type(resource_type) {
+    if resource_type == "Parameters" {
+        Err(Error::new(ErrorKind::NotFound, "Parameters resources have no REST endpoint and are not stored"))
+    } else if fhir::definitions::is_resource_type(resource_type) {
         Ok(())
     } else {
         Err(Error::new(ErrorKind::NotFound, format!("unknown resource type '{}'", short(resource_type))))

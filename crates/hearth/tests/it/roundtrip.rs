@@ -71,7 +71,7 @@ async fn serve(store: Arc<dyn domain::Store>) -> (String, tokio::task::JoinHandl
     };
     let app = api::router(state);
     let handle = tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
+        let _ = axum::serve(api::FhirListener::new(listener), app).await;
     });
     (base_url, handle)
 }
@@ -84,6 +84,10 @@ async fn round_trip_all(store: Arc<dyn domain::Store>) {
     let mut failures = Vec::new();
     for (name, example) in &examples {
         let rt = example["resourceType"].as_str().expect("resourceType");
+        if rt == "Parameters" {
+            // Parameters has no REST endpoint in R4: it is refused, never stored.
+            continue;
+        }
         let url = match example.get("id").and_then(Value::as_str) {
             Some(id) => format!("{base}/{rt}/{id}"),
             None => format!("{base}/{rt}"),
