@@ -16,6 +16,9 @@ use fhir::search::query::{Condition, Filter, Match, Prefix, SearchQuery, SortKey
 use serde::Deserialize;
 use std::collections::HashMap;
 
+/// Store searches one `$everything` request keeps in flight: enough to hide round trips,
+/// few enough to leave the connection pool to other requests.
+const CONCURRENT_SEARCHES: usize = 8;
 /// Resources read per store call while `$lastn` walks a patient's observations.
 const LASTN_BATCH: usize = 1000;
 /// Most observations `$lastn` examines for one request: it must see every match to
@@ -76,8 +79,9 @@ impl Service {
     /// - Without `_count` a page holds the largest page size: the spec prefers the whole
     ///   record in one Bundle unless the client asks for pages.
     ///
-    /// One store search per compartment type (counting its matches, and reading the
-    /// page's slice of them), so a page costs the same whatever its offset.
+    /// Cost: one counting search per resource type of the compartment (run concurrently),
+    /// then one search for each type the page's window covers, so a page costs about the
+    /// same whatever its offset.
     ///
     /// Errors: 404 for an unknown patient, 410 for a deleted one, 400 for parameters.
     pub async fn patient_everything(
@@ -104,37 +108,39 @@ impl Service {
                 remaining -= 1;
             }
         }
-        for resource_type in compartments::resource_types("Patient").filter(|t| args.wants(t)) {
-            let Some(link) = compartment_filter("Patient", id, resource_type) else { continue };
-            let mut filters = vec![link];
-            if let Some(since) = args.since {
-                filters.push(one(Condition {
-                    param: "_lastUpdated".into(),
-                    matcher: Match::LastUpdated { prefix: Prefix::Ge, low: since, high: since },
-                }));
-            }
-            if let Some((low, high)) = args.care_range()
-                && has_date_param(resource_type)
-            {
-                // `ap` is overlap in every store: the resource's date range meets [start, end].
-                filters.push(one(Condition { param: "date".into(), matcher: Match::Date { prefix: Prefix::Ap, low, high } }));
-            }
-            let query = SearchQuery {
-                resource_type: Some(resource_type.to_string()),
-                filters,
-                sort: vec![SortKey { param: "_id".into(), descending: false }],
-                count: remaining,
-                offset: if remaining > 0 { skip } else { 0 },
-                total: TotalMode::Accurate,
-            };
-            let page = self.store.search(&query).await?;
-            let matches = page.total.ok_or_else(|| Error::new(ErrorKind::Internal, "the store did not count matches"))?;
+        // Phase 1: count the matches of every type of the compartment, concurrently.
+        let queries: Vec<SearchQuery> = compartments::resource_types("Patient")
+            .filter(|t| args.wants(t))
+            .filter_map(|t| everything_query(id, t, &args))
+            .collect();
+        let counts = self.search_many(queries.clone()).await?;
+        // Phase 2: read the slice of each type that falls in the page's window.
+        let mut slices = Vec::new();
+        for (mut query, counted) in queries.into_iter().zip(counts) {
+            let matches = counted.total.ok_or_else(|| Error::new(ErrorKind::Internal, "the store did not count matches"))?;
             total += matches;
-            // Positions before this type's matches are consumed; the rest of the skip
-            // carries over to the next type.
-            skip = skip.saturating_sub(usize::try_from(matches).unwrap_or(usize::MAX));
-            remaining = remaining.saturating_sub(page.items.len());
-            items.extend(page.items);
+            let matches = usize::try_from(matches).unwrap_or(usize::MAX);
+            if remaining == 0 {
+                continue;
+            }
+            if skip >= matches {
+                // The whole type lies before the window.
+                skip -= matches;
+                continue;
+            }
+            let take = (matches - skip).min(remaining);
+            query.offset = skip;
+            query.count = take;
+            query.total = TotalMode::None;
+            slices.push(query);
+            skip = 0;
+            remaining -= take;
+        }
+        let count = args.count;
+        for page in self.search_many(slices).await? {
+            // A write between the phases may have added matches: the page stays in size.
+            let room = count.saturating_sub(items.len());
+            items.extend(page.items.into_iter().take(room));
         }
         tracing::debug!(entries = items.len(), total, offset = args.offset, "patient $everything page");
         Ok(SearchResult { page: Page { items, total: Some(total) }, applied: args.applied, count: args.count, offset: args.offset })
@@ -223,6 +229,37 @@ impl Service {
         Ok(SearchResult { page: Page { items, total: Some(total) }, applied: search.applied, count, offset })
     }
 
+    /// Runs `queries` against the store, up to [`CONCURRENT_SEARCHES`] at a time, and
+    /// returns their pages in the order of the queries. Concurrency matters for backends
+    /// where each search costs a round trip: `$everything` asks one per resource type.
+    /// Outside a Tokio runtime (nothing to spawn on) the searches run one after another.
+    async fn search_many(&self, queries: Vec<SearchQuery>) -> Result<Vec<Page<StoredResource>>, Error> {
+        if queries.len() < 2 || tokio::runtime::Handle::try_current().is_err() {
+            let mut pages = Vec::with_capacity(queries.len());
+            for query in &queries {
+                pages.push(self.store.search(query).await?);
+            }
+            return Ok(pages);
+        }
+        let mut pages: Vec<Option<Page<StoredResource>>> = vec![None; queries.len()];
+        // Dropping the set (on an error, or when the request is abandoned) aborts the rest.
+        let mut running = tokio::task::JoinSet::new();
+        let mut pending = queries.into_iter().enumerate();
+        loop {
+            while running.len() < CONCURRENT_SEARCHES {
+                let Some((index, query)) = pending.next() else { break };
+                let store = self.store.clone();
+                running.spawn(async move { (index, store.search(&query).await) });
+            }
+            let Some(joined) = running.join_next().await else { break };
+            let (index, page) = joined.map_err(|_| Error::new(ErrorKind::Internal, "a store search task failed"))?;
+            if let Some(slot) = pages.get_mut(index) {
+                *slot = Some(page?);
+            }
+        }
+        pages.into_iter().map(|p| p.ok_or_else(|| Error::new(ErrorKind::Internal, "a store search went missing"))).collect()
+    }
+
     /// Parses search parameters of `resource_type` as [`Service::search`] does (size
     /// limits, `_offset` as Hearth's paging parameter, `_count` capped at the largest
     /// page size), with `default_count` as the page size when none is asked for.
@@ -280,6 +317,33 @@ fn compartment_filter(compartment: &str, id: &str, resource_type: &str) -> Optio
         })
         .collect();
     Some(Filter { any_of })
+}
+
+/// The search of `$everything` for one resource type (`None` when the type is not in the
+/// Patient compartment): in `id`'s compartment, with the `_since` and care-date filters,
+/// sorted by id, counting only (phase 2 sets the window).
+fn everything_query(id: &str, resource_type: &str, args: &EverythingArgs) -> Option<SearchQuery> {
+    let mut filters = vec![compartment_filter("Patient", id, resource_type)?];
+    if let Some(since) = args.since {
+        filters.push(one(Condition {
+            param: "_lastUpdated".into(),
+            matcher: Match::LastUpdated { prefix: Prefix::Ge, low: since, high: since },
+        }));
+    }
+    if let Some((low, high)) = args.care_range()
+        && has_date_param(resource_type)
+    {
+        // `ap` is overlap in every store: the resource's date range meets [start, end].
+        filters.push(one(Condition { param: "date".into(), matcher: Match::Date { prefix: Prefix::Ap, low, high } }));
+    }
+    Some(SearchQuery {
+        resource_type: Some(resource_type.to_string()),
+        filters,
+        sort: vec![SortKey { param: "_id".into(), descending: false }],
+        count: 0,
+        offset: 0,
+        total: TotalMode::Accurate,
+    })
 }
 
 fn one(condition: Condition) -> Filter {

@@ -305,3 +305,15 @@ async fn lastn_errors() {
     let none = svc.observation_lastn(&pairs(&[("patient", "nobody")]), Handling::Strict).await.unwrap();
     assert!(none.page.items.is_empty());
 }
+
+/// The per-type searches of `$everything` run concurrently on a multi-threaded runtime;
+/// the page keeps the same order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn everything_order_holds_under_parallel_searches() {
+    let svc = service();
+    record(&svc).await;
+    for _ in 0..20 {
+        let page = svc.patient_everything("p1", &pairs(&[("_count", "5"), ("_offset", "2")]), Handling::Strict).await.unwrap();
+        assert_eq!(refs(&page), ["Encounter/e1", "Goal/g1", "Observation/o1", "Observation/o2", "Observation/o3"]);
+    }
+}
