@@ -233,8 +233,19 @@ async fn lastn_returns_the_newest_per_code(s: Server) {
     expect_outcome(s.get("Observation/$lastn?code=glucose").await, 400).await;
     expect_outcome(s.get("Observation/$lastn?patient=p1&max=0").await, 400).await;
     expect_outcome(s.get("Observation/$lastn?patient=p1&_sort=date").await, 400).await;
-    // Reads of Observations are untouched by the operation's route.
+    // The other Observation endpoints are untouched by the operation's route.
     assert_eq!(s.get("Observation/o1").await.status(), 200);
+    assert_eq!(s.get("Observation/o1/_history").await.status(), 200);
+    assert_eq!(s.get("Observation/_history").await.status(), 200);
+    assert_eq!(s.get("Observation?code=pulse").await.status(), 200);
+    let posted = s
+        .request(Method::POST, "Observation/_search")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("code=pulse")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(entries(&s, &fhir_body(posted).await).len(), 2);
 }
 
 #[tokio::test]
