@@ -112,6 +112,21 @@ impl Store for MemoryStore {
             }
             next_versions.insert(key, write.version_id);
         }
+        let reindex: Vec<((String, String), Vec<IndexEntry>)> = commit
+            .reindex
+            .into_iter()
+            .map(|r| ((r.resource_type, r.id), r.version_id, r.index))
+            .filter(|(key, version, _)| {
+                let current = next_versions.get(key).copied().or_else(|| {
+                    inner.versions.get(key).and_then(|v| v.last()).filter(|r| !r.is_deleted()).map(|r| r.version_id)
+                });
+                current == Some(*version) && !next_versions.contains_key(key)
+            })
+            .map(|(key, _, index)| (key, index))
+            .collect();
+        for (key, index) in reindex {
+            inner.index.insert(key, index);
+        }
         for write in commit.writes {
             let key = (write.resource_type.clone(), write.id.clone());
             inner.log.push((write.resource_type.clone(), write.id.clone(), write.version_id));

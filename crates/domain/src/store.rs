@@ -92,11 +92,31 @@ pub enum Check {
     Matches { query: SearchQuery, ids: Vec<String> },
 }
 
+/// New index rows for a resource's current version, written without making
+/// a new version (`$reindex`, after the search parameters changed). Applied
+/// only while the resource is still at `version_id` and not deleted;
+/// otherwise skipped, since a newer version was indexed when it was written.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reindex {
+    pub resource_type: String,
+    pub id: String,
+    pub version_id: u64,
+    pub index: Vec<IndexEntry>,
+}
+
 /// An atomic unit of work.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Commit {
     pub checks: Vec<Check>,
     pub writes: Vec<Write>,
+    pub reindex: Vec<Reindex>,
+}
+
+impl Commit {
+    /// Every index entry the commit writes (of new versions and reindexed ones).
+    pub fn index_entries(&self) -> impl Iterator<Item = &IndexEntry> {
+        self.writes.iter().flat_map(|w| &w.index).chain(self.reindex.iter().flat_map(|r| &r.index))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -54,7 +54,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             tokio::spawn(async move {
                 for n in 0..single_commits / CLIENTS {
                     let id = format!("single-{client}-{n}");
-                    let commit = Commit { checks: vec![], writes: vec![observation(&id, "pat-x", &clock)] };
+                    let commit = Commit { checks: vec![], writes: vec![observation(&id, "pat-x", &clock)], ..Commit::default() };
                     store.commit(commit).await.map_err(|e| e.to_string())?;
                 }
                 Ok::<(), String>(())
@@ -79,7 +79,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         for n in 1..BUNDLE_SIZE {
             writes.push(observation(&format!("obs-{b}-{n}"), &patient, &clock));
         }
-        store.commit(Commit { checks: vec![], writes }).await?;
+        store.commit(Commit { checks: vec![], writes, ..Commit::default() }).await?;
     }
     let elapsed = started.elapsed();
     let resources = bundles * BUNDLE_SIZE;

@@ -22,7 +22,7 @@ use crate::{ResourceRow, method_code};
 use async_trait::async_trait;
 use bytes::BytesMut;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
-use domain::store::{Check, Commit, HistoryQuery, HistoryScope, Page, StoreError, StoredResource, Write};
+use domain::store::{Check, Commit, HistoryQuery, HistoryScope, Page, Reindex, StoreError, StoredResource, Write};
 use fhir::instant::Instant;
 use fhir::search::query::{SearchQuery, TotalMode};
 use fhir::search::{IndexEntry, IndexValue};
@@ -136,8 +136,8 @@ impl PostgresStore {
     /// Interns every parameter code and system of `commit`, each in its own
     /// short autocommit statement, before the commit's transaction starts.
     async fn intern(&self, client: &deadpool_postgres::Client, commit: &Commit) -> Result<(), StoreError> {
-        for write in &commit.writes {
-            for entry in &write.index {
+        {
+            for entry in commit.index_entries() {
                 let kind = Kind::of(&entry.value);
                 let known = self.params.read()[kind_slot(kind)].contains_key(&entry.param);
                 if !known {
@@ -227,6 +227,14 @@ impl PostgresStore {
                 None => index.push((rid, entries)),
             }
         }
+        for reindex in &commit.reindex {
+            if let Some(rid) = reindexed_rid(&tx, reindex).await? {
+                if !index.iter().any(|(r, _)| *r == rid) {
+                    replaced.push(rid);
+                    index.push((rid, &reindex.index));
+                }
+            }
+        }
         if !replaced.is_empty() {
             for kind in Kind::ALL {
                 let statement = format!("DELETE FROM {} WHERE rid = ANY($1)", kind.table());
@@ -244,6 +252,9 @@ impl PostgresStore {
         let mut locks: Vec<(i64, bool)> = vec![(self.lock_key(LOCK_ALL, ""), false)];
         for write in &commit.writes {
             locks.push((self.lock_key(LOCK_TYPE, &write.resource_type), false));
+        }
+        for reindex in &commit.reindex {
+            locks.push((self.lock_key(LOCK_TYPE, &reindex.resource_type), false));
         }
         for check in &commit.checks {
             match check {
@@ -484,6 +495,18 @@ async fn intern_row(
     }
     // Someone else interned it first; it is committed (the insert waited).
     Ok(client.query_one(select, &params).await.map_err(pg_error)?.get(0))
+}
+
+/// The key of a resource still at the version a [`Reindex`] was made from
+/// (locked until commit), or `None` when it has moved on or was deleted.
+async fn reindexed_rid(tx: &deadpool_postgres::Transaction<'_>, reindex: &Reindex) -> Result<Option<i64>, StoreError> {
+    let version = i64::try_from(reindex.version_id).map_err(|_| StoreError::Conflict("version number out of range".into()))?;
+    let select = tx
+        .prepare_cached("SELECT rid FROM resource WHERE type = $1 AND id = $2 AND version = $3 AND deleted = 0 FOR UPDATE")
+        .await
+        .map_err(pg_error)?;
+    let row = tx.query_opt(&select, &[&reindex.resource_type, &reindex.id, &version]).await.map_err(pg_error)?;
+    Ok(row.map(|r| r.get(0)))
 }
 
 /// Writes one version row (and the resource row), checking that it is the

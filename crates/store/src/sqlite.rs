@@ -19,7 +19,7 @@ use crate::sql::{self, Dialect, Kind, SortKinds, Sql, SqlValue};
 use crate::{ResourceRow, method_code};
 use async_trait::async_trait;
 use domain::store::{
-    Check, Commit, HistoryQuery, HistoryScope, Page, StoreError, StoredResource, Write,
+    Check, Commit, HistoryQuery, HistoryScope, Page, Reindex, StoreError, StoredResource, Write,
 };
 use fhir::instant::Instant;
 use fhir::search::query::{SearchQuery, TotalMode};
@@ -390,15 +390,33 @@ impl Writer {
         for write in &commit.writes {
             self.write(write)?;
         }
+        for reindex in &commit.reindex {
+            self.reindex(reindex)?;
+        }
         Ok(())
+    }
+
+    /// Replaces the index rows of a resource still at the version reindexed.
+    fn reindex(&mut self, reindex: &Reindex) -> Result<(), StoreError> {
+        let version = to_i64(reindex.version_id)?;
+        let rid: Option<i64> = self
+            .conn
+            .prepare_cached("SELECT rid FROM resource WHERE type = ?1 AND id = ?2 AND version = ?3 AND deleted = 0")
+            .and_then(|mut s| s.query_row(params![reindex.resource_type, reindex.id, version], |r| r.get(0)).optional())
+            .map_err(db_error)?;
+        let Some(rid) = rid else { return Ok(()) };
+        for kind in Kind::ALL {
+            self.conn.prepare_cached(DELETE_INDEX[kind_slot(kind)]).and_then(|mut s| s.execute([rid])).map_err(db_error)?;
+        }
+        self.insert_index(rid, &reindex.index)
     }
 
     /// Makes sure every parameter code and system of the commit has an
     /// interned id. Runs outside the commit's savepoint so that the cache
     /// never holds an id a savepoint rollback removed.
     fn intern(&mut self, commit: &Commit) -> Result<(), StoreError> {
-        for write in &commit.writes {
-            for entry in &write.index {
+        {
+            for entry in commit.index_entries() {
                 let kind = Kind::of(&entry.value);
                 if !self.params[kind_slot(kind)].contains_key(&entry.param) {
                     let pid = intern_row(

@@ -78,7 +78,7 @@ async fn advertised_search_parameters_are_all_evaluated() {
             let params = [(name.to_string(), sample.to_string())];
             // A sample that does not suit one parameter (an invalid `_id`)
             // is fine; a refusal as not supported is not.
-            if let Err(issues) = fhir::search::query::parse(Some(resource_type), &params, false) {
+            if let Err(issues) = fhir::search::query::parse(&fhir::search::Registry::core(), Some(resource_type), &params, false) {
                 let refused = issues.iter().any(|i| i.code == fhir::IssueType::NotSupported);
                 assert!(!refused, "{resource_type}?{name}={sample} is advertised but refused: {issues:?}");
             }

@@ -13,6 +13,7 @@ use crate::store::{
     Check, Commit, HistoryQuery, HistoryScope, Method, Page, Store, StoreError, StoredResource, Write,
 };
 use fhir::instant::Instant;
+use fhir::search::Registry;
 use fhir::search::query::SearchQuery;
 use serde_json::Value;
 use std::sync::Arc;
@@ -128,6 +129,8 @@ pub struct Service {
     clock: Arc<dyn Clock>,
     ids: Arc<dyn IdSource>,
     config: ServiceConfig,
+    /// The search parameters in force; replaced whole by `$reindex`.
+    registry: std::sync::RwLock<Arc<Registry>>,
 }
 
 impl Service {
@@ -141,7 +144,22 @@ impl Service {
         ids: Arc<dyn IdSource>,
         config: ServiceConfig,
     ) -> Service {
-        Service { store, clock, ids, config }
+        Service { store, clock, ids, config, registry: std::sync::RwLock::new(Registry::core()) }
+    }
+
+    /// The search parameters in force (core and activated custom ones).
+    pub fn registry(&self) -> Arc<Registry> {
+        match self.registry.read() {
+            Ok(guard) => Arc::clone(&guard),
+            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+        }
+    }
+
+    pub(crate) fn set_registry(&self, registry: Arc<Registry>) {
+        match self.registry.write() {
+            Ok(mut guard) => *guard = registry,
+            Err(poisoned) => *poisoned.into_inner() = registry,
+        }
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
@@ -159,11 +177,11 @@ impl Service {
         prepare::validate(resource_type, &body, None)?;
         let Some(criteria) = if_none_exist else {
             let id = self.ids.new_id();
-            let write = prepare::stamp(resource_type, &id, 1, self.clock.now(), Method::Post, body);
+            let write = prepare::stamp(&self.registry(), resource_type, &id, 1, self.clock.now(), Method::Post, body);
             let stored = stored_of(&write);
             // A fresh UUID cannot collide; the store still refuses a version
             // that is not current+1, so no separate check is needed.
-            self.store.commit(Commit { checks: Vec::new(), writes: vec![write] }).await?;
+            self.store.commit(Commit { checks: Vec::new(), writes: vec![write], ..Commit::default() }).await?;
             return Ok(Created::Created(stored));
         };
         let query = self.criteria_query(resource_type, criteria)?;
@@ -172,10 +190,10 @@ impl Service {
             match matches.as_slice() {
                 [] => {
                     let id = self.ids.new_id();
-                    let write = prepare::stamp(resource_type, &id, 1, self.clock.now(), Method::Post, body.clone());
+                    let write = prepare::stamp(&self.registry(), resource_type, &id, 1, self.clock.now(), Method::Post, body.clone());
                     let stored = stored_of(&write);
                     let checks = vec![Check::Matches { query: query.clone(), ids: Vec::new() }];
-                    match self.store.commit(Commit { checks, writes: vec![write] }).await {
+                    match self.store.commit(Commit { checks, writes: vec![write], ..Commit::default() }).await {
                         Ok(()) => return Ok(Created::Created(stored)),
                         Err(StoreError::Conflict(_)) => continue,
                         Err(e) => return Err(e.into()),
@@ -285,12 +303,12 @@ impl Service {
             let created = current.as_ref().is_none_or(StoredResource::is_deleted);
             let version = current_version.unwrap_or(0) + 1;
             let Some(payload) = body.take() else { break };
-            let write = prepare::stamp(resource_type, id, version, self.clock.now(), Method::Put, payload.clone());
+            let write = prepare::stamp(&self.registry(), resource_type, id, version, self.clock.now(), Method::Put, payload.clone());
             body = Some(payload);
             let stored = stored_of(&write);
             let mut checks = extra_checks.clone();
             checks.push(Check::Version { resource_type: resource_type.into(), id: id.into(), expected: current_version });
-            match self.store.commit(Commit { checks, writes: vec![write] }).await {
+            match self.store.commit(Commit { checks, writes: vec![write], ..Commit::default() }).await {
                 Ok(()) => return Ok(Updated { resource: stored, created }),
                 Err(StoreError::Conflict(_)) if if_match.is_some() => {
                     return Err(Error::new(ErrorKind::PreconditionFailed, "the resource was changed concurrently"));
@@ -323,14 +341,14 @@ impl Service {
                 return Err(Error::new(ErrorKind::Invalid, "a patch may not change the resourceType or id"));
             }
             prepare::validate(resource_type, &patched, None)?;
-            let write = prepare::stamp(resource_type, id, current.version_id + 1, self.clock.now(), Method::Patch, patched);
+            let write = prepare::stamp(&self.registry(), resource_type, id, current.version_id + 1, self.clock.now(), Method::Patch, patched);
             let stored = stored_of(&write);
             let checks = vec![Check::Version {
                 resource_type: resource_type.into(),
                 id: id.into(),
                 expected: Some(current.version_id),
             }];
-            match self.store.commit(Commit { checks, writes: vec![write] }).await {
+            match self.store.commit(Commit { checks, writes: vec![write], ..Commit::default() }).await {
                 Ok(()) => return Ok(stored),
                 Err(StoreError::Conflict(_)) if if_match.is_some() => {
                     return Err(Error::new(ErrorKind::PreconditionFailed, "the resource was changed concurrently"));
@@ -371,7 +389,7 @@ impl Service {
                 id: id.into(),
                 expected: Some(current.version_id),
             }];
-            match self.store.commit(Commit { checks, writes: vec![write] }).await {
+            match self.store.commit(Commit { checks, writes: vec![write], ..Commit::default() }).await {
                 Ok(()) => return Ok(Some(version)),
                 Err(StoreError::Conflict(_)) => continue,
                 Err(e) => return Err(e.into()),
@@ -433,7 +451,7 @@ impl Service {
             }
         }
         check_search_size(&rest)?;
-        let parsed = fhir::search::query::parse(resource_type, &rest, handling == Handling::Lenient)
+        let parsed = fhir::search::query::parse(&self.registry(), resource_type, &rest, handling == Handling::Lenient)
             .map_err(|issues| Error::with_issues(ErrorKind::BadRequest, issues))?;
         let mut query = parsed.query;
         let count_given = rest.iter().any(|(k, _)| k == "_count");
@@ -458,7 +476,7 @@ impl Service {
             return Err(Error::new(ErrorKind::BadRequest, "conditional operation without criteria"));
         }
         check_search_size(&params)?;
-        let parsed = fhir::search::query::parse(Some(resource_type), &params, false)
+        let parsed = fhir::search::query::parse(&self.registry(), Some(resource_type), &params, false)
             .map_err(|issues| Error::with_issues(ErrorKind::BadRequest, issues))?;
         let mut query = parsed.query;
         // Two matches are enough to tell "one" from "several".
@@ -625,6 +643,7 @@ impl Service {
         results: &mut [Option<LoadResult>],
     ) -> Result<(), Error> {
         let now = self.clock.now();
+        let registry = self.registry();
         let mut commit = Commit::default();
         let mut seen: std::collections::HashMap<(String, String), u64> = std::collections::HashMap::new();
         let mut stored = Vec::with_capacity(pending.len());
@@ -640,7 +659,7 @@ impl Service {
             };
             let version = current.unwrap_or(0) + 1;
             seen.insert(key, version);
-            let write = prepare::stamp(rt, id, version, now, Method::Put, body.clone());
+            let write = prepare::stamp(&registry, rt, id, version, now, Method::Put, body.clone());
             stored.push((*index, stored_of(&write)));
             commit.writes.push(write);
         }

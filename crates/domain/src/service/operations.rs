@@ -282,7 +282,7 @@ impl Service {
             }
         }
         super::check_search_size(&rest)?;
-        let parsed = fhir::search::query::parse(Some(resource_type), &rest, handling == Handling::Lenient)
+        let parsed = fhir::search::query::parse(&self.registry(), Some(resource_type), &rest, handling == Handling::Lenient)
             .map_err(|issues| Error::with_issues(ErrorKind::BadRequest, issues))?;
         let mut query = parsed.query;
         let count_given = rest.iter().any(|(name, _)| name == "_count");

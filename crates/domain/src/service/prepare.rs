@@ -4,6 +4,7 @@
 use crate::error::{Error, ErrorKind};
 use crate::store::{Method, Write};
 use fhir::instant::Instant;
+use fhir::search::Registry;
 use serde_json::{Map, Value};
 use std::sync::Arc;
 
@@ -80,6 +81,7 @@ pub fn validate(resource_type: &str, body: &Value, location: Option<&str>) -> Re
 /// Sets `id`, `meta.versionId` and `meta.lastUpdated` (keeping the other meta
 /// elements), serialises, and extracts the search index.
 pub fn stamp(
+    registry: &Registry,
     resource_type: &str,
     id: &str,
     version_id: u64,
@@ -90,7 +92,7 @@ pub fn stamp(
     if let Some(obj) = body.as_object_mut() {
         set_id_and_meta(obj, id, version_id, last_updated);
     }
-    let index = fhir::search::extract(&body);
+    let index = registry.extract(&body);
     let text = body.to_string();
     Write {
         resource_type: resource_type.to_string(),
@@ -163,7 +165,7 @@ mod tests {
         let body: Value =
             serde_json::from_str(r#"{"resourceType":"Observation","meta":{"tag":[{"code":"t"}]},"valueQuantity":{"value":1.50}}"#)
                 .unwrap_or(Value::Null);
-        let write = stamp("Observation", "o1", 3, Instant(0), Method::Put, body);
+        let write = stamp(&Registry::core(), "Observation", "o1", 3, Instant(0), Method::Put, body);
         let text = write.body.as_deref().unwrap_or("");
         assert!(text.starts_with(r#"{"resourceType":"Observation","id":"o1","meta":{"tag""#), "{text}");
         assert!(text.contains(r#""versionId":"3""#));

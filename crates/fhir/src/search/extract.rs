@@ -66,8 +66,13 @@ static COMPILED: Lazy<Compiled> = Lazy::new(|| {
 /// Values of one parameter compared for duplicates, at most.
 const DEDUP_LIMIT: usize = 64;
 
-/// All index entries of `resource` for the search parameters of its type.
+/// All index entries of `resource` for the core search parameters of its
+/// type. Servers call [`super::Registry::extract`], which adds the custom ones.
 pub fn extract(resource: &Value) -> Vec<IndexEntry> {
+    extract_core(resource)
+}
+
+pub(super) fn extract_core(resource: &Value) -> Vec<IndexEntry> {
     let Some(resource_type) = resource.as_object().and_then(|m| field(m, "resourceType")).and_then(Value::as_str) else {
         return Vec::new();
     };
@@ -95,6 +100,13 @@ pub fn extract(resource: &Value) -> Vec<IndexEntry> {
         }
     }
     out
+}
+
+/// Index values of the items an expression yielded, for a parameter of `kind`.
+pub(super) fn index_values(kind: ParamType, items: &[Item<'_>], out: &mut Vec<IndexValue>) {
+    for item in items {
+        index_item(kind, item, out);
+    }
 }
 
 fn index_item(kind: ParamType, item: &Item<'_>, out: &mut Vec<IndexValue>) {

@@ -10,9 +10,11 @@ pub mod extract;
 pub mod params;
 pub mod query;
 pub mod ranges;
+pub mod registry;
 
 pub use extract::extract;
 pub use params::{ParamType, SearchParamDef, params_for, search_param};
+pub use registry::Registry;
 
 /// One value a resource is indexed under for one search parameter.
 #[derive(Debug, Clone, PartialEq)]

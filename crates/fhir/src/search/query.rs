@@ -109,7 +109,8 @@ pub enum TotalMode {
 
 use super::extract::is_id;
 use super::normalize_string;
-use super::params::{ParamType, SearchParamDef, search_param};
+use super::params::{ParamType, SearchParamDef};
+use super::registry::Registry;
 use super::ranges::{date_range, decimal_range};
 use crate::outcome::{Issue, IssueType};
 
@@ -144,14 +145,19 @@ pub struct Parsed {
 /// `lenient`, in which case the parameter is listed in `ignored` and left out
 /// (`Prefer: handling=lenient`, search.html#errors). `_format` and `_pretty`
 /// are ignored silently. Diagnostics never echo the searched values.
-pub fn parse(resource_type: Option<&str>, params: &[(String, String)], lenient: bool) -> Result<Parsed, Vec<Issue>> {
+pub fn parse(
+    registry: &Registry,
+    resource_type: Option<&str>,
+    params: &[(String, String)],
+    lenient: bool,
+) -> Result<Parsed, Vec<Issue>> {
     let mut parsed = Parsed {
         query: SearchQuery { resource_type: resource_type.map(str::to_string), count: DEFAULT_COUNT, ..SearchQuery::default() },
         ..Parsed::default()
     };
     let mut issues = Vec::new();
     for (name, value) in params {
-        match parse_one(resource_type, name, value, &mut parsed) {
+        match parse_one(registry, resource_type, name, value, &mut parsed) {
             Ok(Applied::Yes) => parsed.applied.push((name.clone(), value.clone())),
             Ok(Applied::Count(count)) => parsed.applied.push((name.clone(), count.to_string())),
             Ok(Applied::Silently) => {}
@@ -182,7 +188,13 @@ fn unsupported(message: impl Into<String>) -> Issue {
     Issue::error(IssueType::NotSupported, message)
 }
 
-fn parse_one(resource_type: Option<&str>, name: &str, value: &str, parsed: &mut Parsed) -> Result<Applied, Issue> {
+fn parse_one(
+    registry: &Registry,
+    resource_type: Option<&str>,
+    name: &str,
+    value: &str,
+    parsed: &mut Parsed,
+) -> Result<Applied, Issue> {
     let query = &mut parsed.query;
     match name {
         "_format" | "_pretty" => return Ok(Applied::Silently),
@@ -197,7 +209,7 @@ fn parse_one(resource_type: Option<&str>, name: &str, value: &str, parsed: &mut 
             return Ok(Applied::Yes);
         }
         "_sort" => {
-            query.sort = parse_sort(resource_type, value)?;
+            query.sort = parse_sort(registry, resource_type, value)?;
             return Ok(Applied::Yes);
         }
         "_total" => {
@@ -281,7 +293,7 @@ fn parse_one(resource_type: Option<&str>, name: &str, value: &str, parsed: &mut 
                 .collect::<Result<Vec<_>, Issue>>()?
         }
         _ => {
-            let def = lookup(resource_type, code)?;
+            let def = lookup(registry, resource_type, code)?;
             parse_param(def, modifier, value)?
         }
     };
@@ -289,8 +301,8 @@ fn parse_one(resource_type: Option<&str>, name: &str, value: &str, parsed: &mut 
     Ok(Applied::Yes)
 }
 
-fn lookup(resource_type: Option<&str>, code: &str) -> Result<&'static SearchParamDef, Issue> {
-    let found = search_param(resource_type.unwrap_or("Resource"), code);
+fn lookup<'r>(registry: &'r Registry, resource_type: Option<&str>, code: &str) -> Result<&'r SearchParamDef, Issue> {
+    let found = registry.param(resource_type.unwrap_or("Resource"), code);
     found.ok_or_else(|| match resource_type {
         Some(rt) => invalid(format!("unknown search parameter {code} for {rt}")),
         None => invalid(format!("unknown search parameter {code} for a search of all resource types")),
@@ -301,7 +313,7 @@ fn condition(param: &str, matcher: Match) -> Condition {
     Condition { param: param.to_string(), matcher }
 }
 
-fn parse_sort(resource_type: Option<&str>, value: &str) -> Result<Vec<SortKey>, Issue> {
+fn parse_sort(registry: &Registry, resource_type: Option<&str>, value: &str) -> Result<Vec<SortKey>, Issue> {
     let mut keys = Vec::new();
     for part in value.split(',').map(str::trim) {
         let (code, descending) = match part.strip_prefix('-') {
@@ -312,7 +324,7 @@ fn parse_sort(resource_type: Option<&str>, value: &str) -> Result<Vec<SortKey>, 
             return Err(invalid("_sort has an empty entry"));
         }
         if !matches!(code, "_id" | "_lastUpdated") {
-            let def = lookup(resource_type, code)?;
+            let def = lookup(registry, resource_type, code)?;
             if matches!(def.kind, ParamType::Composite | ParamType::Special) || def.expression.is_none() {
                 return Err(unsupported(format!("sorting by {code} is not supported")));
             }

@@ -133,11 +133,11 @@ pub(crate) fn delete(resource_type: &str, id: &str, version: u64, when: Instant)
 }
 
 pub(crate) fn commit(writes: Vec<Write>) -> Commit {
-    Commit { checks: Vec::new(), writes }
+    Commit { checks: Vec::new(), writes, ..Commit::default() }
 }
 
 pub(crate) fn checked(checks: Vec<Check>, writes: Vec<Write>) -> Commit {
-    Commit { checks, writes }
+    Commit { checks, writes, ..Commit::default() }
 }
 
 /// Creates version 1 of a resource with the given index rows.

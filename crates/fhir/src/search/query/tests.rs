@@ -8,11 +8,11 @@ fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
 }
 
 fn ok(rt: &str, list: &[(&str, &str)]) -> Parsed {
-    parse(Some(rt), &pairs(list), false).unwrap_or_else(|e| panic!("{list:?}: {e:?}"))
+    parse(&Registry::core(), Some(rt), &pairs(list), false).unwrap_or_else(|e| panic!("{list:?}: {e:?}"))
 }
 
 fn err(rt: &str, list: &[(&str, &str)]) -> Vec<Issue> {
-    parse(Some(rt), &pairs(list), false).expect_err("should fail")
+    parse(&Registry::core(), Some(rt), &pairs(list), false).expect_err("should fail")
 }
 
 /// The matchers of the single filter.
@@ -200,7 +200,7 @@ fn unknown_and_unsupported_parameters_strict_and_lenient() {
     assert_eq!(issues[2].code, IssueType::NotSupported);
     assert!(issues.iter().all(|i| !i.diagnostics.contains("ok")), "values are not echoed");
 
-    let parsed = parse(
+    let parsed = parse(&Registry::core(), 
         Some("Patient"),
         &pairs(&[("nonsense", "1"), ("family", "ok"), ("birthdate", "garbage"), ("family:fuzzy", "x")]),
         true,
@@ -218,19 +218,19 @@ fn unknown_and_unsupported_parameters_strict_and_lenient() {
 
 #[test]
 fn system_search_uses_common_parameters_and_type() {
-    let parsed = parse(None, &pairs(&[("_type", "Patient"), ("_tag", "x")]), false).unwrap();
+    let parsed = parse(&Registry::core(), None, &pairs(&[("_type", "Patient"), ("_tag", "x")]), false).unwrap();
     assert_eq!(parsed.query.resource_type.as_deref(), Some("Patient"));
     assert_eq!(parsed.query.filters.len(), 1);
-    assert_eq!(parse(None, &pairs(&[("family", "x")]), false).unwrap_err()[0].code, IssueType::Invalid);
-    assert_eq!(parse(None, &pairs(&[("_type", "Patient,Observation")]), false).unwrap_err()[0].code, IssueType::NotSupported);
-    assert_eq!(parse(None, &pairs(&[("_type", "patient")]), false).unwrap_err()[0].code, IssueType::Invalid);
+    assert_eq!(parse(&Registry::core(), None, &pairs(&[("family", "x")]), false).unwrap_err()[0].code, IssueType::Invalid);
+    assert_eq!(parse(&Registry::core(), None, &pairs(&[("_type", "Patient,Observation")]), false).unwrap_err()[0].code, IssueType::NotSupported);
+    assert_eq!(parse(&Registry::core(), None, &pairs(&[("_type", "patient")]), false).unwrap_err()[0].code, IssueType::Invalid);
 }
 
 #[test]
 fn never_panics_on_arbitrary_parameters() {
     use proptest::prelude::*;
     proptest!(|(name in "[a-z_:.\\-A-Z]{0,16}", value in "[ -~]{0,24}", lenient in any::<bool>())| {
-        let _ = parse(Some("Observation"), &[(name.clone(), value.clone())], lenient);
-        let _ = parse(None, &[(name, value)], lenient);
+        let _ = parse(&Registry::core(), Some("Observation"), &[(name.clone(), value.clone())], lenient);
+        let _ = parse(&Registry::core(), None, &[(name, value)], lenient);
     });
 }
