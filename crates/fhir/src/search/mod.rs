@@ -11,6 +11,7 @@ pub mod params;
 pub mod query;
 pub mod ranges;
 pub mod registry;
+pub mod ucum;
 
 pub use extract::extract;
 pub use params::{ParamType, SearchParamDef, params_for, search_param};
