@@ -9,7 +9,8 @@ use crate::St;
 use axum::extract::RawQuery;
 use axum::response::Response;
 use bytes::Bytes;
-use fhir::search::{ParamType, SearchParamDef};
+use fhir::search::{ParamType, Registry, SearchParamDef};
+use std::sync::Arc;
 use http::StatusCode;
 use serde_json::{Value, json};
 
@@ -24,15 +25,41 @@ pub(crate) async fn metadata(state: St, RawQuery(query): RawQuery) -> Result<Res
             return Err(ApiError::bad_request("metadata mode must be full or normative").at("mode"));
         }
     }
-    Ok(fhir_json_response(StatusCode::OK, state.capabilities.clone()))
+    Ok(fhir_json_response(StatusCode::OK, current(&state)))
+}
+
+/// The statement built for one set of search parameters.
+pub(crate) struct Cached {
+    registry: Arc<Registry>,
+    statement: Bytes,
+}
+
+impl Cached {
+    pub(crate) fn new(backend: &str, registry: Arc<Registry>) -> Cached {
+        Cached { statement: build(backend, &registry), registry }
+    }
+}
+
+/// The statement for the search parameters in force, rebuilt when `$reindex`
+/// or start-up activated other custom parameters.
+fn current(state: &St) -> Bytes {
+    let registry = state.service.registry();
+    let mut cached = match state.capabilities.lock() {
+        Ok(guard) => guard,
+        Err(poisoned) => poisoned.into_inner(),
+    };
+    if !Arc::ptr_eq(&cached.registry, &registry) {
+        *cached = Cached::new(state.service.store().backend(), registry);
+    }
+    cached.statement.clone()
 }
 
 /// The CapabilityStatement as JSON text.
-pub(crate) fn build(backend: &str) -> Bytes {
+pub(crate) fn build(backend: &str, registry: &Registry) -> Bytes {
     let resources: Vec<Value> = fhir::definitions::resource_types()
         .iter()
         .filter(|t| crate::request::has_rest_endpoint(t))
-        .map(|t| resource_entry(t))
+        .map(|t| resource_entry(t, registry))
         .collect();
     let now = fhir::instant::Instant::now().to_fhir();
     let date = now.get(..10).unwrap_or("1970-01-01");
@@ -67,8 +94,10 @@ pub(crate) fn build(backend: &str) -> Bytes {
     Bytes::from(statement.to_string())
 }
 
-fn resource_entry(resource_type: &str) -> Value {
-    let search_params: Vec<Value> = fhir::search::params_for(resource_type)
+fn resource_entry(resource_type: &str, registry: &Registry) -> Value {
+    let search_params: Vec<Value> = registry
+        .params_for(resource_type)
+        .into_iter()
         .filter(|p| is_supported(p))
         .map(|p| json!({ "name": p.code, "definition": p.url, "type": p.kind.code() }))
         .collect();

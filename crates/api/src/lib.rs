@@ -10,6 +10,7 @@
 
 mod bundle;
 mod capabilities;
+mod reindex;
 mod compartment;
 mod create;
 mod delete;
@@ -38,7 +39,6 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use bytes::Bytes;
 use domain::Service;
 use fhir::Issue;
 use http::StatusCode;
@@ -69,8 +69,10 @@ pub(crate) struct Shared {
     pub(crate) config: Arc<ApiConfig>,
     /// `config.base_url` without a trailing slash.
     pub(crate) base: String,
-    /// The CapabilityStatement JSON, built once.
-    pub(crate) capabilities: Bytes,
+    /// The CapabilityStatement JSON, rebuilt when the search parameters change.
+    pub(crate) capabilities: std::sync::Mutex<capabilities::Cached>,
+    /// `$reindex` runs started with `Prefer: respond-async`.
+    pub(crate) jobs: reindex::Jobs,
 }
 
 pub(crate) type St = State<Arc<Shared>>;
@@ -78,9 +80,16 @@ pub(crate) type St = State<Arc<Shared>>;
 /// The whole HTTP application: `/fhir/...`, `/healthz`, `/readyz`.
 pub fn router(state: AppState) -> Router {
     let base = state.config.base_url.trim_end_matches('/').to_string();
-    let capabilities = capabilities::build(state.service.store().backend());
+    let capabilities =
+        std::sync::Mutex::new(capabilities::Cached::new(state.service.store().backend(), state.service.registry()));
     let limit = state.config.max_body_bytes;
-    let shared = Arc::new(Shared { service: state.service, config: state.config, base, capabilities });
+    let shared = Arc::new(Shared {
+        service: state.service,
+        config: state.config,
+        base,
+        capabilities,
+        jobs: reindex::Jobs::default(),
+    });
 
     let fhir = Router::new()
         .route("/fhir/metadata", get(capabilities::metadata))
@@ -88,6 +97,9 @@ pub fn router(state: AppState) -> Router {
         .route("/fhir/", get(search::system).post(bundle::batch_or_transaction))
         .route("/fhir/_search", post(search::system_post))
         .route("/fhir/_history", get(history::system))
+        .route("/fhir/$reindex", post(reindex::system))
+        .route("/fhir/$reindex-status/{job}", get(reindex::status))
+        .route("/fhir/{type}/$reindex", post(reindex::type_level))
         .route(
             "/fhir/{type}",
             get(search::type_get)

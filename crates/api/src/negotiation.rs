@@ -193,6 +193,9 @@ pub(crate) struct Prefer {
     /// entries default to minimal, single writes to the representation.
     pub(crate) return_stated: bool,
     pub(crate) handling: Handling,
+    /// `respond-async`: run a long operation in the background
+    /// (<http://hl7.org/fhir/R4/async.html>).
+    pub(crate) respond_async: bool,
 }
 
 impl Return {
@@ -233,6 +236,7 @@ pub(crate) fn prefer(headers: &HeaderMap) -> Prefer {
                     "lenient" => prefer.handling = Handling::Lenient,
                     _ => {}
                 },
+                "respond-async" => prefer.respond_async = true,
                 _ => {}
             }
         }
@@ -354,6 +358,8 @@ mod tests {
         let p = prefer(&headers(&[("prefer", "respond-async")]));
         assert_eq!(p.r#return, Return::Representation);
         assert_eq!(p.handling, Handling::Strict);
+        assert!(p.respond_async);
+        assert!(!prefer(&headers(&[("prefer", "return=minimal")])).respond_async);
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! results. It favours obviousness over speed.
 
 use crate::store::{
-    Check, Commit, HistoryQuery, HistoryScope, Page, Store, StoreError, StoredResource,
+    Check, Commit, HistoryQuery, HistoryScope, Page, ResourceKey, Store, StoreError, StoredResource,
 };
 use async_trait::async_trait;
 use fhir::search::query::{
@@ -195,6 +195,29 @@ impl Store for MemoryStore {
         Ok(Page { items, total })
     }
 
+    async fn scan(
+        &self,
+        resource_type: Option<&str>,
+        after: Option<&ResourceKey>,
+        limit: usize,
+    ) -> Result<Vec<StoredResource>, StoreError> {
+        use std::ops::Bound;
+        let inner = self.inner.read();
+        let start = match (after, resource_type) {
+            (Some(key), _) => Bound::Excluded(key.clone()),
+            (None, Some(t)) => Bound::Included((t.to_string(), String::new())),
+            (None, None) => Bound::Unbounded,
+        };
+        Ok(inner
+            .versions
+            .range((start, Bound::Unbounded))
+            .skip_while(|((rt, _), _)| resource_type.is_some_and(|t| rt.as_str() < t))
+            .take_while(|((rt, _), _)| resource_type.is_none_or(|t| t == rt))
+            .filter_map(|(_, versions)| versions.last().filter(|r| !r.is_deleted()).cloned())
+            .take(limit)
+            .collect())
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         Ok(())
     }
@@ -216,16 +239,39 @@ fn matching<'a>(inner: &'a Inner, query: &SearchQuery) -> Vec<&'a StoredResource
             query
                 .filters
                 .iter()
-                .all(|f| f.any_of.iter().any(|c| condition_holds(current, entries, c)))
+                .all(|f| f.any_of.iter().any(|c| condition_holds(inner, current, entries, c)))
                 .then_some(current)
         })
         .collect()
 }
 
-fn condition_holds(resource: &StoredResource, entries: &[IndexEntry], condition: &Condition) -> bool {
+fn condition_holds(inner: &Inner, resource: &StoredResource, entries: &[IndexEntry], condition: &Condition) -> bool {
     let values = || entries.iter().filter(|e| e.param == condition.param).map(|e| &e.value);
     match &condition.matcher {
         Match::Id(id) => &resource.id == id,
+        Match::Chain { target_types, inner: conditions } => values().any(|v| match v {
+            IndexValue::Reference { target_type: Some(t), target_id: Some(id), .. } if target_types.contains(t) => {
+                let key = (t.clone(), id.clone());
+                current_of(inner, &key).is_some_and(|(target, target_entries)| {
+                    conditions.iter().any(|c| condition_holds(inner, target, target_entries, c))
+                })
+            }
+            _ => false,
+        }),
+        Match::Has { source_type, inner: conditions } => inner
+            .versions
+            .range((source_type.clone(), String::new())..)
+            .take_while(|((rt, _), _)| rt == source_type)
+            .any(|(key, _)| {
+                current_of(inner, key).is_some_and(|(source, source_entries)| {
+                    let refers = source_entries.iter().any(|e| {
+                        e.param == condition.param
+                            && matches!(&e.value, IndexValue::Reference { target_type: Some(t), target_id: Some(i), .. }
+                                if *t == resource.resource_type && *i == resource.id)
+                    });
+                    refers && conditions.iter().any(|c| condition_holds(inner, source, source_entries, c))
+                })
+            }),
         Match::LastUpdated { prefix, low, high } => {
             let t = resource.last_updated.micros();
             range_matches(*prefix, t as f64, t as f64, *low as f64, *high as f64)
@@ -292,6 +338,16 @@ fn condition_holds(resource: &StoredResource, entries: &[IndexEntry], condition:
             _ => false,
         }),
     }
+}
+
+/// The current version of a resource and its index entries, unless it is
+/// deleted or has never existed.
+fn current_of<'a>(inner: &'a Inner, key: &(String, String)) -> Option<(&'a StoredResource, &'a [IndexEntry])> {
+    let current = inner.versions.get(key)?.last()?;
+    if current.is_deleted() {
+        return None;
+    }
+    Some((current, inner.index.get(key).map_or(&[][..], Vec::as_slice)))
 }
 
 /// Range comparison per <http://hl7.org/fhir/R4/search.html#prefix>, with the

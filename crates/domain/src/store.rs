@@ -65,6 +65,9 @@ impl StoredResource {
     }
 }
 
+/// A resource's (type, id), the order of [`Store::scan`].
+pub type ResourceKey = (String, String);
+
 /// A new version to write.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Write {
@@ -180,6 +183,13 @@ pub trait Store: Send + Sync + 'static {
     /// Current, non-deleted resources matching `query`, in the query's sort
     /// order (default: last_updated descending, then id), paged by count/offset.
     async fn search(&self, query: &SearchQuery) -> Result<Page<StoredResource>, StoreError>;
+
+    /// Current, non-deleted resources of `resource_type` (every type when
+    /// `None`) in (type, id) order, starting after the key `after`, at most
+    /// `limit`: a walk over the whole store whose cost per step does not grow
+    /// with the position (`$reindex`, exports).
+    async fn scan(&self, resource_type: Option<&str>, after: Option<&ResourceKey>, limit: usize)
+    -> Result<Vec<StoredResource>, StoreError>;
 
     /// Readiness: the backend answers.
     async fn ping(&self) -> Result<(), StoreError>;

@@ -26,12 +26,18 @@ pub async fn store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
 
 pub async fn service(config: &Config) -> anyhow::Result<Arc<Service>> {
     let store = store(config).await?;
-    Ok(Arc::new(Service::with(
+    let service = Service::with(
         store,
         Arc::new(domain::service::SystemClock),
         Arc::new(domain::service::UuidIds),
         config.service_config(),
-    )))
+    );
+    // Custom SearchParameters activated by an earlier `$reindex` stay in force.
+    let rejected = service.activate_search_parameters().await.context("activating custom search parameters")?;
+    for r in rejected {
+        tracing::warn!(search_parameter = %r.name, reason = %r.issue.diagnostics, "custom search parameter not activated");
+    }
+    Ok(Arc::new(service))
 }
 
 /// Diagnostic logs to stderr. They carry ids, types, counts and durations,

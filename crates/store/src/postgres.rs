@@ -22,7 +22,7 @@ use crate::{ResourceRow, method_code};
 use async_trait::async_trait;
 use bytes::BytesMut;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
-use domain::store::{Check, Commit, HistoryQuery, HistoryScope, Page, Reindex, StoreError, StoredResource, Write};
+use domain::store::{Check, Commit, HistoryQuery, HistoryScope, Page, Reindex, ResourceKey, StoreError, StoredResource, Write};
 use fhir::instant::Instant;
 use fhir::search::query::{SearchQuery, TotalMode};
 use fhir::search::{IndexEntry, IndexValue};
@@ -778,3 +778,15 @@ impl domain::Store for PostgresStore {
         Ok(())
     }
 }
+    async fn scan(
+        &self,
+        resource_type: Option<&str>,
+        after: Option<&ResourceKey>,
+        limit: usize,
+    ) -> Result<Vec<StoredResource>, StoreError> {
+        let statement =
+            sql::scan(Dialect::Postgres, resource_type, after.map(|(t, i)| (t.as_str(), i.as_str())), limit);
+        let client = self.client().await?;
+        query_resources(&**client, &statement).await
+    }
+

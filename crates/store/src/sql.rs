@@ -212,13 +212,36 @@ enum Bounds {
 
 struct Builder {
     dialect: Dialect,
+/// A step of [`domain::Store::scan`]: current resources in (type, id) order
+/// after a key, served by the `resource_type_id` index.
+pub(crate) fn scan(dialect: Dialect, resource_type: Option<&str>, after: Option<(&str, &str)>, limit: usize) -> Sql {
+    let mut b = Builder::new(dialect);
+    b.push("SELECT ");
+    b.push(RESOURCE_COLUMNS);
+    b.push(" FROM resource r JOIN resource_version v ON v.rid = r.rid AND v.version = r.version WHERE r.deleted = 0");
+    if let Some(resource_type) = resource_type {
+        let p = b.bind_text(resource_type);
+        let _ = write!(b.text, " AND r.type = {p}");
+    }
+    if let Some((after_type, after_id)) = after {
+        let t = b.bind_text(after_type);
+        let i = b.bind_text(after_id);
+        let _ = write!(b.text, " AND (r.type, r.id) > ({t}, {i})");
+    }
+    let l = b.bind(SqlValue::Int(to_i64(limit)));
+    let _ = write!(b.text, " ORDER BY r.type, r.id LIMIT {l}");
+    b.finish()
+}
+
     text: String,
     params: Vec<SqlValue>,
+    /// Table aliases handed out so far, for the subqueries of chains.
+    aliases: usize,
 }
 
 impl Builder {
     fn new(dialect: Dialect) -> Builder {
-        Builder { dialect, text: String::with_capacity(256), params: Vec::new() }
+        Builder { dialect, text: String::with_capacity(256), params: Vec::new(), aliases: 0 }
     }
 
     fn finish(self) -> Sql {
@@ -275,24 +298,36 @@ impl Builder {
         }
         for filter in &query.filters {
             self.push(" AND ");
-            self.filter(filter);
+            self.filter("r", filter);
         }
     }
 
     /// Any condition of a filter may hold; an empty filter matches nothing.
-    fn filter(&mut self, filter: &Filter) {
-        if filter.any_of.is_empty() {
+    /// `alias` names the `resource` row the conditions are about.
+    fn filter(&mut self, alias: &str, filter: &Filter) {
+        self.any_of(alias, &filter.any_of);
+    }
+
+    /// Any of `conditions` holds for the `resource` row `alias`; none: false.
+    fn any_of(&mut self, alias: &str, conditions: &[Condition]) {
+        if conditions.is_empty() {
             self.push("1 = 0");
             return;
         }
         self.push("(");
-        for (i, condition) in filter.any_of.iter().enumerate() {
+        for (i, condition) in conditions.iter().enumerate() {
             if i > 0 {
                 self.push(" OR ");
             }
-            self.condition(condition);
+            self.condition(alias, condition);
         }
         self.push(")");
+    }
+
+    /// A fresh table alias with `stem`, unique within the statement.
+    fn alias(&mut self, stem: &str) -> String {
+        self.aliases += 1;
+        format!("{stem}{}", self.aliases)
     }
 
     /// `pid = (the interned id of param code for kind)`: NULL (matching no
@@ -307,11 +342,11 @@ impl Builder {
         format!("sid = (SELECT sid FROM term_system WHERE uri = {p})")
     }
 
-    /// `r.rid [NOT] IN (SELECT rid FROM table WHERE pid = .. AND clauses)`.
-    fn index_predicate(&mut self, kind: Kind, param: &str, negate: bool, clauses: &[String]) {
+    /// `alias.rid [NOT] IN (SELECT rid FROM table WHERE pid = .. AND clauses)`.
+    fn index_predicate(&mut self, alias: &str, kind: Kind, param: &str, negate: bool, clauses: &[String]) {
         let pid = self.pid_clause(param, kind);
         let not = if negate { "NOT " } else { "" };
-        let _ = write!(self.text, "r.rid {not}IN (SELECT rid FROM {} WHERE {pid}", kind.table());
+        let _ = write!(self.text, "{alias}.rid {not}IN (SELECT rid FROM {} WHERE {pid}", kind.table());
         for clause in clauses {
             self.push(" AND ");
             self.push(clause);
@@ -319,15 +354,19 @@ impl Builder {
         self.push(")");
     }
 
-    fn condition(&mut self, condition: &Condition) {
+    /// The predicate of `condition` on the `resource` row `alias`.
+    fn condition(&mut self, alias: &str, condition: &Condition) {
         let param = condition.param.as_str();
         match &condition.matcher {
             Match::Id(id) => {
                 let p = self.bind_text(id);
-                let _ = write!(self.text, "r.id = {p}");
+                let _ = write!(self.text, "{alias}.id = {p}");
             }
+            Match::Chain { target_types, inner } => self.chain(alias, param, target_types, inner),
+            Match::Has { source_type, inner } => self.has(alias, param, source_type, inner),
             Match::LastUpdated { prefix, low, high } => {
-                let predicate = self.range_predicate("r.last_updated", "r.last_updated", *prefix, Bounds::Int(*low, *high));
+                let column = format!("{alias}.last_updated");
+                let predicate = self.range_predicate(&column, &column, *prefix, Bounds::Int(*low, *high));
                 self.push(&predicate);
             }
             Match::Missing(missing) => {
@@ -335,7 +374,7 @@ impl Builder {
                 // resource has no value for the parameter, of any type.
                 let p = self.bind_text(param);
                 let not = if *missing { "NOT " } else { "" };
-                let _ = write!(self.text, "r.rid {not}IN (");
+                let _ = write!(self.text, "{alias}.rid {not}IN (");
                 for (i, kind) in Kind::ALL.into_iter().enumerate() {
                     if i > 0 {
                         self.push(" UNION ALL ");
@@ -365,13 +404,13 @@ impl Builder {
                         clauses.push(clause);
                     }
                 }
-                self.index_predicate(Kind::Token, param, *negate, &clauses);
+                self.index_predicate(alias, Kind::Token, param, *negate, &clauses);
             }
             Match::TokenText(text) => {
                 // `:text` matches the start of the normalized display, like the
                 // default string search.
                 let clauses = self.prefix_clauses("text", text);
-                self.index_predicate(Kind::Token, param, false, &clauses);
+                self.index_predicate(alias, Kind::Token, param, false, &clauses);
             }
             Match::String { value, mode } => {
                 // http://hl7.org/fhir/R4/search.html#string
@@ -389,7 +428,7 @@ impl Builder {
                         vec![format!("normalized = {n}"), format!("exact = {e}")]
                     }
                 };
-                self.index_predicate(Kind::String, param, false, &clauses);
+                self.index_predicate(alias, Kind::String, param, false, &clauses);
             }
             Match::Reference { target_type, id } => {
                 let p = self.bind_text(id);
@@ -398,7 +437,7 @@ impl Builder {
                     let t = self.bind_text(target_type);
                     clauses.push(format!("target_type = {t}"));
                 }
-                self.index_predicate(Kind::Reference, param, false, &clauses);
+                self.index_predicate(alias, Kind::Reference, param, false, &clauses);
             }
             Match::ReferenceUrl(url) => {
                 // Rows of absolute and canonical references (no target id) are
@@ -412,11 +451,11 @@ impl Builder {
                         let clause = format!(
                             "((target_id IS NULL AND url = {u}) OR (target_id = {i} AND url = {u}))"
                         );
-                        self.index_predicate(Kind::Reference, param, false, &[clause]);
+                        self.index_predicate(alias, Kind::Reference, param, false, &[clause]);
                     }
                     None => {
                         let clauses = ["target_id IS NULL".to_owned(), format!("url = {u}")];
-                        self.index_predicate(Kind::Reference, param, false, &clauses);
+                        self.index_predicate(alias, Kind::Reference, param, false, &clauses);
                     }
                 }
             }
@@ -435,15 +474,15 @@ impl Builder {
                         vec![format!("substr(CAST({p} AS TEXT), 1, length(value)) = value")]
                     }
                 };
-                self.index_predicate(Kind::Uri, param, false, &clauses);
+                self.index_predicate(alias, Kind::Uri, param, false, &clauses);
             }
             Match::Date { prefix, low, high } => {
                 let predicate = self.range_predicate("low", "high", *prefix, Bounds::Int(*low, *high));
-                self.index_predicate(Kind::Date, param, false, &[predicate]);
+                self.index_predicate(alias, Kind::Date, param, false, &[predicate]);
             }
             Match::Number { prefix, low, high } => {
                 let predicate = self.range_predicate("low", "high", *prefix, Bounds::Real(*low, *high));
-                self.index_predicate(Kind::Number, param, false, &[predicate]);
+                self.index_predicate(alias, Kind::Number, param, false, &[predicate]);
             }
             Match::Quantity { prefix, low, high, system, code } => {
                 let mut clauses = vec![self.range_predicate("low", "high", *prefix, Bounds::Real(*low, *high))];
@@ -455,9 +494,62 @@ impl Builder {
                     let p = self.bind_text(code);
                     clauses.push(format!("code = {p}"));
                 }
-                self.index_predicate(Kind::Quantity, param, false, &clauses);
+                self.index_predicate(alias, Kind::Quantity, param, false, &clauses);
             }
         }
+    }
+
+    /// `alias.rid IN (...)`: the resource has a reference under `param` to a
+    /// current resource of one of `target_types` that meets any of `inner`
+    /// (<http://hl7.org/fhir/R4/search.html#chaining>). The reference rows are
+    /// joined to their targets by (type, id), so the engine can start from
+    /// the inner condition and reach the referring rows through
+    /// `idx_reference_search`, or the other way round through
+    /// `resource_type_id`.
+    fn chain(&mut self, alias: &str, param: &str, target_types: &[String], inner: &[Condition]) {
+        if target_types.is_empty() {
+            self.push("1 = 0");
+            return;
+        }
+        let link = self.alias("l");
+        let target = self.alias("t");
+        let pid = self.pid_clause(param, Kind::Reference);
+        let _ = write!(
+            self.text,
+            "{alias}.rid IN (SELECT {link}.rid FROM idx_reference {link} JOIN resource {target} \
+             ON {target}.type = {link}.target_type AND {target}.id = {link}.target_id \
+             WHERE {link}.{pid} AND {link}.target_type IN ("
+        );
+        for (i, target_type) in target_types.iter().enumerate() {
+            if i > 0 {
+                self.push(", ");
+            }
+            let p = self.bind_text(target_type);
+            self.push(&p);
+        }
+        let _ = write!(self.text, ") AND {target}.deleted = 0 AND ");
+        self.any_of(&target, inner);
+        self.push(")");
+    }
+
+    /// `alias.rid IN (...)`: a current resource of `source_type` that meets
+    /// any of `inner` refers to the resource through its parameter `param`
+    /// (<http://hl7.org/fhir/R4/search.html#has>).
+    fn has(&mut self, alias: &str, param: &str, source_type: &str, inner: &[Condition]) {
+        let link = self.alias("l");
+        let source = self.alias("s");
+        let target = self.alias("t");
+        let pid = self.pid_clause(param, Kind::Reference);
+        let st = self.bind_text(source_type);
+        let _ = write!(
+            self.text,
+            "{alias}.rid IN (SELECT {target}.rid FROM idx_reference {link} \
+             JOIN resource {source} ON {source}.rid = {link}.rid \
+             JOIN resource {target} ON {target}.type = {link}.target_type AND {target}.id = {link}.target_id \
+             WHERE {link}.{pid} AND {source}.type = {st} AND {source}.deleted = 0 AND "
+        );
+        self.any_of(&source, inner);
+        self.push(")");
     }
 
     /// `column` starts with `prefix`, as a byte range both engines can serve

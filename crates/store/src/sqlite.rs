@@ -19,7 +19,7 @@ use crate::sql::{self, Dialect, Kind, SortKinds, Sql, SqlValue};
 use crate::{ResourceRow, method_code};
 use async_trait::async_trait;
 use domain::store::{
-    Check, Commit, HistoryQuery, HistoryScope, Page, Reindex, StoreError, StoredResource, Write,
+    Check, Commit, HistoryQuery, HistoryScope, Page, Reindex, ResourceKey, StoreError, StoredResource, Write,
 };
 use fhir::instant::Instant;
 use fhir::search::query::{SearchQuery, TotalMode};
@@ -917,3 +917,14 @@ impl domain::Store for SqliteStore {
             .await
     }
 }
+    async fn scan(
+        &self,
+        resource_type: Option<&str>,
+        after: Option<&ResourceKey>,
+        limit: usize,
+    ) -> Result<Vec<StoredResource>, StoreError> {
+        let statement =
+            sql::scan(Dialect::Sqlite, resource_type, after.map(|(t, i)| (t.as_str(), i.as_str())), limit);
+        self.inner.with_reader(move |conn| query_resources(conn, &statement)).await
+    }
+

@@ -7,7 +7,7 @@ use api::{ApiConfig, AppState};
 use async_trait::async_trait;
 use domain::Service;
 use domain::memory::MemoryStore;
-use domain::store::{Commit, HistoryQuery, HistoryScope, Page, Store, StoreError, StoredResource};
+use domain::store::{Commit, HistoryQuery, HistoryScope, Page, ResourceKey, Store, StoreError, StoredResource};
 use fhir::search::query::SearchQuery;
 use reqwest::{Method, RequestBuilder, Response};
 use serde_json::{Value, json};
@@ -249,6 +249,9 @@ impl Store for DownStore {
     async fn search(&self, q: &SearchQuery) -> Result<Page<StoredResource>, StoreError> {
         self.0.search(q).await
     }
+    async fn scan(&self, t: Option<&str>, after: Option<&ResourceKey>, n: usize) -> Result<Vec<StoredResource>, StoreError> {
+        self.0.scan(t, after, n).await
+    }
     async fn ping(&self) -> Result<(), StoreError> {
         Err(StoreError::Unavailable("test store is down".into()))
     }
@@ -276,6 +279,9 @@ impl Store for BrokenStore {
         Err(StoreError::Internal("SECRET-DETAIL".into()))
     }
     async fn search(&self, _: &SearchQuery) -> Result<Page<StoredResource>, StoreError> {
+        Err(StoreError::Internal("SECRET-DETAIL".into()))
+    }
+    async fn scan(&self, _: Option<&str>, _: Option<&ResourceKey>, _: usize) -> Result<Vec<StoredResource>, StoreError> {
         Err(StoreError::Internal("SECRET-DETAIL".into()))
     }
     async fn ping(&self) -> Result<(), StoreError> {

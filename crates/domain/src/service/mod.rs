@@ -4,9 +4,11 @@
 
 mod bundle;
 mod operations;
+mod reindex;
 
 pub use bundle::parse_etag;
 pub mod prepare;
+pub use reindex::{ReindexProgress, ReindexReport};
 
 use crate::error::{Error, ErrorKind};
 use crate::store::{

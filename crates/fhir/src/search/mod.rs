@@ -6,7 +6,9 @@
 //! parses URL parameters into a [`query::SearchQuery`] which the in-memory store
 //! and the SQL builder evaluate identically.
 
+mod chain;
 pub mod extract;
+pub mod include;
 pub mod params;
 pub mod query;
 pub mod ranges;

@@ -48,6 +48,15 @@ pub enum Match {
     Date { prefix: Prefix, low: i64, high: i64 },
     Number { prefix: Prefix, low: f64, high: f64 },
     Quantity { prefix: Prefix, low: f64, high: f64, system: Option<String>, code: Option<String> },
+    /// A chained parameter (search.html#chaining): the reference parameter
+    /// `param` points at a current resource of one of `target_types` that
+    /// meets any of `inner` (conditions on that resource's own parameters,
+    /// possibly chains again).
+    Chain { target_types: Vec<String>, inner: Vec<Condition> },
+    /// Reverse chaining, `_has` (search.html#has): a current resource of
+    /// `source_type` refers to this one through its reference parameter
+    /// `param` and meets any of `inner`.
+    Has { source_type: String, inner: Vec<Condition> },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -133,6 +142,8 @@ pub struct Parsed {
     pub elements: Option<Vec<String>>,
     /// Names of the parameters left out in lenient mode.
     pub ignored: Vec<String>,
+    /// `_include` and `_revinclude` directives, in request order.
+    pub includes: Vec<super::include::Include>,
 }
 
 /// Parses search parameters for `resource_type` (`None`: system search, where
@@ -141,10 +152,12 @@ pub struct Parsed {
 /// Repeating a parameter is AND; commas within a value are OR (`\,` is a
 /// literal comma). An unknown parameter or modifier or a malformed value is an
 /// error (`invalid`, or `not-supported` for valid FHIR this server does not
-/// do: chaining, `_has`, `_include`, composite parameters...), unless
+/// do: `_contained`, `_filter`...), unless
 /// `lenient`, in which case the parameter is listed in `ignored` and left out
 /// (`Prefer: handling=lenient`, search.html#errors). `_format` and `_pretty`
 /// are ignored silently. Diagnostics never echo the searched values.
+/// Chains and `_has` are parsed in [`super::chain`]; `_include` and
+/// `_revinclude` go to [`Parsed::includes`] ([`super::include`]).
 pub fn parse(
     registry: &Registry,
     resource_type: Option<&str>,
@@ -248,22 +261,37 @@ fn parse_one(
                 _ => return Err(unsupported("_type with more than one resource type is not supported")),
             }
         }
-        "_include" | "_revinclude" | "_contained" | "_containedType" | "_list" | "_query" | "_filter" | "_text"
-        | "_content" => {
+        "_contained" | "_containedType" | "_list" | "_query" | "_filter" | "_text" | "_content" => {
             return Err(unsupported(format!("{name} is not supported")));
         }
         _ => {}
     }
-    if name.starts_with("_has:") || name == "_has" {
-        return Err(unsupported("reverse chaining (_has) is not supported"));
+    if let Some(include) = super::include::parse(registry, resource_type, name, value)? {
+        parsed.includes.push(include);
+        return Ok(Applied::Yes);
     }
+    let any_of = if super::chain::is_chained(name) {
+        super::chain::parse(registry, resource_type, name, value)?
+    } else {
+        conditions(registry, resource_type, name, value)?
+    };
+    query.filters.push(Filter { any_of });
+    Ok(Applied::Yes)
+}
+
+/// The OR-ed conditions of one parameter `name=value` of `resource_type` that
+/// is not a chain: `_id`, `_lastUpdated`, or a search parameter with its
+/// modifier. Chains ([`super::chain`]) end with one of these.
+pub(super) fn conditions(
+    registry: &Registry,
+    resource_type: Option<&str>,
+    name: &str,
+    value: &str,
+) -> Result<Vec<Condition>, Issue> {
     let (code, modifier) = match name.split_once(':') {
         Some((code, modifier)) => (code, Some(modifier)),
         None => (name, None),
     };
-    if code.contains('.') || modifier.is_some_and(|m| m.contains('.')) {
-        return Err(unsupported("chained parameters are not supported"));
-    }
     if value.is_empty() {
         return Err(invalid(format!("parameter {code} has an empty value")));
     }
@@ -297,8 +325,7 @@ fn parse_one(
             parse_param(def, modifier, value)?
         }
     };
-    query.filters.push(Filter { any_of });
-    Ok(Applied::Yes)
+    Ok(any_of)
 }
 
 fn lookup<'r>(registry: &'r Registry, resource_type: Option<&str>, code: &str) -> Result<&'r SearchParamDef, Issue> {

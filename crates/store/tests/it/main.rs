@@ -9,6 +9,7 @@ mod crud;
 mod durability;
 mod harness;
 mod history;
+mod reindex;
 mod search;
 mod versioning;
 
@@ -72,6 +73,10 @@ conformance! {
         update_replaces_index_rows,
         delete_removes_index_rows,
     }
+    reindex {
+        scan_walks_current_resources_in_key_order,
+        reindex_replaces_rows_without_a_new_version,
+        reindex_skips_resources_that_moved_on,
     history {
         instance_history_newest_first,
         type_and_system_history,
