@@ -135,14 +135,14 @@ const OPERATIONS: &[(&str, &str, &str)] = &[
     ("Observation", "lastn", "http://hl7.org/fhir/OperationDefinition/Observation-lastn"),
 ];
 
-/// The parameters `fhir::search::query::parse` evaluates: not composite or
-/// special ones, not those without an expression, nor the result and
+/// The parameters `fhir::search::query::parse` evaluates: not special
+/// ones, not those without an expression, nor the result and
 /// filter parameters it refuses (`_text`, `_content`, `_list`, `_query`, `_filter`).
 /// `phonetic` (Patient, Person, Practitioner, RelatedPerson, Organization,
 /// InsurancePlan) promises "some kind of phonetic matching algorithm"; a
 /// plain string match is not that, so it is not advertised.
 fn is_supported(param: &SearchParamDef) -> bool {
-    !matches!(param.kind, ParamType::Composite | ParamType::Special)
+    param.kind != ParamType::Special
         && param.expression.is_some()
         && !matches!(param.code.as_str(), "_text" | "_content" | "_list" | "_query" | "_filter" | "phonetic")
 }

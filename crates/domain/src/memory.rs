@@ -277,66 +277,73 @@ fn condition_holds(inner: &Inner, resource: &StoredResource, entries: &[IndexEnt
             range_matches(*prefix, t as f64, t as f64, *low as f64, *high as f64)
         }
         Match::Missing(missing) => values().next().is_none() == *missing,
-        Match::Token { system, code, negate } => {
-            let hit = values().any(|v| match v {
-                IndexValue::Token { system: s, code: c, .. } => {
-                    let system_ok = match system {
-                        TokenSystem::Any => true,
-                        TokenSystem::NoSystem => s.is_none(),
-                        TokenSystem::Is(want) => s.as_deref() == Some(want.as_str()),
-                    };
-                    let code_ok = code.as_ref().is_none_or(|want| c.as_deref() == Some(want.as_str()));
-                    system_ok && code_ok
-                }
-                _ => false,
-            });
-            hit != *negate
+        Match::Token { negate, .. } | Match::TokenSet { negate, .. } => {
+            values().any(|v| value_matches(&condition.matcher, v)) != *negate
         }
-        Match::TokenText(text) => values().any(|v| match v {
-            IndexValue::Token { text: Some(t), .. } => fhir::search::normalize_string(t).starts_with(text),
-            _ => false,
-        }),
-        Match::String { value, mode } => values().any(|v| match v {
-            IndexValue::String { normalized, exact } => match mode {
-                StringMode::Prefix => normalized.starts_with(value.as_str()),
-                StringMode::Contains => normalized.contains(value.as_str()),
-                StringMode::Exact => exact == value,
-            },
-            _ => false,
-        }),
-        Match::Reference { target_type, id } => values().any(|v| match v {
-            IndexValue::Reference { target_type: t, target_id: Some(i), .. } => {
-                i == id && target_type.as_ref().is_none_or(|want| t.as_deref() == Some(want.as_str()))
-            }
-            _ => false,
-        }),
-        Match::ReferenceUrl(url) => values().any(|v| matches!(v, IndexValue::Reference { url: u, .. } if u == url)),
-        Match::Uri { value, mode } => values().any(|v| match v {
-            IndexValue::Uri { value: u } => match mode {
-                UriMode::Exact => u == value,
-                UriMode::Below => u.starts_with(value.as_str()),
-                UriMode::Above => value.starts_with(u.as_str()),
-            },
-            _ => false,
-        }),
-        Match::Date { prefix, low, high } => values().any(|v| match v {
-            IndexValue::Date { low: rl, high: rh } => {
-                range_matches(*prefix, *rl as f64, *rh as f64, *low as f64, *high as f64)
-            }
-            _ => false,
-        }),
-        Match::Number { prefix, low, high } => values().any(|v| match v {
-            IndexValue::Number { low: rl, high: rh } => range_matches(*prefix, *rl, *rh, *low, *high),
-            _ => false,
-        }),
-        Match::Quantity { prefix, low, high, system, code } => values().any(|v| match v {
-            IndexValue::Quantity { low: rl, high: rh, system: s, code: c } => {
-                system.as_ref().is_none_or(|want| s.as_deref() == Some(want.as_str()))
-                    && code.as_ref().is_none_or(|want| c.as_deref() == Some(want.as_str()))
-                    && range_matches(*prefix, *rl, *rh, *low, *high)
-            }
-            _ => false,
-        }),
+        // The Service resolves these into TokenSet; unresolved, they match nothing.
+        Match::InValueSet { .. } | Match::Subsumption { .. } => false,
+        Match::TokenText(_)
+        | Match::String { .. }
+        | Match::Reference { .. }
+        | Match::ReferenceUrl(_)
+        | Match::Uri { .. }
+        | Match::Date { .. }
+        | Match::Number { .. }
+        | Match::Quantity { .. }
+        | Match::Composite(_) => values().any(|v| value_matches(&condition.matcher, v)),
+    }
+}
+
+/// Whether one indexed value meets a value condition (ignoring `negate`,
+/// which is about all of a resource's values). A composite value meets a
+/// composite condition when each of its components meets the component
+/// condition in the same position.
+fn value_matches(matcher: &Match, value: &IndexValue) -> bool {
+    match (matcher, value) {
+        (Match::Token { system, code, .. }, IndexValue::Token { system: s, code: c, .. }) => {
+            let system_ok = match system {
+                TokenSystem::Any => true,
+                TokenSystem::NoSystem => s.is_none(),
+                TokenSystem::Is(want) => s.as_deref() == Some(want.as_str()),
+            };
+            let code_ok = code.as_ref().is_none_or(|want| c.as_deref() == Some(want.as_str()));
+            system_ok && code_ok
+        }
+        (Match::TokenSet { tokens, .. }, IndexValue::Token { system: Some(s), code: c, .. }) => tokens
+            .iter()
+            .any(|(system, code)| system == s && code.as_ref().is_none_or(|want| c.as_deref() == Some(want.as_str()))),
+        (Match::TokenText(text), IndexValue::Token { text: Some(t), .. }) => {
+            fhir::search::normalize_string(t).starts_with(text.as_str())
+        }
+        (Match::String { value, mode }, IndexValue::String { normalized, exact }) => match mode {
+            StringMode::Prefix => normalized.starts_with(value.as_str()),
+            StringMode::Contains => normalized.contains(value.as_str()),
+            StringMode::Exact => exact == value,
+        },
+        (Match::Reference { target_type, id }, IndexValue::Reference { target_type: t, target_id: Some(i), .. }) => {
+            i == id && target_type.as_ref().is_none_or(|want| t.as_deref() == Some(want.as_str()))
+        }
+        (Match::ReferenceUrl(url), IndexValue::Reference { url: u, .. }) => u == url,
+        (Match::Uri { value, mode }, IndexValue::Uri { value: u }) => match mode {
+            UriMode::Exact => u == value,
+            UriMode::Below => u.starts_with(value.as_str()),
+            UriMode::Above => value.starts_with(u.as_str()),
+        },
+        (Match::Date { prefix, low, high }, IndexValue::Date { low: rl, high: rh }) => {
+            range_matches(*prefix, *rl as f64, *rh as f64, *low as f64, *high as f64)
+        }
+        (Match::Number { prefix, low, high }, IndexValue::Number { low: rl, high: rh }) => {
+            range_matches(*prefix, *rl, *rh, *low, *high)
+        }
+        (Match::Quantity { prefix, low, high, system, code }, IndexValue::Quantity { low: rl, high: rh, system: s, code: c }) => {
+            system.as_ref().is_none_or(|want| s.as_deref() == Some(want.as_str()))
+                && code.as_ref().is_none_or(|want| c.as_deref() == Some(want.as_str()))
+                && range_matches(*prefix, *rl, *rh, *low, *high)
+        }
+        (Match::Composite(components), IndexValue::Composite(parts)) => {
+            components.len() == parts.len() && components.iter().zip(parts).all(|(m, v)| value_matches(m, v))
+        }
+        _ => false,
     }
 }
 
@@ -417,6 +424,7 @@ fn sort_value(entries: &[IndexEntry], param: &str, descending: bool) -> Option<S
         IndexValue::Number { low, high } | IndexValue::Quantity { low, high, .. } => {
             Some(SortValue::Number(if descending { *high } else { *low }))
         }
+        IndexValue::Composite(_) => None,
     });
     let pick = |a: SortValue, b: SortValue| {
         let a_first = a.partial_cmp(&b).is_some_and(|o| o != Ordering::Greater);

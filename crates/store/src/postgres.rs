@@ -36,7 +36,10 @@ use tokio_postgres::{GenericClient, IsolationLevel, NoTls, Row};
 
 /// The schema migrations of this backend, applied in order at connect and
 /// recorded in `schema_version`.
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../migrations/postgres/0001_init.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../migrations/postgres/0001_init.sql")),
+    (3, include_str!("../migrations/postgres/0003_composite.sql")),
+];
 
 /// Connections kept by the pool.
 const POOL_SIZE: usize = 16;
@@ -59,7 +62,7 @@ pub struct PostgresStore {
     pool: Pool,
     /// Interned `search_param` ids per kind, keyed by code; ids are committed
     /// before use, so the cache never holds an id that does not exist.
-    params: RwLock<[HashMap<String, i64>; 7]>,
+    params: RwLock<[HashMap<String, i64>; 8]>,
     systems: RwLock<HashMap<String, i64>>,
     /// The schema this store lives in: advisory locks are database-wide, so
     /// their keys include it to keep stores in other schemas independent.
@@ -311,6 +314,7 @@ impl PostgresStore {
         let mut numbers = Columns::default();
         let mut quantities = Columns::default();
         let mut uris = Columns::default();
+        let mut composites = CompositeColumns::default();
         for (rid, entries) in index {
             for entry in *entries {
                 let pid = self.pid(entry)?;
@@ -353,6 +357,7 @@ impl PostgresStore {
                         uris.key(*rid, pid);
                         uris.text_a.push(Some(value.clone()));
                     }
+                    IndexValue::Composite(parts) => composites.push(*rid, pid, parts),
                 }
             }
         }
@@ -411,6 +416,15 @@ impl PostgresStore {
                 continue;
             }
             let prepared = tx.prepare_cached(statement).await.map_err(pg_error)?;
+            tx.execute(&prepared, &params).await.map_err(pg_error)?;
+        }
+        if !composites.rid.is_empty() {
+            let c = &composites;
+            let params: [&(dyn ToSql + Sync); 14] = [
+                &c.rid, &c.pid, &c.s[0], &c.c[0], &c.l[0], &c.h[0], &c.s[1], &c.c[1], &c.l[1], &c.h[1], &c.s[2], &c.c[2],
+                &c.l[2], &c.h[2],
+            ];
+            let prepared = tx.prepare_cached(INSERT_COMPOSITE).await.map_err(pg_error)?;
             tx.execute(&prepared, &params).await.map_err(pg_error)?;
         }
         Ok(())
@@ -474,6 +488,38 @@ impl Columns {
         self.pid.push(pid);
     }
 }
+
+/// Rows of `idx_composite`: per component, system, code, low and high
+/// ([`sql::composite_columns`]).
+#[derive(Default)]
+struct CompositeColumns {
+    rid: Vec<i64>,
+    pid: Vec<i64>,
+    s: [Vec<Option<String>>; 3],
+    c: [Vec<Option<String>>; 3],
+    l: [Vec<Option<f64>>; 3],
+    h: [Vec<Option<f64>>; 3],
+}
+
+impl CompositeColumns {
+    fn push(&mut self, rid: i64, pid: i64, parts: &[IndexValue]) {
+        self.rid.push(rid);
+        self.pid.push(pid);
+        for k in 0..3 {
+            let (system, code, low, high) = parts.get(k).map_or((None, None, None, None), sql::composite_columns);
+            self.s[k].push(system.map(str::to_string));
+            self.c[k].push(code.map(str::to_string));
+            self.l[k].push(low);
+            self.h[k].push(high);
+        }
+    }
+}
+
+const INSERT_COMPOSITE: &str = "INSERT INTO idx_composite (rid, pid, s0, c0, l0, h0, s1, c1, l1, h1, s2, c2, l2, h2) \
+     SELECT * FROM UNNEST($1::BIGINT[], $2::BIGINT[], \
+     $3::TEXT[], $4::TEXT[], $5::FLOAT8[], $6::FLOAT8[], \
+     $7::TEXT[], $8::TEXT[], $9::FLOAT8[], $10::FLOAT8[], \
+     $11::TEXT[], $12::TEXT[], $13::FLOAT8[], $14::FLOAT8[])";
 
 fn kind_slot(kind: Kind) -> usize {
     (kind.code() - 1) as usize
@@ -772,12 +818,6 @@ impl domain::Store for PostgresStore {
         .await
     }
 
-    async fn ping(&self) -> Result<(), StoreError> {
-        let client = self.client().await?;
-        client.simple_query("SELECT 1").await.map_err(pg_error)?;
-        Ok(())
-    }
-}
     async fn scan(
         &self,
         resource_type: Option<&str>,
@@ -790,3 +830,9 @@ impl domain::Store for PostgresStore {
         query_resources(&**client, &statement).await
     }
 
+    async fn ping(&self) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        client.simple_query("SELECT 1").await.map_err(pg_error)?;
+        Ok(())
+    }
+}

@@ -69,11 +69,20 @@ pub(crate) enum Kind {
     Number = 5,
     Quantity = 6,
     Uri = 7,
+    Composite = 8,
 }
 
 impl Kind {
-    pub(crate) const ALL: [Kind; 7] =
-        [Kind::String, Kind::Token, Kind::Reference, Kind::Date, Kind::Number, Kind::Quantity, Kind::Uri];
+    pub(crate) const ALL: [Kind; 8] = [
+        Kind::String,
+        Kind::Token,
+        Kind::Reference,
+        Kind::Date,
+        Kind::Number,
+        Kind::Quantity,
+        Kind::Uri,
+        Kind::Composite,
+    ];
 
     pub(crate) fn code(self) -> i64 {
         self as i64
@@ -92,6 +101,7 @@ impl Kind {
             IndexValue::Number { .. } => Kind::Number,
             IndexValue::Quantity { .. } => Kind::Quantity,
             IndexValue::Uri { .. } => Kind::Uri,
+            IndexValue::Composite(_) => Kind::Composite,
         }
     }
 
@@ -104,6 +114,7 @@ impl Kind {
             Kind::Number => "idx_number",
             Kind::Quantity => "idx_quantity",
             Kind::Uri => "idx_uri",
+            Kind::Composite => "idx_composite",
         }
     }
 
@@ -117,6 +128,8 @@ impl Kind {
             Kind::Reference => ("url", "url"),
             Kind::Date | Kind::Number | Kind::Quantity => ("low", "high"),
             Kind::Uri => ("value", "value"),
+            // Composite parameters cannot be sorted by (the parser refuses).
+            Kind::Composite => ("c0", "c0"),
         }
     }
 }
@@ -199,19 +212,6 @@ pub(crate) fn history(dialect: Dialect, scope: &HistoryScope, query: &HistoryQue
     SearchSql { page: page.finish(), count: count.finish() }
 }
 
-fn to_i64(n: usize) -> i64 {
-    i64::try_from(n).unwrap_or(i64::MAX)
-}
-
-/// The bounds of a range search value, typed as the column is.
-#[derive(Clone, Copy)]
-enum Bounds {
-    Int(i64, i64),
-    Real(f64, f64),
-}
-
-struct Builder {
-    dialect: Dialect,
 /// A step of [`domain::Store::scan`]: current resources in (type, id) order
 /// after a key, served by the `resource_type_id` index.
 pub(crate) fn scan(dialect: Dialect, resource_type: Option<&str>, after: Option<(&str, &str)>, limit: usize) -> Sql {
@@ -233,6 +233,19 @@ pub(crate) fn scan(dialect: Dialect, resource_type: Option<&str>, after: Option<
     b.finish()
 }
 
+fn to_i64(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// The bounds of a range search value, typed as the column is.
+#[derive(Clone, Copy)]
+enum Bounds {
+    Int(i64, i64),
+    Real(f64, f64),
+}
+
+struct Builder {
+    dialect: Dialect,
     text: String,
     params: Vec<SqlValue>,
     /// Table aliases handed out so far, for the subqueries of chains.
@@ -484,6 +497,21 @@ impl Builder {
                 let predicate = self.range_predicate("low", "high", *prefix, Bounds::Real(*low, *high));
                 self.index_predicate(alias, Kind::Number, param, false, &[predicate]);
             }
+            Match::TokenSet { tokens, negate } => {
+                let clause = self.token_set_clause(tokens);
+                self.index_predicate(alias, Kind::Token, param, *negate, &[clause]);
+            }
+            // The Service resolves these into TokenSet; unresolved, they match nothing.
+            Match::InValueSet { .. } | Match::Subsumption { .. } => self.push("1 = 0"),
+            Match::Composite(components) => {
+                // http://hl7.org/fhir/R4/search.html#composite: every
+                // component holds on one row, that is, on one element.
+                let mut clauses = Vec::new();
+                for (k, component) in components.iter().enumerate() {
+                    self.component_clauses(k, component, &mut clauses);
+                }
+                self.index_predicate(alias, Kind::Composite, param, false, &clauses);
+            }
             Match::Quantity { prefix, low, high, system, code } => {
                 let mut clauses = vec![self.range_predicate("low", "high", *prefix, Bounds::Real(*low, *high))];
                 if let Some(system) = system {
@@ -550,6 +578,116 @@ impl Builder {
         );
         self.any_of(&source, inner);
         self.push(")");
+    }
+
+    /// Any of `tokens` (system, optional code), grouped by system:
+    /// `(sid = .. AND code IN (..)) OR (sid = ..)`; none: false.
+    fn token_set_clause(&mut self, tokens: &[(String, Option<String>)]) -> String {
+        let mut by_system: Vec<(&str, Option<Vec<&str>>)> = Vec::new();
+        for (system, code) in tokens {
+            let slot = match by_system.iter().position(|(s, _)| *s == system.as_str()) {
+                Some(i) => i,
+                None => {
+                    by_system.push((system.as_str(), Some(Vec::new())));
+                    by_system.len() - 1
+                }
+            };
+            match (code, &mut by_system[slot].1) {
+                (Some(code), Some(codes)) => codes.push(code.as_str()),
+                // A whole system covers its codes.
+                (None, codes) => *codes = None,
+                (Some(_), None) => {}
+            }
+        }
+        if by_system.is_empty() {
+            return "1 = 0".to_owned();
+        }
+        let mut alternatives = Vec::with_capacity(by_system.len());
+        for (system, codes) in by_system {
+            let sid = self.system_clause(system);
+            match codes {
+                None => alternatives.push(format!("({sid})")),
+                Some(codes) => {
+                    let placeholders: Vec<String> = codes.into_iter().map(|c| self.bind_text(c)).collect();
+                    alternatives.push(format!("({sid} AND code IN ({}))", placeholders.join(", ")));
+                }
+            }
+        }
+        format!("({})", alternatives.join(" OR "))
+    }
+
+    /// The clauses of component `k` of a composite condition on the columns
+    /// `s{k}`, `c{k}`, `l{k}`, `h{k}` of `idx_composite` (laid out by
+    /// [`composite_columns`]).
+    fn component_clauses(&mut self, k: usize, component: &Match, clauses: &mut Vec<String>) {
+        let (s, c, l, h) = (format!("s{k}"), format!("c{k}"), format!("l{k}"), format!("h{k}"));
+        match component {
+            Match::Token { system, code, .. } => {
+                if let Some(code) = code {
+                    let p = self.bind_text(code);
+                    clauses.push(format!("{c} = {p}"));
+                }
+                match system {
+                    TokenSystem::Any => {}
+                    TokenSystem::NoSystem => clauses.push(format!("{s} IS NULL")),
+                    TokenSystem::Is(system) => {
+                        let p = self.bind_text(system);
+                        clauses.push(format!("{s} = {p}"));
+                    }
+                }
+            }
+            Match::String { value, mode: StringMode::Prefix } => clauses.extend(self.prefix_clauses(&c, value)),
+            Match::String { value, mode: StringMode::Contains } => {
+                let p = self.bind_text(value);
+                clauses.push(self.dialect.contains(&c, &p));
+            }
+            Match::Reference { target_type, id } => {
+                // Only split references have a type (and an id in `c`).
+                let p = self.bind_text(id);
+                clauses.push(format!("{c} = {p}"));
+                clauses.push(format!("{s} IS NOT NULL"));
+                if let Some(target_type) = target_type {
+                    let t = self.bind_text(target_type);
+                    clauses.push(format!("{s} = {t}"));
+                }
+            }
+            Match::ReferenceUrl(url) => {
+                let p = self.bind_text(url);
+                clauses.push(format!("{c} = {p}"));
+                clauses.push(format!("{s} IS NULL"));
+            }
+            Match::Uri { value, mode } => match mode {
+                UriMode::Exact => {
+                    let p = self.bind_text(value);
+                    clauses.push(format!("{c} = {p}"));
+                }
+                UriMode::Below => clauses.extend(self.prefix_clauses(&c, value)),
+                UriMode::Above => {
+                    let p = self.bind_text(value);
+                    clauses.push(format!("{c} IS NOT NULL AND substr(CAST({p} AS TEXT), 1, length({c})) = {c}"));
+                }
+            },
+            Match::Date { prefix, low, high } => {
+                clauses.push(self.range_predicate(&l, &h, *prefix, Bounds::Real(*low as f64, *high as f64)));
+            }
+            Match::Number { prefix, low, high } => {
+                clauses.push(self.range_predicate(&l, &h, *prefix, Bounds::Real(*low, *high)));
+            }
+            Match::Quantity { prefix, low, high, system, code } => {
+                clauses.push(self.range_predicate(&l, &h, *prefix, Bounds::Real(*low, *high)));
+                if let Some(system) = system {
+                    let p = self.bind_text(system);
+                    clauses.push(format!("{s} = {p}"));
+                }
+                if let Some(code) = code {
+                    let p = self.bind_text(code);
+                    clauses.push(format!("{c} = {p}"));
+                }
+            }
+            // The parser gives components no modifiers, so nothing else
+            // reaches a component; it would match nothing.
+            _ => clauses.push("1 = 0".to_owned()),
+        }
     }
 
     /// `column` starts with `prefix`, as a byte range both engines can serve
@@ -634,6 +772,29 @@ impl Builder {
         keys.push("r.type ASC".to_owned());
         self.push(" ORDER BY ");
         self.push(&keys.join(", "));
+    }
+}
+
+/// The columns of one component of a composite row (`s`, `c`, `l`, `h`:
+/// system or reference type, code or text, low and high bound), per
+/// component value type: a token (system, code), a quantity (system, code,
+/// low, high), a date or number (low, high; dates in microseconds as REAL),
+/// a string (its normalized text), a reference (type, id or else URL), a uri
+/// (its value).
+pub(crate) type CompositeColumns<'a> = (Option<&'a str>, Option<&'a str>, Option<f64>, Option<f64>);
+
+pub(crate) fn composite_columns(value: &IndexValue) -> CompositeColumns<'_> {
+    match value {
+        IndexValue::Token { system, code, .. } => (system.as_deref(), code.as_deref(), None, None),
+        IndexValue::Quantity { low, high, system, code } => (system.as_deref(), code.as_deref(), Some(*low), Some(*high)),
+        IndexValue::Date { low, high } => (None, None, Some(*low as f64), Some(*high as f64)),
+        IndexValue::Number { low, high } => (None, None, Some(*low), Some(*high)),
+        IndexValue::String { normalized, .. } => (None, Some(normalized.as_str()), None, None),
+        IndexValue::Reference { target_type, target_id, url } => {
+            (target_type.as_deref(), Some(target_id.as_deref().unwrap_or(url.as_str())), None, None)
+        }
+        IndexValue::Uri { value } => (None, Some(value.as_str()), None, None),
+        IndexValue::Composite(_) => (None, None, None, None),
     }
 }
 

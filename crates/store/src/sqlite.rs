@@ -35,7 +35,10 @@ use tokio::sync::{mpsc, oneshot};
 
 /// The schema migrations of this backend, applied in order at open and
 /// recorded in `schema_version`.
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../migrations/sqlite/0001_init.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../migrations/sqlite/0001_init.sql")),
+    (3, include_str!("../migrations/sqlite/0003_composite.sql")),
+];
 
 /// Tuning of a [`SqliteStore`].
 #[derive(Debug, Clone)]
@@ -283,10 +286,10 @@ struct Writer {
     conn: Connection,
     max_group: usize,
     /// Interned `search_param` ids per kind, keyed by code.
-    params: [HashMap<String, i64>; 7],
+    params: [HashMap<String, i64>; 8],
     systems: HashMap<String, i64>,
     /// Multi-row index INSERTs per kind and chunk size.
-    insert_sql: [[String; 5]; 7],
+    insert_sql: [[String; 5]; 8],
 }
 
 impl Writer {
@@ -537,7 +540,7 @@ impl Writer {
     /// Inserts a version's index rows, several rows per statement: a
     /// statement execution costs about as much as the B-tree insert itself.
     fn insert_index(&self, rid: i64, entries: &[IndexEntry]) -> Result<(), StoreError> {
-        let mut by_kind: [Vec<(i64, &IndexEntry)>; 7] = Default::default();
+        let mut by_kind: [Vec<(i64, &IndexEntry)>; 8] = Default::default();
         for (n, entry) in entries.iter().enumerate() {
             by_kind[kind_slot(Kind::of(&entry.value))].push((n as i64, entry));
         }
@@ -605,6 +608,15 @@ impl Writer {
                 bind(code)?;
             }
             IndexValue::Uri { value } => bind(value)?,
+            IndexValue::Composite(parts) => {
+                for k in 0..fhir::search::query::MAX_COMPOSITE_COMPONENTS {
+                    let (system, code, low, high) = parts.get(k).map_or((None, None, None, None), sql::composite_columns);
+                    bind(&system)?;
+                    bind(&code)?;
+                    bind(&low)?;
+                    bind(&high)?;
+                }
+            }
         }
         Ok(())
     }
@@ -615,7 +627,7 @@ impl Writer {
 const INSERT_CHUNKS: [usize; 5] = [16, 8, 4, 2, 1];
 
 /// Columns of each index table, in `Kind::ALL` order.
-const INDEX_COLUMNS: [&str; 7] = [
+const INDEX_COLUMNS: [&str; 8] = [
     "idx_string (rid, pid, n, normalized, exact)",
     "idx_token (rid, pid, n, sid, code, text)",
     "idx_reference (rid, pid, n, target_type, target_id, url)",
@@ -623,10 +635,11 @@ const INDEX_COLUMNS: [&str; 7] = [
     "idx_number (rid, pid, n, low, high)",
     "idx_quantity (rid, pid, n, low, high, sid, code)",
     "idx_uri (rid, pid, n, value)",
+    "idx_composite (rid, pid, n, s0, c0, l0, h0, s1, c1, l1, h1, s2, c2, l2, h2)",
 ];
 
 /// `INSERT INTO <table> VALUES (?, ...), ...` per kind and chunk size.
-fn insert_statements() -> [[String; 5]; 7] {
+fn insert_statements() -> [[String; 5]; 8] {
     std::array::from_fn(|kind| {
         let columns = INDEX_COLUMNS[kind];
         let arity = columns.matches(',').count() + 1;
@@ -636,7 +649,7 @@ fn insert_statements() -> [[String; 5]; 7] {
 }
 
 /// `DELETE FROM idx_* WHERE rid = ?1`, in `Kind::ALL` order.
-const DELETE_INDEX: [&str; 7] = [
+const DELETE_INDEX: [&str; 8] = [
     "DELETE FROM idx_string WHERE rid = ?1",
     "DELETE FROM idx_token WHERE rid = ?1",
     "DELETE FROM idx_reference WHERE rid = ?1",
@@ -644,6 +657,7 @@ const DELETE_INDEX: [&str; 7] = [
     "DELETE FROM idx_number WHERE rid = ?1",
     "DELETE FROM idx_quantity WHERE rid = ?1",
     "DELETE FROM idx_uri WHERE rid = ?1",
+    "DELETE FROM idx_composite WHERE rid = ?1",
 ];
 
 fn kind_slot(kind: Kind) -> usize {
@@ -911,12 +925,6 @@ impl domain::Store for SqliteStore {
             .await
     }
 
-    async fn ping(&self) -> Result<(), StoreError> {
-        self.inner
-            .with_reader(|conn| conn.query_row("SELECT 1", [], |r| r.get::<_, i64>(0)).map(|_| ()).map_err(db_error))
-            .await
-    }
-}
     async fn scan(
         &self,
         resource_type: Option<&str>,
@@ -928,3 +936,9 @@ impl domain::Store for SqliteStore {
         self.inner.with_reader(move |conn| query_resources(conn, &statement)).await
     }
 
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.inner
+            .with_reader(|conn| conn.query_row("SELECT 1", [], |r| r.get::<_, i64>(0)).map(|_| ()).map_err(db_error))
+            .await
+    }
+}

@@ -3,12 +3,15 @@
 //! See <http://hl7.org/fhir/R4/http.html>.
 
 mod bundle;
+mod include;
 mod operations;
 mod reindex;
+mod terminology;
 
 pub use bundle::parse_etag;
-pub mod prepare;
+pub use include::{Included, MAX_INCLUDED};
 pub use reindex::{ReindexProgress, ReindexReport};
+pub mod prepare;
 
 use crate::error::{Error, ErrorKind};
 use crate::store::{
@@ -124,6 +127,9 @@ pub struct SearchResult {
     pub applied: Vec<(String, String)>,
     pub count: usize,
     pub offset: usize,
+    /// The resources `_include` and `_revinclude` add to the page (not
+    /// counted in the total, not paged).
+    pub included: Included,
 }
 
 pub struct Service {
@@ -459,8 +465,10 @@ impl Service {
         let count_given = rest.iter().any(|(k, _)| k == "_count");
         query.count = if count_given { query.count.min(self.config.max_page_size) } else { self.config.default_page_size };
         query.offset = offset;
+        self.resolve_terminology(&mut query).await?;
         let page = self.store.search(&query).await?;
-        Ok(SearchResult { page, applied: parsed.applied, count: query.count, offset })
+        let included = self.resolve_includes(&page.items, &parsed.includes).await?;
+        Ok(SearchResult { page, applied: parsed.applied, count: query.count, offset, included })
     }
 
     fn page_size(&self, asked: Option<usize>) -> usize {
@@ -481,6 +489,16 @@ impl Service {
         let parsed = fhir::search::query::parse(&self.registry(), Some(resource_type), &params, false)
             .map_err(|issues| Error::with_issues(ErrorKind::BadRequest, issues))?;
         let mut query = parsed.query;
+        if terminology::needs_terminology(&query) {
+            let mut e = Error::new(
+                ErrorKind::BadRequest,
+                "conditional operations cannot use :in, :not-in, :above or :below on tokens",
+            );
+            if let Some(issue) = e.issues.first_mut() {
+                issue.code = fhir::IssueType::NotSupported;
+            }
+            return Err(e);
+        }
         // Two matches are enough to tell "one" from "several".
         query.count = 2;
         query.offset = 0;

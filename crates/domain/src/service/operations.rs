@@ -56,9 +56,16 @@ impl Service {
             Error::new(ErrorKind::BadRequest, format!("{resource_type} is not in the {compartment} compartment"))
         })?;
         let mut search = self.parse_search(resource_type, params, handling, self.config.default_page_size)?;
+        self.resolve_terminology(&mut search.query).await?;
         search.query.filters.push(filter);
         let page = self.store.search(&search.query).await?;
-        Ok(SearchResult { page, applied: search.applied, count: search.query.count, offset: search.query.offset })
+        Ok(SearchResult {
+            page,
+            applied: search.applied,
+            count: search.query.count,
+            offset: search.query.offset,
+            included: Default::default(),
+        })
     }
 
     /// `GET|POST [base]/Patient/[id]/$everything`: the Patient and every resource in its
@@ -143,7 +150,13 @@ impl Service {
             items.extend(page.items.into_iter().take(room));
         }
         tracing::debug!(entries = items.len(), total, offset = args.offset, "patient $everything page");
-        Ok(SearchResult { page: Page { items, total: Some(total) }, applied: args.applied, count: args.count, offset: args.offset })
+        Ok(SearchResult {
+            page: Page { items, total: Some(total) },
+            applied: args.applied,
+            count: args.count,
+            offset: args.offset,
+            included: Default::default(),
+        })
     }
 
     /// `GET [base]/Observation/$lastn`: the `max` (default 1) most recent Observations of
@@ -189,6 +202,7 @@ impl Service {
             return Err(Error::new(ErrorKind::BadRequest, "$lastn needs a patient or subject parameter"));
         }
         let mut search = self.parse_search("Observation", &rest, handling, self.config.max_page_size)?;
+        self.resolve_terminology(&mut search.query).await?;
         if let Some(max) = max_given {
             search.applied.insert(0, ("max".to_string(), max));
         }
@@ -226,7 +240,13 @@ impl Service {
         tracing::debug!(selected = selected.len(), max, "observation $lastn");
         let total = selected.len() as u64;
         let items = selected.into_iter().skip(offset).take(count).collect();
-        Ok(SearchResult { page: Page { items, total: Some(total) }, applied: search.applied, count, offset })
+        Ok(SearchResult {
+            page: Page { items, total: Some(total) },
+            applied: search.applied,
+            count,
+            offset,
+            included: Default::default(),
+        })
     }
 
     /// Runs `queries` against the store, up to [`CONCURRENT_SEARCHES`] at a time, and

@@ -8,11 +8,20 @@
 //!
 //! Not indexed: `_id` and `_lastUpdated` (stores keep them as columns),
 //! parameters without an expression (`_text`, `_content`, `_query`, `_filter`),
-//! `special` parameters (`near`) and `composite` parameters (their components
-//! are indexed as parameters of their own).
+//! `special` parameters (`near`).
+//!
+//! Besides the values of each parameter, three kinds of derived values are
+//! indexed: Identifier types for token `:of-type` (under
+//! [`super::query::of_type_param`]), Reference identifiers for reference
+//! `:identifier` (under [`super::query::reference_identifier_param`]), and
+//! every UCUM quantity a second time in canonical units
+//! ([`super::ucum`]). Composite parameters are indexed per element: one
+//! [`IndexValue::Composite`] per element and combination of its component values.
 
-use super::params::{ParamType, SearchParamDef, TABLE};
+use super::params::{ParamType, SearchParamDef, TABLE, search_param_by_url};
+use super::query::{MAX_COMPOSITE_COMPONENTS, of_type_code, of_type_param, reference_identifier_param};
 use super::ranges::{date_range, decimal_range};
+use super::ucum::{UCUM, canonical_range};
 use super::{IndexEntry, IndexValue, normalize_string};
 use crate::fhirpath::{Expr, Item};
 use once_cell::sync::Lazy;
@@ -23,6 +32,22 @@ use std::collections::HashMap;
 struct Extractor {
     def: &'static SearchParamDef,
     expr: Expr,
+    /// The parameter derived values are indexed under: `code:of-type` for
+    /// tokens, `code:identifier` for references.
+    derived: Option<String>,
+    /// A composite's components: type and expression relative to an element.
+    components: Vec<(ParamType, Expr)>,
+}
+
+impl Extractor {
+    fn new(def: &'static SearchParamDef, expr: Expr, components: &[(ParamType, Expr)]) -> Extractor {
+        let derived = match def.kind {
+            ParamType::Token => Some(of_type_param(&def.code)),
+            ParamType::Reference => Some(reference_identifier_param(&def.code)),
+            _ => None,
+        };
+        Extractor { def, expr, derived, components: components.to_vec() }
+    }
 }
 
 /// Extractors per resource type, plus those of every resource (`Resource`,
@@ -34,9 +59,28 @@ struct Compiled {
 }
 
 fn indexed(def: &SearchParamDef) -> bool {
-    !matches!(def.code.as_str(), "_id" | "_lastUpdated")
-        && !matches!(def.kind, ParamType::Composite | ParamType::Special)
-        && def.expression.is_some()
+    !matches!(def.code.as_str(), "_id" | "_lastUpdated") && def.kind != ParamType::Special && def.expression.is_some()
+}
+
+/// The components of a composite parameter, compiled; `None` when one cannot
+/// be indexed (then neither is the composite). Empty for other parameters.
+fn compile_components(def: &SearchParamDef) -> Option<Vec<(ParamType, Expr)>> {
+    if def.kind != ParamType::Composite {
+        return Some(Vec::new());
+    }
+    if def.components.is_empty() || def.components.len() > MAX_COMPOSITE_COMPONENTS {
+        return None;
+    }
+    def.components
+        .iter()
+        .map(|c| {
+            let kind = search_param_by_url(&c.definition)?.kind;
+            if matches!(kind, ParamType::Composite | ParamType::Special) {
+                return None;
+            }
+            Some((kind, Expr::compile(&c.expression).ok()?))
+        })
+        .collect()
 }
 
 static COMPILED: Lazy<Compiled> = Lazy::new(|| {
@@ -48,15 +92,17 @@ static COMPILED: Lazy<Compiled> = Lazy::new(|| {
         // Every core expression compiles (tested); one that did not would
         // only lose its own index values.
         let Some(Ok(expr)) = def.expression.as_deref().map(Expr::compile) else { continue };
+        let Some(components) = compile_components(def) else { continue };
         for base in &def.base {
             let specialised = expr.for_resource_type(base);
             if specialised.is_empty() {
                 continue;
             }
+            let extractor = Extractor::new(def, specialised, &components);
             match base.as_str() {
-                "Resource" => common.push(Extractor { def, expr: specialised }),
-                "DomainResource" => common_domain.push(Extractor { def, expr: specialised }),
-                _ => by_type.entry(base.as_str()).or_default().push(Extractor { def, expr: specialised }),
+                "Resource" => common.push(extractor),
+                "DomainResource" => common_domain.push(extractor),
+                _ => by_type.entry(base.as_str()).or_default().push(extractor),
             }
         }
     }
@@ -84,22 +130,111 @@ pub(super) fn extract_core(resource: &Value) -> Vec<IndexEntry> {
     let mut values = Vec::with_capacity(8);
     for extractor in own.iter().chain(domain).chain(&compiled.common) {
         values.clear();
-        for item in extractor.expr.evaluate(resource) {
-            index_item(extractor.def.kind, &item, &mut values);
+        let items = extractor.expr.evaluate(resource);
+        if extractor.def.kind == ParamType::Composite {
+            for item in &items {
+                composite_values(resource, *item, &extractor.components, &mut values);
+            }
+        } else {
+            for item in &items {
+                index_item(extractor.def.kind, item, &mut values);
+            }
         }
-        let start = out.len();
-        for value in values.drain(..) {
-            // FHIRPath unions already de-duplicate nodes; equal values from
-            // different nodes (two identical codings) are stored once. Past
-            // a few dozen values (a Group's members) duplicates are kept
-            // rather than compared pairwise: they cost a row, not a wrong match.
-            let seen = &out[start..];
-            if seen.len() > DEDUP_LIMIT || !seen.iter().any(|e: &IndexEntry| e.value == value) {
-                out.push(IndexEntry { param: extractor.def.code.clone(), value });
+        push_unique(&mut out, &extractor.def.code, &mut values);
+        if let Some(derived) = &extractor.derived {
+            for item in &items {
+                derived_values(extractor.def.kind, item, &mut values);
+            }
+            if !values.is_empty() {
+                push_unique(&mut out, derived, &mut values);
             }
         }
     }
     out
+}
+
+/// Appends `values` (drained) as entries of `param`.
+fn push_unique(out: &mut Vec<IndexEntry>, param: &str, values: &mut Vec<IndexValue>) {
+    let start = out.len();
+    for value in values.drain(..) {
+        // FHIRPath unions already de-duplicate nodes; equal values from
+        // different nodes (two identical codings) are stored once. Past
+        // a few dozen values (a Group's members) duplicates are kept
+        // rather than compared pairwise: they cost a row, not a wrong match.
+        let seen = &out[start..];
+        if seen.len() > DEDUP_LIMIT || !seen.iter().any(|e: &IndexEntry| e.value == value) {
+            out.push(IndexEntry { param: param.to_string(), value });
+        }
+    }
+}
+
+/// Values indexed beside a parameter's own: for a token, each Identifier
+/// type coding with the identifier's value (`:of-type`); for a reference,
+/// the Reference's `identifier` as a token (`:identifier`).
+fn derived_values(kind: ParamType, item: &Item<'_>, out: &mut Vec<IndexValue>) {
+    let Item::Node { value: Value::Object(map), .. } = *item else { return };
+    match kind {
+        ParamType::Token => {
+            let Some(value) = text(map, "value") else { return };
+            let Some(Value::Object(id_type)) = field(map, "type") else { return };
+            for coding in field(id_type, "coding").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default() {
+                if let Value::Object(c) = coding
+                    && let Some(code) = text(c, "code")
+                {
+                    let system = text(c, "system").map(str::to_string);
+                    out.push(IndexValue::Token { system, code: Some(of_type_code(code, value)), text: None });
+                }
+            }
+        }
+        ParamType::Reference => {
+            if let Some(Value::Object(identifier)) = field(map, "identifier")
+                && let Some(value) = text(identifier, "value")
+            {
+                let system = text(identifier, "system").map(str::to_string);
+                out.push(IndexValue::Token { system, code: Some(value.to_string()), text: None });
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Combinations of component values one composite element may yield, at most.
+const COMPOSITE_LIMIT: usize = 64;
+
+/// The composite values of one element: the component expressions are
+/// evaluated on the element, and every combination of their values is one
+/// value. Tokens without a code (a CodeableConcept's text) take no part.
+fn composite_values<'a>(
+    resource: &'a Value,
+    element: Item<'a>,
+    components: &'a [(ParamType, Expr)],
+    out: &mut Vec<IndexValue>,
+) {
+    let mut combos: Vec<Vec<IndexValue>> = vec![Vec::new()];
+    let mut parts = Vec::new();
+    for (kind, expr) in components {
+        parts.clear();
+        for item in expr.evaluate_on(resource, element) {
+            index_item(*kind, &item, &mut parts);
+        }
+        parts.retain(|v| !matches!(v, IndexValue::Token { code: None, .. }));
+        if parts.is_empty() {
+            return;
+        }
+        let mut next = Vec::with_capacity(combos.len() * parts.len());
+        'outer: for combo in &combos {
+            for part in &parts {
+                if next.len() == COMPOSITE_LIMIT {
+                    break 'outer;
+                }
+                let mut extended = combo.clone();
+                extended.push(part.clone());
+                next.push(extended);
+            }
+        }
+        combos = next;
+    }
+    out.extend(combos.into_iter().map(IndexValue::Composite));
 }
 
 /// Index values of the items an expression yielded, for a parameter of `kind`.
@@ -399,7 +534,9 @@ fn quantity_values(value: &Value, ty: Option<&str>, out: &mut Vec<IndexValue>) {
     }
     if ty == Some("Range") || (ty.is_none() && (has(map, "low") || has(map, "high"))) {
         if let Some((low, high, system, code)) = range_bounds(map) {
-            out.push(IndexValue::Quantity { low, high, system, code });
+            let canonical_at = out.len();
+            push_canonical(low, high, system.as_deref(), code.as_deref(), out);
+            out.insert(canonical_at, IndexValue::Quantity { low, high, system, code });
         }
         return;
     }
@@ -411,11 +548,28 @@ fn quantity_values(value: &Value, ty: Option<&str>, out: &mut Vec<IndexValue>) {
     let system = text(map, "system").map(str::to_string);
     let code = text(map, "code");
     let unit = text(map, "unit");
-    out.push(IndexValue::Quantity { low, high, system, code: code.or(unit).map(str::to_string) });
+    let canonical_at = out.len();
+    push_canonical(low, high, system.as_deref(), code, out);
+    out.insert(canonical_at, IndexValue::Quantity { low, high, system, code: code.or(unit).map(str::to_string) });
     if let (Some(code), Some(unit)) = (code, unit)
         && code != unit
     {
         out.push(IndexValue::Quantity { low, high, system: None, code: Some(unit.to_string()) });
+    }
+}
+
+/// A UCUM quantity in canonical units ([`super::ucum`]), when its unit is
+/// understood and differs from the canonical one, so that searches in any
+/// commensurable unit find it.
+fn push_canonical(low: f64, high: f64, system: Option<&str>, code: Option<&str>, out: &mut Vec<IndexValue>) {
+    if system != Some(UCUM) {
+        return;
+    }
+    let Some(code) = code else { return };
+    if let Some((low, high, unit)) = canonical_range(low, high, code)
+        && unit != code
+    {
+        out.push(IndexValue::Quantity { low, high, system: Some(UCUM.to_string()), code: Some(unit) });
     }
 }
 

@@ -51,6 +51,11 @@ pub enum IndexValue {
     /// A Quantity value with its precision range, system and code (unit).
     Quantity { low: f64, high: f64, system: Option<String>, code: Option<String> },
     Uri { value: String },
+    /// One element of a composite parameter (search.html#composite): a value
+    /// per component, in the parameter's component order, all taken from the
+    /// same element (one `Observation.component`, say). An element whose
+    /// components have several values is indexed once per combination.
+    Composite(Vec<IndexValue>),
 }
 
 /// Lower-cases and strips combining accents: the FHIR default string match

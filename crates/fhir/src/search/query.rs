@@ -48,6 +48,23 @@ pub enum Match {
     Date { prefix: Prefix, low: i64, high: i64 },
     Number { prefix: Prefix, low: f64, high: f64 },
     Quantity { prefix: Prefix, low: f64, high: f64, system: Option<String>, code: Option<String> },
+    /// Any of these `system|code` pairs (a `None` code: every code of the
+    /// system). `negate`: none of them, like `:not` (resources without a
+    /// value match too). What `:in`, `:not-in`, `:above` and `:below` become
+    /// once the Service has resolved them against stored terminology.
+    TokenSet { tokens: Vec<(String, Option<String>)>, negate: bool },
+    /// `:in` / `:not-in` (`negate`) a ValueSet given by its `url` or as
+    /// `ValueSet/id`. The Service turns it into [`Match::TokenSet`]; a store
+    /// that is given it unresolved matches nothing.
+    InValueSet { value_set: String, negate: bool },
+    /// `:below` / `:above` (`below: false`) a code of a code system with a
+    /// hierarchy. The Service turns it into [`Match::TokenSet`]; a store that
+    /// is given it unresolved matches nothing.
+    Subsumption { system: String, code: String, below: bool },
+    /// A composite parameter (search.html#composite): one indexed element
+    /// ([`super::IndexValue::Composite`]) must match every component, in the
+    /// order of the parameter's components.
+    Composite(Vec<Match>),
     /// A chained parameter (search.html#chaining): the reference parameter
     /// `param` points at a current resource of one of `target_types` that
     /// meets any of `inner` (conditions on that resource's own parameters,
@@ -121,6 +138,7 @@ use super::normalize_string;
 use super::params::{ParamType, SearchParamDef};
 use super::registry::Registry;
 use super::ranges::{date_range, decimal_range};
+use super::ucum::{UCUM, canonical_range};
 use crate::outcome::{Issue, IssueType};
 
 /// Page size when the request names none. The Service usually overrides it
@@ -366,17 +384,17 @@ fn parse_sort(registry: &Registry, resource_type: Option<&str>, value: &str) -> 
 fn check_modifier(kind: ParamType, modifier: &str) -> Result<(), Issue> {
     let supported = match kind {
         ParamType::String => matches!(modifier, "exact" | "contains"),
-        ParamType::Token => matches!(modifier, "text" | "not"),
+        ParamType::Token => matches!(modifier, "text" | "not" | "of-type" | "in" | "not-in" | "above" | "below"),
         ParamType::Uri => matches!(modifier, "below" | "above"),
         // A reference's `:[type]` is checked by the caller.
+        ParamType::Reference => modifier == "identifier",
         _ => false,
     };
     if supported || modifier == "missing" {
         return Ok(());
     }
     let known = match kind {
-        ParamType::Token => matches!(modifier, "above" | "below" | "in" | "not-in" | "of-type"),
-        ParamType::Reference => matches!(modifier, "identifier" | "above" | "below"),
+        ParamType::Reference => matches!(modifier, "above" | "below"),
         _ => false,
     };
     if known {
@@ -388,7 +406,7 @@ fn check_modifier(kind: ParamType, modifier: &str) -> Result<(), Issue> {
 
 fn parse_param(def: &SearchParamDef, modifier: Option<&str>, value: &str) -> Result<Vec<Condition>, Issue> {
     let code = def.code.as_str();
-    if matches!(def.kind, ParamType::Composite | ParamType::Special) || def.expression.is_none() {
+    if def.kind == ParamType::Special || def.expression.is_none() {
         return Err(unsupported(format!("search parameter {code} ({}) is not supported", def.kind.code())));
     }
     let mut reference_type = None;
@@ -410,12 +428,49 @@ fn parse_param(def: &SearchParamDef, modifier: Option<&str>, value: &str) -> Res
         };
         return Ok(vec![condition(code, Match::Missing(missing))]);
     }
+    // Values indexed under a parameter of their own (extract.rs).
+    let indexed_as = match (def.kind, modifier) {
+        (ParamType::Token, Some("of-type")) => of_type_param(code),
+        (ParamType::Reference, Some("identifier")) => reference_identifier_param(code),
+        _ => code.to_string(),
+    };
     let mut out = Vec::new();
     for part in split_or(value) {
         if part.is_empty() {
             return Err(invalid(format!("{code} has an empty value in its list")));
         }
-        let matcher = match def.kind {
+        let matcher = parse_value(def, modifier, reference_type, &part)?;
+        out.push(condition(&indexed_as, matcher));
+    }
+    Ok(out)
+}
+
+/// The parameter under which the `:of-type` values of token parameter
+/// `code` are indexed: `type-system|type-code|value` of each Identifier, as a
+/// token whose system is the type's and whose code is `type-code|value`.
+pub fn of_type_param(code: &str) -> String {
+    format!("{code}:of-type")
+}
+
+/// The parameter under which the `identifier` of the References of
+/// reference parameter `code` is indexed, as a token (`:identifier`).
+pub fn reference_identifier_param(code: &str) -> String {
+    format!("{code}:identifier")
+}
+
+/// Most components a composite parameter has (MolecularSequence has three).
+pub const MAX_COMPOSITE_COMPONENTS: usize = 3;
+
+/// One comma-separated value of parameter `def`.
+fn parse_value(
+    def: &SearchParamDef,
+    modifier: Option<&str>,
+    reference_type: Option<&str>,
+    part: &str,
+) -> Result<Match, Issue> {
+    let code = def.code.as_str();
+    let part = part.to_string();
+    let matcher = match def.kind {
             ParamType::String => {
                 let text = unescape(&part);
                 match modifier {
@@ -425,6 +480,7 @@ fn parse_param(def: &SearchParamDef, modifier: Option<&str>, value: &str) -> Res
                 }
             }
             ParamType::Token => parse_token(&part, modifier)?,
+            ParamType::Reference if modifier == Some("identifier") => parse_token(&part, None)?,
             ParamType::Reference => parse_reference_value(&part, reference_type)?,
             ParamType::Date => {
                 let (prefix, low, high) = prefixed_date(&part)?;
@@ -450,13 +506,40 @@ fn parse_param(def: &SearchParamDef, modifier: Option<&str>, value: &str) -> Res
                 };
                 Match::Uri { value: unescape(&part), mode }
             }
-            ParamType::Composite | ParamType::Special => {
+            ParamType::Composite => parse_composite(def, &part)?,
+            ParamType::Special => {
                 return Err(unsupported(format!("search parameter {code} is not supported")));
             }
         };
-        out.push(condition(code, matcher));
+    Ok(matcher)
+}
+
+/// composite (search.html#composite): the components' values joined by `$`
+/// (`\$` is a literal dollar), each parsed as its component parameter is,
+/// without modifiers; prefixes apply to the components that take them.
+fn parse_composite(def: &SearchParamDef, part: &str) -> Result<Match, Issue> {
+    let code = def.code.as_str();
+    let components: Vec<&SearchParamDef> =
+        def.components.iter().filter_map(|c| super::params::search_param_by_url(&c.definition)).collect();
+    if components.is_empty()
+        || components.len() != def.components.len()
+        || components.len() > MAX_COMPOSITE_COMPONENTS
+        || components.iter().any(|c| matches!(c.kind, ParamType::Composite | ParamType::Special))
+    {
+        return Err(unsupported(format!("search parameter {code} (composite) is not supported")));
     }
-    Ok(out)
+    let pieces = split_unescaped(part, '$');
+    if pieces.len() != components.len() {
+        return Err(invalid(format!("{code} needs {} values joined by $", components.len())));
+    }
+    let mut matchers = Vec::with_capacity(pieces.len());
+    for (component, piece) in components.into_iter().zip(&pieces) {
+        if piece.is_empty() {
+            return Err(invalid(format!("{code} has an empty component")));
+        }
+        matchers.push(parse_value(component, None, None, piece)?);
+    }
+    Ok(Match::Composite(matchers))
 }
 
 /// Prefixes are allowed unless the definition lists its comparators without this one.
@@ -515,8 +598,21 @@ fn prefixed_date(value: &str) -> Result<(Prefix, i64, i64), Issue> {
 /// token (search.html#token): `code`, `system|code`, `|code`, `system|`;
 /// `:not` negates, `:text` searches the display text.
 fn parse_token(part: &str, modifier: Option<&str>) -> Result<Match, Issue> {
-    if modifier == Some("text") {
-        return Ok(Match::TokenText(normalize_string(&unescape(part))));
+    match modifier {
+        Some("text") => return Ok(Match::TokenText(normalize_string(&unescape(part)))),
+        Some("of-type") => return parse_of_type(part),
+        Some(m @ ("in" | "not-in")) => {
+            return Ok(Match::InValueSet { value_set: unescape(part), negate: m == "not-in" });
+        }
+        Some(m @ ("above" | "below")) => {
+            return match split_unescaped(part, '|').as_slice() {
+                [system, code] if !system.is_empty() && !code.is_empty() => {
+                    Ok(Match::Subsumption { system: unescape(system), code: unescape(code), below: m == "below" })
+                }
+                _ => Err(invalid(format!(":{m} needs system|code"))),
+            };
+        }
+        _ => {}
     }
     let negate = modifier == Some("not");
     let pieces = split_unescaped(part, '|');
@@ -533,6 +629,26 @@ fn parse_token(part: &str, modifier: Option<&str>) -> Result<Match, Issue> {
         _ => return Err(invalid("a token is code, system|code, |code or system|")),
     };
     Ok(Match::Token { system, code, negate })
+}
+
+/// `:of-type` (search.html#token): `type-system|type-code|value` of an
+/// Identifier, matched against the values [`of_type_param`] indexes. An
+/// empty type system means the type coding has none.
+fn parse_of_type(part: &str) -> Result<Match, Issue> {
+    let pieces = split_unescaped(part, '|');
+    let [system, type_code, value] = pieces.as_slice() else {
+        return Err(invalid(":of-type needs system|code|value"));
+    };
+    if type_code.is_empty() || value.is_empty() {
+        return Err(invalid(":of-type needs a type code and a value"));
+    }
+    let system = if system.is_empty() { TokenSystem::NoSystem } else { TokenSystem::Is(unescape(system)) };
+    Ok(Match::Token { system, code: Some(of_type_code(&unescape(type_code), &unescape(value))), negate: false })
+}
+
+/// How an Identifier's type code and value are indexed for `:of-type`.
+pub fn of_type_code(type_code: &str, value: &str) -> String {
+    format!("{type_code}|{value}")
 }
 
 /// reference (search.html#reference): `id`, `Type/id`, an absolute URL or a
@@ -570,6 +686,14 @@ fn parse_quantity(prefix: Prefix, rest: &str) -> Option<Match> {
         _ => return None,
     };
     let (low, high) = decimal_range(&unescape(number))?;
+    // UCUM units are compared in canonical form (extract.rs indexes every
+    // UCUM quantity in that form too), so `0.5|ucum|g` finds 500 mg.
+    if system.as_deref() == Some(UCUM)
+        && let Some(unit) = code.as_deref()
+        && let Some((low, high, canonical)) = canonical_range(low, high, unit)
+    {
+        return Some(Match::Quantity { prefix, low, high, system, code: Some(canonical) });
+    }
     Some(Match::Quantity { prefix, low, high, system, code })
 }
 

@@ -11,6 +11,7 @@ mod harness;
 mod history;
 mod reindex;
 mod search;
+mod search_values;
 mod versioning;
 
 /// Generates, for one backend, a module per test module with one
@@ -42,6 +43,14 @@ macro_rules! conformance {
 }
 
 conformance! {
+    search_values {
+        token_set_matches_any_pair,
+        token_set_negated_is_not_in,
+        unresolved_terminology_matches_nothing,
+        composite_components_match_in_one_element,
+        composite_missing,
+        composite_of_date_string_reference_and_numbers,
+    }
     crud {
         create_then_read,
         read_missing_is_none,
@@ -77,6 +86,7 @@ conformance! {
         scan_walks_current_resources_in_key_order,
         reindex_replaces_rows_without_a_new_version,
         reindex_skips_resources_that_moved_on,
+    }
     history {
         instance_history_newest_first,
         type_and_system_history,

@@ -188,18 +188,22 @@ fn observation_quantity_codeable_concept_and_choice_types() {
     )
     .unwrap();
     let quantities = entries(&obs, "value-quantity");
-    let [IndexValue::Quantity { low, high, system, code }] = quantities.as_slice() else {
-        panic!("one quantity expected: {quantities:?}")
+    let [IndexValue::Quantity { low, high, system, code }, canonical] = quantities.as_slice() else {
+        panic!("the quantity and its canonical form expected: {quantities:?}")
     };
     assert!((low - 72.495).abs() < 1e-9 && (high - 72.505).abs() < 1e-9, "precision of 72.50 is kept");
     assert_eq!((system.as_deref(), code.as_deref()), (Some("http://unitsofmeasure.org"), Some("kg")));
-    // The component's unit differs from its code, so both are searchable.
+    let IndexValue::Quantity { low, high, system, code } = canonical else { panic!("{canonical:?}") };
+    assert!((low - 72_495.0).abs() < 1e-6 && (high - 72_505.0).abs() < 1e-6, "kg in grams");
+    assert_eq!((system.as_deref(), code.as_deref()), (Some("http://unitsofmeasure.org"), Some("g")));
+    // The component's unit differs from its code, so both are searchable,
+    // and mm[Hg] is also indexed in base units.
     let component = entries(&obs, "component-value-quantity");
-    assert_eq!(component.len(), 2);
-    assert!(matches!(&component[1], IndexValue::Quantity { system: None, code: Some(c), .. } if c == "mmHg"));
+    assert_eq!(component.len(), 3);
+    assert!(matches!(&component[1], IndexValue::Quantity { code: Some(c), .. } if c == "g.m-1.s-2"));
+    assert!(matches!(&component[2], IndexValue::Quantity { system: None, code: Some(c), .. } if c == "mmHg"));
     assert_eq!(entries(&obs, "component-code").len(), 2);
     assert!(entries(&obs, "value-concept").is_empty());
-    assert!(entries(&obs, "code-value-quantity").is_empty(), "composites are not indexed");
     let string_obs = json!({"resourceType": "Observation", "valueCodeableConcept": {"text": "Positive"}});
     assert_eq!(entries(&string_obs, "value-string"), vec![s("Positive")]);
     assert_eq!(entries(&string_obs, "value-concept"), vec![tok(None, None, Some("positive"))]);
@@ -270,4 +274,90 @@ fn large_resources_extract_in_linear_time() {
     let start = std::time::Instant::now();
     assert_eq!(entries(&group, "member").len(), 20_000);
     assert!(start.elapsed().as_secs() < 10, "{:?}", start.elapsed());
+}
+
+fn loinc(code: &str) -> IndexValue {
+    tok(Some("http://loinc.org"), Some(code), None)
+}
+
+fn ucum(low: f64, high: f64, code: &str) -> IndexValue {
+    IndexValue::Quantity { low, high, system: Some("http://unitsofmeasure.org".into()), code: Some(code.into()) }
+}
+
+#[test]
+fn composites_are_indexed_per_element() {
+    let bp: Value = serde_json::from_str(
+        r#"{"resourceType": "Observation",
+            "code": {"coding": [{"system": "http://loinc.org", "code": "85354-9"}], "text": "BP"},
+            "component": [
+                {"code": {"coding": [{"system": "http://loinc.org", "code": "8480-6"}]},
+                 "valueQuantity": {"value": 120, "system": "http://unitsofmeasure.org", "code": "g"}},
+                {"code": {"coding": [{"system": "http://loinc.org", "code": "8462-4"}]},
+                 "valueQuantity": {"value": 80, "system": "http://unitsofmeasure.org", "code": "g"}}
+            ]}"#,
+    )
+    .unwrap();
+    // One value per component, pairing each component's own code and value.
+    assert_eq!(
+        entries(&bp, "component-code-value-quantity"),
+        vec![
+            IndexValue::Composite(vec![loinc("8480-6"), ucum(119.5, 120.5, "g")]),
+            IndexValue::Composite(vec![loinc("8462-4"), ucum(79.5, 80.5, "g")]),
+        ]
+    );
+    // combo- covers the Observation itself (no value here) and its components.
+    assert_eq!(entries(&bp, "combo-code-value-quantity").len(), 2);
+    assert!(entries(&bp, "code-value-quantity").is_empty(), "the Observation itself has no value");
+
+    // Several values of one component: every combination, canonical units too.
+    let weight: Value = serde_json::from_str(
+        r#"{"resourceType": "Observation",
+            "code": {"coding": [{"system": "http://loinc.org", "code": "29463-7"}, {"system": "http://s", "code": "w"}]},
+            "valueQuantity": {"value": 500, "system": "http://unitsofmeasure.org", "code": "mg"}}"#,
+    )
+    .unwrap();
+    let values = entries(&weight, "code-value-quantity");
+    assert_eq!(values.len(), 4, "{values:?}");
+    assert!(values.contains(&IndexValue::Composite(vec![loinc("29463-7"), ucum(499.5 * 0.001, 500.5 * 0.001, "g")])));
+
+    let group = json!({"resourceType": "Group", "characteristic": [
+        {"code": {"text": "gender"}, "valueCodeableConcept": {"coding": [{"system": "http://s", "code": "female"}]}},
+        {"code": {"coding": [{"system": "http://s", "code": "age"}]}, "valueBoolean": true}
+    ]});
+    assert_eq!(
+        entries(&group, "characteristic-value"),
+        vec![IndexValue::Composite(vec![tok(Some("http://s"), Some("age"), None), tok(None, Some("true"), None)])],
+        "a component without a code (text only) indexes nothing"
+    );
+    let molecular = json!({"resourceType": "MolecularSequence", "referenceSeq": {"chromosome": {"coding": [{"system": "http://c", "code": "1"}]}},
+        "variant": [{"start": 10, "end": 20}]});
+    assert_eq!(
+        entries(&molecular, "chromosome-variant-coordinate"),
+        vec![IndexValue::Composite(vec![
+            tok(Some("http://c"), Some("1"), None),
+            IndexValue::Number { low: 9.5, high: 10.5 },
+            IndexValue::Number { low: 19.5, high: 20.5 },
+        ])],
+        "three components, one of them from %resource"
+    );
+}
+
+#[test]
+fn identifier_types_and_reference_identifiers_are_indexed_for_their_modifiers() {
+    let p = json!({"resourceType": "Patient", "identifier": [
+        {"type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": "MR"}]}, "system": "urn:mrn", "value": "12345"},
+        {"type": {"text": "no coding"}, "value": "x"}
+    ]});
+    assert_eq!(
+        entries(&p, "identifier:of-type"),
+        vec![tok(Some("http://terminology.hl7.org/CodeSystem/v2-0203"), Some("MR|12345"), None)]
+    );
+    let obs = json!({"resourceType": "Observation", "subject": {"identifier": {"system": "urn:mrn", "value": "12345"}, "display": "x"},
+        "performer": [{"reference": "Practitioner/1"}]});
+    assert_eq!(entries(&obs, "subject:identifier"), vec![tok(Some("urn:mrn"), Some("12345"), None)]);
+    // `patient` is `subject.where(resolve() is Patient)`: a reference by
+    // identifier alone names no type, so it is not a patient reference.
+    assert!(entries(&obs, "patient:identifier").is_empty());
+    assert!(entries(&obs, "subject").is_empty(), "no literal reference");
+    assert!(entries(&obs, "performer:identifier").is_empty());
 }

@@ -65,8 +65,39 @@ fn tokens_in_every_form() {
     assert_eq!(one("Patient", "_tag", "http://t|x"), token(TokenSystem::Is("http://t".into()), Some("x"), false));
     assert_eq!(err("Patient", &[("identifier", "a|b|c")])[0].code, IssueType::Invalid);
     assert_eq!(err("Patient", &[("identifier", "|")])[0].code, IssueType::Invalid);
-    assert_eq!(err("Patient", &[("gender:in", "http://vs")])[0].code, IssueType::NotSupported);
-    assert_eq!(err("Patient", &[("identifier:of-type", "a|b|c")])[0].code, IssueType::NotSupported);
+}
+
+#[test]
+fn token_of_type_in_and_hierarchy_modifiers() {
+    let parsed = ok("Patient", &[("identifier:of-type", "http://terminology.hl7.org/CodeSystem/v2-0203|MR|12345")]);
+    let condition = &parsed.query.filters[0].any_of[0];
+    assert_eq!(condition.param, "identifier:of-type", "of-type values are indexed under their own parameter");
+    assert_eq!(
+        condition.matcher,
+        tm(TokenSystem::Is("http://terminology.hl7.org/CodeSystem/v2-0203".into()), Some("MR|12345"), false)
+    );
+    assert_eq!(one("Patient", "identifier:of-type", "|MR|1"), tm(TokenSystem::NoSystem, Some("MR|1"), false));
+    for bad in ["MR|1", "a|b|c|d", "s||1", "s|MR|"] {
+        assert_eq!(err("Patient", &[("identifier:of-type", bad)])[0].code, IssueType::Invalid, "{bad}");
+    }
+    assert_eq!(
+        one("Patient", "gender:in", "http://vs"),
+        Match::InValueSet { value_set: "http://vs".into(), negate: false }
+    );
+    assert_eq!(
+        one("Observation", "code:not-in", "ValueSet/vitals"),
+        Match::InValueSet { value_set: "ValueSet/vitals".into(), negate: true }
+    );
+    assert_eq!(
+        one("Condition", "code:below", "http://snomed.info/sct|404684003"),
+        Match::Subsumption { system: "http://snomed.info/sct".into(), code: "404684003".into(), below: true }
+    );
+    assert_eq!(
+        one("Condition", "code:above", "http://snomed.info/sct|1"),
+        Match::Subsumption { system: "http://snomed.info/sct".into(), code: "1".into(), below: false }
+    );
+    assert_eq!(err("Condition", &[("code:below", "404684003")])[0].code, IssueType::Invalid, "a system is needed");
+    assert_eq!(err("Condition", &[("code:below", "|1")])[0].code, IssueType::Invalid);
 }
 
 #[test]
@@ -88,7 +119,11 @@ fn references_by_id_type_and_url() {
     assert_eq!(err("Observation", &[("subject:Patient", "Group/1")])[0].code, IssueType::Invalid);
     assert_eq!(err("Observation", &[("subject", "Patient/bad id")])[0].code, IssueType::Invalid);
     assert_eq!(err("Observation", &[("subject", "patient/1")])[0].code, IssueType::Invalid);
-    assert_eq!(err("Observation", &[("subject:identifier", "a|b")])[0].code, IssueType::NotSupported);
+    let parsed = ok("Observation", &[("subject:identifier", "urn:mrn|12345")]);
+    let condition = &parsed.query.filters[0].any_of[0];
+    assert_eq!(condition.param, "subject:identifier");
+    assert_eq!(condition.matcher, Match::Token { system: TokenSystem::Is("urn:mrn".into()), code: Some("12345".into()), negate: false });
+    assert_eq!(err("Observation", &[("subject:above", "Patient/1")])[0].code, IssueType::NotSupported);
     let chained = err("Observation", &[("subject.nonsense", "x")]);
     assert_eq!(chained[0].code, IssueType::Invalid);
     assert_eq!(chained[0].expression.as_deref(), Some("subject.nonsense"));
@@ -128,9 +163,25 @@ fn numbers_and_quantities() {
     let (low, high) = decimal_range("0.25").unwrap();
     assert_eq!(one("RiskAssessment", "probability", "gt0.25"), Match::Number { prefix: Prefix::Gt, low, high });
     let (low, high) = decimal_range("5.4").unwrap();
+    // UCUM units are searched in canonical form (grams here).
     assert_eq!(
         one("Observation", "value-quantity", "le5.4|http://unitsofmeasure.org|mg"),
-        Match::Quantity { prefix: Prefix::Le, low, high, system: Some("http://unitsofmeasure.org".into()), code: Some("mg".into()) }
+        Match::Quantity {
+            prefix: Prefix::Le,
+            low: low * 0.001,
+            high: high * 0.001,
+            system: Some("http://unitsofmeasure.org".into()),
+            code: Some("g".into())
+        }
+    );
+    // Units without a canonical form, and other systems, stay as written.
+    assert_eq!(
+        one("Observation", "value-quantity", "5.4|http://unitsofmeasure.org|Cel"),
+        Match::Quantity { prefix: Prefix::Eq, low, high, system: Some("http://unitsofmeasure.org".into()), code: Some("Cel".into()) }
+    );
+    assert_eq!(
+        one("Observation", "value-quantity", "5.4|http://other|mg"),
+        Match::Quantity { prefix: Prefix::Eq, low, high, system: Some("http://other".into()), code: Some("mg".into()) }
     );
     assert_eq!(
         one("Observation", "value-quantity", "5.4||mg"),
@@ -209,7 +260,7 @@ fn unknown_and_unsupported_parameters_strict_and_lenient() {
     assert_eq!(parsed.applied, pairs(&[("family", "ok")]));
     assert_eq!(parsed.query.filters.len(), 1);
 
-    assert_eq!(err("Observation", &[("code-value-quantity", "a$b")])[0].code, IssueType::NotSupported);
+    assert_eq!(err("Observation", &[("code-value-quantity", "a$b")])[0].code, IssueType::Invalid);
     assert_eq!(err("Patient", &[("_text", "x")])[0].code, IssueType::NotSupported);
     assert_eq!(err("Patient", &[("family", "")])[0].code, IssueType::Invalid);
     assert_eq!(err("Patient", &[("family", "a,,b")])[0].code, IssueType::Invalid);
@@ -232,4 +283,39 @@ fn never_panics_on_arbitrary_parameters() {
         let _ = parse(&Registry::core(), Some("Observation"), &[(name.clone(), value.clone())], lenient);
         let _ = parse(&Registry::core(), None, &[(name, value)], lenient);
     });
+}
+
+#[test]
+fn composites_split_on_dollar_and_parse_each_component() {
+    let (low, high) = decimal_range("100").unwrap();
+    assert_eq!(
+        one("Observation", "code-value-quantity", "http://loinc.org|8480-6$gt100"),
+        Match::Composite(vec![
+            tm(TokenSystem::Is("http://loinc.org".into()), Some("8480-6"), false),
+            Match::Quantity { prefix: Prefix::Gt, low, high, system: None, code: None },
+        ])
+    );
+    assert_eq!(
+        one("Observation", "component-code-value-concept", r"http://loinc.org|8480-6$http://s|a\$b"),
+        Match::Composite(vec![
+            tm(TokenSystem::Is("http://loinc.org".into()), Some("8480-6"), false),
+            tm(TokenSystem::Is("http://s".into()), Some("a$b"), false),
+        ]),
+        "an escaped dollar belongs to the value"
+    );
+    assert_eq!(matchers("Group", "characteristic-value", "gender$male,age$adult").len(), 2, "comma is OR");
+    let (low, high) = date_range("2024-03").unwrap();
+    assert_eq!(
+        one("Observation", "code-value-date", "1234$ge2024-03"),
+        Match::Composite(vec![tm(TokenSystem::Any, Some("1234"), false), Match::Date { prefix: Prefix::Ge, low, high }])
+    );
+    assert_eq!(ok("Observation", &[("code-value-quantity:missing", "true")]).query.filters[0].any_of[0].matcher, Match::Missing(true));
+    for bad in ["8480-6", "a$b$c", "$gt100", "a$", "a$heavy"] {
+        assert_eq!(err("Observation", &[("code-value-quantity", bad)])[0].code, IssueType::Invalid, "{bad}");
+    }
+    assert_eq!(err("Observation", &[("code-value-quantity:exact", "a$1")])[0].code, IssueType::Invalid);
+}
+
+fn tm(system: TokenSystem, code: Option<&str>, negate: bool) -> Match {
+    Match::Token { system, code: code.map(str::to_string), negate }
 }
