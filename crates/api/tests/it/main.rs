@@ -14,5 +14,6 @@ mod interactions;
 mod media;
 mod operations;
 mod search;
+mod search_table;
 mod support;
 mod system;
