@@ -14,6 +14,7 @@ mod interactions;
 mod media;
 mod operations;
 mod search;
+mod search_values;
 mod search_table;
 mod support;
 mod system;

@@ -14,12 +14,16 @@
 //! indexed: Identifier types for token `:of-type` (under
 //! [`super::query::of_type_param`]), Reference identifiers for reference
 //! `:identifier` (under [`super::query::reference_identifier_param`]), and
-//! every UCUM quantity a second time in canonical units
-//! ([`super::ucum`]). Composite parameters are indexed per element: one
-//! [`IndexValue::Composite`] per element and combination of its component values.
+//! every UCUM quantity (alone or in a composite) a second time in canonical
+//! units ([`super::ucum`], under [`super::query::canonical_param`]; apart, so
+//! that a search without units still compares the values as written).
+//! Composite parameters are indexed per element: one [`IndexValue::Composite`]
+//! per element and combination of its component values.
 
 use super::params::{ParamType, SearchParamDef, TABLE, search_param_by_url};
-use super::query::{MAX_COMPOSITE_COMPONENTS, of_type_code, of_type_param, reference_identifier_param};
+use super::query::{
+    MAX_COMPOSITE_COMPONENTS, canonical_param, of_type_code, of_type_param, reference_identifier_param,
+};
 use super::ranges::{date_range, decimal_range};
 use super::ucum::{UCUM, canonical_range};
 use super::{IndexEntry, IndexValue, normalize_string};
@@ -33,7 +37,8 @@ struct Extractor {
     def: &'static SearchParamDef,
     expr: Expr,
     /// The parameter derived values are indexed under: `code:of-type` for
-    /// tokens, `code:identifier` for references.
+    /// tokens, `code:identifier` for references, `code:canonical` for
+    /// quantities and composites.
     derived: Option<String>,
     /// A composite's components: type and expression relative to an element.
     components: Vec<(ParamType, Expr)>,
@@ -44,6 +49,7 @@ impl Extractor {
         let derived = match def.kind {
             ParamType::Token => Some(of_type_param(&def.code)),
             ParamType::Reference => Some(reference_identifier_param(&def.code)),
+            ParamType::Quantity | ParamType::Composite => Some(canonical_param(&def.code)),
             _ => None,
         };
         Extractor { def, expr, derived, components: components.to_vec() }
@@ -128,6 +134,7 @@ pub(super) fn extract_core(resource: &Value) -> Vec<IndexEntry> {
         if matches!(resource_type, "Bundle" | "Binary" | "Parameters") { &[] } else { &compiled.common_domain };
     let mut out = Vec::new();
     let mut values = Vec::with_capacity(8);
+    let mut canonical = Vec::new();
     for extractor in own.iter().chain(domain).chain(&compiled.common) {
         values.clear();
         let items = extractor.expr.evaluate(resource);
@@ -140,14 +147,23 @@ pub(super) fn extract_core(resource: &Value) -> Vec<IndexEntry> {
                 index_item(extractor.def.kind, item, &mut values);
             }
         }
-        push_unique(&mut out, &extractor.def.code, &mut values);
-        if let Some(derived) = &extractor.derived {
+        let Some(derived) = &extractor.derived else {
+            push_unique(&mut out, &extractor.def.code, &mut values);
+            continue;
+        };
+        if matches!(extractor.def.kind, ParamType::Quantity | ParamType::Composite) {
+            canonical.clear();
+            canonical.extend(values.iter().filter_map(canonical_value));
+            push_unique(&mut out, &extractor.def.code, &mut values);
+            values.append(&mut canonical);
+        } else {
+            push_unique(&mut out, &extractor.def.code, &mut values);
             for item in &items {
                 derived_values(extractor.def.kind, item, &mut values);
             }
-            if !values.is_empty() {
-                push_unique(&mut out, derived, &mut values);
-            }
+        }
+        if !values.is_empty() {
+            push_unique(&mut out, derived, &mut values);
         }
     }
     out
@@ -534,9 +550,7 @@ fn quantity_values(value: &Value, ty: Option<&str>, out: &mut Vec<IndexValue>) {
     }
     if ty == Some("Range") || (ty.is_none() && (has(map, "low") || has(map, "high"))) {
         if let Some((low, high, system, code)) = range_bounds(map) {
-            let canonical_at = out.len();
-            push_canonical(low, high, system.as_deref(), code.as_deref(), out);
-            out.insert(canonical_at, IndexValue::Quantity { low, high, system, code });
+            out.push(IndexValue::Quantity { low, high, system, code });
         }
         return;
     }
@@ -548,9 +562,7 @@ fn quantity_values(value: &Value, ty: Option<&str>, out: &mut Vec<IndexValue>) {
     let system = text(map, "system").map(str::to_string);
     let code = text(map, "code");
     let unit = text(map, "unit");
-    let canonical_at = out.len();
-    push_canonical(low, high, system.as_deref(), code, out);
-    out.insert(canonical_at, IndexValue::Quantity { low, high, system, code: code.or(unit).map(str::to_string) });
+    out.push(IndexValue::Quantity { low, high, system, code: code.or(unit).map(str::to_string) });
     if let (Some(code), Some(unit)) = (code, unit)
         && code != unit
     {
@@ -559,17 +571,25 @@ fn quantity_values(value: &Value, ty: Option<&str>, out: &mut Vec<IndexValue>) {
 }
 
 /// A UCUM quantity in canonical units ([`super::ucum`]), when its unit is
-/// understood and differs from the canonical one, so that searches in any
+/// understood; a composite with its UCUM quantities so converted. Indexed
+/// under [`super::query::canonical_param`], so that searches in any
 /// commensurable unit find it.
-fn push_canonical(low: f64, high: f64, system: Option<&str>, code: Option<&str>, out: &mut Vec<IndexValue>) {
-    if system != Some(UCUM) {
-        return;
-    }
-    let Some(code) = code else { return };
-    if let Some((low, high, unit)) = canonical_range(low, high, code)
-        && unit != code
-    {
-        out.push(IndexValue::Quantity { low, high, system: Some(UCUM.to_string()), code: Some(unit) });
+fn canonical_value(value: &IndexValue) -> Option<IndexValue> {
+    match value {
+        IndexValue::Quantity { low, high, system: Some(system), code: Some(code) } if system == UCUM => {
+            let (low, high, unit) = canonical_range(*low, *high, code)?;
+            Some(IndexValue::Quantity { low, high, system: Some(UCUM.to_string()), code: Some(unit) })
+        }
+        IndexValue::Composite(parts) => {
+            let converted: Vec<Option<IndexValue>> = parts.iter().map(canonical_value).collect();
+            if converted.iter().all(Option::is_none) {
+                return None;
+            }
+            Some(IndexValue::Composite(
+                parts.iter().zip(converted).map(|(part, canonical)| canonical.unwrap_or_else(|| part.clone())).collect(),
+            ))
+        }
+        _ => None,
     }
 }
 

@@ -440,7 +440,12 @@ fn parse_param(def: &SearchParamDef, modifier: Option<&str>, value: &str) -> Res
             return Err(invalid(format!("{code} has an empty value in its list")));
         }
         let matcher = parse_value(def, modifier, reference_type, &part)?;
-        out.push(condition(&indexed_as, matcher));
+        // UCUM quantities in canonical units are indexed apart.
+        if in_canonical_units(&matcher) {
+            out.push(condition(&canonical_param(code), matcher));
+        } else {
+            out.push(condition(&indexed_as, matcher));
+        }
     }
     Ok(out)
 }
@@ -456,6 +461,25 @@ pub fn of_type_param(code: &str) -> String {
 /// reference parameter `code` is indexed, as a token (`:identifier`).
 pub fn reference_identifier_param(code: &str) -> String {
     format!("{code}:identifier")
+}
+
+/// The parameter under which the UCUM quantities of quantity or composite
+/// parameter `code` are indexed in canonical units ([`super::ucum`]): a
+/// search in UCUM units searches there, one without units the values as
+/// written.
+pub fn canonical_param(code: &str) -> String {
+    format!("{code}:canonical")
+}
+
+/// Whether a parsed value is (or holds) a UCUM quantity in canonical units.
+fn in_canonical_units(matcher: &Match) -> bool {
+    match matcher {
+        Match::Quantity { system: Some(system), code: Some(code), .. } => {
+            system == UCUM && super::ucum::canonical(code).is_some()
+        }
+        Match::Composite(components) => components.iter().any(in_canonical_units),
+        _ => false,
+    }
 }
 
 /// Most components a composite parameter has (MolecularSequence has three).

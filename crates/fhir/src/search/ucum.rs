@@ -52,9 +52,30 @@ pub fn canonical(code: &str) -> Option<Canonical> {
 }
 
 /// Converts a value range in unit `code` to its canonical range and unit.
+/// The bounds are rounded to 12 significant digits, so that the same
+/// decimal reached through different units (`72.45 kg`, `0.07245 t`) is the
+/// same number: stored and searched ranges that should touch do.
 pub fn canonical_range(low: f64, high: f64, code: &str) -> Option<(f64, f64, String)> {
     let c = canonical(code)?;
-    Some((low * c.factor, high * c.factor, c.unit))
+    Some((round_significant(low * c.factor), round_significant(high * c.factor), c.unit))
+}
+
+/// `x` rounded to 12 significant decimal digits (infinities and zero as they are).
+fn round_significant(x: f64) -> f64 {
+    if !x.is_finite() || x == 0.0 {
+        return x;
+    }
+    // Digits after the decimal point that keep 12 significant digits.
+    let keep = 11 - x.abs().log10().floor() as i32;
+    if (0..=22).contains(&keep) {
+        let scale = 10f64.powi(keep);
+        (x * scale).round() / scale
+    } else if (-22..0).contains(&keep) {
+        let scale = 10f64.powi(-keep);
+        (x / scale).round() * scale
+    } else {
+        x
+    }
 }
 
 fn unit_text(dims: &Dims) -> String {
@@ -426,6 +447,19 @@ mod tests {
         for code in ["", "Cel", "[degF]", "[pH]", "xyz", "mg/", "(mg", "m]", "kmin", "[HPF]", "m{", "g.", "10*"] {
             assert_eq!(canonical(code), None, "{code}");
         }
+    }
+
+    #[test]
+    fn equal_decimals_through_different_units_are_equal() {
+        let (low_kg, high_kg, _) = canonical_range(72.45, 72.55, "kg").unwrap();
+        let (low_t, high_t, _) = canonical_range(0.07245, 0.07255, "t").unwrap();
+        let (low_g, high_g, _) = canonical_range(72450.0, 72550.0, "g").unwrap();
+        assert_eq!((low_kg, high_kg), (72450.0, 72550.0));
+        assert_eq!((low_t, high_t), (low_kg, high_kg));
+        assert_eq!((low_g, high_g), (low_kg, high_kg));
+        assert_eq!(round_significant(f64::INFINITY), f64::INFINITY);
+        assert_eq!(round_significant(-1.0e-30), -1.0e-30);
+        assert_eq!(round_significant(0.1 + 0.2), 0.3);
     }
 
     #[test]

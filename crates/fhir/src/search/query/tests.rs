@@ -163,13 +163,21 @@ fn numbers_and_quantities() {
     let (low, high) = decimal_range("0.25").unwrap();
     assert_eq!(one("RiskAssessment", "probability", "gt0.25"), Match::Number { prefix: Prefix::Gt, low, high });
     let (low, high) = decimal_range("5.4").unwrap();
-    // UCUM units are searched in canonical form (grams here).
+    // UCUM units are searched in canonical form (grams here), among the
+    // values indexed in canonical units.
+    let parsed = ok("Observation", &[("value-quantity", "le5.4|http://unitsofmeasure.org|mg")]);
+    assert_eq!(parsed.query.filters[0].any_of[0].param, "value-quantity:canonical");
+    assert_eq!(ok("Observation", &[("value-quantity", "5.4")]).query.filters[0].any_of[0].param, "value-quantity");
+    assert_eq!(
+        ok("Observation", &[("value-quantity", "5.4|http://unitsofmeasure.org|Cel")]).query.filters[0].any_of[0].param,
+        "value-quantity"
+    );
     assert_eq!(
         one("Observation", "value-quantity", "le5.4|http://unitsofmeasure.org|mg"),
         Match::Quantity {
             prefix: Prefix::Le,
-            low: low * 0.001,
-            high: high * 0.001,
+            low: 0.00535,
+            high: 0.00545,
             system: Some("http://unitsofmeasure.org".into()),
             code: Some("g".into())
         }
@@ -261,7 +269,7 @@ fn unknown_and_unsupported_parameters_strict_and_lenient() {
     assert_eq!(parsed.query.filters.len(), 1);
 
     assert_eq!(err("Observation", &[("code-value-quantity", "a$b")])[0].code, IssueType::Invalid);
-    assert_eq!(err("Patient", &[("_text", "x")])[0].code, IssueType::NotSupported);
+    assert_eq!(err("Patient", &[("_filter", "x")])[0].code, IssueType::NotSupported);
     assert_eq!(err("Patient", &[("family", "")])[0].code, IssueType::Invalid);
     assert_eq!(err("Patient", &[("family", "a,,b")])[0].code, IssueType::Invalid);
 }
