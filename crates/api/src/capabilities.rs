@@ -10,6 +10,7 @@ use axum::extract::RawQuery;
 use axum::response::Response;
 use bytes::Bytes;
 use fhir::search::{ParamType, Registry, SearchParamDef};
+use std::collections::HashMap;
 use std::sync::Arc;
 use http::StatusCode;
 use serde_json::{Value, json};
@@ -56,10 +57,11 @@ fn current(state: &St) -> Bytes {
 
 /// The CapabilityStatement as JSON text.
 pub(crate) fn build(backend: &str, registry: &Registry) -> Bytes {
+    let rev_includes = rev_includes(registry);
     let resources: Vec<Value> = fhir::definitions::resource_types()
         .iter()
         .filter(|t| crate::request::has_rest_endpoint(t))
-        .map(|t| resource_entry(t, registry))
+        .map(|t| resource_entry(t, registry, rev_includes.get(t.as_str()).map_or(&[][..], Vec::as_slice)))
         .collect();
     let now = fhir::instant::Instant::now().to_fhir();
     let date = now.get(..10).unwrap_or("1970-01-01");
@@ -94,13 +96,52 @@ pub(crate) fn build(backend: &str, registry: &Registry) -> Bytes {
     Bytes::from(statement.to_string())
 }
 
-fn resource_entry(resource_type: &str, registry: &Registry) -> Value {
-    let search_params: Vec<Value> = registry
-        .params_for(resource_type)
-        .into_iter()
+/// `_revinclude` values per target type: `Source:param` for every reference
+/// parameter (of a type with an endpoint) that may point at the type.
+fn rev_includes(registry: &Registry) -> HashMap<String, Vec<String>> {
+    let mut out: HashMap<String, Vec<String>> = HashMap::new();
+    for source in fhir::definitions::resource_types().iter().filter(|t| crate::request::has_rest_endpoint(t)) {
+        for param in registry.params_for(source) {
+            if param.kind != ParamType::Reference || !is_supported(param) {
+                continue;
+            }
+            for target in &param.targets {
+                out.entry(target.clone()).or_default().push(format!("{source}:{}", param.code));
+            }
+        }
+    }
+    out
+}
+
+/// Chains and reverse chains end with any supported parameter of the
+/// referenced type (`fhir::search::chain`).
+const CHAIN_DOCUMENTATION: &str =
+    "Chaining is supported at any depth ([param]:[Type].[param], or [param].[param] across every target type that has the parameter), and so is reverse chaining with _has, nested.";
+
+fn resource_entry(resource_type: &str, registry: &Registry, rev_includes: &[String]) -> Value {
+    let params = registry.params_for(resource_type);
+    let search_params: Vec<Value> = params
+        .iter()
         .filter(|p| is_supported(p))
-        .map(|p| json!({ "name": p.code, "definition": p.url, "type": p.kind.code() }))
+        .map(|p| {
+            let mut param = json!({ "name": p.code, "definition": p.url, "type": p.kind.code() });
+            if p.kind == ParamType::Reference
+                && let Some(o) = param.as_object_mut()
+            {
+                o.insert("documentation".into(), Value::from(CHAIN_DOCUMENTATION));
+            }
+            param
+        })
         .collect();
+    // `_include` (search.html#include): every reference parameter, and `*`.
+    let mut includes: Vec<String> = params
+        .iter()
+        .filter(|p| p.kind == ParamType::Reference && is_supported(p))
+        .map(|p| format!("{resource_type}:{}", p.code))
+        .collect();
+    if !includes.is_empty() {
+        includes.push("*".to_string());
+    }
     let mut entry = json!({
         "type": resource_type,
         "interaction": INTERACTIONS.iter().map(|c| json!({ "code": c })).collect::<Vec<_>>(),
@@ -114,6 +155,12 @@ fn resource_entry(resource_type: &str, registry: &Registry) -> Value {
         "conditionalUpdate": true,
         "conditionalDelete": "single",
     });
+    if let Some(o) = entry.as_object_mut().filter(|_| !includes.is_empty()) {
+        o.insert("searchInclude".into(), json!(includes));
+    }
+    if let Some(o) = entry.as_object_mut().filter(|_| !rev_includes.is_empty()) {
+        o.insert("searchRevInclude".into(), json!(rev_includes));
+    }
     if let Some(o) = entry.as_object_mut().filter(|_| !search_params.is_empty()) {
         o.insert("searchParam".into(), Value::Array(search_params));
     }

@@ -71,6 +71,27 @@ impl BundleWriter {
         self.buf.extend_from_slice(b",\"search\":{\"mode\":\"match\"}}");
     }
 
+    /// A resource that `_include` or `_revinclude` added
+    /// (<http://hl7.org/fhir/R4/search.html#include>).
+    pub(crate) fn include_entry(&mut self, full_url: &str, resource_json: &str) {
+        self.start_entry(full_url);
+        self.buf.extend_from_slice(b",\"resource\":");
+        self.buf.extend_from_slice(resource_json.as_bytes());
+        self.buf.extend_from_slice(b",\"search\":{\"mode\":\"include\"}}");
+    }
+
+    /// An OperationOutcome about the search itself (`search.mode = outcome`),
+    /// with one warning.
+    pub(crate) fn outcome_entry(&mut self, code: &str, diagnostics: &str) {
+        self.buf.extend_from_slice(if self.entries == 0 { b",\"entry\":[" } else { b"," });
+        self.entries += 1;
+        self.buf.extend_from_slice(b"{\"resource\":{\"resourceType\":\"OperationOutcome\",\"issue\":[{\"severity\":\"warning\",\"code\":");
+        push_string(&mut self.buf, code);
+        self.buf.extend_from_slice(b",\"diagnostics\":");
+        push_string(&mut self.buf, diagnostics);
+        self.buf.extend_from_slice(b"}]},\"search\":{\"mode\":\"outcome\"}}");
+    }
+
     /// A history entry (<http://hl7.org/fhir/R4/http.html#history>): the
     /// version (absent for a delete), how it was made and its outcome.
     pub(crate) fn history_entry(&mut self, full_url: &str, version: &StoredResource, resource_json: Option<&str>) {
@@ -138,6 +159,16 @@ mod tests {
         assert_eq!(v["link"][0]["url"], "http://x/fhir/Patient?name=a\"b");
         assert_eq!(v["entry"][0]["resource"]["x"].to_string(), "1.50");
         assert_eq!(v["entry"][1]["search"]["mode"], "match");
+
+        let mut w = BundleWriter::new(BundleType::Searchset, None, &[], 0);
+        w.match_entry("http://x/fhir/Observation/1", r#"{"resourceType":"Observation","id":"1"}"#);
+        w.include_entry("http://x/fhir/Patient/2", r#"{"resourceType":"Patient","id":"2"}"#);
+        w.outcome_entry("too-costly", "some \"included\" resources were left out");
+        let v: Value = serde_json::from_slice(&w.finish()).unwrap();
+        assert_eq!(v["entry"][1]["search"]["mode"], "include");
+        assert_eq!(v["entry"][1]["resource"]["id"], "2");
+        assert_eq!(v["entry"][2]["search"]["mode"], "outcome");
+        assert_eq!(v["entry"][2]["resource"]["issue"][0]["code"], "too-costly");
 
         let empty: Value = serde_json::from_slice(&BundleWriter::new(BundleType::History, None, &[], 0).finish()).unwrap();
         assert_eq!(empty, serde_json::json!({"resourceType": "Bundle", "type": "history"}));

@@ -16,7 +16,7 @@ use axum::body::Body;
 use axum::extract::{Path, RawQuery};
 use axum::response::Response;
 use domain::ErrorKind;
-use domain::service::SearchResult;
+use domain::service::{MAX_INCLUDED, SearchResult};
 use http::{HeaderMap, StatusCode};
 
 /// `GET [base]/[type]?params`.
@@ -148,7 +148,9 @@ pub(crate) fn searchset(
         }
     }
 
-    let size: usize = page.items.iter().map(|r| r.body.as_deref().map_or(0, str::len) + 128).sum();
+    let included = &result.included.resources;
+    let size: usize =
+        page.items.iter().chain(included).map(|r| r.body.as_deref().map_or(0, str::len) + 128).sum();
     let mut bundle = BundleWriter::new(BundleType::Searchset, page.total, &links, size);
     if !subsetting.is_count() {
         for stored in &page.items {
@@ -159,6 +161,22 @@ pub(crate) fn searchset(
             } else {
                 bundle.match_entry(&full_url, &subsetting.apply(&stored.resource_type, text)?);
             }
+        }
+        // Included resources follow the matches, subset the same way.
+        for stored in included {
+            let Some(text) = stored.body.as_deref() else { continue };
+            let full_url = format!("{base}/{}/{}", stored.resource_type, stored.id);
+            if subsetting.is_full() {
+                bundle.include_entry(&full_url, text);
+            } else {
+                bundle.include_entry(&full_url, &subsetting.apply(&stored.resource_type, text)?);
+            }
+        }
+        if result.included.truncated {
+            bundle.outcome_entry(
+                "too-costly",
+                &format!("_include/_revinclude found more resources than the {MAX_INCLUDED} a page may include; some were left out"),
+            );
         }
     }
     Ok(fhir_json_response(StatusCode::OK, bundle.finish()))
