@@ -11,6 +11,7 @@ use async_trait::async_trait;
 use fhir::search::query::{
     Condition, Match, Prefix, SearchQuery, SortKey, StringMode, TokenSystem, TotalMode, UriMode,
 };
+use fhir::search::text::TextIndex;
 use fhir::search::{IndexEntry, IndexValue};
 use parking_lot::RwLock;
 use std::cmp::Ordering;
@@ -22,6 +23,8 @@ struct Inner {
     versions: BTreeMap<(String, String), Vec<StoredResource>>,
     /// Index entries of the current version.
     index: BTreeMap<(String, String), Vec<IndexEntry>>,
+    /// Words of the current version (`_text`, `_content`).
+    text: BTreeMap<(String, String), TextIndex>,
     /// (sequence, type, id, version): the global write order, for system history.
     log: Vec<(String, String, u64)>,
 }
@@ -112,10 +115,10 @@ impl Store for MemoryStore {
             }
             next_versions.insert(key, write.version_id);
         }
-        let reindex: Vec<((String, String), Vec<IndexEntry>)> = commit
+        let reindex: Vec<((String, String), (Vec<IndexEntry>, TextIndex))> = commit
             .reindex
             .into_iter()
-            .map(|r| ((r.resource_type, r.id), r.version_id, r.index))
+            .map(|r| ((r.resource_type, r.id), r.version_id, (r.index, r.text)))
             .filter(|(key, version, _)| {
                 let current = next_versions.get(key).copied().or_else(|| {
                     inner.versions.get(key).and_then(|v| v.last()).filter(|r| !r.is_deleted()).map(|r| r.version_id)
@@ -124,16 +127,19 @@ impl Store for MemoryStore {
             })
             .map(|(key, _, index)| (key, index))
             .collect();
-        for (key, index) in reindex {
-            inner.index.insert(key, index);
+        for (key, (index, text)) in reindex {
+            inner.index.insert(key.clone(), index);
+            inner.text.insert(key, text);
         }
         for write in commit.writes {
             let key = (write.resource_type.clone(), write.id.clone());
             inner.log.push((write.resource_type.clone(), write.id.clone(), write.version_id));
             if write.body.is_some() {
                 inner.index.insert(key.clone(), write.index);
+                inner.text.insert(key.clone(), write.text);
             } else {
                 inner.index.remove(&key);
+                inner.text.remove(&key);
             }
             inner.versions.entry(key).or_default().push(StoredResource {
                 resource_type: write.resource_type,
@@ -272,6 +278,10 @@ fn condition_holds(inner: &Inner, resource: &StoredResource, entries: &[IndexEnt
                     refers && conditions.iter().any(|c| condition_holds(inner, source, source_entries, c))
                 })
             }),
+        Match::Text { field, phrases } => inner
+            .text
+            .get(&(resource.resource_type.clone(), resource.id.clone()))
+            .is_some_and(|text| fhir::search::text::matches(text.field(*field), phrases)),
         Match::LastUpdated { prefix, low, high } => {
             let t = resource.last_updated.micros();
             range_matches(*prefix, t as f64, t as f64, *low as f64, *high as f64)

@@ -14,6 +14,7 @@ use async_trait::async_trait;
 use fhir::instant::Instant;
 use fhir::search::IndexEntry;
 use fhir::search::query::SearchQuery;
+use fhir::search::text::TextIndex;
 use std::sync::Arc;
 
 /// The interaction that produced a version, recorded for history bundles.
@@ -82,6 +83,9 @@ pub struct Write {
     /// Search index rows of this version; they replace the previous version's.
     /// Empty for a delete.
     pub index: Vec<IndexEntry>,
+    /// The words of this version for `_text` and `_content`; they replace the
+    /// previous version's. Empty for a delete.
+    pub text: TextIndex,
 }
 
 /// A precondition evaluated inside the commit's transaction.
@@ -105,6 +109,8 @@ pub struct Reindex {
     pub id: String,
     pub version_id: u64,
     pub index: Vec<IndexEntry>,
+    /// The version's words (`_text`, `_content`), replacing the stored ones.
+    pub text: TextIndex,
 }
 
 /// An atomic unit of work.

@@ -10,6 +10,7 @@
 use domain::Store;
 use domain::store::{Commit, Method, Write};
 use fhir::instant::Instant;
+use fhir::search::text::TextIndex;
 use fhir::search::{IndexEntry, IndexValue, normalize_string};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -229,6 +230,7 @@ fn observation(id: &str, patient: &str, clock: &AtomicU64) -> Write {
         method: Method::Post,
         body: Some(Arc::from(observation_body(id, patient))),
         index,
+        text: text_of(&observation_body(id, patient)),
     }
 }
 
@@ -274,5 +276,11 @@ fn patient_write(id: &str, clock: &AtomicU64) -> Write {
         method: Method::Post,
         body: Some(Arc::from(patient_body(id))),
         index,
+        text: text_of(&patient_body(id)),
     }
+}
+
+/// The `_text`/`_content` words of a body, as the Service makes them.
+fn text_of(body: &str) -> TextIndex {
+    serde_json::from_str(body).map(|value| TextIndex::of(&value)).unwrap_or_default()
 }

@@ -15,7 +15,8 @@
 //! Chains, `_include` and `_has` join the index tables on `rid` and
 //! `idx_reference.target_*`; sort by any parameter is a correlated MIN/MAX
 //! over the parameter's table; both extend [`sql`] without a schema change.
-//! Full-text search can be added as one more index table (FTS5 / tsvector).
+//! Full-text search (`_text`, `_content`) has one more table, `idx_text`
+//! (an FTS5 table on SQLite, tsvectors on PostgreSQL; [`fulltext`]).
 //!
 //! Partitioning (for PostgreSQL-compatible distributed engines): a patient
 //! compartment key can be added to `resource` and copied onto each index row
@@ -26,6 +27,7 @@
 //!
 //! Measured numbers and how to reproduce them: `examples/store_bench.rs`.
 
+mod fulltext;
 pub mod postgres;
 mod sql;
 pub mod sqlite;

@@ -25,6 +25,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use domain::store::{Check, Commit, HistoryQuery, HistoryScope, Page, Reindex, ResourceKey, StoreError, StoredResource, Write};
 use fhir::instant::Instant;
 use fhir::search::query::{SearchQuery, TotalMode};
+use fhir::search::text::TextIndex;
 use fhir::search::{IndexEntry, IndexValue};
 use parking_lot::RwLock;
 use std::collections::HashMap;
@@ -39,6 +40,7 @@ use tokio_postgres::{GenericClient, IsolationLevel, NoTls, Row};
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../migrations/postgres/0001_init.sql")),
     (3, include_str!("../migrations/postgres/0003_composite.sql")),
+    (4, include_str!("../migrations/postgres/0004_text.sql")),
 ];
 
 /// Connections kept by the pool.
@@ -219,15 +221,24 @@ impl PostgresStore {
         // resource decides them, after the rows of earlier versions are gone.
         let mut replaced: Vec<i64> = Vec::new();
         let mut index: Vec<(i64, &[IndexEntry])> = Vec::new();
+        // The same for the full-text rows (fulltext.rs), in the same order.
+        let mut texts: Vec<(i64, Option<&TextIndex>)> = Vec::new();
         for write in &commit.writes {
             let (rid, existed) = write_version(&tx, write).await?;
             if existed && !replaced.contains(&rid) {
                 replaced.push(rid);
             }
             let entries: &[IndexEntry] = if write.body.is_some() { &write.index } else { &[] };
-            match index.iter_mut().find(|(r, _)| *r == rid) {
-                Some(slot) => slot.1 = entries,
-                None => index.push((rid, entries)),
+            let text = write.body.as_ref().map(|_| &write.text);
+            match index.iter_mut().position(|(r, _)| *r == rid) {
+                Some(slot) => {
+                    index[slot].1 = entries;
+                    texts[slot].1 = text;
+                }
+                None => {
+                    index.push((rid, entries));
+                    texts.push((rid, text));
+                }
             }
         }
         for reindex in &commit.reindex {
@@ -235,6 +246,7 @@ impl PostgresStore {
                 if !index.iter().any(|(r, _)| *r == rid) {
                     replaced.push(rid);
                     index.push((rid, &reindex.index));
+                    texts.push((rid, Some(&reindex.text)));
                 }
             }
         }
@@ -245,6 +257,7 @@ impl PostgresStore {
             }
         }
         self.insert_index(&tx, &index).await?;
+        crate::fulltext::postgres_replace(&tx, &replaced, &texts).await.map_err(pg_error)?;
         tx.commit().await.map_err(pg_error)
     }
 

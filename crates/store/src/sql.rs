@@ -377,6 +377,12 @@ impl Builder {
             }
             Match::Chain { target_types, inner } => self.chain(alias, param, target_types, inner),
             Match::Has { source_type, inner } => self.has(alias, param, source_type, inner),
+            Match::Text { field, phrases } => {
+                // http://hl7.org/fhir/R4/search.html#_text, through `idx_text` (fulltext.rs).
+                let p = self.bind_text(&crate::fulltext::query_text(self.dialect, phrases));
+                let predicate = crate::fulltext::predicate(self.dialect, alias, *field, &p);
+                self.push(&predicate);
+            }
             Match::LastUpdated { prefix, low, high } => {
                 let column = format!("{alias}.last_updated");
                 let predicate = self.range_predicate(&column, &column, *prefix, Bounds::Int(*low, *high));

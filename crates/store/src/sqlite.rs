@@ -38,6 +38,7 @@ use tokio::sync::{mpsc, oneshot};
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../migrations/sqlite/0001_init.sql")),
     (3, include_str!("../migrations/sqlite/0003_composite.sql")),
+    (4, include_str!("../migrations/sqlite/0004_text.sql")),
 ];
 
 /// Tuning of a [`SqliteStore`].
@@ -411,6 +412,7 @@ impl Writer {
         for kind in Kind::ALL {
             self.conn.prepare_cached(DELETE_INDEX[kind_slot(kind)]).and_then(|mut s| s.execute([rid])).map_err(db_error)?;
         }
+        crate::fulltext::sqlite_replace(&self.conn, rid, true, Some(&reindex.text)).map_err(db_error)?;
         self.insert_index(rid, &reindex.index)
     }
 
@@ -534,6 +536,8 @@ impl Writer {
         if write.body.is_some() {
             self.insert_index(rid, &write.index)?;
         }
+        crate::fulltext::sqlite_replace(conn, rid, existing.is_some(), write.body.as_ref().map(|_| &write.text))
+            .map_err(db_error)?;
         Ok(())
     }
 

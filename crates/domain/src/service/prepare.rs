@@ -5,6 +5,7 @@ use crate::error::{Error, ErrorKind};
 use crate::store::{Method, Write};
 use fhir::instant::Instant;
 use fhir::search::Registry;
+use fhir::search::text::TextIndex;
 use serde_json::{Map, Value};
 use std::sync::Arc;
 
@@ -93,6 +94,7 @@ pub fn stamp(
         set_id_and_meta(obj, id, version_id, last_updated);
     }
     let index = registry.extract(&body);
+    let words = TextIndex::of(&body);
     let text = body.to_string();
     Write {
         resource_type: resource_type.to_string(),
@@ -102,6 +104,7 @@ pub fn stamp(
         method,
         body: Some(Arc::from(text)),
         index,
+        text: words,
     }
 }
 
@@ -115,6 +118,7 @@ pub fn tombstone(resource_type: &str, id: &str, version_id: u64, last_updated: I
         method: Method::Delete,
         body: None,
         index: Vec::new(),
+        text: TextIndex::default(),
     }
 }
 

@@ -6,7 +6,8 @@
 //! level) reads every active SearchParameter, builds a new
 //! [`fhir::search::Registry`] and swaps it in (from then on new writes are
 //! indexed and searches parsed with it), then walks the resources in scope in
-//! (type, id) order and rewrites their index rows in batches, each batch one
+//! (type, id) order and rewrites their index rows (search values and the
+//! `_text`/`_content` words) in batches, each batch one
 //! commit of [`crate::store::Reindex`] rows. Reads and writes go on meanwhile:
 //! a resource written after the swap is indexed by its own write, and the
 //! store skips a reindex row whose version has moved on. At start-up the
@@ -16,6 +17,7 @@ use super::Service;
 use crate::error::{Error, ErrorKind};
 use crate::store::{Commit, Reindex, ResourceKey};
 use fhir::search::Registry;
+use fhir::search::text::TextIndex;
 use fhir::search::query::{SearchQuery, TotalMode};
 use fhir::search::registry::Rejected;
 use serde_json::Value;
@@ -107,6 +109,7 @@ impl Service {
                     id: stored.id.clone(),
                     version_id: stored.version_id,
                     index: registry.extract(&value),
+                    text: TextIndex::of(&value),
                 });
             }
             let n = commit.reindex.len() as u64;

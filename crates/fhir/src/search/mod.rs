@@ -13,6 +13,7 @@ pub mod params;
 pub mod query;
 pub mod ranges;
 pub mod registry;
+pub mod text;
 pub mod ucum;
 
 pub use extract::extract;

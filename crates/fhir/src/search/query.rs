@@ -74,6 +74,28 @@ pub enum Match {
     /// `source_type` refers to this one through its reference parameter
     /// `param` and meets any of `inner`.
     Has { source_type: String, inner: Vec<Condition> },
+    /// Full text, `_text` (the narrative) or `_content` (all of the
+    /// resource's text) (search.html#_text): every phrase occurs among the
+    /// field's words ([`super::text`]).
+    Text { field: TextField, phrases: Vec<TextPhrase> },
+}
+
+/// The text a [`Match::Text`] searches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TextField {
+    /// `_text`: the narrative, `text.div`.
+    Narrative,
+    /// `_content`: every string of the resource.
+    Content,
+}
+
+/// Words that must occur adjacent and in this order (one word: anywhere),
+/// normalized as [`super::text::words`] makes them. `prefix`: the last word
+/// only needs to start a word of the text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TextPhrase {
+    pub words: Vec<String>,
+    pub prefix: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -279,7 +301,7 @@ fn parse_one(
                 _ => return Err(unsupported("_type with more than one resource type is not supported")),
             }
         }
-        "_contained" | "_containedType" | "_list" | "_query" | "_filter" | "_text" | "_content" => {
+        "_contained" | "_containedType" | "_list" | "_query" | "_filter" => {
             return Err(unsupported(format!("{name} is not supported")));
         }
         _ => {}
@@ -337,6 +359,24 @@ pub(super) fn conditions(
                     Ok(condition(code, Match::LastUpdated { prefix, low, high }))
                 })
                 .collect::<Result<Vec<_>, Issue>>()?
+        }
+        "_text" | "_content" => {
+            // _text is a parameter of DomainResource: Bundle, Binary and
+            // Parameters have no narrative. A system search may use it.
+            if resource_type.is_some() {
+                lookup(registry, resource_type, code)?;
+            }
+            if modifier.is_some() {
+                return Err(unsupported(format!("{code} takes no modifier")));
+            }
+            let field = if code == "_text" { TextField::Narrative } else { TextField::Content };
+            let mut any_of = Vec::new();
+            for part in split_or(value) {
+                let alternatives = super::text::parse_query(&unescape(&part))
+                    .ok_or_else(|| invalid(format!("{code} needs at least one word")))?;
+                any_of.extend(alternatives.into_iter().map(|phrases| condition(code, Match::Text { field, phrases })));
+            }
+            any_of
         }
         _ => {
             let def = lookup(registry, resource_type, code)?;

@@ -5,6 +5,7 @@ use domain::store::{Check, Commit, Method, Store, Write};
 use fhir::instant::Instant;
 use fhir::search::{IndexEntry, IndexValue, normalize_string};
 use fhir::search::query::{Condition, Filter, Match, SearchQuery};
+use fhir::search::text::TextIndex;
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -117,6 +118,7 @@ pub(crate) fn write(resource_type: &str, id: &str, version: u64, when: Instant, 
         method: if version == 1 { Method::Post } else { Method::Put },
         body: Some(body(resource_type, id, version)),
         index,
+        text: TextIndex::default(),
     }
 }
 
@@ -129,6 +131,7 @@ pub(crate) fn delete(resource_type: &str, id: &str, version: u64, when: Instant)
         method: Method::Delete,
         body: None,
         index: Vec::new(),
+        text: TextIndex::default(),
     }
 }
 

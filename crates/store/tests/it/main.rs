@@ -12,6 +12,7 @@ mod history;
 mod reindex;
 mod search;
 mod search_values;
+mod text;
 mod versioning;
 
 /// Generates, for one backend, a module per test module with one
@@ -43,6 +44,18 @@ macro_rules! conformance {
 }
 
 conformance! {
+    text {
+        every_word_must_occur,
+        phrases_keep_their_order,
+        a_star_makes_the_last_word_a_prefix,
+        narrative_and_content_are_separate,
+        alternatives_and_other_filters,
+        system_search_spans_types,
+        words_beyond_ascii,
+        updates_deletes_and_reindex_replace_words,
+        chains_and_conditional_checks_see_words,
+        phrase_ir_is_what_stores_evaluate,
+    }
     search_values {
         token_set_matches_any_pair,
         token_set_negated_is_not_in,

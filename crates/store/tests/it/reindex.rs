@@ -4,6 +4,7 @@
 use crate::harness::*;
 use domain::store::{Commit, Reindex, Store};
 use fhir::search::query::{Match, StringMode};
+use fhir::search::text::TextIndex;
 use std::sync::Arc;
 
 fn by_name(name: &str) -> fhir::search::query::SearchQuery {
@@ -11,7 +12,13 @@ fn by_name(name: &str) -> fhir::search::query::SearchQuery {
 }
 
 fn reindex(id: &str, version: u64, name: &str) -> Reindex {
-    Reindex { resource_type: "Patient".into(), id: id.into(), version_id: version, index: vec![string("name", name)] }
+    Reindex {
+        resource_type: "Patient".into(),
+        id: id.into(),
+        version_id: version,
+        index: vec![string("name", name)],
+        text: TextIndex::default(),
+    }
 }
 
 async fn keys(store: &Arc<dyn Store>, resource_type: Option<&str>, step: usize) -> Vec<String> {

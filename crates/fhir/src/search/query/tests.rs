@@ -327,3 +327,35 @@ fn composites_split_on_dollar_and_parse_each_component() {
 fn tm(system: TokenSystem, code: Option<&str>, negate: bool) -> Match {
     Match::Token { system, code: code.map(str::to_string), negate }
 }
+
+#[test]
+fn text_and_content_are_full_text_conditions() {
+    let phrases = |words: &[&str], prefix: bool| TextPhrase { words: words.iter().map(|w| w.to_string()).collect(), prefix };
+    let parsed = parse(
+        &Registry::core(),
+        Some("Condition"),
+        &pairs(&[("_text", "Diabètes \"Type 2\",asthma OR copd*"), ("_content", "Smith"), ("code", "x")]),
+        false,
+    )
+    .unwrap();
+    let filters = &parsed.query.filters;
+    assert_eq!(filters.len(), 3);
+    let text: Vec<&Match> = filters[0].any_of.iter().map(|c| &c.matcher).collect();
+    assert_eq!(text, vec![
+        &Match::Text { field: TextField::Narrative, phrases: vec![phrases(&["diabetes"], false), phrases(&["type", "2"], false)] },
+        &Match::Text { field: TextField::Narrative, phrases: vec![phrases(&["asthma"], false)] },
+        &Match::Text { field: TextField::Narrative, phrases: vec![phrases(&["copd"], true)] },
+    ]);
+    assert_eq!(filters[1].any_of[0].matcher, Match::Text { field: TextField::Content, phrases: vec![phrases(&["smith"], false)] });
+
+    // System search, and an escaped comma is no OR.
+    let parsed = parse(&Registry::core(), None, &pairs(&[("_text", "a\\,b")]), false).unwrap();
+    assert_eq!(parsed.query.filters[0].any_of.len(), 1);
+
+    assert_eq!(err("Patient", &[("_text", "!!")])[0].code, IssueType::Invalid);
+    assert_eq!(err("Patient", &[("_content", "a,")])[0].code, IssueType::Invalid);
+    assert_eq!(err("Patient", &[("_text:exact", "a")])[0].code, IssueType::NotSupported);
+    // Bundle, Binary and Parameters are no DomainResources: no narrative.
+    assert_eq!(err("Binary", &[("_text", "a")])[0].code, IssueType::Invalid);
+    assert!(parse(&Registry::core(), Some("Binary"), &pairs(&[("_content", "a")]), false).is_ok());
+}
