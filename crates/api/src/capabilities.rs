@@ -118,6 +118,9 @@ fn rev_includes(registry: &Registry) -> HashMap<String, Vec<String>> {
 const CHAIN_DOCUMENTATION: &str =
     "Chaining is supported at any depth ([param]:[Type].[param], or [param].[param] across every target type that has the parameter), and so is reverse chaining with _has, nested.";
 
+/// Full-text search syntax (`fhir::search::text`).
+const TEXT_DOCUMENTATION: &str = "Full-text search: _text in the narrative, _content in every string of the resource. Words (case and accents ignored) must all occur; \"quoted words\" must be adjacent and in order; a trailing * makes the last word a prefix; OR or a comma gives alternatives.";
+
 fn resource_entry(resource_type: &str, registry: &Registry, rev_includes: &[String]) -> Value {
     let params = registry.params_for(resource_type);
     let search_params: Vec<Value> = params
@@ -129,6 +132,11 @@ fn resource_entry(resource_type: &str, registry: &Registry, rev_includes: &[Stri
                 && let Some(o) = param.as_object_mut()
             {
                 o.insert("documentation".into(), Value::from(CHAIN_DOCUMENTATION));
+            }
+            if matches!(p.code.as_str(), "_text" | "_content")
+                && let Some(o) = param.as_object_mut()
+            {
+                o.insert("documentation".into(), Value::from(TEXT_DOCUMENTATION));
             }
             param
         })
@@ -182,14 +190,18 @@ const OPERATIONS: &[(&str, &str, &str)] = &[
     ("Observation", "lastn", "http://hl7.org/fhir/OperationDefinition/Observation-lastn"),
 ];
 
-/// The parameters `fhir::search::query::parse` evaluates: not special
-/// ones, not those without an expression, nor the result and
-/// filter parameters it refuses (`_text`, `_content`, `_list`, `_query`, `_filter`).
+/// The parameters `fhir::search::query::parse` evaluates: the full-text
+/// `_text` and `_content` (`fhir::search::text`), and otherwise not special
+/// ones, not those without an expression, nor the result and filter
+/// parameters it refuses (`_list`, `_query`, `_filter`).
 /// `phonetic` (Patient, Person, Practitioner, RelatedPerson, Organization,
 /// InsurancePlan) promises "some kind of phonetic matching algorithm"; a
 /// plain string match is not that, so it is not advertised.
 fn is_supported(param: &SearchParamDef) -> bool {
+    if matches!(param.code.as_str(), "_text" | "_content") {
+        return true;
+    }
     param.kind != ParamType::Special
         && param.expression.is_some()
-        && !matches!(param.code.as_str(), "_text" | "_content" | "_list" | "_query" | "_filter" | "phonetic")
+        && !matches!(param.code.as_str(), "_list" | "_query" | "_filter" | "phonetic")
 }

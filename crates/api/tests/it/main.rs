@@ -18,3 +18,4 @@ mod search_values;
 mod search_table;
 mod support;
 mod system;
+mod text_search;
