@@ -535,11 +535,14 @@ impl Builder {
 
     /// `alias.rid IN (...)`: the resource has a reference under `param` to a
     /// current resource of one of `target_types` that meets any of `inner`
-    /// (<http://hl7.org/fhir/R4/search.html#chaining>). The reference rows are
-    /// joined to their targets by (type, id), so the engine can start from
-    /// the inner condition and reach the referring rows through
-    /// `idx_reference_search`, or the other way round through
-    /// `resource_type_id`.
+    /// (<http://hl7.org/fhir/R4/search.html#chaining>).
+    ///
+    /// The targets are found first, then the reference rows pointing at them
+    /// by (pid, target_id, target_type), which `idx_reference_search` serves.
+    /// When every inner condition is an index lookup (`rid IN ...`) the
+    /// target query names no type, so the engines start from those lookups
+    /// rather than from every resource of the type (SQLite, without
+    /// statistics, would take the type index); otherwise the type narrows it.
     fn chain(&mut self, alias: &str, param: &str, target_types: &[String], inner: &[Condition]) {
         if target_types.is_empty() {
             self.push("1 = 0");
@@ -548,27 +551,27 @@ impl Builder {
         let link = self.alias("l");
         let target = self.alias("t");
         let pid = self.pid_clause(param, Kind::Reference);
+        let types = target_types.iter().map(|t| self.bind_text(t)).collect::<Vec<_>>().join(", ");
         let _ = write!(
             self.text,
-            "{alias}.rid IN (SELECT {link}.rid FROM idx_reference {link} JOIN resource {target} \
-             ON {target}.type = {link}.target_type AND {target}.id = {link}.target_id \
-             WHERE {link}.{pid} AND {link}.target_type IN ("
+            "{alias}.rid IN (SELECT {link}.rid FROM idx_reference {link} WHERE {link}.{pid} \
+             AND {link}.target_type IN ({types}) AND ({link}.target_type, {link}.target_id) IN \
+             (SELECT {target}.type, {target}.id FROM resource {target} WHERE {target}.deleted = 0 AND "
         );
-        for (i, target_type) in target_types.iter().enumerate() {
-            if i > 0 {
-                self.push(", ");
-            }
-            let p = self.bind_text(target_type);
-            self.push(&p);
+        if !inner.iter().all(|c| is_index_lookup(&c.matcher)) {
+            let _ = write!(self.text, "{target}.type IN ({types}) AND ");
         }
-        let _ = write!(self.text, ") AND {target}.deleted = 0 AND ");
         self.any_of(&target, inner);
-        self.push(")");
+        self.push("))");
     }
 
     /// `alias.rid IN (...)`: a current resource of `source_type` that meets
     /// any of `inner` refers to the resource through its parameter `param`
-    /// (<http://hl7.org/fhir/R4/search.html#has>).
+    /// (<http://hl7.org/fhir/R4/search.html#has>). The referring rows are
+    /// joined to their sources by rid and to their targets by (type, id)
+    /// (`resource_type_id`). When every inner condition is an index lookup it
+    /// is written on the reference row's rid (the source's), so both engines
+    /// start from that lookup and reach the reference rows by their rid.
     fn has(&mut self, alias: &str, param: &str, source_type: &str, inner: &[Condition]) {
         let link = self.alias("l");
         let source = self.alias("s");
@@ -582,7 +585,11 @@ impl Builder {
              JOIN resource {target} ON {target}.type = {link}.target_type AND {target}.id = {link}.target_id \
              WHERE {link}.{pid} AND {source}.type = {st} AND {source}.deleted = 0 AND "
         );
-        self.any_of(&source, inner);
+        if inner.iter().all(|c| is_index_lookup(&c.matcher)) {
+            self.any_of(&link, inner);
+        } else {
+            self.any_of(&source, inner);
+        }
         self.push(")");
     }
 
@@ -801,6 +808,26 @@ pub(crate) fn composite_columns(value: &IndexValue) -> CompositeColumns<'_> {
         }
         IndexValue::Uri { value } => (None, Some(value.as_str()), None, None),
         IndexValue::Composite(_) => (None, None, None, None),
+    }
+}
+
+/// Whether the SQL of `matcher` is `rid IN (SELECT rid FROM <index> ...)` (or a
+/// chain or reverse chain, which are such lookups too): a condition the
+/// engine can start from. Negations, `_id` and `_lastUpdated` are not.
+fn is_index_lookup(matcher: &Match) -> bool {
+    match matcher {
+        Match::Token { negate, .. } => !negate,
+        Match::TokenText(_)
+        | Match::String { .. }
+        | Match::Reference { .. }
+        | Match::ReferenceUrl(_)
+        | Match::Uri { .. }
+        | Match::Date { .. }
+        | Match::Number { .. }
+        | Match::Quantity { .. }
+        | Match::Chain { .. }
+        | Match::Has { .. } => true,
+        _ => false,
     }
 }
 

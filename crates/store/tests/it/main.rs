@@ -4,6 +4,7 @@
 //! Index rows are built by hand (harness.rs) so the suite does not depend on
 //! search-value extraction.
 
+mod chains;
 mod commit;
 mod crud;
 mod durability;
@@ -44,6 +45,14 @@ macro_rules! conformance {
 }
 
 conformance! {
+    chains {
+        chain_follows_references_of_the_named_types,
+        chain_combines_with_other_filters,
+        chains_nest_to_any_depth,
+        has_finds_resources_referred_to_by_matching_ones,
+        has_nests_and_ends_with_any_condition,
+        chains_in_conditional_checks,
+    }
     text {
         every_word_must_occur,
         phrases_keep_their_order,
