@@ -101,6 +101,27 @@ impl PostgresStore {
         Ok(store)
     }
 
+    /// The plans PostgreSQL chooses for the page and count statements of
+    /// `query` (`EXPLAIN`), with sequential scans disabled: a `Seq Scan` in
+    /// the answer means no index can serve the query, whatever the table
+    /// sizes. What the plan tests check.
+    pub async fn explain(&self, query: &SearchQuery) -> Result<Vec<String>, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.build_transaction().read_only(true).start().await.map_err(pg_error)?;
+        tx.batch_execute("SET LOCAL enable_seqscan = off").await.map_err(pg_error)?;
+        let kinds = resolve_sort_kinds(&*tx, query).await?;
+        let statements = sql::search(Dialect::Postgres, query, &kinds);
+        let mut lines = Vec::new();
+        for statement in [&statements.page, &statements.count] {
+            let text = format!("EXPLAIN {}", statement.text);
+            for row in tx.query(text.as_str(), &bind(statement)).await.map_err(pg_error)? {
+                lines.push(row.get::<_, String>(0));
+            }
+        }
+        tx.rollback().await.map_err(pg_error)?;
+        Ok(lines)
+    }
+
     async fn client(&self) -> Result<deadpool_postgres::Client, StoreError> {
         self.pool.get().await.map_err(|e| StoreError::Unavailable(format!("postgres pool: {e}")))
     }

@@ -307,7 +307,14 @@ impl Builder {
         self.push(" WHERE r.deleted = 0");
         if let Some(resource_type) = &query.resource_type {
             let p = self.bind_text(resource_type);
-            let _ = write!(self.text, " AND r.type = {p}");
+            // Without table statistics SQLite serves any `type = ?` test from
+            // the (type, last_updated) index and walks every resource of the
+            // type, probing the filters' row lists for each. When a filter
+            // lists its matching rows through an index, the unary `+` keeps
+            // the type test off the index, so the plan starts from those rows
+            // (plan tests in tests/it/plans.rs).
+            let column = if self.dialect == Dialect::Sqlite && starts_from_filter(query) { "+r.type" } else { "r.type" };
+            let _ = write!(self.text, " AND {column} = {p}");
         }
         for filter in &query.filters {
             self.push(" AND ");
@@ -829,6 +836,25 @@ fn is_index_lookup(matcher: &Match) -> bool {
         | Match::Has { .. } => true,
         _ => false,
     }
+}
+
+/// Whether a filter of `query` names its matching rows through an index
+/// (every condition an `r.rid IN (...)` of positive matches), so that a plan
+/// should start from them; `_id` is served by the (type, id) index instead.
+fn starts_from_filter(query: &SearchQuery) -> bool {
+    let by_id = query.filters.iter().any(|f| f.any_of.iter().any(|c| matches!(c.matcher, Match::Id(_))));
+    let lists_rows = |m: &Match| {
+        !matches!(
+            m,
+            Match::Id(_)
+                | Match::LastUpdated { .. }
+                | Match::Missing(_)
+                | Match::Token { negate: true, .. }
+                | Match::TokenSet { negate: true, .. }
+                | Match::InValueSet { negate: true, .. }
+        )
+    };
+    !by_id && query.filters.iter().any(|f| !f.any_of.is_empty() && f.any_of.iter().all(|c| lists_rows(&c.matcher)))
 }
 
 /// The smallest string greater than every string that starts with `prefix`:

@@ -119,6 +119,35 @@ impl SqliteStore {
             inner: Arc::new(Inner { jobs: Some(sender), writer: Some(handle), checkpointer: Some(checkpointer), readers }),
         })
     }
+
+    /// The plan SQLite chooses for the page and count statements of `query`
+    /// (`EXPLAIN QUERY PLAN`, one line per step, indented by depth): what the
+    /// plan tests check for full scans.
+    pub async fn explain(&self, query: &SearchQuery) -> Result<Vec<String>, StoreError> {
+        let query = query.clone();
+        self.inner
+            .with_reader(move |conn| {
+                let kinds = resolve_sort_kinds(conn, &query)?;
+                let statements = sql::search(Dialect::Sqlite, &query, &kinds);
+                let mut lines = Vec::new();
+                for statement in [&statements.page, &statements.count] {
+                    let text = format!("EXPLAIN QUERY PLAN {}", statement.text);
+                    let mut prepared = conn.prepare(&text).map_err(db_error)?;
+                    let mut rows = prepared.query(rusqlite::params_from_iter(statement.params.iter())).map_err(db_error)?;
+                    let mut depth: HashMap<i64, usize> = HashMap::new();
+                    while let Some(row) = rows.next().map_err(db_error)? {
+                        let id: i64 = row.get(0).map_err(db_error)?;
+                        let parent: i64 = row.get(1).map_err(db_error)?;
+                        let detail: String = row.get(3).map_err(db_error)?;
+                        let level = depth.get(&parent).map_or(0, |d| d + 1);
+                        depth.insert(id, level);
+                        lines.push(format!("{}{detail}", "  ".repeat(level)));
+                    }
+                }
+                Ok(lines)
+            })
+            .await
+    }
 }
 
 impl Drop for Inner {

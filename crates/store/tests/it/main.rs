@@ -10,6 +10,7 @@ mod crud;
 mod durability;
 mod harness;
 mod history;
+mod plans;
 mod reindex;
 mod search;
 mod search_values;

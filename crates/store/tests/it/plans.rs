@@ -1,0 +1,144 @@
+//! Query plans: the main search shapes must be served by indexes on both SQL
+//! engines, so that a change that falls back to a full scan fails the build
+//! rather than a clinic's server on millions of rows. SQLite plans come from
+//! `EXPLAIN QUERY PLAN` (a `SCAN` step reads a whole table or index);
+//! PostgreSQL plans from `EXPLAIN` with sequential scans disabled (a
+//! `Seq Scan` left in the plan means no index can serve the query).
+
+use crate::harness::*;
+use domain::store::Store;
+use fhir::search::Registry;
+use fhir::search::query::SearchQuery;
+use serde_json::{Value, json};
+use std::sync::Arc;
+use store::postgres::PostgresStore;
+use store::sqlite::{SqliteOptions, SqliteStore};
+
+/// The query shapes the search benchmark and the clinical screens use.
+const SHAPES: &[&str] = &[
+    "Patient?family=smi",
+    "Patient?name=smi&birthdate=1970-03-15",
+    "Patient?identifier=http://hospital.example/mrn|MRN001",
+    "Patient?_id=p1",
+    "Patient?_count=20",
+    "Patient?_lastUpdated=ge2024-01-01",
+    "Observation?patient=p1&code=http://loinc.org|2345-7&_sort=-date&_count=20",
+    "Observation?patient=Patient/p1&category=laboratory&date=ge2024-01-01",
+    "Observation?code=http://loinc.org|2345-7&_summary=count",
+    "Observation?subject:Patient.family=smith&code=http://loinc.org|2345-7",
+    "Observation?value-quantity=gt100",
+    "Patient?_has:Observation:patient:code=2345-7",
+    "Condition?patient=p1&clinical-status=active",
+    "Encounter?date=ge2024-01-01&patient=p1",
+];
+
+/// The shapes whose plan rightly walks the type's (type, last_updated) index.
+const TYPE_WALKS: &[&str] = &["Patient?_count=20", "Patient?_lastUpdated=ge2024-01-01"];
+
+fn parse(shape: &str) -> SearchQuery {
+    let (resource_type, query) = shape.split_once('?').unwrap_or((shape, ""));
+    let params: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes()).into_owned().collect();
+    let mut parsed = fhir::search::query::parse(&Registry::core(), Some(resource_type), &params, false)
+        .unwrap_or_else(|e| panic!("{shape}: {e:?}"))
+        .query;
+    if parsed.count == 0 || shape.contains("_summary=count") {
+        parsed.count = 0;
+        parsed.total = fhir::search::query::TotalMode::Accurate;
+    }
+    parsed
+}
+
+/// One resource of each type the shapes touch, so that every parameter used
+/// is interned (sort keys are resolved through the interned parameters).
+async fn seed(store: &Arc<dyn Store>) {
+    let resources: [Value; 4] = [
+        json!({"resourceType": "Patient", "id": "p1", "name": [{"family": "Smith"}], "birthDate": "1970-03-15",
+               "identifier": [{"system": "http://hospital.example/mrn", "value": "MRN001"}]}),
+        json!({"resourceType": "Observation", "id": "o1", "status": "final", "subject": {"reference": "Patient/p1"},
+               "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": "laboratory"}]}],
+               "code": {"coding": [{"system": "http://loinc.org", "code": "2345-7"}]}, "effectiveDateTime": "2024-03-01",
+               "valueQuantity": {"value": 95, "unit": "mg/dL", "system": "http://unitsofmeasure.org", "code": "mg/dL"}}),
+        json!({"resourceType": "Condition", "id": "c1", "subject": {"reference": "Patient/p1"},
+               "clinicalStatus": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-clinical", "code": "active"}]}}),
+        json!({"resourceType": "Encounter", "id": "e1", "status": "finished", "subject": {"reference": "Patient/p1"},
+               "class": {"code": "AMB"}, "period": {"start": "2024-03-01"}}),
+    ];
+    let registry = Registry::core();
+    for resource in resources {
+        let rt = resource["resourceType"].as_str().unwrap_or_default().to_string();
+        let id = resource["id"].as_str().unwrap_or_default().to_string();
+        let mut w = write(&rt, &id, 1, at(1), registry.extract(&resource));
+        w.body = Some(Arc::from(resource.to_string()));
+        store.commit(commit(vec![w])).await.expect("seed");
+    }
+}
+
+/// Plan lines that read a whole table or index.
+fn sqlite_full_scans(plan: &[String]) -> Vec<String> {
+    plan.iter()
+        .filter(|line| {
+            let step = line.trim_start();
+            // `SCAN CONSTANT ROW` and scans of subquery results or CTEs are not table reads.
+            step.starts_with("SCAN ") && !step.starts_with("SCAN CONSTANT ROW") && !step.contains("SUBQUERY")
+        })
+        .cloned()
+        .collect()
+}
+
+#[tokio::test]
+async fn sqlite_search_shapes_use_indexes() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let sqlite = Arc::new(SqliteStore::open(&dir.path().join("hearth.db"), SqliteOptions::default()).expect("open"));
+    let store: Arc<dyn Store> = sqlite.clone();
+    seed(&store).await;
+    let mut failures = Vec::new();
+    for shape in SHAPES {
+        let plan = sqlite.explain(&parse(shape)).await.expect("explain");
+        assert!(!plan.is_empty(), "{shape}: empty plan");
+        let scans = sqlite_full_scans(&plan);
+        // Walking every resource of the type is right only when no filter
+        // lists its rows through an index.
+        let walks_type = plan.first().is_some_and(|l| l.starts_with("SEARCH r USING INDEX resource_type_updated"));
+        if !scans.is_empty() || (walks_type && !TYPE_WALKS.contains(shape)) {
+            failures.push(format!("{shape}:\n    {}", plan.join("\n    ")));
+        }
+    }
+    assert!(failures.is_empty(), "full scans or type walks in SQLite plans:\n{}", failures.join("\n"));
+}
+
+#[tokio::test]
+async fn postgres_search_shapes_use_indexes() {
+    let url = database_url();
+    let schema = unique_schema();
+    let (admin, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.expect("connect");
+    tokio::spawn(connection);
+    admin.batch_execute(&format!("CREATE SCHEMA {schema}")).await.expect("create schema");
+    let store_url = with_search_path(&url, &schema);
+    let outcome = tokio::spawn(async move {
+        let pg = Arc::new(PostgresStore::connect(&store_url).await.expect("connect store"));
+        let store: Arc<dyn Store> = pg.clone();
+        seed(&store).await;
+        let mut failures = Vec::new();
+        for shape in SHAPES {
+            let plan = pg.explain(&parse(shape)).await.expect("explain");
+            assert!(!plan.is_empty(), "{shape}: empty plan");
+            if plan.iter().any(|line| line.contains("Seq Scan")) {
+                failures.push(format!("{shape}:\n    {}", plan.join("\n    ")));
+            }
+        }
+        assert!(failures.is_empty(), "sequential scans in PostgreSQL plans:\n{}", failures.join("\n"));
+    })
+    .await;
+    drop_schema(&admin, &schema).await;
+    if let Err(error) = outcome {
+        std::panic::resume_unwind(error.into_panic());
+    }
+}
+
+#[test]
+fn a_full_scan_is_detected() {
+    let plan = vec!["SCAN r".to_string(), "  SEARCH v USING INDEX resource_version_rid (rid=? AND version=?)".to_string()];
+    assert_eq!(sqlite_full_scans(&plan), vec!["SCAN r".to_string()]);
+    let indexed = vec!["SEARCH r USING INDEX resource_type_updated (type=?)".to_string(), "SCAN CONSTANT ROW".to_string()];
+    assert!(sqlite_full_scans(&indexed).is_empty());
+}
