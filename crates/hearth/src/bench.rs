@@ -142,7 +142,7 @@ pub struct Percentiles {
 }
 
 impl Percentiles {
-    fn of(samples: &mut [Duration]) -> Option<Percentiles> {
+    pub(crate) fn of(samples: &mut [Duration]) -> Option<Percentiles> {
         if samples.is_empty() {
             return None;
         }
@@ -284,14 +284,14 @@ struct Loaded {
 
 /// The in-process server: the configured store under the Service, the API
 /// router on an ephemeral loopback port.
-struct Server {
-    base: String,
+pub(crate) struct Server {
+    pub(crate) base: String,
     stop: tokio::sync::oneshot::Sender<()>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
 }
 
 impl Server {
-    async fn start(config: &config::Config, service: Arc<domain::Service>) -> anyhow::Result<Server> {
+    pub(crate) async fn start(config: &config::Config, service: Arc<domain::Service>) -> anyhow::Result<Server> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.context("binding a loopback port")?;
         let bound = listener.local_addr()?;
         let base = config.base_url(bound);
@@ -311,7 +311,7 @@ impl Server {
         Ok(Server { base, stop, task })
     }
 
-    async fn shutdown(self) -> anyhow::Result<()> {
+    pub(crate) async fn shutdown(self) -> anyhow::Result<()> {
         let _ = self.stop.send(());
         self.task.await.context("joining the server task")?.context("serving")?;
         Ok(())
@@ -319,7 +319,7 @@ impl Server {
 }
 
 /// An HTTP client with its own single keep-alive connection.
-fn client() -> anyhow::Result<reqwest::Client> {
+pub(crate) fn client() -> anyhow::Result<reqwest::Client> {
     reqwest::Client::builder()
         .no_proxy()
         .pool_max_idle_per_host(1)
@@ -576,7 +576,7 @@ fn note_error(notes: &mut Vec<String>, phase: &str, description: &str) {
 /// (b) NDJSON of a second cohort, written by the generator, loaded through
 /// the import code path (the Service directly, as `hearth import` does).
 async fn import_ndjson(service: &Arc<domain::Service>, dir: &Path, opts: &BenchOptions, loaded: &mut Loaded) -> anyhow::Result<Row> {
-    let synth_options = synth::SynthOptions { seed: opts.seed.wrapping_add(1), patients: opts.patients };
+    let synth_options = synth::SynthOptions { seed: opts.seed.wrapping_add(1), patients: opts.patients, per_patient: None };
     let counts = synth::write_ndjson(dir, &synth_options).with_context(|| format!("writing NDJSON to {}", dir.display()))?;
     let options = import::ImportOptions { batch_size: 1000, progress: false };
     let started = Instant::now();

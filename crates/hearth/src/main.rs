@@ -8,6 +8,7 @@
 #![allow(unreachable_pub)]
 
 mod bench;
+mod bench_search;
 mod config;
 mod demo;
 mod import;
@@ -105,6 +106,30 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
+    /// Benchmark search on a large store (loaded once into DATA_DIR, reused
+    /// by later runs) and print a Markdown report for docs/benchmarks.md.
+    BenchSearch {
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// Benchmark PostgreSQL at this URL instead of SQLite.
+        #[arg(long)]
+        database_url: Option<String>,
+        #[arg(long, default_value_t = 1000)]
+        patients: usize,
+        /// Resources of each patient's history.
+        #[arg(long, default_value_t = 2000)]
+        per_patient: usize,
+        /// Resources of the patient `$everything` is timed on.
+        #[arg(long, default_value_t = 3000)]
+        heavy: usize,
+        #[arg(long, default_value_t = 8)]
+        clients: usize,
+        /// Seconds per query shape.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
 }
 
 fn main() -> ExitCode {
@@ -146,7 +171,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(if summary.rejected.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(3) })
         }
         Command::Generate { out, patients, seed, ndjson } => {
-            let options = synth::SynthOptions { seed, patients };
+            let options = synth::SynthOptions { seed, patients, per_patient: None };
             std::fs::create_dir_all(&out)?;
             if ndjson {
                 synth::write_ndjson(&out, &options)?;
@@ -171,6 +196,21 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             let report = bench::run(&options).await?;
             println!("{report}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::BenchSearch { data_dir, database_url, patients, per_patient, heavy, clients, seconds, seed } => {
+            wiring::init_tracing("warn");
+            let options = bench_search::SearchBenchOptions {
+                data_dir,
+                database_url,
+                patients,
+                per_patient,
+                heavy,
+                clients,
+                seconds,
+                seed,
+            };
+            println!("{}", bench_search::run(&options).await?);
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -23,6 +23,8 @@ pub struct SynthOptions {
     pub seed: u64,
     /// Number of patients (indexes `0..patients`).
     pub patients: usize,
+    /// Resources of each patient's history; `None`: the default, 40 to 60.
+    pub per_patient: Option<usize>,
 }
 
 /// What was written.
@@ -111,7 +113,7 @@ pub fn write_ndjson(dir: &Path, opts: &SynthOptions) -> std::io::Result<Counts> 
     let mut shared_written: HashSet<String> = HashSet::new();
     let mut counts = Counts::default();
     for index in 0..opts.patients {
-        for entry in generate::patient(opts.seed, index, None, RefStyle::Relative) {
+        for entry in generate::patient(opts.seed, index, opts.per_patient, RefStyle::Relative) {
             if entry.if_none_exist.is_some() && !shared_written.insert(entry.id.clone()) {
                 continue;
             }
@@ -331,7 +333,7 @@ mod tests {
     #[test]
     fn ndjson_has_ids_resolved_references_and_shared_resources_once() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let counts = write_ndjson(dir.path(), &SynthOptions { seed: 9, patients: 40 }).expect("write");
+        let counts = write_ndjson(dir.path(), &SynthOptions { seed: 9, patients: 40, per_patient: None }).expect("write");
         assert_eq!(counts.files.first().and_then(|p| p.file_name()).and_then(|n| n.to_str()), Some("Organization.ndjson"));
         let mut ids = HashSet::new();
         let mut refs = Vec::new();
@@ -366,7 +368,7 @@ mod tests {
     #[test]
     fn bundles_are_written_one_file_per_patient() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let counts = write_bundles(dir.path(), &SynthOptions { seed: 9, patients: 3 }).expect("write");
+        let counts = write_bundles(dir.path(), &SynthOptions { seed: 9, patients: 3, per_patient: None }).expect("write");
         assert_eq!(counts.files.len(), 3);
         let first: Value = serde_json::from_str(&std::fs::read_to_string(&counts.files[0]).expect("read")).expect("json");
         assert_eq!(first, patient_bundle(9, 0));
