@@ -7,6 +7,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod bundles;
+mod chains_includes;
 mod custom_params;
 mod fuzz;
 mod history;
