@@ -15,6 +15,7 @@ per_backend!(
     self_link_shows_includes_and_lenient_chains,
     summary_applies_to_included_resources,
     capability_statement_states_includes_and_chains,
+    compartment_search_resolves_includes,
 );
 
 /// `Type/id` of the entries with `search.mode = mode`.
@@ -185,4 +186,16 @@ async fn capability_statement_states_includes_and_chains(s: Server) {
     assert!(rev.contains(&"Observation:subject") && rev.contains(&"Encounter:patient"), "{rev:?}");
     let subject = observation["searchParam"].as_array().unwrap().iter().find(|p| p["name"] == "subject").unwrap();
     assert!(subject["documentation"].as_str().unwrap().contains("_has"), "{subject}");
+}
+
+async fn compartment_search_resolves_includes(s: Server) {
+    let id = s.create(patient("Compartment")).await;
+    let other = s.create(patient("Elsewhere")).await;
+    let obs = s.create(observation(&id, "c")).await;
+    s.create(observation(&other, "c")).await;
+    let bundle = fhir_body(s.get(&format!("Patient/{id}/Observation?_include=Observation:subject")).await).await;
+    assert_eq!(entries(&bundle, "match"), vec![format!("Observation/{obs}")]);
+    assert_eq!(entries(&bundle, "include"), vec![format!("Patient/{id}")]);
+    let bundle = fhir_body(s.get(&format!("Patient/{id}/Observation?subject:Patient.family=compartment")).await).await;
+    assert_eq!(entries(&bundle, "match"), vec![format!("Observation/{obs}")]);
 }

@@ -59,13 +59,8 @@ impl Service {
         self.resolve_terminology(&mut search.query).await?;
         search.query.filters.push(filter);
         let page = self.store.search(&search.query).await?;
-        Ok(SearchResult {
-            page,
-            applied: search.applied,
-            count: search.query.count,
-            offset: search.query.offset,
-            included: Default::default(),
-        })
+        let included = self.resolve_includes(&page.items, &search.includes).await?;
+        Ok(SearchResult { page, applied: search.applied, count: search.query.count, offset: search.query.offset, included })
     }
 
     /// `GET|POST [base]/Patient/[id]/$everything`: the Patient and every resource in its
@@ -308,7 +303,7 @@ impl Service {
         let count_given = rest.iter().any(|(name, _)| name == "_count");
         query.count = if count_given { query.count.min(self.config.max_page_size) } else { default_count };
         query.offset = offset;
-        Ok(ParsedSearch { query, applied: parsed.applied })
+        Ok(ParsedSearch { query, applied: parsed.applied, includes: parsed.includes })
     }
 }
 
@@ -316,6 +311,8 @@ impl Service {
 struct ParsedSearch {
     query: SearchQuery,
     applied: Vec<(String, String)>,
+    /// `_include` / `_revinclude`, resolved on the page (compartment search).
+    includes: Vec<fhir::search::include::Include>,
 }
 
 /// "`resource_type` is in the compartment of `compartment`/`id`": any of the linking
