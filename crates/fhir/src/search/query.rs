@@ -301,7 +301,24 @@ fn parse_one(
                 _ => return Err(unsupported("_type with more than one resource type is not supported")),
             }
         }
-        "_contained" | "_containedType" | "_list" | "_query" | "_filter" => {
+        // Contained resources are not searched (search.html#contained): the
+        // defaults `_contained=false` and `_containedType=container` are what
+        // every search does; asking for contained resources is not supported.
+        "_contained" => {
+            return match value {
+                "false" => Ok(Applied::Yes),
+                "true" | "both" => Err(unsupported("searching contained resources (_contained=true|both) is not supported")),
+                _ => Err(invalid("_contained must be true, false or both")),
+            };
+        }
+        "_containedType" => {
+            return match value {
+                "container" => Ok(Applied::Yes),
+                "contained" => Err(unsupported("_containedType=contained is not supported")),
+                _ => Err(invalid("_containedType must be container or contained")),
+            };
+        }
+        "_list" | "_query" | "_filter" => {
             return Err(unsupported(format!("{name} is not supported")));
         }
         _ => {}

@@ -251,6 +251,9 @@ fn result_parameters() {
 #[test]
 fn unknown_and_unsupported_parameters_strict_and_lenient() {
     let issues = err("Patient", &[("nonsense", "1"), ("family", "ok"), ("_contained", "true"), ("_has:Observation:nonsense:code", "x")]);
+    assert_eq!(ok("Patient", &[("_contained", "false"), ("_containedType", "container")]).applied.len(), 2);
+    assert_eq!(err("Patient", &[("_containedType", "contained")])[0].code, IssueType::NotSupported);
+    assert_eq!(err("Patient", &[("_contained", "maybe")])[0].code, IssueType::Invalid);
     assert_eq!(issues.len(), 3, "every problem is reported: {issues:?}");
     assert_eq!(issues[0].code, IssueType::Invalid);
     assert_eq!(issues[0].expression.as_deref(), Some("nonsense"));
