@@ -25,7 +25,13 @@ fn entries(bundle: &Value, mode: &str) -> Vec<String> {
         .map(|list| {
             list.iter()
                 .filter(|e| e["search"]["mode"] == mode)
-                .map(|e| format!("{}/{}", e["resource"]["resourceType"].as_str().unwrap(), e["resource"]["id"].as_str().unwrap()))
+                .map(|e| {
+                    format!(
+                        "{}/{}",
+                        e["resource"]["resourceType"].as_str().unwrap(),
+                        e["resource"]["id"].as_str().unwrap()
+                    )
+                })
                 .collect()
         })
         .unwrap_or_default();
@@ -97,7 +103,11 @@ async fn deleted_and_missing_include_targets_are_skipped(s: Server) {
     let bundle = fhir_body(s.get("Observation?code=1&_include=Observation:subject&_total=accurate").await).await;
     assert_eq!(
         entries(&bundle, "match"),
-        sorted(vec![format!("Observation/{o_gone}"), format!("Observation/{o_kept}"), format!("Observation/{o_missing}")])
+        sorted(vec![
+            format!("Observation/{o_gone}"),
+            format!("Observation/{o_kept}"),
+            format!("Observation/{o_missing}")
+        ])
     );
     assert_eq!(entries(&bundle, "include"), vec![format!("Patient/{kept}")]);
     assert_eq!(bundle["total"], 3);
@@ -128,7 +138,8 @@ async fn includes_follow_the_page_and_are_not_counted(s: Server) {
         let these = entries(&bundle, "include");
         assert_eq!(these.len(), matches.len(), "each page includes the subjects of its own matches");
         // Included entries follow the matches.
-        let modes: Vec<&str> = bundle["entry"].as_array().unwrap().iter().map(|e| e["search"]["mode"].as_str().unwrap()).collect();
+        let modes: Vec<&str> =
+            bundle["entry"].as_array().unwrap().iter().map(|e| e["search"]["mode"].as_str().unwrap()).collect();
         assert!(modes.windows(2).all(|w| !(w[0] == "include" && w[1] == "match")), "{modes:?}");
         let next_link = link(&bundle, "next");
         if next_link.is_some() {
@@ -179,7 +190,8 @@ async fn capability_statement_states_includes_and_chains(s: Server) {
     let statement = fhir_body(s.get("metadata").await).await;
     let resources = statement["rest"][0]["resource"].as_array().unwrap();
     let observation = resources.iter().find(|r| r["type"] == "Observation").unwrap();
-    let includes: Vec<&str> = observation["searchInclude"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
+    let includes: Vec<&str> =
+        observation["searchInclude"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
     assert!(includes.contains(&"Observation:subject") && includes.contains(&"*"), "{includes:?}");
     let patient = resources.iter().find(|r| r["type"] == "Patient").unwrap();
     let rev: Vec<&str> = patient["searchRevInclude"].as_array().unwrap().iter().filter_map(Value::as_str).collect();

@@ -110,8 +110,12 @@ impl Service {
             if include.source_type.as_ref().is_some_and(|t| *t != resource.resource_type) {
                 continue;
             }
-            let Some(body) = resource.body.as_deref() else { continue };
-            let Ok(json) = serde_json::from_str::<Value>(body) else { continue };
+            let Some(body) = resource.body.as_deref() else {
+                continue;
+            };
+            let Ok(json) = serde_json::from_str::<Value>(body) else {
+                continue;
+            };
             for entry in registry.extract(&json) {
                 if include.param.as_ref().is_some_and(|p| *p != entry.param) {
                     continue;
@@ -159,7 +163,9 @@ impl Service {
         include: &Include,
         limit: usize,
     ) -> Result<Vec<StoredResource>, Error> {
-        let Some(source) = include.source_type.as_deref() else { return Ok(Vec::new()) };
+        let Some(source) = include.source_type.as_deref() else {
+            return Ok(Vec::new());
+        };
         let params: Vec<(String, Vec<String>)> = match &include.param {
             Some(code) => match registry.param(source, code) {
                 Some(def) => vec![(code.clone(), def.targets.clone())],
@@ -183,7 +189,10 @@ impl Service {
                 }
                 conditions.push(Condition {
                     param: code.clone(),
-                    matcher: Match::Reference { target_type: Some(resource.resource_type.clone()), id: resource.id.clone() },
+                    matcher: Match::Reference {
+                        target_type: Some(resource.resource_type.clone()),
+                        id: resource.id.clone(),
+                    },
                 });
             }
         }

@@ -87,7 +87,9 @@ fn parse_link(
             }
             vec![t.to_string()]
         }
-        Some(m) => return Err(invalid(format!("only a resource type can qualify a chained reference, not :{m}"))),
+        Some(m) => {
+            return Err(invalid(format!("only a resource type can qualify a chained reference, not :{m}")));
+        }
         None if def.targets.is_empty() => {
             return Err(invalid(format!("{code} may refer to any type: name one with {code}:Type")));
         }
@@ -121,7 +123,10 @@ fn parse_link(
     }
     Ok(groups
         .into_iter()
-        .map(|(target_types, inner)| Condition { param: code.to_string(), matcher: Match::Chain { target_types, inner } })
+        .map(|(target_types, inner)| Condition {
+            param: code.to_string(),
+            matcher: Match::Chain { target_types, inner },
+        })
         .collect())
 }
 
@@ -162,10 +167,7 @@ fn has(
     }
     spend(budget)?;
     let inner = parse_link(registry, Some(source), tail, value, budget)?;
-    Ok(vec![Condition {
-        param: reference.to_string(),
-        matcher: Match::Has { source_type: source.to_string(), inner },
-    }])
+    Ok(vec![Condition { param: reference.to_string(), matcher: Match::Has { source_type: source.to_string(), inner } }])
 }
 
 #[cfg(test)]
@@ -248,7 +250,11 @@ mod tests {
         assert_eq!(target_types, &["Observation"]);
         assert_eq!(
             inner[0].matcher,
-            Match::Token { system: TokenSystem::Is("http://loinc.org".into()), code: Some("1234-5".into()), negate: false }
+            Match::Token {
+                system: TokenSystem::Is("http://loinc.org".into()),
+                code: Some("1234-5".into()),
+                negate: false
+            }
         );
     }
 

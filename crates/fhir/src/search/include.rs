@@ -93,7 +93,9 @@ pub(crate) fn parse(
         // start from (or, reversed, point at) the searched type.
         if !iterate && let Some(rt) = resource_type {
             if !reverse && source != rt {
-                return Err(invalid(format!("{base}={value} does not apply to {rt}; add :iterate to follow included resources")));
+                return Err(invalid(format!(
+                    "{base}={value} does not apply to {rt}; add :iterate to follow included resources"
+                )));
             }
             if reverse && !def.targets.is_empty() && !def.targets.iter().any(|d| d == rt) {
                 return Err(invalid(format!("{param} of {source} does not refer to {rt}")));

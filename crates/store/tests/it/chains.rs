@@ -160,7 +160,10 @@ pub(crate) async fn has_nests_and_ends_with_any_condition(store: Arc<dyn Store>)
     assert_eq!(ids(&store, &chained).await, strs(&["o2"]));
     // And a chain may end with a _has: observations of patients that some
     // observation with code 999 refers to.
-    let q = query("Observation", vec![chain("patient", &["Patient"], vec![has("Observation", "patient", vec![code("999")])])]);
+    let q = query(
+        "Observation",
+        vec![chain("patient", &["Patient"], vec![has("Observation", "patient", vec![code("999")])])],
+    );
     assert_eq!(ids(&store, &q).await, strs(&["o2"]));
 }
 
@@ -171,6 +174,9 @@ pub(crate) async fn chains_in_conditional_checks(store: Arc<dyn Store>) {
     store.commit(checked(vec![check(&["o1"])], vec![])).await.expect("the matching set is o1");
     assert!(store.commit(checked(vec![check(&[])], vec![])).await.is_err(), "o1 matches");
     // A new Smith makes o2 match too.
-    store.commit(commit(vec![write("Patient", "p2", 2, at(20), vec![string("name", "Smithers")])])).await.expect("update");
+    store
+        .commit(commit(vec![write("Patient", "p2", 2, at(20), vec![string("name", "Smithers")])]))
+        .await
+        .expect("update");
     store.commit(checked(vec![check(&["o1", "o2"])], vec![])).await.expect("o1 and o2 now");
 }
