@@ -28,6 +28,14 @@ const SHAPES: &[&str] = &[
     "Observation?subject:Patient.family=smith&code=http://loinc.org|2345-7",
     "Observation?value-quantity=gt100",
     "Patient?_has:Observation:patient:code=2345-7",
+    // Chains of depth 2 and 3, untyped, ending with a token; nested _has.
+    "Observation?subject.family=smith",
+    "Encounter?patient.organization.name=acme",
+    "DiagnosticReport?result.code=http://loinc.org|2345-7",
+    "Patient?_has:Observation:patient:_has:DiagnosticReport:result:code=24323-8",
+    // What _include (targets by _id) and _revinclude (referrers of a page) run.
+    "Observation?_id=o1,o2,o3",
+    "Observation?subject=Patient/p1,Patient/p2,Patient/p3",
     "Condition?patient=p1&clinical-status=active",
     "Encounter?date=ge2024-01-01&patient=p1",
 ];
