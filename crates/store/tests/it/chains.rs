@@ -180,3 +180,18 @@ pub(crate) async fn chains_in_conditional_checks(store: Arc<dyn Store>) {
         .expect("update");
     store.commit(checked(vec![check(&["o1", "o2"])], vec![])).await.expect("o1 and o2 now");
 }
+
+pub(crate) async fn has_with_conditions_that_are_not_index_lookups(store: Arc<dyn Store>) {
+    referrers(&store).await;
+    let q = |inner: Vec<Condition>| query("Patient", vec![has("Observation", "patient", inner)]);
+    assert_eq!(ids(&store, &q(vec![cond("_id", Match::Id("o2".into()))])).await, strs(&["p2"]));
+    // :not — observations of p1 and p2 are current; o3 (p3) is deleted.
+    let not_1234 = cond("code", Match::Token { system: TokenSystem::Any, code: Some("1234".into()), negate: true });
+    assert_eq!(ids(&store, &q(vec![not_1234])).await, strs(&["p2"]));
+    assert_eq!(id_set(&store, &q(vec![cond("value-quantity", Match::Missing(true))])).await, strs(&["p1", "p2"]));
+    let recent =
+        cond("_lastUpdated", Match::LastUpdated { prefix: Prefix::Ge, low: at(6).micros(), high: at(6).micros() });
+    assert_eq!(ids(&store, &q(vec![recent])).await, strs(&["p2"]));
+    // An index lookup OR a condition that is not one.
+    assert_eq!(id_set(&store, &q(vec![code("1234"), cond("_id", Match::Id("o2".into()))])).await, strs(&["p1", "p2"]));
+}

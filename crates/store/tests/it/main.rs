@@ -53,6 +53,7 @@ conformance! {
         has_finds_resources_referred_to_by_matching_ones,
         has_nests_and_ends_with_any_condition,
         chains_in_conditional_checks,
+        has_with_conditions_that_are_not_index_lookups,
     }
     text {
         every_word_must_occur,
