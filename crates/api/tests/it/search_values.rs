@@ -60,7 +60,9 @@ async fn token_of_type_and_reference_identifier(s: Server) {
         found(&s, "Patient?identifier:of-type=http://terminology.hl7.org/CodeSystem/v2-0203|MR|12345").await,
         vec![typed.clone()]
     );
-    assert!(found(&s, "Patient?identifier:of-type=http://terminology.hl7.org/CodeSystem/v2-0203|MR|999").await.is_empty());
+    assert!(
+        found(&s, "Patient?identifier:of-type=http://terminology.hl7.org/CodeSystem/v2-0203|MR|999").await.is_empty()
+    );
     assert_eq!(found(&s, "Patient?identifier=12345").await.len(), 2);
     expect_outcome(s.get("Patient?identifier:of-type=MR|12345").await, 400).await;
 
@@ -70,7 +72,7 @@ async fn token_of_type_and_reference_identifier(s: Server) {
         .await;
     s.create(json!({"resourceType": "Observation", "status": "final", "code": {"text": "x"},
         "subject": {"reference": format!("Patient/{typed}")}}))
-    .await;
+        .await;
     assert_eq!(found(&s, "Observation?subject:identifier=urn:mrn|12345").await, vec![by_identifier.clone()]);
     assert_eq!(found(&s, "Observation?subject:identifier=12345").await, vec![by_identifier]);
     assert!(found(&s, "Observation?subject:identifier=urn:other|12345").await.is_empty());
@@ -113,37 +115,40 @@ async fn token_in_and_not_in_stored_value_sets(s: Server) {
     // Explicit concepts plus a LOINC code.
     let explicit = s
         .create(json!({"resourceType": "ValueSet", "url": "http://example.org/vs/explicit", "status": "active",
-            "compose": {"include": [
-                {"system": CS, "concept": [{"code": "fracture"}, {"code": "healthy"}]},
-                {"system": LOINC, "concept": [{"code": "8867-4"}]}
-            ]}}))
+        "compose": {"include": [
+            {"system": CS, "concept": [{"code": "fracture"}, {"code": "healthy"}]},
+            {"system": LOINC, "concept": [{"code": "8867-4"}]}
+        ]}}))
         .await;
     // An is-a filter over the stored hierarchy, minus one code.
     s.create(json!({"resourceType": "ValueSet", "url": "http://example.org/vs/infections", "status": "active",
-        "compose": {
-            "include": [{"system": CS, "filter": [{"property": "concept", "op": "is-a", "value": "infection"}]}],
-            "exclude": [{"system": CS, "concept": [{"code": "sepsis"}]}]
-        }}))
+    "compose": {
+        "include": [{"system": CS, "filter": [{"property": "concept", "op": "is-a", "value": "infection"}]}],
+        "exclude": [{"system": CS, "concept": [{"code": "sepsis"}]}]
+    }}))
     .await;
     // Imports, a whole system, and a precomputed expansion.
     s.create(json!({"resourceType": "ValueSet", "url": "http://example.org/vs/imports", "status": "active",
-        "compose": {"include": [
-            {"valueSet": ["http://example.org/vs/infections"]},
-            {"valueSet": ["http://example.org/vs/explicit"], "system": LOINC}
-        ]}}))
+    "compose": {"include": [
+        {"valueSet": ["http://example.org/vs/infections"]},
+        {"valueSet": ["http://example.org/vs/explicit"], "system": LOINC}
+    ]}}))
     .await;
     s.create(json!({"resourceType": "ValueSet", "url": "http://example.org/vs/loinc", "status": "active",
         "compose": {"include": [{"system": LOINC}]}}))
-    .await;
+        .await;
     s.create(json!({"resourceType": "ValueSet", "url": "http://example.org/vs/expanded", "status": "active",
-        "expansion": {"timestamp": "2024-01-01T00:00:00Z", "contains": [
-            {"system": CS, "code": "cough"},
-            {"abstract": true, "display": "group", "contains": [{"system": CS, "code": "healthy"}]}
-        ]}}))
+    "expansion": {"timestamp": "2024-01-01T00:00:00Z", "contains": [
+        {"system": CS, "code": "cough"},
+        {"abstract": true, "display": "group", "contains": [{"system": CS, "code": "healthy"}]}
+    ]}}))
     .await;
 
     let code_in = |vs: &str| format!("Observation?code:in={vs}");
-    assert_eq!(found(&s, &code_in("http://example.org/vs/explicit")).await, having(&all, &["fracture", "healthy", "heart-rate"]));
+    assert_eq!(
+        found(&s, &code_in("http://example.org/vs/explicit")).await,
+        having(&all, &["fracture", "healthy", "heart-rate"])
+    );
     assert_eq!(
         found(&s, &code_in(&format!("ValueSet/{explicit}"))).await,
         having(&all, &["fracture", "healthy", "heart-rate"]),
@@ -171,7 +176,10 @@ async fn token_in_and_not_in_stored_value_sets(s: Server) {
         having(&all, &["sepsis", "fracture", "healthy", "heart-rate"])
     );
     // AND with a plain token search.
-    assert_eq!(found(&s, "Observation?code:in=http://example.org/vs/explicit&code=8867-4").await, having(&all, &["heart-rate"]));
+    assert_eq!(
+        found(&s, "Observation?code:in=http://example.org/vs/explicit&code=8867-4").await,
+        having(&all, &["heart-rate"])
+    );
 }
 
 async fn token_above_and_below_a_code_system_hierarchy(s: Server) {
@@ -185,7 +193,10 @@ async fn token_above_and_below_a_code_system_hierarchy(s: Server) {
         found(&s, &format!("Observation?code:below={CS}|disorder")).await,
         having(&all, &["infection", "pneumonia", "sepsis", "cough", "fracture"])
     );
-    assert_eq!(found(&s, &format!("Observation?code:above={CS}|pneumonia")).await, having(&all, &["pneumonia", "infection"]));
+    assert_eq!(
+        found(&s, &format!("Observation?code:above={CS}|pneumonia")).await,
+        having(&all, &["pneumonia", "infection"])
+    );
     assert_eq!(found(&s, &format!("Observation?code:above={CS}|cough")).await, having(&all, &["cough", "infection"]));
     assert_eq!(found(&s, &format!("Observation?code:below={CS}|healthy")).await, having(&all, &["healthy"]));
     // A code the CodeSystem does not define subsumes only itself.
@@ -208,10 +219,15 @@ async fn unknown_terminology_is_a_bad_request(s: Server) {
     // A value set importing itself.
     s.create(json!({"resourceType": "ValueSet", "url": "http://example.org/vs/loop", "status": "active",
         "compose": {"include": [{"valueSet": ["http://example.org/vs/loop"]}]}}))
-    .await;
+        .await;
     expect_outcome(s.get("Observation?code:in=http://example.org/vs/loop").await, 400).await;
     // Lenient handling does not hide a missing value set (the value is bad, not the parameter).
-    let response = s.request(reqwest::Method::GET, "Observation?code:in=http://example.org/vs/nowhere").header("Prefer", "handling=lenient").send().await.unwrap();
+    let response = s
+        .request(reqwest::Method::GET, "Observation?code:in=http://example.org/vs/nowhere")
+        .header("Prefer", "handling=lenient")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 400);
 }
 
@@ -246,7 +262,10 @@ async fn composite_components_match_within_one_element(s: Server) {
 
     let sys = format!("{LOINC}|8480-6");
     assert_eq!(found(&s, &format!("Observation?component-code-value-quantity={sys}$gt140")).await, vec![high.clone()]);
-    assert_eq!(found(&s, &format!("Observation?component-code-value-quantity={sys}$lt100")).await, vec![crossed.clone()]);
+    assert_eq!(
+        found(&s, &format!("Observation?component-code-value-quantity={sys}$lt100")).await,
+        vec![crossed.clone()]
+    );
     assert_eq!(
         found(&s, &format!("Observation?component-code-value-quantity={sys}$150|{UCUM}|mm[Hg]")).await,
         vec![high.clone()]
@@ -262,7 +281,10 @@ async fn composite_components_match_within_one_element(s: Server) {
         sorted(vec![high.clone(), weight.clone()])
     );
     assert_eq!(found(&s, &format!("Observation?code-value-quantity={LOINC}|29463-7$gt79")).await, vec![weight.clone()]);
-    assert!(found(&s, &format!("Observation?code-value-quantity={LOINC}|8480-6$gt1")).await.is_empty(), "not a component");
+    assert!(
+        found(&s, &format!("Observation?code-value-quantity={LOINC}|8480-6$gt1")).await.is_empty(),
+        "not a component"
+    );
     assert_eq!(
         found(&s, &format!("Observation?code-value-concept={LOINC}|94500-6$http://snomed.info/sct|10828004")).await,
         vec![positive.clone()]
@@ -287,7 +309,11 @@ async fn composite_components_match_within_one_element(s: Server) {
         ]}))
         .await;
     assert_eq!(
-        found(&s, "Group?characteristic-value=http://example.org/c|gender$http://hl7.org/fhir/administrative-gender|female").await,
+        found(
+            &s,
+            "Group?characteristic-value=http://example.org/c|gender$http://hl7.org/fhir/administrative-gender|female"
+        )
+        .await,
         vec![group]
     );
     assert!(found(&s, "Group?characteristic-value=http://example.org/c|gender$male").await.is_empty());
@@ -309,7 +335,11 @@ async fn quantities_compare_in_canonical_ucum_units(s: Server) {
     let v = |q: &str| format!("Observation?value-quantity={q}");
     assert_eq!(found(&s, &v(&format!("0.5|{UCUM}|g"))).await, vec![mg500.clone()], "0.5 g finds 500 mg");
     assert_eq!(found(&s, &v(&format!("500|{UCUM}|mg"))).await, vec![mg500.clone()]);
-    assert_eq!(found(&s, &v(&format!("2000|{UCUM}|mg"))).await, Vec::<String>::new(), "2 g is [1.5, 2.5] g: wider than 2000 mg");
+    assert_eq!(
+        found(&s, &v(&format!("2000|{UCUM}|mg"))).await,
+        Vec::<String>::new(),
+        "2 g is [1.5, 2.5] g: wider than 2000 mg"
+    );
     assert_eq!(found(&s, &v(&format!("2|{UCUM}|g"))).await, vec![g2.clone()]);
     assert_eq!(found(&s, &v(&format!("gt1|{UCUM}|g"))).await, sorted(vec![g2.clone(), kg1.clone()]));
     assert_eq!(found(&s, &v(&format!("lt0.001|{UCUM}|kg"))).await, vec![mg500.clone()]);

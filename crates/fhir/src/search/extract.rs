@@ -22,7 +22,7 @@
 
 use super::params::{ParamType, SearchParamDef, TABLE, search_param_by_url};
 use super::query::{
-    MAX_COMPOSITE_COMPONENTS, canonical_param, of_type_code, of_type_param, reference_identifier_param,
+    MAX_COMPOSITE_COMPONENTS, canonical_param, combined_of, of_type_code, of_type_param, reference_identifier_param,
 };
 use super::ranges::{date_range, decimal_range};
 use super::ucum::{UCUM, canonical_range};
@@ -65,7 +65,11 @@ struct Compiled {
 }
 
 fn indexed(def: &SearchParamDef) -> bool {
-    !matches!(def.code.as_str(), "_id" | "_lastUpdated") && def.kind != ParamType::Special && def.expression.is_some()
+    !matches!(def.code.as_str(), "_id" | "_lastUpdated")
+        && def.kind != ParamType::Special
+        && def.expression.is_some()
+        // Searched through the parameters they combine (query.rs).
+        && !(def.kind == ParamType::Composite && combined_of(&def.code).is_some())
 }
 
 /// The components of a composite parameter, compiled; `None` when one cannot
@@ -219,19 +223,40 @@ const COMPOSITE_LIMIT: usize = 64;
 
 /// The composite values of one element: the component expressions are
 /// evaluated on the element, and every combination of their values is one
-/// value. Tokens without a code (a CodeableConcept's text) take no part.
+/// value. Tokens without a code (a CodeableConcept's text) take no part, nor
+/// does a quantity's human unit indexed beside its code (one value per
+/// quantity). Every component is evaluated before any value is made, so an
+/// element without one of them (most Observations for `code-value-date`)
+/// costs no allocation.
 fn composite_values<'a>(
     resource: &'a Value,
     element: Item<'a>,
     components: &'a [(ParamType, Expr)],
     out: &mut Vec<IndexValue>,
 ) {
+    // Last component first: values are absent more often than codes.
+    let mut found: Vec<Vec<Item<'a>>> = Vec::with_capacity(components.len());
+    for (_, expr) in components.iter().rev() {
+        let items = expr.evaluate_on(resource, element);
+        if items.is_empty() {
+            return;
+        }
+        found.push(items);
+    }
+    found.reverse();
     let mut combos: Vec<Vec<IndexValue>> = vec![Vec::new()];
     let mut parts = Vec::new();
-    for (kind, expr) in components {
+    for ((kind, _), items) in components.iter().zip(&found) {
         parts.clear();
-        for item in expr.evaluate_on(resource, element) {
-            index_item(*kind, &item, &mut parts);
+        for item in items {
+            let before = parts.len();
+            match (*kind, *item) {
+                (ParamType::Token, Item::Node { value, ty }) => token_codes(value, ty, &mut parts),
+                _ => index_item(*kind, item, &mut parts),
+            }
+            if *kind == ParamType::Quantity {
+                parts.truncate(before + 1);
+            }
         }
         parts.retain(|v| !matches!(v, IndexValue::Token { code: None, .. }));
         if parts.is_empty() {
@@ -243,7 +268,8 @@ fn composite_values<'a>(
                 if next.len() == COMPOSITE_LIMIT {
                     break 'outer;
                 }
-                let mut extended = combo.clone();
+                let mut extended = Vec::with_capacity(components.len());
+                extended.extend(combo.iter().cloned());
                 extended.push(part.clone());
                 next.push(extended);
             }
@@ -375,6 +401,33 @@ fn token_values(value: &Value, ty: Option<&str>, out: &mut Vec<IndexValue>) {
             }
         }
         _ => {}
+    }
+}
+
+/// The `system|code` tokens of a value, without the texts only `:text`
+/// uses: composite components take no modifiers.
+fn token_codes(value: &Value, ty: Option<&str>, out: &mut Vec<IndexValue>) {
+    let Value::Object(map) = value else {
+        token_values(value, ty, out);
+        return;
+    };
+    let code_of = |c: &Map<String, Value>, key: &str| {
+        text(c, key).map(|code| IndexValue::Token {
+            system: text(c, "system").map(str::to_string),
+            code: Some(code.to_string()),
+            text: None,
+        })
+    };
+    if ty == Some("CodeableConcept") || has(map, "coding") {
+        for coding in field(map, "coding").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default() {
+            if let Value::Object(c) = coding {
+                out.extend(code_of(c, "code"));
+            }
+        }
+    } else if ty == Some("Coding") || (ty.is_none() && has(map, "code")) {
+        out.extend(code_of(map, "code"));
+    } else {
+        out.extend(code_of(map, "value"));
     }
 }
 

@@ -327,6 +327,10 @@ fn parse_one(
         parsed.includes.push(include);
         return Ok(Applied::Yes);
     }
+    if let Some(filters) = combined_missing(registry, resource_type, name, value) {
+        query.filters.extend(filters);
+        return Ok(Applied::Yes);
+    }
     let any_of = if super::chain::is_chained(name) {
         super::chain::parse(registry, resource_type, name, value)?
     } else {
@@ -477,13 +481,37 @@ fn parse_param(def: &SearchParamDef, modifier: Option<&str>, value: &str) -> Res
             check_modifier(def.kind, m)?;
         }
     }
+    let combined = def.kind == ParamType::Composite && def.base.iter().any(|b| b == "Observation");
+    let indexed_params: Vec<&str> = match combined.then(|| combined_of(code)).flatten() {
+        Some(parts) => parts.to_vec(),
+        None => vec![code],
+    };
     if modifier == Some("missing") {
         let missing = match value {
             "true" => true,
             "false" => false,
             _ => return Err(invalid(":missing takes true or false")),
         };
-        return Ok(vec![condition(code, Match::Missing(missing))]);
+        // Missing from every parameter a combination stands for is not one
+        // OR-list: parse_one splits it into one filter per parameter.
+        if missing && indexed_params.len() > 1 {
+            return Err(unsupported(format!("{code}:missing=true is only supported as a parameter of its own")));
+        }
+        return Ok(indexed_params.iter().map(|p| condition(p, Match::Missing(missing))).collect());
+    }
+    if indexed_params.len() > 1 {
+        let mut out = Vec::new();
+        for part in split_or(value) {
+            if part.is_empty() {
+                return Err(invalid(format!("{code} has an empty value in its list")));
+            }
+            let matcher = parse_value(def, None, None, &part)?;
+            for p in &indexed_params {
+                let param = if in_canonical_units(&matcher) { canonical_param(p) } else { p.to_string() };
+                out.push(condition(&param, matcher.clone()));
+            }
+        }
+        return Ok(out);
     }
     // Values indexed under a parameter of their own (extract.rs).
     let indexed_as = match (def.kind, modifier) {
@@ -537,6 +565,31 @@ fn in_canonical_units(matcher: &Match) -> bool {
         Match::Composite(components) => components.iter().any(in_canonical_units),
         _ => false,
     }
+}
+
+/// Composite parameters that combine others and are not indexed themselves:
+/// Observation's `combo-code-value-*` cover the Observation and its
+/// components, which `code-value-*` and `component-code-value-*` already
+/// index, so a search of one is a search of both.
+const COMBINED: [(&str, [&str; 2]); 2] = [
+    ("combo-code-value-quantity", ["code-value-quantity", "component-code-value-quantity"]),
+    ("combo-code-value-concept", ["code-value-concept", "component-code-value-concept"]),
+];
+
+/// The parameters a combined composite parameter searches ([`COMBINED`]).
+pub fn combined_of(code: &str) -> Option<&'static [&'static str]> {
+    COMBINED.iter().find(|(c, _)| *c == code).map(|(_, parts)| &parts[..])
+}
+
+/// `combo-...:missing=true` as the filters it means, one per parameter the
+/// combination stands for (none has a value); `None` for anything else.
+fn combined_missing(registry: &Registry, resource_type: Option<&str>, name: &str, value: &str) -> Option<Vec<Filter>> {
+    let code = name.strip_suffix(":missing").filter(|_| value == "true")?;
+    let parts = combined_of(code)?;
+    let def = registry.param(resource_type?, code)?;
+    (def.kind == ParamType::Composite && def.base.iter().any(|b| b == "Observation")).then(|| {
+        parts.iter().map(|p| Filter { any_of: vec![condition(p, Match::Missing(true))] }).collect()
+    })
 }
 
 /// Most components a composite parameter has (MolecularSequence has three).

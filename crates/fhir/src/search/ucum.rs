@@ -43,6 +43,26 @@ pub fn canonical(code: &str) -> Option<Canonical> {
     if code.is_empty() || code.len() > 64 {
         return None;
     }
+    // Index extraction meets the same few units over and over.
+    thread_local! {
+        static SEEN: std::cell::RefCell<std::collections::HashMap<String, Option<Canonical>>> =
+            std::cell::RefCell::new(std::collections::HashMap::new());
+    }
+    if let Some(known) = SEEN.with(|seen| seen.borrow().get(code).cloned()) {
+        return known;
+    }
+    let result = parse_canonical(code);
+    SEEN.with(|seen| {
+        let mut seen = seen.borrow_mut();
+        if seen.len() >= 512 {
+            seen.clear();
+        }
+        seen.insert(code.to_string(), result.clone());
+    });
+    result
+}
+
+fn parse_canonical(code: &str) -> Option<Canonical> {
     let mut parser = Parser { text: code.as_bytes(), pos: 0, depth: 0 };
     let (factor, dims) = parser.term()?;
     if parser.pos != parser.text.len() || !factor.is_finite() || factor <= 0.0 {
@@ -213,7 +233,9 @@ const PREFIXES: &[(&str, f64)] = &[
 ];
 
 fn find_atom(symbol: &str) -> Option<&'static Atom> {
-    ATOMS.iter().find(|a| a.symbol == symbol)
+    static BY_SYMBOL: once_cell::sync::Lazy<std::collections::HashMap<&'static str, &'static Atom>> =
+        once_cell::sync::Lazy::new(|| ATOMS.iter().map(|a| (a.symbol, a)).collect());
+    BY_SYMBOL.get(symbol).copied()
 }
 
 /// A unit symbol without exponent: an atom, a prefixed metric atom, or an

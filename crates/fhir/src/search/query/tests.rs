@@ -327,6 +327,27 @@ fn composites_split_on_dollar_and_parse_each_component() {
     assert_eq!(err("Observation", &[("code-value-quantity:exact", "a$1")])[0].code, IssueType::Invalid);
 }
 
+#[test]
+fn combo_composites_search_the_observation_and_its_components() {
+    let parsed = ok("Observation", &[("combo-code-value-quantity", "http://loinc.org|8480-6$gt140,x$5|http://unitsofmeasure.org|mg")]);
+    let params: Vec<&str> = parsed.query.filters[0].any_of.iter().map(|c| c.param.as_str()).collect();
+    assert_eq!(params, [
+        "code-value-quantity",
+        "component-code-value-quantity",
+        "code-value-quantity:canonical",
+        "component-code-value-quantity:canonical"
+    ]);
+    let parsed = ok("Observation", &[("combo-code-value-concept:missing", "false")]);
+    assert_eq!(parsed.query.filters.len(), 1);
+    assert_eq!(parsed.query.filters[0].any_of.len(), 2);
+    // Missing from both: two filters.
+    let parsed = ok("Observation", &[("combo-code-value-concept:missing", "true")]);
+    let filters: Vec<(&str, &Match)> =
+        parsed.query.filters.iter().map(|f| (f.any_of[0].param.as_str(), &f.any_of[0].matcher)).collect();
+    assert_eq!(filters, [("code-value-concept", &Match::Missing(true)), ("component-code-value-concept", &Match::Missing(true))]);
+    assert_eq!(parsed.applied.len(), 1);
+}
+
 fn tm(system: TokenSystem, code: Option<&str>, negate: bool) -> Match {
     Match::Token { system, code: code.map(str::to_string), negate }
 }
