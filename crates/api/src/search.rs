@@ -122,6 +122,10 @@ pub(crate) fn searchset(
     let mut link_params: Vec<(String, String)> =
         result.applied.iter().filter(|(k, _)| k != "_count" && k != "_offset").cloned().collect();
     link_params.extend(subsetting.given().iter().cloned());
+    // A search that pages stably names its kept result list (Hearth's `_page`).
+    if let Some(token) = &result.page_token {
+        link_params.push(("_page".to_string(), token.clone()));
+    }
     let link = |offset: usize| {
         let mut pairs = link_params.clone();
         pairs.push(("_count".to_string(), result.count.to_string()));

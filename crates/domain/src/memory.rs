@@ -201,6 +201,11 @@ impl Store for MemoryStore {
         Ok(Page { items, total })
     }
 
+    async fn search_keys(&self, query: &SearchQuery) -> Result<Vec<ResourceKey>, StoreError> {
+        let page = self.search(&SearchQuery { total: fhir::search::query::TotalMode::None, ..query.clone() }).await?;
+        Ok(page.items.into_iter().map(|r| (r.resource_type, r.id)).collect())
+    }
+
     async fn scan(
         &self,
         resource_type: Option<&str>,

@@ -190,6 +190,10 @@ pub trait Store: Send + Sync + 'static {
     /// order (default: last_updated descending, then id), paged by count/offset.
     async fn search(&self, query: &SearchQuery) -> Result<Page<StoredResource>, StoreError>;
 
+    /// The (type, id) of the resources [`Store::search`] would return for
+    /// `query` (same order, count and offset), without reading their bodies.
+    async fn search_keys(&self, query: &SearchQuery) -> Result<Vec<ResourceKey>, StoreError>;
+
     /// Current, non-deleted resources of `resource_type` (every type when
     /// `None`) in (type, id) order, starting after the key `after`, at most
     /// `limit`: a walk over the whole store whose cost per step does not grow

@@ -852,6 +852,14 @@ impl domain::Store for PostgresStore {
         .await
     }
 
+    async fn search_keys(&self, query: &SearchQuery) -> Result<Vec<ResourceKey>, StoreError> {
+        let client = self.client().await?;
+        let kinds = resolve_sort_kinds(&**client, query).await?;
+        let statement = sql::search_keys(Dialect::Postgres, query, &kinds);
+        let rows = client.query(statement.text.as_str(), &bind(&statement)).await.map_err(pg_error)?;
+        Ok(rows.iter().map(|row| (row.get::<_, String>(0), row.get::<_, String>(1))).collect())
+    }
+
     async fn scan(
         &self,
         resource_type: Option<&str>,

@@ -184,6 +184,19 @@ pub(crate) fn search(dialect: Dialect, query: &SearchQuery, sort_kinds: &SortKin
     SearchSql { page: page.finish(), count: count.finish() }
 }
 
+/// The (type, id) of the matches of `query` in its sort order, paged by its
+/// count and offset, without the bodies: the list stable paging keeps.
+pub(crate) fn search_keys(dialect: Dialect, query: &SearchQuery, sort_kinds: &SortKinds) -> Sql {
+    let mut b = Builder::new(dialect);
+    b.push("SELECT r.type, r.id FROM resource r");
+    b.where_clause(query);
+    b.order_by(&query.sort, sort_kinds);
+    let limit = b.bind(SqlValue::Int(to_i64(query.count)));
+    let offset = b.bind(SqlValue::Int(to_i64(query.offset)));
+    let _ = write!(b.text, " LIMIT {limit} OFFSET {offset}");
+    b.finish()
+}
+
 /// The ids of every current resource matching `query`, ignoring sort and
 /// paging: what [`domain::store::Check::Matches`] compares.
 pub(crate) fn matching_ids(dialect: Dialect, query: &SearchQuery) -> Sql {

@@ -958,6 +958,23 @@ impl domain::Store for SqliteStore {
             .await
     }
 
+    async fn search_keys(&self, query: &SearchQuery) -> Result<Vec<ResourceKey>, StoreError> {
+        let query = query.clone();
+        self.inner
+            .with_reader(move |conn| {
+                let kinds = resolve_sort_kinds(conn, &query)?;
+                let statement = sql::search_keys(Dialect::Sqlite, &query, &kinds);
+                let mut prepared = conn.prepare_cached(&statement.text).map_err(db_error)?;
+                let rows = prepared
+                    .query_map(rusqlite::params_from_iter(statement.params.iter()), |row| {
+                        Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
+                    })
+                    .map_err(db_error)?;
+                rows.collect::<Result<Vec<_>, _>>().map_err(db_error)
+            })
+            .await
+    }
+
     async fn scan(
         &self,
         resource_type: Option<&str>,

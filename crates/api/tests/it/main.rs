@@ -14,6 +14,7 @@ mod history;
 mod interactions;
 mod media;
 mod operations;
+mod paging;
 mod search;
 mod search_values;
 mod search_table;

@@ -252,6 +252,9 @@ impl Store for DownStore {
     async fn scan(&self, t: Option<&str>, after: Option<&ResourceKey>, n: usize) -> Result<Vec<StoredResource>, StoreError> {
         self.0.scan(t, after, n).await
     }
+    async fn search_keys(&self, q: &SearchQuery) -> Result<Vec<ResourceKey>, StoreError> {
+        self.0.search_keys(q).await
+    }
     async fn ping(&self) -> Result<(), StoreError> {
         Err(StoreError::Unavailable("test store is down".into()))
     }
@@ -282,6 +285,9 @@ impl Store for BrokenStore {
         Err(StoreError::Internal("SECRET-DETAIL".into()))
     }
     async fn scan(&self, _: Option<&str>, _: Option<&ResourceKey>, _: usize) -> Result<Vec<StoredResource>, StoreError> {
+        Err(StoreError::Internal("SECRET-DETAIL".into()))
+    }
+    async fn search_keys(&self, _: &SearchQuery) -> Result<Vec<ResourceKey>, StoreError> {
         Err(StoreError::Internal("SECRET-DETAIL".into()))
     }
     async fn ping(&self) -> Result<(), StoreError> {

@@ -5,17 +5,19 @@
 mod bundle;
 mod include;
 mod operations;
+mod paging;
 mod reindex;
 mod terminology;
 
 pub use bundle::parse_etag;
 pub use include::{Included, MAX_INCLUDED};
+pub use paging::STABLE_PAGING_LIMIT;
 pub use reindex::{ReindexProgress, ReindexReport};
 pub mod prepare;
 
 use crate::error::{Error, ErrorKind};
 use crate::store::{
-    Check, Commit, HistoryQuery, HistoryScope, Method, Page, Store, StoreError, StoredResource, Write,
+    Check, Commit, HistoryQuery, HistoryScope, Method, Page, ResourceKey, Store, StoreError, StoredResource, Write,
 };
 use fhir::instant::Instant;
 use fhir::search::Registry;
@@ -130,6 +132,9 @@ pub struct SearchResult {
     /// The resources `_include` and `_revinclude` add to the page (not
     /// counted in the total, not paged).
     pub included: Included,
+    /// The token of the kept result list when the search pages stably
+    /// (`_page`, see `paging.rs`); `None`: paging by offset.
+    pub page_token: Option<String>,
 }
 
 pub struct Service {
@@ -139,6 +144,8 @@ pub struct Service {
     config: ServiceConfig,
     /// The search parameters in force; replaced whole by `$reindex`.
     registry: std::sync::RwLock<Arc<Registry>>,
+    /// Result lists of searches that page stably.
+    paging: paging::PagingCache,
 }
 
 impl Service {
@@ -152,7 +159,14 @@ impl Service {
         ids: Arc<dyn IdSource>,
         config: ServiceConfig,
     ) -> Service {
-        Service { store, clock, ids, config, registry: std::sync::RwLock::new(Registry::core()) }
+        Service {
+            store,
+            clock,
+            ids,
+            config,
+            registry: std::sync::RwLock::new(Registry::core()),
+            paging: paging::PagingCache::default(),
+        }
     }
 
     /// The search parameters in force (core and activated custom ones).
@@ -448,12 +462,15 @@ impl Service {
             prepare::check_type(rt)?;
         }
         let mut offset = 0usize;
+        let mut token: Option<String> = None;
         let mut rest = Vec::with_capacity(params.len());
         for (k, v) in params {
             if k == "_offset" {
                 offset = v.parse().map_err(|_| {
                     Error::new(ErrorKind::BadRequest, "_offset must be a non-negative integer").at("_offset")
                 })?;
+            } else if k == "_page" {
+                token = Some(v.clone());
             } else {
                 rest.push((k.clone(), v.clone()));
             }
@@ -465,10 +482,67 @@ impl Service {
         let count_given = rest.iter().any(|(k, _)| k == "_count");
         query.count = if count_given { query.count.min(self.config.max_page_size) } else { self.config.default_page_size };
         query.offset = offset;
-        self.resolve_terminology(&mut query).await?;
-        let page = self.store.search(&query).await?;
+        let (page, page_token) = match token {
+            Some(token) => (self.kept_page(&token, offset, query.count).await?, Some(token)),
+            None => {
+                self.resolve_terminology(&mut query).await?;
+                self.first_page(&query).await?
+            }
+        };
         let included = self.resolve_includes(&page.items, &parsed.includes).await?;
-        Ok(SearchResult { page, applied: parsed.applied, count: query.count, offset, included })
+        Ok(SearchResult { page, applied: parsed.applied, count: query.count, offset, included, page_token })
+    }
+
+    /// Runs a new search. When its first page is full and it has at most
+    /// [`STABLE_PAGING_LIMIT`] matches, keeps the ordered list of them for the
+    /// later pages and returns its token.
+    async fn first_page(&self, query: &SearchQuery) -> Result<(Page<StoredResource>, Option<String>), Error> {
+        let mut page = self.store.search(query).await?;
+        if query.offset != 0 || query.count == 0 || page.items.len() < query.count {
+            return Ok((page, None));
+        }
+        let all = SearchQuery {
+            count: STABLE_PAGING_LIMIT + 1,
+            offset: 0,
+            total: fhir::search::query::TotalMode::None,
+            ..query.clone()
+        };
+        let keys = self.store.search_keys(&all).await?;
+        if keys.len() <= query.count || keys.len() > STABLE_PAGING_LIMIT {
+            return Ok((page, None));
+        }
+        // A write between the two statements may have changed the first
+        // page: it is then read from the kept list, so every page is a slice of it.
+        let first: Vec<ResourceKey> = page.items.iter().map(|r| (r.resource_type.clone(), r.id.clone())).collect();
+        if keys.get(..query.count) != Some(first.as_slice()) {
+            page.items = self.read_keys(keys.iter().take(query.count)).await?;
+        }
+        if page.total.is_some() {
+            page.total = Some(keys.len() as u64);
+        }
+        let token = self.ids.new_id();
+        self.paging.insert(token.clone(), keys);
+        Ok((page, Some(token)))
+    }
+
+    /// A later page of a kept result list.
+    async fn kept_page(&self, token: &str, offset: usize, count: usize) -> Result<Page<StoredResource>, Error> {
+        let keys = self.paging.get(token).ok_or_else(|| {
+            Error::new(ErrorKind::Gone, "these search results have expired; repeat the search").at("_page")
+        })?;
+        let items = self.read_keys(keys.iter().skip(offset).take(count)).await?;
+        Ok(Page { items, total: Some(keys.len() as u64) })
+    }
+
+    /// The current versions of `keys`, leaving out those deleted since.
+    async fn read_keys(&self, keys: impl Iterator<Item = &ResourceKey>) -> Result<Vec<StoredResource>, Error> {
+        let mut items = Vec::new();
+        for (resource_type, id) in keys {
+            if let Some(current) = self.store.read(resource_type, id).await?.filter(|r| !r.is_deleted()) {
+                items.push(current);
+            }
+        }
+        Ok(items)
     }
 
     fn page_size(&self, asked: Option<usize>) -> usize {

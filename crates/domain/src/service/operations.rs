@@ -60,7 +60,14 @@ impl Service {
         search.query.filters.push(filter);
         let page = self.store.search(&search.query).await?;
         let included = self.resolve_includes(&page.items, &search.includes).await?;
-        Ok(SearchResult { page, applied: search.applied, count: search.query.count, offset: search.query.offset, included })
+        Ok(SearchResult {
+            page,
+            applied: search.applied,
+            count: search.query.count,
+            offset: search.query.offset,
+            included,
+            page_token: None,
+        })
     }
 
     /// `GET|POST [base]/Patient/[id]/$everything`: the Patient and every resource in its
@@ -151,6 +158,7 @@ impl Service {
             count: args.count,
             offset: args.offset,
             included: Default::default(),
+            page_token: None,
         })
     }
 
@@ -241,6 +249,7 @@ impl Service {
             count,
             offset,
             included: Default::default(),
+            page_token: None,
         })
     }
 

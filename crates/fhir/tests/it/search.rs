@@ -10,7 +10,7 @@ mod search_params;
 use crate::examples::load_examples;
 use fhir::fhirpath;
 use fhir::search::query::{Match, parse};
-use fhir::search::{IndexEntry, IndexValue, ParamType, extract, params_for, search_param};
+use fhir::search::{IndexEntry, IndexValue, ParamType, Registry, extract, params_for, search_param};
 use serde_json::Value;
 use std::path::PathBuf;
 
@@ -119,12 +119,12 @@ fn extraction_over_the_official_examples() {
 fn query_ranges_agree_with_index_ranges() {
     let patient = extract(&example("Patient-example.json"));
     let birth = patient.iter().find(|e| e.param == "birthdate").map(|e| e.value.clone());
-    let parsed = parse(Some("Patient"), &[("birthdate".into(), "1974-12-25".into())], false).expect("parses");
+    let parsed = parse(&Registry::core(), Some("Patient"), &[("birthdate".into(), "1974-12-25".into())], false).expect("parses");
     let Match::Date { low, high, .. } = parsed.query.filters[0].any_of[0].matcher else { panic!("a date") };
     assert_eq!(birth, Some(IndexValue::Date { low, high }));
 
     let obs = extract(&example("Observation-example.json"));
-    let parsed = parse(Some("Observation"), &[("value-quantity".into(), "185|http://unitsofmeasure.org|[lb_av]".into())], false)
+    let parsed = parse(&Registry::core(), Some("Observation"), &[("value-quantity".into(), "185|http://unitsofmeasure.org|[lb_av]".into())], false)
         .expect("parses");
     let Match::Quantity { low, high, .. } = parsed.query.filters[0].any_of[0].matcher else { panic!("a quantity") };
     assert!(values(&obs, "value-quantity").iter().any(|v| matches!(v, IndexValue::Quantity { low: l, high: h, .. } if *l == low && *h == high)));
@@ -146,7 +146,7 @@ fn every_parameter_of_a_type_parses_in_a_query() {
         if def.expression.is_none() || def.code == "_id" {
             continue;
         }
-        let result = parse(Some("Observation"), &[(def.code.clone(), value.into())], false);
+        let result = parse(&Registry::core(), Some("Observation"), &[(def.code.clone(), value.into())], false);
         assert!(result.is_ok(), "{}: {result:?}", def.code);
     }
 }
