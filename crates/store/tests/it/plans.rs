@@ -38,6 +38,17 @@ const SHAPES: &[&str] = &[
     "Observation?subject=Patient/p1,Patient/p2,Patient/p3",
     "Condition?patient=p1&clinical-status=active",
     "Encounter?date=ge2024-01-01&patient=p1",
+    // Composites (one element's components together), :of-type, reference
+    // :identifier, UCUM quantities in canonical units, and :in once the
+    // Service has resolved it into a token set (`parse` below).
+    "Observation?code-value-quantity=http://loinc.org|2345-7$gt100",
+    "Observation?component-code-value-quantity=http://loinc.org|8480-6$gt140|http://unitsofmeasure.org|mm[Hg]",
+    "Observation?combo-code-value-quantity=http://loinc.org|8480-6$gt140",
+    "Patient?identifier:of-type=http://terminology.hl7.org/CodeSystem/v2-0203|MR|MRN001",
+    "Observation?subject:identifier=http://hospital.example/mrn|MRN001",
+    "Observation?value-quantity=gt1|http://unitsofmeasure.org|g/L",
+    "Observation?code:in=http://example.org/vs&patient=p1",
+    "Observation?code:not-in=http://example.org/vs&patient=p1",
 ];
 
 /// The shapes whose plan rightly walks the type's (type, last_updated) index.
@@ -49,6 +60,18 @@ fn parse(shape: &str) -> SearchQuery {
     let mut parsed = fhir::search::query::parse(&Registry::core(), Some(resource_type), &params, false)
         .unwrap_or_else(|e| panic!("{shape}: {e:?}"))
         .query;
+    for filter in &mut parsed.filters {
+        for condition in &mut filter.any_of {
+            if let fhir::search::query::Match::InValueSet { negate, .. } = condition.matcher {
+                let tokens = vec![
+                    ("http://loinc.org".to_string(), Some("2345-7".to_string())),
+                    ("http://loinc.org".to_string(), Some("8867-4".to_string())),
+                    ("http://snomed.info/sct".to_string(), None),
+                ];
+                condition.matcher = fhir::search::query::Match::TokenSet { tokens, negate };
+            }
+        }
+    }
     if parsed.count == 0 || shape.contains("_summary=count") {
         parsed.count = 0;
         parsed.total = fhir::search::query::TotalMode::Accurate;
@@ -59,9 +82,15 @@ fn parse(shape: &str) -> SearchQuery {
 /// One resource of each type the shapes touch, so that every parameter used
 /// is interned (sort keys are resolved through the interned parameters).
 async fn seed(store: &Arc<dyn Store>) {
-    let resources: [Value; 4] = [
+    let resources: [Value; 5] = [
         json!({"resourceType": "Patient", "id": "p1", "name": [{"family": "Smith"}], "birthDate": "1970-03-15",
-               "identifier": [{"system": "http://hospital.example/mrn", "value": "MRN001"}]}),
+               "identifier": [{"system": "http://hospital.example/mrn", "value": "MRN001",
+                               "type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": "MR"}]}}]}),
+        json!({"resourceType": "Observation", "id": "o2", "status": "final",
+               "subject": {"identifier": {"system": "http://hospital.example/mrn", "value": "MRN001"}},
+               "code": {"coding": [{"system": "http://loinc.org", "code": "85354-9"}]},
+               "component": [{"code": {"coding": [{"system": "http://loinc.org", "code": "8480-6"}]},
+                              "valueQuantity": {"value": 150, "system": "http://unitsofmeasure.org", "code": "mm[Hg]"}}]}),
         json!({"resourceType": "Observation", "id": "o1", "status": "final", "subject": {"reference": "Patient/p1"},
                "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": "laboratory"}]}],
                "code": {"coding": [{"system": "http://loinc.org", "code": "2345-7"}]}, "effectiveDateTime": "2024-03-01",
