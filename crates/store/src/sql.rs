@@ -263,11 +263,14 @@ struct Builder {
     params: Vec<SqlValue>,
     /// Table aliases handed out so far, for the subqueries of chains.
     aliases: usize,
+    /// Write index predicates on `r` as correlated `EXISTS` probes rather
+    /// than row lists (see [`Builder::where_clause`]).
+    probe: bool,
 }
 
 impl Builder {
     fn new(dialect: Dialect) -> Builder {
-        Builder { dialect, text: String::with_capacity(256), params: Vec::new(), aliases: 0 }
+        Builder { dialect, text: String::with_capacity(256), params: Vec::new(), aliases: 0, probe: false }
     }
 
     fn finish(self) -> Sql {
@@ -329,9 +332,27 @@ impl Builder {
             let column = if self.dialect == Dialect::Sqlite && starts_from_filter(query) { "+r.type" } else { "r.type" };
             let _ = write!(self.text, " AND {column} = {p}");
         }
-        for filter in &query.filters {
+        // SQLite builds the whole row list of every `rid IN (...)` filter
+        // before it reads a row: for `patient=X&code=Y` that is every
+        // resource with code Y. So on SQLite the most selective-looking
+        // filter lists the rows the plan starts from, and the others are
+        // probed per row through the index tables' (rid, pid) keys.
+        // PostgreSQL plans both forms as the same semi-joins.
+        let driver = if self.dialect == Dialect::Sqlite { driving_filter(query) } else { None };
+        if let Some(index) = driver {
+            if let Some(filter) = query.filters.get(index) {
+                self.push(" AND ");
+                self.filter("r", filter);
+            }
+        }
+        for (i, filter) in query.filters.iter().enumerate() {
+            if Some(i) == driver {
+                continue;
+            }
             self.push(" AND ");
+            self.probe = driver.is_some();
             self.filter("r", filter);
+            self.probe = false;
         }
     }
 
@@ -375,11 +396,16 @@ impl Builder {
         format!("sid = (SELECT sid FROM term_system WHERE uri = {p})")
     }
 
-    /// `alias.rid [NOT] IN (SELECT rid FROM table WHERE pid = .. AND clauses)`.
+    /// `alias.rid [NOT] IN (SELECT rid FROM table WHERE pid = .. AND clauses)`,
+    /// or as a probe, `[NOT] EXISTS (SELECT 1 FROM table x WHERE x.rid = r.rid AND ...)`.
     fn index_predicate(&mut self, alias: &str, kind: Kind, param: &str, negate: bool, clauses: &[String]) {
         let pid = self.pid_clause(param, kind);
         let not = if negate { "NOT " } else { "" };
-        let _ = write!(self.text, "{alias}.rid {not}IN (SELECT rid FROM {} WHERE {pid}", kind.table());
+        if self.probe && alias == "r" {
+            let _ = write!(self.text, "{not}EXISTS (SELECT 1 FROM {} x WHERE x.rid = r.rid AND x.{pid}", kind.table());
+        } else {
+            let _ = write!(self.text, "{alias}.rid {not}IN (SELECT rid FROM {} WHERE {pid}", kind.table());
+        }
         for clause in clauses {
             self.push(" AND ");
             self.push(clause);
@@ -849,6 +875,36 @@ fn is_index_lookup(matcher: &Match) -> bool {
         | Match::Has { .. } => true,
         _ => false,
     }
+}
+
+/// The filter a SQLite plan should start from: among those that list their
+/// rows through an index, the one whose kind of match usually selects the
+/// fewest rows (a reference to one resource before a code, a code before a
+/// string prefix, a range last). `None` when no filter lists rows or `_id`
+/// is searched (the (type, id) index serves it).
+fn driving_filter(query: &SearchQuery) -> Option<usize> {
+    if !starts_from_filter(query) {
+        return None;
+    }
+    let rank = |m: &Match| match m {
+        Match::Token { negate: true, .. } | Match::TokenSet { negate: true, .. } | Match::InValueSet { negate: true, .. } => None,
+        Match::InValueSet { .. } | Match::Subsumption { .. } => Some(2),
+        Match::Reference { .. } | Match::ReferenceUrl(_) => Some(0),
+        Match::String { mode: StringMode::Exact, .. } | Match::Token { code: Some(_), negate: false, .. } => Some(1),
+        Match::TokenSet { negate: false, .. } | Match::Composite(_) => Some(2),
+        Match::String { .. } | Match::Uri { .. } | Match::TokenText(_) => Some(3),
+        Match::Chain { .. } | Match::Has { .. } | Match::Text { .. } => Some(4),
+        Match::Date { .. } | Match::Number { .. } | Match::Quantity { .. } | Match::Token { .. } => Some(5),
+        _ => None,
+    };
+    query
+        .filters
+        .iter()
+        .enumerate()
+        .filter(|(_, f)| !f.any_of.is_empty())
+        .filter_map(|(i, f)| f.any_of.iter().map(|c| rank(&c.matcher)).try_fold(0, |worst, r| r.map(|r| worst.max(r))).map(|r| (r, i)))
+        .min()
+        .map(|(_, i)| i)
 }
 
 /// Whether a filter of `query` names its matching rows through an index
