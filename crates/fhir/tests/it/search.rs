@@ -80,10 +80,25 @@ fn extraction_over_the_official_examples() {
         let entries = extract(&resource);
         let rt = resource["resourceType"].as_str().unwrap_or_default();
         for entry in &entries {
-            let def = search_param(rt, &entry.param).unwrap_or_else(|| panic!("{name}: {} is not a {rt} parameter", entry.param));
-            let kind_matches = matches!(
+            // Derived values (`code:of-type`, `code:identifier`,
+            // `code:canonical`) are indexed beside the parameter's own.
+            let (code, derived) = match entry.param.split_once(':') {
+                Some((code, derived)) => (code, Some(derived)),
+                None => (entry.param.as_str(), None),
+            };
+            let def = search_param(rt, code).unwrap_or_else(|| panic!("{name}: {} is not a {rt} parameter", entry.param));
+            let derived_matches = matches!(
+                (derived, def.kind, &entry.value),
+                (Some("of-type"), ParamType::Token, IndexValue::Token { .. })
+                    | (Some("identifier"), ParamType::Reference, IndexValue::Token { .. })
+                    | (Some("canonical"), ParamType::Quantity, IndexValue::Quantity { .. })
+                    | (Some("canonical"), ParamType::Composite, IndexValue::Composite(_))
+            );
+            assert!(derived.is_none() || derived_matches, "{name}: {} indexed as {:?}", entry.param, entry.value);
+            let kind_matches = derived.is_some() || matches!(
                 (def.kind, &entry.value),
-                (ParamType::String, IndexValue::String { .. })
+                (ParamType::Composite, IndexValue::Composite(_))
+                    | (ParamType::String, IndexValue::String { .. })
                     | (ParamType::Token, IndexValue::Token { .. })
                     | (ParamType::Reference, IndexValue::Reference { .. })
                     | (ParamType::Date, IndexValue::Date { .. })
@@ -126,8 +141,16 @@ fn query_ranges_agree_with_index_ranges() {
     let obs = extract(&example("Observation-example.json"));
     let parsed = parse(&Registry::core(), Some("Observation"), &[("value-quantity".into(), "185|http://unitsofmeasure.org|[lb_av]".into())], false)
         .expect("parses");
-    let Match::Quantity { low, high, .. } = parsed.query.filters[0].any_of[0].matcher else { panic!("a quantity") };
-    assert!(values(&obs, "value-quantity").iter().any(|v| matches!(v, IndexValue::Quantity { low: l, high: h, .. } if *l == low && *h == high)));
+    // UCUM units are searched among the values indexed in canonical units.
+    let condition = &parsed.query.filters[0].any_of[0];
+    assert_eq!(condition.param, "value-quantity:canonical");
+    let Match::Quantity { low, high, .. } = condition.matcher else { panic!("a quantity") };
+    assert!(values(&obs, &condition.param).iter().any(|v| matches!(v, IndexValue::Quantity { low: l, high: h, .. } if *l == low && *h == high)));
+    let parsed = parse(&Registry::core(), Some("Observation"), &[("value-quantity".into(), "185||[lb_av]".into())], false)
+        .expect("parses");
+    let condition = &parsed.query.filters[0].any_of[0];
+    let Match::Quantity { low, high, .. } = condition.matcher else { panic!("a quantity") };
+    assert!(values(&obs, &condition.param).iter().any(|v| matches!(v, IndexValue::Quantity { low: l, high: h, .. } if *l == low && *h == high)));
 }
 
 #[test]
