@@ -888,12 +888,14 @@ fn driving_filter(query: &SearchQuery) -> Option<usize> {
     }
     let rank = |m: &Match| match m {
         Match::Token { negate: true, .. } | Match::TokenSet { negate: true, .. } | Match::InValueSet { negate: true, .. } => None,
-        Match::InValueSet { .. } | Match::Subsumption { .. } => Some(2),
         Match::Reference { .. } | Match::ReferenceUrl(_) => Some(0),
-        Match::String { mode: StringMode::Exact, .. } | Match::Token { code: Some(_), negate: false, .. } => Some(1),
-        Match::TokenSet { negate: false, .. } | Match::Composite(_) => Some(2),
-        Match::String { .. } | Match::Uri { .. } | Match::TokenText(_) => Some(3),
-        Match::Chain { .. } | Match::Has { .. } | Match::Text { .. } => Some(4),
+        // A chain or `_has` names a few targets' rows, usually fewer than a code.
+        Match::Chain { .. } | Match::Has { .. } => Some(1),
+        Match::String { mode: StringMode::Exact, .. } | Match::Token { code: Some(_), negate: false, .. } => Some(2),
+        Match::TokenSet { negate: false, .. } | Match::Composite(_) | Match::InValueSet { .. } | Match::Subsumption { .. } => {
+            Some(3)
+        }
+        Match::String { .. } | Match::Uri { .. } | Match::TokenText(_) | Match::Text { .. } => Some(4),
         Match::Date { .. } | Match::Number { .. } | Match::Quantity { .. } | Match::Token { .. } => Some(5),
         _ => None,
     };
