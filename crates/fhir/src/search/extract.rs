@@ -81,14 +81,29 @@ fn compile_components(def: &SearchParamDef) -> Option<Vec<(ParamType, Expr)>> {
     if def.components.is_empty() || def.components.len() > MAX_COMPOSITE_COMPONENTS {
         return None;
     }
-    def.components
-        .iter()
-        .map(|c| {
-            let kind = search_param_by_url(&c.definition)?.kind;
-            if matches!(kind, ParamType::Composite | ParamType::Special) {
+    let defs: Vec<&SearchParamDef> =
+        def.components.iter().map(|c| search_param_by_url(&c.definition)).collect::<Option<_>>()?;
+    let mut expressions: Vec<&str> = def.components.iter().map(|c| c.expression.as_str()).collect();
+    // R4's DocumentReference `relationship` gives each of its two components
+    // the other's expression (`relatesto` is `code`, `relation` is `target`):
+    // when every component's own parameter ends with the other's relative
+    // expression and not with its own, the expressions are swapped back.
+    let ends_with = |d: &SearchParamDef, e: &str| d.expression.as_deref().is_some_and(|x| x.ends_with(&format!(".{e}")));
+    if let ([a, b], [ea, eb]) = (defs.as_slice(), expressions.as_slice())
+        && !ends_with(a, ea)
+        && !ends_with(b, eb)
+        && ends_with(a, eb)
+        && ends_with(b, ea)
+    {
+        expressions.swap(0, 1);
+    }
+    defs.iter()
+        .zip(expressions)
+        .map(|(d, expression)| {
+            if matches!(d.kind, ParamType::Composite | ParamType::Special) {
                 return None;
             }
-            Some((kind, Expr::compile(&c.expression).ok()?))
+            Some((d.kind, Expr::compile(expression).ok()?))
         })
         .collect()
 }

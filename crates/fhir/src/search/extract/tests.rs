@@ -349,6 +349,36 @@ fn composites_are_indexed_per_element() {
 }
 
 #[test]
+fn document_reference_relationship_pairs_target_and_code() {
+    // R4 swaps the components' expressions; extraction swaps them back.
+    let doc = json!({"resourceType": "DocumentReference", "relatesTo": [
+        {"code": "replaces", "target": {"reference": "DocumentReference/old"}},
+        {"code": "appends", "target": {"reference": "DocumentReference/other"}}
+    ]});
+    assert_eq!(
+        entries(&doc, "relationship"),
+        vec![
+            IndexValue::Composite(vec![
+                IndexValue::Reference {
+                    target_type: Some("DocumentReference".into()),
+                    target_id: Some("old".into()),
+                    url: "DocumentReference/old".into()
+                },
+                tok(None, Some("replaces"), None),
+            ]),
+            IndexValue::Composite(vec![
+                IndexValue::Reference {
+                    target_type: Some("DocumentReference".into()),
+                    target_id: Some("other".into()),
+                    url: "DocumentReference/other".into()
+                },
+                tok(None, Some("appends"), None),
+            ]),
+        ]
+    );
+}
+
+#[test]
 fn identifier_types_and_reference_identifiers_are_indexed_for_their_modifiers() {
     let p = json!({"resourceType": "Patient", "identifier": [
         {"type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": "MR"}]}, "system": "urn:mrn", "value": "12345"},
