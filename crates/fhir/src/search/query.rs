@@ -625,6 +625,7 @@ fn parse_value(
                 let (prefix, rest) = split_prefix(&part);
                 check_comparator(def, prefix)?;
                 let (low, high) = decimal_range(&unescape(rest)).ok_or_else(|| invalid(format!("{code} needs a number")))?;
+                let (low, high) = approximate(prefix, low, high);
                 Match::Number { prefix, low, high }
             }
             ParamType::Quantity => {
@@ -820,6 +821,7 @@ fn parse_quantity(prefix: Prefix, rest: &str) -> Option<Match> {
         _ => return None,
     };
     let (low, high) = decimal_range(&unescape(number))?;
+    let (low, high) = approximate(prefix, low, high);
     // UCUM units are compared in canonical form (extract.rs indexes every
     // UCUM quantity in that form too), so `0.5|ucum|g` finds 500 mg.
     if system.as_deref() == Some(UCUM)
@@ -829,6 +831,18 @@ fn parse_quantity(prefix: Prefix, rest: &str) -> Option<Match> {
         return Some(Match::Quantity { prefix, low, high, system, code: Some(canonical) });
     }
     Some(Match::Quantity { prefix, low, high, system, code })
+}
+
+/// `ap` (search.html#prefix): approximately the value, taken as 10% of it
+/// either side (or the value's own precision when wider); stores then
+/// compare `ap` as an overlap of ranges.
+fn approximate(prefix: Prefix, low: f64, high: f64) -> (f64, f64) {
+    if prefix != Prefix::Ap {
+        return (low, high);
+    }
+    let value = (low + high) / 2.0;
+    let margin = value.abs() * 0.1;
+    (low.min(value - margin), high.max(value + margin))
 }
 
 /// Splits on unescaped commas (search.html#escaping); escapes are kept for

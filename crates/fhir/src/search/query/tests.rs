@@ -328,6 +328,23 @@ fn composites_split_on_dollar_and_parse_each_component() {
 }
 
 #[test]
+fn ap_widens_numbers_and_quantities_by_ten_percent() {
+    let Match::Number { prefix: Prefix::Ap, low, high } = one("RiskAssessment", "probability", "ap100") else { panic!() };
+    assert!((low - 90.0).abs() < 1e-9 && (high - 110.0).abs() < 1e-9, "{low} {high}");
+    // The precision of the value, when wider than 10%.
+    let Match::Number { low, high, .. } = one("RiskAssessment", "probability", "ap1") else { panic!() };
+    assert_eq!((low, high), (0.5, 1.5));
+    let Match::Quantity { low, high, .. } = one("Observation", "value-quantity", "ap100||mg") else { panic!() };
+    assert!((low - 90.0).abs() < 1e-9 && (high - 110.0).abs() < 1e-9, "{low} {high}");
+    let Match::Quantity { low, high, .. } = one("Observation", "value-quantity", "ap100|http://unitsofmeasure.org|mg") else {
+        panic!()
+    };
+    assert!((low - 0.09).abs() < 1e-12 && (high - 0.11).abs() < 1e-12, "in grams: {low} {high}");
+    let Match::Number { low, high, .. } = one("RiskAssessment", "probability", "100") else { panic!() };
+    assert_eq!((low, high), (99.5, 100.5), "other prefixes keep the precision range");
+}
+
+#[test]
 fn combo_composites_search_the_observation_and_its_components() {
     let parsed = ok("Observation", &[("combo-code-value-quantity", "http://loinc.org|8480-6$gt140,x$5|http://unitsofmeasure.org|mg")]);
     let params: Vec<&str> = parsed.query.filters[0].any_of.iter().map(|c| c.param.as_str()).collect();
