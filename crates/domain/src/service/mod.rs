@@ -497,10 +497,11 @@ impl Service {
     /// [`STABLE_PAGING_LIMIT`] matches, keeps the ordered list of them for the
     /// later pages and returns its token.
     async fn first_page(&self, query: &SearchQuery) -> Result<(Page<StoredResource>, Option<String>), Error> {
-        let mut page = self.store.search(query).await?;
-        if query.offset != 0 || query.count == 0 || page.items.len() < query.count {
-            return Ok((page, None));
+        if query.offset != 0 || query.count == 0 {
+            return Ok((self.store.search(query).await?, None));
         }
+        // One statement lists the matches in order (keys only, up to the
+        // limit); the page's bodies are then read by key.
         let all = SearchQuery {
             count: STABLE_PAGING_LIMIT + 1,
             offset: 0,
@@ -508,21 +509,25 @@ impl Service {
             ..query.clone()
         };
         let keys = self.store.search_keys(&all).await?;
-        if keys.len() <= query.count || keys.len() > STABLE_PAGING_LIMIT {
-            return Ok((page, None));
+        let items = self.read_keys(keys.iter().take(query.count)).await?;
+        if keys.len() > STABLE_PAGING_LIMIT {
+            // Too many to keep: later pages go by offset.
+            let total = match query.total {
+                fhir::search::query::TotalMode::None => None,
+                _ => self.store.search(&SearchQuery { count: 0, ..query.clone() }).await?.total,
+            };
+            return Ok((Page { items, total }, None));
         }
-        // A write between the two statements may have changed the first
-        // page: it is then read from the kept list, so every page is a slice of it.
-        let first: Vec<ResourceKey> = page.items.iter().map(|r| (r.resource_type.clone(), r.id.clone())).collect();
-        if keys.get(..query.count) != Some(first.as_slice()) {
-            page.items = self.read_keys(keys.iter().take(query.count)).await?;
-        }
-        if page.total.is_some() {
-            page.total = Some(keys.len() as u64);
+        let total = match query.total {
+            fhir::search::query::TotalMode::None => None,
+            _ => Some(keys.len() as u64),
+        };
+        if keys.len() <= query.count {
+            return Ok((Page { items, total }, None));
         }
         let token = self.ids.new_id();
         self.paging.insert(token.clone(), keys);
-        Ok((page, Some(token)))
+        Ok((Page { items, total }, Some(token)))
     }
 
     /// A later page of a kept result list.
@@ -534,15 +539,38 @@ impl Service {
         Ok(Page { items, total: Some(keys.len() as u64) })
     }
 
-    /// The current versions of `keys`, leaving out those deleted since.
-    async fn read_keys(&self, keys: impl Iterator<Item = &ResourceKey>) -> Result<Vec<StoredResource>, Error> {
-        let mut items = Vec::new();
-        for (resource_type, id) in keys {
-            if let Some(current) = self.store.read(resource_type, id).await?.filter(|r| !r.is_deleted()) {
-                items.push(current);
+    /// The current versions of `keys`, in their order, leaving out those
+    /// deleted since: one search by `_id` per resource type.
+    async fn read_keys<'k>(&self, keys: impl Iterator<Item = &'k ResourceKey>) -> Result<Vec<StoredResource>, Error> {
+        let keys: Vec<&ResourceKey> = keys.collect();
+        let mut by_type: Vec<(&str, Vec<&str>)> = Vec::new();
+        for (resource_type, id) in &keys {
+            match by_type.iter_mut().find(|(t, _)| t == resource_type) {
+                Some((_, ids)) => ids.push(id),
+                None => by_type.push((resource_type, vec![id])),
             }
         }
-        Ok(items)
+        let mut found: std::collections::HashMap<ResourceKey, StoredResource> = std::collections::HashMap::new();
+        for (resource_type, ids) in by_type {
+            let query = SearchQuery {
+                resource_type: Some(resource_type.to_string()),
+                filters: vec![fhir::search::query::Filter {
+                    any_of: ids
+                        .iter()
+                        .map(|id| fhir::search::query::Condition {
+                            param: "_id".into(),
+                            matcher: fhir::search::query::Match::Id((*id).to_string()),
+                        })
+                        .collect(),
+                }],
+                count: ids.len(),
+                ..SearchQuery::default()
+            };
+            for r in self.store.search(&query).await?.items {
+                found.insert((r.resource_type.clone(), r.id.clone()), r);
+            }
+        }
+        Ok(keys.into_iter().filter_map(|k| found.remove(k)).collect())
     }
 
     fn page_size(&self, asked: Option<usize>) -> usize {
