@@ -263,12 +263,12 @@ impl PostgresStore {
             }
         }
         for reindex in &commit.reindex {
-            if let Some(rid) = reindexed_rid(&tx, reindex).await? {
-                if !index.iter().any(|(r, _)| *r == rid) {
-                    replaced.push(rid);
-                    index.push((rid, &reindex.index));
-                    texts.push((rid, Some(&reindex.text)));
-                }
+            if let Some(rid) = reindexed_rid(&tx, reindex).await?
+                && !index.iter().any(|(r, _)| *r == rid)
+            {
+                replaced.push(rid);
+                index.push((rid, &reindex.index));
+                texts.push((rid, Some(&reindex.text)));
             }
         }
         if !replaced.is_empty() {

@@ -339,11 +339,9 @@ impl Builder {
         // probed per row through the index tables' (rid, pid) keys.
         // PostgreSQL plans both forms as the same semi-joins.
         let driver = if self.dialect == Dialect::Sqlite { driving_filter(query) } else { None };
-        if let Some(index) = driver {
-            if let Some(filter) = query.filters.get(index) {
-                self.push(" AND ");
-                self.filter("r", filter);
-            }
+        if let Some(filter) = driver.and_then(|index| query.filters.get(index)) {
+            self.push(" AND ");
+            self.filter("r", filter);
         }
         for (i, filter) in query.filters.iter().enumerate() {
             if Some(i) == driver {
@@ -426,7 +424,11 @@ impl Builder {
             Match::Text { field, phrases } => {
                 // http://hl7.org/fhir/R4/search.html#_text, through `idx_text` (fulltext.rs).
                 let p = self.bind_text(&crate::fulltext::query_text(self.dialect, phrases));
-                let predicate = crate::fulltext::predicate(self.dialect, alias, *field, &p);
+                let pending = match self.dialect {
+                    Dialect::Sqlite => self.bind_text(&crate::fulltext::pending_query(phrases)),
+                    Dialect::Postgres => String::new(),
+                };
+                let predicate = crate::fulltext::predicate(self.dialect, alias, *field, &p, &pending);
                 self.push(&predicate);
             }
             Match::LastUpdated { prefix, low, high } => {

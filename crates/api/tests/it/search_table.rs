@@ -138,15 +138,15 @@ async fn run_case(s: &Server, case: &Case) -> Result<(), String> {
         return Err(format!("status {status}: {}", body["issue"][0]["diagnostics"]));
     }
     let matches = entries(&body, "match");
-    if let Some(expected) = &case.expect {
-        if sorted(matches.clone()) != sorted(expected.clone()) {
-            return Err(format!("matched {matches:?}, expected {expected:?}"));
-        }
+    if let Some(expected) = &case.expect
+        && sorted(matches.clone()) != sorted(expected.clone())
+    {
+        return Err(format!("matched {matches:?}, expected {expected:?}"));
     }
-    if let Some(expected) = &case.ordered {
-        if &matches != expected {
-            return Err(format!("matched {matches:?} in that order, expected {expected:?}"));
-        }
+    if let Some(expected) = &case.ordered
+        && &matches != expected
+    {
+        return Err(format!("matched {matches:?} in that order, expected {expected:?}"));
     }
     if let Some(expected) = &case.include {
         let included = entries(&body, "include");
@@ -154,10 +154,10 @@ async fn run_case(s: &Server, case: &Case) -> Result<(), String> {
             return Err(format!("included {included:?}, expected {expected:?}"));
         }
     }
-    if let Some(expected) = case.total {
-        if body["total"].as_u64() != Some(expected) {
-            return Err(format!("total {}, expected {expected}", body["total"]));
-        }
+    if let Some(expected) = case.total
+        && body["total"].as_u64() != Some(expected)
+    {
+        return Err(format!("total {}, expected {expected}", body["total"]));
     }
     Ok(())
 }
