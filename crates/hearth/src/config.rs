@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
+#[derive(Default)]
 pub struct Config {
     pub server: ServerConfig,
     pub storage: StorageConfig,
@@ -46,16 +47,6 @@ pub struct LogConfig {
     pub filter: String,
 }
 
-impl Default for Config {
-    fn default() -> Config {
-        Config {
-            server: ServerConfig::default(),
-            storage: StorageConfig::default(),
-            fhir: FhirConfig::default(),
-            log: LogConfig::default(),
-        }
-    }
-}
 
 impl Default for ServerConfig {
     fn default() -> ServerConfig {

@@ -170,11 +170,10 @@ async fn import_ndjson(
             }),
         }
         if batch.len() >= options.batch_size {
-            if in_flight.len() >= IN_FLIGHT {
-                if let Some(done) = in_flight.pop_front() {
+            if in_flight.len() >= IN_FLIGHT
+                && let Some(done) = in_flight.pop_front() {
                     record(summary, done.await?);
                 }
-            }
             let lines = std::mem::take(&mut batch);
             in_flight.push_back(tokio::spawn(load_lines(Arc::clone(service), name.clone(), lines)));
         }

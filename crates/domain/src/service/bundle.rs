@@ -275,11 +275,10 @@ async fn run_single(service: &Service, entry: &Entry, base: &str, prefer: Return
 fn resource_entry(r: &StoredResource, status: &str, base: &str, prefer: Return) -> Value {
     let mut entry = Map::new();
     entry.insert("fullUrl".into(), json!(format!("{base}/{}/{}", r.resource_type, r.id)));
-    if prefer == Return::Representation {
-        if let Some(resource) = r.body.as_deref().and_then(|t| serde_json::from_str::<Value>(t).ok()) {
+    if prefer == Return::Representation
+        && let Some(resource) = r.body.as_deref().and_then(|t| serde_json::from_str::<Value>(t).ok()) {
             entry.insert("resource".into(), resource);
         }
-    }
     entry.insert(
         "response".into(),
         json!({
@@ -289,11 +288,10 @@ fn resource_entry(r: &StoredResource, status: &str, base: &str, prefer: Return) 
             "lastModified": r.last_updated.to_fhir(),
         }),
     );
-    if prefer == Return::OperationOutcome {
-        if let Some(response) = entry.get_mut("response").and_then(Value::as_object_mut) {
+    if prefer == Return::OperationOutcome
+        && let Some(response) = entry.get_mut("response").and_then(Value::as_object_mut) {
             response.insert("outcome".into(), fhir::outcome::operation_outcome(&[]));
         }
-    }
     Value::Object(entry)
 }
 
@@ -642,8 +640,8 @@ fn rewrite(
     match value {
         Value::Object(obj) => {
             for (key, child) in obj.iter_mut() {
-                if key == "reference" {
-                    if let Value::String(text) = child {
+                if key == "reference"
+                    && let Value::String(text) = child {
                         if let Some(target) = references.get(text.as_str()) {
                             *text = target.clone();
                         } else if text.starts_with("urn:uuid:") {
@@ -655,7 +653,6 @@ fn rewrite(
                         }
                         continue;
                     }
-                }
                 let child_path = format!("{path}.{key}");
                 rewrite(child, &child_path, references, conditional, dangling);
             }

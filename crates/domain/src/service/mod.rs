@@ -317,11 +317,10 @@ impl Service {
         for _ in 0..RETRIES {
             let current = self.store.read(resource_type, id).await?;
             let current_version = current.as_ref().map(|r| r.version_id);
-            if let Some(wanted) = if_match {
-                if current.as_ref().is_none_or(StoredResource::is_deleted) || current_version != Some(wanted) {
+            if let Some(wanted) = if_match
+                && (current.as_ref().is_none_or(StoredResource::is_deleted) || current_version != Some(wanted)) {
                     return Err(version_mismatch(current_version, wanted));
                 }
-            }
             let created = current.as_ref().is_none_or(StoredResource::is_deleted);
             let version = current_version.unwrap_or(0) + 1;
             let Some(payload) = body.take() else { break };
@@ -351,11 +350,10 @@ impl Service {
         prepare::check_id(id)?;
         for _ in 0..RETRIES {
             let current = self.read(resource_type, id).await?;
-            if let Some(wanted) = if_match {
-                if current.version_id != wanted {
+            if let Some(wanted) = if_match
+                && current.version_id != wanted {
                     return Err(version_mismatch(Some(current.version_id), wanted));
                 }
-            }
             let patched = apply_patch(&current, &patch)?;
             if patched.get("resourceType").and_then(Value::as_str) != Some(resource_type)
                 || patched.get("id").and_then(Value::as_str) != Some(id)
