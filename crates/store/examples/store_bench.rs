@@ -5,7 +5,8 @@
 //! Run: `cargo run --release -p store --example store_bench [DIR]`.
 //! `STORE_BENCH_PHASES=bundles,reads` runs only some of `single,bundles,reads`;
 //! `STORE_BENCH_PAGE_SIZE=2048` creates the database with another page size;
-//! `STORE_BENCH_CACHE_KIB=65536` sets each connection's page cache.
+//! `STORE_BENCH_CACHE_KIB=65536` sets each connection's page cache;
+//! `STORE_BENCH_NO_TEXT=1` writes no `_text`/`_content` words (to measure their cost).
 
 use domain::Store;
 use domain::store::{Commit, Method, Write};
@@ -282,5 +283,8 @@ fn patient_write(id: &str, clock: &AtomicU64) -> Write {
 
 /// The `_text`/`_content` words of a body, as the Service makes them.
 fn text_of(body: &str) -> TextIndex {
+    if std::env::var_os("STORE_BENCH_NO_TEXT").is_some() {
+        return TextIndex::default();
+    }
     serde_json::from_str(body).map(|value| TextIndex::of(&value)).unwrap_or_default()
 }

@@ -223,6 +223,7 @@ fn open_connection(path: &Path, options: &SqliteOptions, role: Role) -> Result<C
 fn configure(path: &Path, options: &SqliteOptions, role: Role) -> rusqlite::Result<Option<Connection>> {
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let conn = Connection::open_with_flags(path, flags)?;
+    crate::fulltext::register_sqlite_function(&conn)?;
     conn.busy_timeout(std::time::Duration::from_millis(u64::from(options.busy_timeout_ms)))?;
     if role == Role::Writer {
         // Only takes effect while the file is still empty (before WAL mode).
@@ -320,11 +321,22 @@ struct Writer {
     systems: HashMap<String, i64>,
     /// Multi-row index INSERTs per kind and chunk size.
     insert_sql: [[String; 5]; 8],
+    /// Rows in `idx_text_pending` (about: rolled back commits count too);
+    /// at [`crate::fulltext::FLUSH_ROWS`] they are moved into FTS5.
+    text_pending: usize,
 }
 
 impl Writer {
     fn new(conn: Connection, max_group: usize) -> Writer {
-        Writer { conn, max_group, params: Default::default(), systems: HashMap::new(), insert_sql: insert_statements() }
+        let text_pending = crate::fulltext::sqlite_pending(&conn).unwrap_or(0);
+        Writer {
+            conn,
+            max_group,
+            params: Default::default(),
+            systems: HashMap::new(),
+            insert_sql: insert_statements(),
+            text_pending,
+        }
     }
 
     fn run(mut self, mut receiver: mpsc::Receiver<Job>) {
@@ -340,6 +352,9 @@ impl Writer {
                 }
             }
             self.apply_group(&mut group);
+            if self.text_pending >= crate::fulltext::FLUSH_ROWS {
+                self.flush_text();
+            }
         }
         // The store is closing: fold the WAL into the database file and
         // truncate it, so a stopped server leaves one compact file behind.
@@ -397,6 +412,22 @@ impl Writer {
         }
     }
 
+    /// Moves the pending full-text rows into FTS5 (fulltext.rs). On failure
+    /// they stay pending, where searches find them too.
+    fn flush_text(&mut self) {
+        let started = std::time::Instant::now();
+        match crate::fulltext::sqlite_flush(&self.conn) {
+            Ok(rows) => {
+                self.text_pending = 0;
+                tracing::debug!(rows, micros = started.elapsed().as_micros() as u64, "sqlite full-text flush");
+            }
+            Err(error) => {
+                self.text_pending = 0;
+                tracing::warn!(error = %db_error(error), "sqlite full-text flush failed; the rows stay pending");
+            }
+        }
+    }
+
     /// Interned ids added in a rolled back transaction are gone with it; the
     /// cache refills from the tables as needed.
     fn forget_interned(&mut self) {
@@ -441,7 +472,9 @@ impl Writer {
         for kind in Kind::ALL {
             self.conn.prepare_cached(DELETE_INDEX[kind_slot(kind)]).and_then(|mut s| s.execute([rid])).map_err(db_error)?;
         }
-        crate::fulltext::sqlite_replace(&self.conn, rid, true, Some(&reindex.text)).map_err(db_error)?;
+        if crate::fulltext::sqlite_replace(&self.conn, rid, true, Some(&reindex.text)).map_err(db_error)? {
+            self.text_pending += 1;
+        }
         self.insert_index(rid, &reindex.index)
     }
 
@@ -565,8 +598,11 @@ impl Writer {
         if write.body.is_some() {
             self.insert_index(rid, &write.index)?;
         }
-        crate::fulltext::sqlite_replace(conn, rid, existing.is_some(), write.body.as_ref().map(|_| &write.text))
-            .map_err(db_error)?;
+        if crate::fulltext::sqlite_replace(conn, rid, existing.is_some(), write.body.as_ref().map(|_| &write.text))
+            .map_err(db_error)?
+        {
+            self.text_pending += 1;
+        }
         Ok(())
     }
 

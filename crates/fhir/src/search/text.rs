@@ -19,11 +19,14 @@
 //!
 //! Limits, the same on every store: a field keeps its first [`MAX_WORDS`]
 //! words, and a word its first [`MAX_WORD_BYTES`] bytes (so are query words).
-//! Base64 `data` (attachments, Binary) and `resourceType` are not content.
+//! Not content: base64 `data`, `resourceType`, and the URIs and stamps listed
+//! in [`NOT_CONTENT`] (code systems, extension URLs, references, profiles,
+//! `meta.versionId`, `meta.lastUpdated`).
 
 use super::normalize_string;
 use super::query::{TextField, TextPhrase};
 use serde_json::Value;
+use unicode_normalization::char::is_combining_mark;
 
 /// Words kept per field of a resource; PostgreSQL positions stop at 16,383.
 pub const MAX_WORDS: usize = 16_383;
@@ -53,7 +56,6 @@ impl TextIndex {
         let mut content = Words::default();
         for (key, value) in object {
             match key.as_str() {
-                "resourceType" => {}
                 "text" if value.is_object() => content.append(&narrative),
                 _ => content_words(key, value, &mut content),
             }
@@ -89,19 +91,52 @@ impl Words {
         self.count >= MAX_WORDS
     }
 
-    /// Adds the words of `text` (any text: it is normalized here).
+    /// Adds the words of `text` (any text: it is normalized here). A word
+    /// is first taken as a run of letters, digits and combining marks, then
+    /// normalized (ASCII just lower-cased), then split again where
+    /// normalization left something other than letters and digits.
     fn push_text(&mut self, text: &str) {
-        if self.full() {
-            return;
+        let mut start: Option<usize> = None;
+        let mut ascii = true;
+        for (i, c) in text.char_indices() {
+            let in_word =
+                if c.is_ascii() { c.is_ascii_alphanumeric() } else { c.is_alphanumeric() || is_combining_mark(c) };
+            if in_word {
+                if start.is_none() {
+                    start = Some(i);
+                    ascii = true;
+                }
+                ascii &= c.is_ascii();
+            } else if let Some(s) = start.take() {
+                self.push_raw_word(&text[s..i], ascii);
+                if self.full() {
+                    return;
+                }
+            }
         }
-        if text.is_ascii() {
-            self.push_normalized(text);
-        } else {
-            self.push_normalized(&normalize_string(text));
+        if let Some(s) = start {
+            self.push_raw_word(&text[s..], ascii);
         }
     }
 
-    /// Adds the words of `text`, which is ASCII or already normalized.
+    fn push_raw_word(&mut self, word: &str, ascii: bool) {
+        if !ascii {
+            self.push_normalized(&normalize_string(word));
+            return;
+        }
+        if self.full() {
+            return;
+        }
+        if !self.text.is_empty() {
+            self.text.push(' ');
+        }
+        let at = self.text.len();
+        self.text.push_str(&word[..word.len().min(MAX_WORD_BYTES)]);
+        self.text[at..].make_ascii_lowercase();
+        self.count += 1;
+    }
+
+    /// Adds the words of `text`, which is already normalized.
     fn push_normalized(&mut self, text: &str) {
         let mut in_word = false;
         let mut word_start = 0;
@@ -119,8 +154,7 @@ impl Words {
                     in_word = true;
                 }
                 if self.text.len() - word_start + c.len_utf8() <= MAX_WORD_BYTES {
-                    // Non-ASCII text arrives normalized; ASCII is lowered here.
-                    self.text.push(c.to_ascii_lowercase());
+                    self.text.push(c);
                 }
             } else {
                 in_word = false;
@@ -153,15 +187,24 @@ pub fn words(text: &str) -> Vec<String> {
     if collected.text.is_empty() { Vec::new() } else { collected.text.split(' ').map(str::to_string).collect() }
 }
 
+/// Strings that are not content: base64 `data` (attachments, Binary,
+/// signatures) and the machine-facing identifiers of code systems,
+/// extensions, references, profiles and version stamps, whose words (`http`,
+/// `org`, `patient`...) would only make every resource match everything and
+/// the index bigger. They have search parameters of their own.
+const NOT_CONTENT: [&str; 8] =
+    ["data", "resourceType", "system", "url", "reference", "profile", "versionId", "lastUpdated"];
+
 /// Adds the strings of `value` (found under `key`) to the content words.
 fn content_words(key: &str, value: &Value, out: &mut Words) {
     match value {
-        Value::String(text) => match key {
-            // base64Binary: attachment and Binary data, signatures.
-            "data" => {}
-            "div" if text.starts_with('<') => xhtml_words(text, out),
-            _ => out.push_text(text),
-        },
+        Value::String(text) => {
+            if key == "div" && text.starts_with('<') {
+                xhtml_words(text, out);
+            } else if !NOT_CONTENT.contains(&key) {
+                out.push_text(text);
+            }
+        }
         Value::Array(items) => {
             for item in items {
                 content_words(key, item, out);
@@ -172,9 +215,7 @@ fn content_words(key: &str, value: &Value, out: &mut Words) {
         }
         Value::Object(object) => {
             for (key, value) in object {
-                if key != "resourceType" {
-                    content_words(key, value, out);
-                }
+                content_words(key, value, out);
                 if out.full() {
                     return;
                 }
@@ -361,18 +402,21 @@ mod tests {
     }
 
     #[test]
-    fn content_is_every_string_but_data_and_resource_type() {
+    fn content_is_every_string_but_data_uris_and_stamps() {
         let doc = json!({
             "resourceType": "DocumentReference",
             "id": "d1",
             "status": "current",
             "content": [{"attachment": {"contentType": "text/plain", "data": "SGVsbG8gd29ybGQ=", "title": "Discharge summary"}}],
             "contained": [{"resourceType": "Patient", "text": {"div": "<div>Inner <i>note</i></div>"}}],
-            "extension": [{"url": "http://example.org/x", "valueInteger": 3, "valueBoolean": true}]
+            "extension": [{"url": "http://example.org/x", "valueInteger": 3, "valueBoolean": true}],
+            "subject": {"reference": "Patient/p1", "display": "Ann Lee"},
+            "meta": {"versionId": "2", "lastUpdated": "2024-01-01T00:00:00Z", "profile": ["http://p.org/x"], "tag": [{"system": "http://t.org", "code": "vip"}]},
+            "type": {"coding": [{"system": "http://loinc.org", "code": "18842-5", "display": "Discharge"}]}
         });
         let index = TextIndex::of(&doc);
         assert_eq!(index.narrative, "");
-        assert_eq!(index.content, "d1 current text plain discharge summary inner note http example org x");
+        assert_eq!(index.content, "d1 current text plain discharge summary inner note ann lee vip 18842 5 discharge");
     }
 
     #[test]

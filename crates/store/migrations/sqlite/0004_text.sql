@@ -13,6 +13,12 @@
 -- alphabetic), and it folds nothing more (remove_diacritics 0), so SQLite
 -- sees exactly the words the memory store and PostgreSQL see.
 --
+-- Writes do not go to idx_text directly: FTS5 writes several pages at every
+-- transaction, so a commit appends its words to idx_text_pending (same
+-- columns, keyed by rid) and the writer moves the pending rows into idx_text
+-- in one transaction once enough have gathered (crates/store/src/fulltext.rs).
+-- Searches look in both tables.
+--
 -- Resources stored before this migration have no row until `$reindex`
 -- (docs/storage.md).
 CREATE VIRTUAL TABLE idx_text USING fts5(
@@ -21,4 +27,9 @@ CREATE VIRTUAL TABLE idx_text USING fts5(
     content = '',
     contentless_delete = 1,
     tokenize = "unicode61 remove_diacritics 0 categories 'L* N* Co So'"
+);
+CREATE TABLE idx_text_pending (
+    rid       INTEGER PRIMARY KEY,
+    narrative TEXT NOT NULL,
+    content   TEXT NOT NULL
 );

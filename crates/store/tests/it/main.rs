@@ -66,6 +66,7 @@ conformance! {
         updates_deletes_and_reindex_replace_words,
         chains_and_conditional_checks_see_words,
         phrase_ir_is_what_stores_evaluate,
+        words_are_found_before_and_after_the_index_catches_up,
     }
     search_values {
         token_set_matches_any_pair,

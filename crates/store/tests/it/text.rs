@@ -237,3 +237,36 @@ pub(crate) async fn phrase_ir_is_what_stores_evaluate(store: Arc<dyn Store>) {
     let matcher = Match::Text { field: TextField::Narrative, phrases: vec![phrase(&["c", "b"], false)] };
     assert_eq!(id_set(&store, &query("Condition", vec![cond("_text", matcher)])).await, strs(&[]));
 }
+
+/// More writes than the SQLite writer keeps pending (fulltext.rs moves them
+/// into FTS5 at 512): words are found wherever they are kept, and updates
+/// and deletes of resources already moved replace them there too.
+pub(crate) async fn words_are_found_before_and_after_the_index_catches_up(store: Arc<dyn Store>) {
+    let bulk: Vec<Write> = (0..600)
+        .map(|i| {
+            with_text("Condition", &format!("b{i}"), 1, words("", &format!("bulk item n{i} lot{}", i % 7)), vec![])
+        })
+        .collect();
+    store.commit(commit(bulk)).await.expect("bulk");
+    for i in 0..5 {
+        put(&store, "Observation", &format!("late{i}"), words("late bulk", "late bulk")).await;
+    }
+    let count = |field: TextField, value: &str| {
+        let store = Arc::clone(&store);
+        let query = text_query(None, field, value);
+        async move { ids(&store, &query).await.len() }
+    };
+    assert_eq!(count(TextField::Content, "bulk").await, 605);
+    assert_eq!(count(TextField::Content, "lot3").await, 86);
+    assert_eq!(count(TextField::Content, "n599").await, 1);
+    assert_eq!(count(TextField::Content, "n59*").await, 11);
+    assert_eq!(count(TextField::Narrative, "late").await, 5);
+    assert_eq!(count(TextField::Content, "\"bulk item n7\"").await, 1);
+    // A resource long written gets new words, another is deleted.
+    store.commit(commit(vec![with_text("Condition", "b7", 2, words("", "renamed"), vec![])])).await.expect("update");
+    store.commit(commit(vec![delete("Condition", "b8", 2, at(2))])).await.expect("delete");
+    assert_eq!(count(TextField::Content, "bulk").await, 603);
+    assert_eq!(count(TextField::Content, "renamed").await, 1);
+    assert_eq!(count(TextField::Content, "n7").await, 0);
+    assert_eq!(count(TextField::Content, "n8").await, 0);
+}
