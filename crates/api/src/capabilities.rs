@@ -119,7 +119,7 @@ const CHAIN_DOCUMENTATION: &str =
     "Chaining is supported at any depth ([param]:[Type].[param], or [param].[param] across every target type that has the parameter), and so is reverse chaining with _has, nested.";
 
 /// Full-text search syntax (`fhir::search::text`).
-const TEXT_DOCUMENTATION: &str = "Full-text search: _text in the narrative, _content in every string of the resource. Words (case and accents ignored) must all occur; \"quoted words\" must be adjacent and in order; a trailing * makes the last word a prefix; OR or a comma gives alternatives.";
+const TEXT_DOCUMENTATION: &str = "Full-text search: _text in the narrative, _content in every text of the resource (not in code systems, URLs, references or profiles). Words (case and accents ignored) must all occur; \"quoted words\" must be adjacent and in order; a trailing * makes the last word a prefix; OR or a comma gives alternatives.";
 
 fn resource_entry(resource_type: &str, registry: &Registry, rev_includes: &[String]) -> Value {
     let params = registry.params_for(resource_type);
