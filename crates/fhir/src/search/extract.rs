@@ -22,7 +22,8 @@
 
 use super::params::{ParamType, SearchParamDef, TABLE, search_param_by_url};
 use super::query::{
-    MAX_COMPOSITE_COMPONENTS, canonical_param, combined_of, of_type_code, of_type_param, reference_identifier_param,
+    MAX_COMPOSITE_COMPONENTS, canonical_combined_of, canonical_param, combined_of, of_type_code, of_type_param,
+    reference_identifier_param,
 };
 use super::ranges::{date_range, decimal_range};
 use super::ucum::{UCUM, canonical_range};
@@ -42,6 +43,9 @@ struct Extractor {
     derived: Option<String>,
     /// A composite's components: type and expression relative to an element.
     components: Vec<(ParamType, Expr)>,
+    /// The parameters of a composite's components: an element has values
+    /// for all of them only if the resource has values for each.
+    component_codes: Vec<&'static str>,
 }
 
 impl Extractor {
@@ -49,10 +53,14 @@ impl Extractor {
         let derived = match def.kind {
             ParamType::Token => Some(of_type_param(&def.code)),
             ParamType::Reference => Some(reference_identifier_param(&def.code)),
+            // combo-value-quantity's are value-quantity's and component-value-quantity's.
+            ParamType::Quantity if canonical_combined_of(def, &def.code).is_some() => None,
             ParamType::Quantity | ParamType::Composite => Some(canonical_param(&def.code)),
             _ => None,
         };
-        Extractor { def, expr, derived, components: components.to_vec() }
+        let component_codes =
+            def.components.iter().filter_map(|c| search_param_by_url(&c.definition)).map(|d| d.code.as_str()).collect();
+        Extractor { def, expr, derived, components: components.to_vec(), component_codes }
     }
 }
 
@@ -154,7 +162,14 @@ pub(super) fn extract_core(resource: &Value) -> Vec<IndexEntry> {
     let mut out = Vec::new();
     let mut values = Vec::with_capacity(8);
     let mut canonical = Vec::new();
-    for extractor in own.iter().chain(domain).chain(&compiled.common) {
+    // Composites last: one is skipped when a component's own parameter has
+    // no value (most Observations have no `value-concept`, `value-date`...).
+    let extractors = || own.iter().chain(domain).chain(&compiled.common);
+    let plain = extractors().filter(|e| e.def.kind != ParamType::Composite);
+    for extractor in plain.chain(extractors().filter(|e| e.def.kind == ParamType::Composite)) {
+        if !extractor.component_codes.iter().all(|code| out.iter().any(|e: &IndexEntry| e.param == *code)) {
+            continue;
+        }
         values.clear();
         let items = extractor.expr.evaluate(resource);
         if extractor.def.kind == ParamType::Composite {
@@ -259,10 +274,9 @@ fn composite_values<'a>(
         found.push(items);
     }
     found.reverse();
-    let mut combos: Vec<Vec<IndexValue>> = vec![Vec::new()];
-    let mut parts = Vec::new();
+    let mut values: Vec<Vec<IndexValue>> = Vec::with_capacity(components.len());
     for ((kind, _), items) in components.iter().zip(&found) {
-        parts.clear();
+        let mut parts = Vec::with_capacity(items.len());
         for item in items {
             let before = parts.len();
             match (*kind, *item) {
@@ -277,21 +291,20 @@ fn composite_values<'a>(
         if parts.is_empty() {
             return;
         }
-        let mut next = Vec::with_capacity(combos.len() * parts.len());
-        'outer: for combo in &combos {
-            for part in &parts {
-                if next.len() == COMPOSITE_LIMIT {
-                    break 'outer;
-                }
-                let mut extended = Vec::with_capacity(components.len());
-                extended.extend(combo.iter().cloned());
-                extended.push(part.clone());
-                next.push(extended);
-            }
-        }
-        combos = next;
+        values.push(parts);
     }
-    out.extend(combos.into_iter().map(IndexValue::Composite));
+    // Every combination, each part cloned once into its row.
+    let total = values.iter().map(Vec::len).product::<usize>().min(COMPOSITE_LIMIT);
+    for n in 0..total {
+        let mut rest = n;
+        let mut row = Vec::with_capacity(values.len());
+        for parts in values.iter().rev() {
+            row.push(parts[rest % parts.len()].clone());
+            rest /= parts.len();
+        }
+        row.reverse();
+        out.push(IndexValue::Composite(row));
+    }
 }
 
 /// Index values of the items an expression yielded, for a parameter of `kind`.
@@ -649,13 +662,22 @@ fn canonical_value(value: &IndexValue) -> Option<IndexValue> {
             Some(IndexValue::Quantity { low, high, system: Some(UCUM.to_string()), code: Some(unit) })
         }
         IndexValue::Composite(parts) => {
-            let converted: Vec<Option<IndexValue>> = parts.iter().map(canonical_value).collect();
-            if converted.iter().all(Option::is_none) {
+            let ucum = |p: &IndexValue| matches!(p, IndexValue::Quantity { system: Some(s), code: Some(_), .. } if s == UCUM);
+            if !parts.iter().any(ucum) {
                 return None;
             }
-            Some(IndexValue::Composite(
-                parts.iter().zip(converted).map(|(part, canonical)| canonical.unwrap_or_else(|| part.clone())).collect(),
-            ))
+            let mut converted = Vec::with_capacity(parts.len());
+            let mut any = false;
+            for part in parts {
+                match canonical_value(part) {
+                    Some(c) => {
+                        any = true;
+                        converted.push(c);
+                    }
+                    None => converted.push(part.clone()),
+                }
+            }
+            any.then_some(IndexValue::Composite(converted))
         }
         _ => None,
     }

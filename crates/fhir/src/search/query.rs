@@ -525,9 +525,15 @@ fn parse_param(def: &SearchParamDef, modifier: Option<&str>, value: &str) -> Res
             return Err(invalid(format!("{code} has an empty value in its list")));
         }
         let matcher = parse_value(def, modifier, reference_type, &part)?;
-        // UCUM quantities in canonical units are indexed apart.
+        // UCUM quantities in canonical units are indexed apart (those of a
+        // combining parameter only under the parameters it combines).
         if in_canonical_units(&matcher) {
-            out.push(condition(&canonical_param(code), matcher));
+            match canonical_combined_of(def, code) {
+                Some(parts) => {
+                    out.extend(parts.iter().map(|p| condition(&canonical_param(p), matcher.clone())));
+                }
+                None => out.push(condition(&canonical_param(code), matcher)),
+            }
         } else {
             out.push(condition(&indexed_as, matcher));
         }
@@ -575,6 +581,20 @@ const COMBINED: [(&str, [&str; 2]); 2] = [
     ("combo-code-value-quantity", ["code-value-quantity", "component-code-value-quantity"]),
     ("combo-code-value-concept", ["code-value-concept", "component-code-value-concept"]),
 ];
+
+/// Observation's `combo-value-quantity` (the Observation's and its
+/// components' values) in canonical units is `value-quantity` and
+/// `component-value-quantity` in canonical units: not indexed twice.
+const COMBINED_CANONICAL: [(&str, [&str; 2]); 1] =
+    [("combo-value-quantity", ["value-quantity", "component-value-quantity"])];
+
+/// The parameters whose canonical values stand for those of `code`.
+pub fn canonical_combined_of(def: &SearchParamDef, code: &str) -> Option<&'static [&'static str]> {
+    if !def.base.iter().any(|b| b == "Observation") {
+        return None;
+    }
+    COMBINED_CANONICAL.iter().find(|(c, _)| *c == code).map(|(_, parts)| &parts[..])
+}
 
 /// The parameters a combined composite parameter searches ([`COMBINED`]).
 pub fn combined_of(code: &str) -> Option<&'static [&'static str]> {

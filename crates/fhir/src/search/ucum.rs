@@ -43,22 +43,35 @@ pub fn canonical(code: &str) -> Option<Canonical> {
     if code.is_empty() || code.len() > 64 {
         return None;
     }
-    // Index extraction meets the same few units over and over.
+    // Index extraction meets the same few units over and over, often the
+    // same one several times in a row (a quantity and its composites).
     thread_local! {
+        static LAST: std::cell::RefCell<Option<(String, Option<Canonical>)>> = const { std::cell::RefCell::new(None) };
         static SEEN: std::cell::RefCell<std::collections::HashMap<String, Option<Canonical>>> =
             std::cell::RefCell::new(std::collections::HashMap::new());
     }
-    if let Some(known) = SEEN.with(|seen| seen.borrow().get(code).cloned()) {
+    let last = LAST.with(|last| match &*last.borrow() {
+        Some((unit, known)) if unit == code => Some(known.clone()),
+        _ => None,
+    });
+    if let Some(known) = last {
         return known;
     }
-    let result = parse_canonical(code);
-    SEEN.with(|seen| {
-        let mut seen = seen.borrow_mut();
-        if seen.len() >= 512 {
-            seen.clear();
+    let result = match SEEN.with(|seen| seen.borrow().get(code).cloned()) {
+        Some(known) => known,
+        None => {
+            let parsed = parse_canonical(code);
+            SEEN.with(|seen| {
+                let mut seen = seen.borrow_mut();
+                if seen.len() >= 512 {
+                    seen.clear();
+                }
+                seen.insert(code.to_string(), parsed.clone());
+            });
+            parsed
         }
-        seen.insert(code.to_string(), result.clone());
-    });
+    };
+    LAST.with(|last| *last.borrow_mut() = Some((code.to_string(), result.clone())));
     result
 }
 
