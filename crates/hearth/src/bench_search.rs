@@ -64,7 +64,7 @@ pub async fn run(opts: &SearchBenchOptions) -> anyhow::Result<String> {
         format!("reused the {} resources already in the store", thousands(loaded))
     };
     let total = count(&service, None).await?;
-    let samples = sample(&service, opts).await?;
+    let samples = sample(&service).await?;
     let server = Server::start(&config, Arc::clone(&service)).await?;
     let base = server.base.clone();
     let mut rows = Vec::new();
@@ -218,7 +218,7 @@ async fn load(service: &Arc<domain::Service>, opts: &SearchBenchOptions) -> anyh
     ))
 }
 
-async fn sample(service: &Arc<domain::Service>, opts: &SearchBenchOptions) -> anyhow::Result<Samples> {
+async fn sample(service: &Arc<domain::Service>) -> anyhow::Result<Samples> {
     let store = service.store();
     let mut patients = Vec::new();
     let mut heavy_patient = String::new();
@@ -293,7 +293,6 @@ async fn sample(service: &Arc<domain::Service>, opts: &SearchBenchOptions) -> an
     if codes.is_empty() {
         bail!("the store holds no coded observations");
     }
-    let _ = opts;
     Ok(Samples { patients, codes, heavy_patient })
 }
 

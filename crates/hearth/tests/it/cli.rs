@@ -174,3 +174,36 @@ fn import_survives_bad_bytes_and_blames_the_failing_entry() {
     assert!(stdout.contains("tx.json#entry[0]") && stdout.contains("because entry[1] failed"), "{stdout}");
     assert!(stdout.contains("tx.json#entry[1]  Patient: Bundle.entry[1].resource.gender"), "{stdout}");
 }
+
+#[test]
+fn bench_search_loads_once_and_times_every_target_shape() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let run = || {
+        let output = Command::new(BIN)
+            .args(["bench-search", "--patients", "3", "--per-patient", "60", "--heavy", "80", "--clients", "2", "--seconds", "1"])
+            .arg("--data-dir")
+            .arg(tmp.path())
+            .env_remove("HEARTH_DATABASE_URL")
+            .output()
+            .expect("bench-search runs");
+        let stdout = String::from_utf8_lossy(&output.stdout).to_string();
+        assert!(output.status.success(), "{stdout}{}", String::from_utf8_lossy(&output.stderr));
+        stdout
+    };
+    let stored = |report: &str| -> String {
+        report.split("WAL), ").nth(1).and_then(|rest| rest.split(' ').next()).unwrap_or_default().to_string()
+    };
+    let first = run();
+    let count = stored(&first);
+    assert!(first.contains(&format!("(loaded {count} in")), "{first}");
+    // 3 patients of 60 resources and one of 80, with their clinics and practitioners.
+    assert!(count.parse::<u64>().is_ok_and(|n| (260..300).contains(&n)), "{first}");
+    let rows: Vec<&str> = first.lines().filter(|l| l.starts_with("| `")).collect();
+    assert_eq!(rows.len(), 6, "{first}");
+    for row in rows {
+        let cells: Vec<&str> = row.split(" | ").collect();
+        assert_eq!(cells.get(7).map(|c| c.trim()), Some("0"), "errors in {row}");
+    }
+    let second = run();
+    assert!(second.contains(&format!("reused the {count} resources")), "{second}");
+}
