@@ -34,6 +34,9 @@ async fn pages_stay_stable_while_others_write(s: Server) {
     assert_eq!(seen.len(), 3);
     let next = link(&first, "next").expect("a next link");
     assert!(next.contains("_page="), "{next}");
+    // The token belongs to this search of Patients, not to another type's.
+    let token = next.split("_page=").nth(1).and_then(|t| t.split('&').next()).unwrap().to_string();
+    expect_outcome(s.get(&format!("Observation?_page={token}&_offset=3")).await, 410).await;
     // Newest first: the first page holds the three created last.
     assert_eq!(seen, created[4..].iter().rev().cloned().collect::<Vec<_>>());
 

@@ -481,7 +481,7 @@ impl Service {
         query.count = if count_given { query.count.min(self.config.max_page_size) } else { self.config.default_page_size };
         query.offset = offset;
         let (page, page_token) = match token {
-            Some(token) => (self.kept_page(&token, offset, query.count).await?, Some(token)),
+            Some(token) => (self.kept_page(&token, query.resource_type.as_deref(), offset, query.count).await?, Some(token)),
             None => {
                 self.resolve_terminology(&mut query).await?;
                 self.first_page(&query).await?
@@ -524,17 +524,23 @@ impl Service {
             return Ok((Page { items, total }, None));
         }
         let token = self.ids.new_id();
-        self.paging.insert(token.clone(), keys);
+        self.paging.insert(token.clone(), query.resource_type.clone(), keys);
         Ok((Page { items, total }, Some(token)))
     }
 
     /// A later page of a kept result list.
-    async fn kept_page(&self, token: &str, offset: usize, count: usize) -> Result<Page<StoredResource>, Error> {
-        let keys = self.paging.get(token).ok_or_else(|| {
+    async fn kept_page(
+        &self,
+        token: &str,
+        resource_type: Option<&str>,
+        offset: usize,
+        count: usize,
+    ) -> Result<Page<StoredResource>, Error> {
+        let kept = self.paging.get(token).filter(|k| k.resource_type.as_deref() == resource_type).ok_or_else(|| {
             Error::new(ErrorKind::Gone, "these search results have expired; repeat the search").at("_page")
         })?;
-        let items = self.read_keys(keys.iter().skip(offset).take(count)).await?;
-        Ok(Page { items, total: Some(keys.len() as u64) })
+        let items = self.read_keys(kept.keys.iter().skip(offset).take(count)).await?;
+        Ok(Page { items, total: Some(kept.keys.len() as u64) })
     }
 
     /// The current versions of `keys`, in their order, leaving out those

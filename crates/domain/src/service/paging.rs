@@ -26,9 +26,16 @@ pub(crate) struct PagingCache {
     inner: Mutex<Inner>,
 }
 
+/// A kept result list and the resource type its search was over (`None`:
+/// all types), so that a token is honoured only by the search it came from.
+pub(crate) struct Kept {
+    pub(crate) resource_type: Option<String>,
+    pub(crate) keys: Vec<ResourceKey>,
+}
+
 #[derive(Default)]
 struct Inner {
-    lists: HashMap<String, Arc<Vec<ResourceKey>>>,
+    lists: HashMap<String, Arc<Kept>>,
     /// Tokens, oldest first.
     order: VecDeque<String>,
     keys: usize,
@@ -36,20 +43,20 @@ struct Inner {
 
 impl PagingCache {
     /// Keeps `keys` under `token`, evicting the oldest lists beyond the budget.
-    pub(crate) fn insert(&self, token: String, keys: Vec<ResourceKey>) {
+    pub(crate) fn insert(&self, token: String, resource_type: Option<String>, keys: Vec<ResourceKey>) {
         let mut inner = self.inner.lock();
         inner.keys += keys.len();
-        inner.lists.insert(token.clone(), Arc::new(keys));
+        inner.lists.insert(token.clone(), Arc::new(Kept { resource_type, keys }));
         inner.order.push_back(token);
         while inner.keys > KEY_BUDGET && inner.order.len() > 1 {
             let Some(oldest) = inner.order.pop_front() else { break };
             if let Some(list) = inner.lists.remove(&oldest) {
-                inner.keys -= list.len();
+                inner.keys -= list.keys.len();
             }
         }
     }
 
-    pub(crate) fn get(&self, token: &str) -> Option<Arc<Vec<ResourceKey>>> {
+    pub(crate) fn get(&self, token: &str) -> Option<Arc<Kept>> {
         self.inner.lock().lists.get(token).cloned()
     }
 }
@@ -65,13 +72,14 @@ mod tests {
     #[test]
     fn keeps_lists_within_the_budget_oldest_out_first() {
         let cache = PagingCache::default();
-        cache.insert("a".into(), keys(KEY_BUDGET / 2));
-        cache.insert("b".into(), keys(KEY_BUDGET / 2));
+        cache.insert("a".into(), None, keys(KEY_BUDGET / 2));
+        cache.insert("b".into(), None, keys(KEY_BUDGET / 2));
         assert!(cache.get("a").is_some());
-        cache.insert("c".into(), keys(10));
+        cache.insert("c".into(), Some("Patient".into()), keys(10));
         assert!(cache.get("a").is_none(), "the oldest list goes first");
-        assert_eq!(cache.get("b").map(|l| l.len()), Some(KEY_BUDGET / 2));
-        assert_eq!(cache.get("c").map(|l| l.len()), Some(10));
+        assert_eq!(cache.get("b").map(|l| l.keys.len()), Some(KEY_BUDGET / 2));
+        assert_eq!(cache.get("c").map(|l| l.keys.len()), Some(10));
+        assert_eq!(cache.get("c").and_then(|l| l.resource_type.clone()).as_deref(), Some("Patient"));
         assert!(cache.get("nope").is_none());
     }
 }
