@@ -1,0 +1,22 @@
+//! Hearth's data-migration toolkit: the foundation of `hearth migrate`.
+//!
+//! What exists:
+//! - [`project`]: the migration project (`migration.toml`): its schema as
+//!   Rust types, a loader whose errors name the file, line and field, and
+//!   the presets `hearth migrate init` writes (`legacy-csv`, `synthea-csv`).
+//! - [`source`]: the [`source::Source`] trait every legacy source implements
+//!   (records with provenance; bad rows reported in the stream, never
+//!   dropped), and [`csv_source`], its CSV implementation (any delimiter,
+//!   any encoding).
+//! - [`dates`]: the date formats a mapping declares.
+//! - [`sample`]: a seeded, messy legacy CSV export for rehearsals and tests;
+//!   its module documentation lists every planted defect.
+//!
+//! Planned (not here yet): the convert, validate, load and reconcile stages,
+//! patient matching, SQL/NDJSON/HL7 v2/C-CDA sources, and documents.
+
+pub mod csv_source;
+pub mod dates;
+pub mod project;
+pub mod sample;
+pub mod source;
