@@ -66,6 +66,8 @@ pub struct PostgresStore {
     /// before use, so the cache never holds an id that does not exist.
     params: RwLock<[HashMap<String, i64>; 8]>,
     systems: RwLock<HashMap<String, i64>>,
+    /// A snapshot of the two caches for the search builder.
+    known: RwLock<Arc<sql::Known>>,
     /// The schema this store lives in: advisory locks are database-wide, so
     /// their keys include it to keep stores in other schemas independent.
     schema: String,
@@ -91,14 +93,60 @@ impl PostgresStore {
             pool,
             params: RwLock::new(Default::default()),
             systems: RwLock::new(HashMap::new()),
+            known: RwLock::new(Arc::default()),
             schema: String::new(),
         };
         store.migrate().await?;
+        store.load_interned().await?;
         let client = store.client().await?;
         let row = client.query_one("SELECT COALESCE(current_schema(), '')", &[]).await.map_err(pg_error)?;
         drop(client);
         store.schema = row.get(0);
         Ok(store)
+    }
+
+    /// Fills the interned-id caches from the tables: searches then bind the
+    /// ids as values (see [`sql::Known`]) from the first request on.
+    async fn load_interned(&self) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        let rows = client.query("SELECT pid, code, kind FROM search_param", &[]).await.map_err(pg_error)?;
+        {
+            let mut params = self.params.write();
+            for row in rows {
+                let (pid, code, kind): (i64, String, i64) = (row.get(0), row.get(1), row.get(2));
+                if let Some(kind) = Kind::from_code(kind) {
+                    params[kind_slot(kind)].insert(code, pid);
+                }
+            }
+        }
+        let rows = client.query("SELECT sid, uri FROM term_system", &[]).await.map_err(pg_error)?;
+        {
+            let mut systems = self.systems.write();
+            for row in rows {
+                systems.insert(row.get(1), row.get(0));
+            }
+        }
+        self.refresh_known();
+        Ok(())
+    }
+
+    /// The interned ids this process knows, for the search builder.
+    fn known(&self) -> Arc<sql::Known> {
+        Arc::clone(&self.known.read())
+    }
+
+    /// Rebuilds the snapshot [`PostgresStore::known`] hands out, after the
+    /// caches gained ids (rare: a new parameter code or code system).
+    fn refresh_known(&self) {
+        let mut known = sql::Known::default();
+        let params = self.params.read();
+        for kind in Kind::ALL {
+            for (code, pid) in &params[kind_slot(kind)] {
+                known.params.insert((code.clone(), kind), *pid);
+            }
+        }
+        known.systems = self.systems.read().clone();
+        *self.known.write() = Arc::new(known);
     }
 
     /// The plans PostgreSQL chooses for the page and count statements of
@@ -110,7 +158,7 @@ impl PostgresStore {
         let tx = client.build_transaction().read_only(true).start().await.map_err(pg_error)?;
         tx.batch_execute("SET LOCAL enable_seqscan = off").await.map_err(pg_error)?;
         let kinds = resolve_sort_kinds(&*tx, query).await?;
-        let statements = sql::search(Dialect::Postgres, query, &kinds);
+        let statements = sql::search(Dialect::Postgres, query, &kinds, &self.known());
         let mut lines = Vec::new();
         for statement in [&statements.page, &statements.count] {
             let text = format!("EXPLAIN {}", statement.text);
@@ -162,6 +210,7 @@ impl PostgresStore {
     /// Interns every parameter code and system of `commit`, each in its own
     /// short autocommit statement, before the commit's transaction starts.
     async fn intern(&self, client: &deadpool_postgres::Client, commit: &Commit) -> Result<(), StoreError> {
+        let mut grew = false;
         {
             for entry in commit.index_entries() {
                 let kind = Kind::of(&entry.value);
@@ -176,6 +225,7 @@ impl PostgresStore {
                     )
                     .await?;
                     self.params.write()[kind_slot(kind)].insert(entry.param.clone(), pid);
+                    grew = true;
                 }
                 let system = match &entry.value {
                     IndexValue::Token { system: Some(system), .. } | IndexValue::Quantity { system: Some(system), .. } => {
@@ -194,8 +244,12 @@ impl PostgresStore {
                     )
                     .await?;
                     self.systems.write().insert(system.clone(), sid);
+                    grew = true;
                 }
             }
+        }
+        if grew {
+            self.refresh_known();
         }
         Ok(())
     }
@@ -844,8 +898,9 @@ impl domain::Store for PostgresStore {
     }
 
     async fn search(&self, query: &SearchQuery) -> Result<Page<StoredResource>, StoreError> {
+        let known = self.known();
         self.run_paged(
-            |kinds| sql::search(Dialect::Postgres, query, kinds),
+            |kinds| sql::search(Dialect::Postgres, query, kinds, &known),
             Some(query),
             query.total != TotalMode::None,
         )
@@ -855,7 +910,7 @@ impl domain::Store for PostgresStore {
     async fn search_keys(&self, query: &SearchQuery) -> Result<Vec<ResourceKey>, StoreError> {
         let client = self.client().await?;
         let kinds = resolve_sort_kinds(&**client, query).await?;
-        let statement = sql::search_keys(Dialect::Postgres, query, &kinds);
+        let statement = sql::search_keys(Dialect::Postgres, query, &kinds, &self.known());
         let rows = client.query(statement.text.as_str(), &bind(&statement)).await.map_err(pg_error)?;
         Ok(rows.iter().map(|row| (row.get::<_, String>(0), row.get::<_, String>(1))).collect())
     }

@@ -138,6 +138,19 @@ impl Kind {
 /// several types across resource types). Unknown codes sort as all-missing.
 pub(crate) type SortKinds = HashMap<String, Vec<Kind>>;
 
+/// Interned ids a store already knows (parameter codes per kind, code
+/// systems). A statement carries them as bound values instead of
+/// `(SELECT pid FROM search_param ...)` subqueries, so that PostgreSQL plans
+/// with the real value (a subquery's result is unknown at planning time, and
+/// its guess of a few rows made it start from a code with 25,000 matches
+/// rather than from one patient's references). Missing entries fall back to
+/// the subquery, so a stale map is never wrong, only slower to plan.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Known {
+    pub(crate) params: HashMap<(String, Kind), i64>,
+    pub(crate) systems: HashMap<String, i64>,
+}
+
 /// The sort parameters whose index type must be looked up (in
 /// `search_param`) before [`search`] can write the ORDER BY.
 pub(crate) fn sort_params_to_resolve(query: &SearchQuery) -> Vec<&str> {
@@ -166,8 +179,9 @@ pub(crate) struct SearchSql {
 }
 
 /// Builds the page and count statements of `query`.
-pub(crate) fn search(dialect: Dialect, query: &SearchQuery, sort_kinds: &SortKinds) -> SearchSql {
+pub(crate) fn search(dialect: Dialect, query: &SearchQuery, sort_kinds: &SortKinds, known: &std::sync::Arc<Known>) -> SearchSql {
     let mut page = Builder::new(dialect);
+    page.known = std::sync::Arc::clone(known);
     page.push("SELECT ");
     page.push(RESOURCE_COLUMNS);
     page.push(" FROM resource r JOIN resource_version v ON v.rid = r.rid AND v.version = r.version");
@@ -178,6 +192,7 @@ pub(crate) fn search(dialect: Dialect, query: &SearchQuery, sort_kinds: &SortKin
     let _ = write!(page.text, " LIMIT {limit} OFFSET {offset}");
 
     let mut count = Builder::new(dialect);
+    count.known = std::sync::Arc::clone(known);
     count.push("SELECT COUNT(*) FROM resource r");
     count.where_clause(query);
 
@@ -186,8 +201,9 @@ pub(crate) fn search(dialect: Dialect, query: &SearchQuery, sort_kinds: &SortKin
 
 /// The (type, id) of the matches of `query` in its sort order, paged by its
 /// count and offset, without the bodies: the list stable paging keeps.
-pub(crate) fn search_keys(dialect: Dialect, query: &SearchQuery, sort_kinds: &SortKinds) -> Sql {
+pub(crate) fn search_keys(dialect: Dialect, query: &SearchQuery, sort_kinds: &SortKinds, known: &std::sync::Arc<Known>) -> Sql {
     let mut b = Builder::new(dialect);
+    b.known = std::sync::Arc::clone(known);
     b.push("SELECT r.type, r.id FROM resource r");
     b.where_clause(query);
     b.order_by(&query.sort, sort_kinds);
@@ -266,11 +282,12 @@ struct Builder {
     /// Write index predicates on `r` as correlated `EXISTS` probes rather
     /// than row lists (see [`Builder::where_clause`]).
     probe: bool,
+    known: std::sync::Arc<Known>,
 }
 
 impl Builder {
     fn new(dialect: Dialect) -> Builder {
-        Builder { dialect, text: String::with_capacity(256), params: Vec::new(), aliases: 0, probe: false }
+        Builder { dialect, text: String::with_capacity(256), params: Vec::new(), aliases: 0, probe: false, known: std::sync::Arc::default() }
     }
 
     fn finish(self) -> Sql {
@@ -385,11 +402,19 @@ impl Builder {
     /// `pid = (the interned id of param code for kind)`: NULL (matching no
     /// row) when nothing was ever indexed under that code and kind.
     fn pid_clause(&mut self, param: &str, kind: Kind) -> String {
+        if let Some(&pid) = self.known.params.get(&(param.to_string(), kind)) {
+            let p = self.bind(SqlValue::Int(pid));
+            return format!("pid = {p}");
+        }
         let p = self.bind_text(param);
         format!("pid = (SELECT pid FROM search_param WHERE code = {p} AND kind = {})", kind.code())
     }
 
     fn system_clause(&mut self, system: &str) -> String {
+        if let Some(&sid) = self.known.systems.get(system) {
+            let p = self.bind(SqlValue::Int(sid));
+            return format!("sid = {p}");
+        }
         let p = self.bind_text(system);
         format!("sid = (SELECT sid FROM term_system WHERE uri = {p})")
     }
@@ -989,8 +1014,8 @@ mod tests {
             count: 10,
             ..SearchQuery::default()
         };
-        let sqlite = search(Dialect::Sqlite, &query, &SortKinds::new());
-        let postgres = search(Dialect::Postgres, &query, &SortKinds::new());
+        let sqlite = search(Dialect::Sqlite, &query, &SortKinds::new(), &std::sync::Arc::default());
+        let postgres = search(Dialect::Postgres, &query, &SortKinds::new(), &std::sync::Arc::default());
         assert!(sqlite.page.text.contains("r.type = ?1 AND (r.id = ?2)"), "{}", sqlite.page.text);
         assert!(postgres.page.text.contains("r.type = $1 AND (r.id = $2)"), "{}", postgres.page.text);
         assert_eq!(sqlite.page.params.len(), 4);

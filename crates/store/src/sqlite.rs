@@ -128,7 +128,7 @@ impl SqliteStore {
         self.inner
             .with_reader(move |conn| {
                 let kinds = resolve_sort_kinds(conn, &query)?;
-                let statements = sql::search(Dialect::Sqlite, &query, &kinds);
+                let statements = sql::search(Dialect::Sqlite, &query, &kinds, &Arc::default());
                 let mut lines = Vec::new();
                 for statement in [&statements.page, &statements.count] {
                     let text = format!("EXPLAIN QUERY PLAN {}", statement.text);
@@ -988,7 +988,7 @@ impl domain::Store for SqliteStore {
         self.inner
             .with_reader(move |conn| {
                 let kinds = resolve_sort_kinds(conn, &query)?;
-                let statements = sql::search(Dialect::Sqlite, &query, &kinds);
+                let statements = sql::search(Dialect::Sqlite, &query, &kinds, &Arc::default());
                 run_paged(conn, &statements, query.total != TotalMode::None)
             })
             .await
@@ -999,7 +999,7 @@ impl domain::Store for SqliteStore {
         self.inner
             .with_reader(move |conn| {
                 let kinds = resolve_sort_kinds(conn, &query)?;
-                let statement = sql::search_keys(Dialect::Sqlite, &query, &kinds);
+                let statement = sql::search_keys(Dialect::Sqlite, &query, &kinds, &Arc::default());
                 let mut prepared = conn.prepare_cached(&statement.text).map_err(db_error)?;
                 let rows = prepared
                     .query_map(rusqlite::params_from_iter(statement.params.iter()), |row| {
