@@ -130,6 +130,33 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
+    /// Data migration from a legacy system (see docs/migration.md).
+    Migrate {
+        #[command(subcommand)]
+        command: MigrateCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum MigrateCommand {
+    /// Write a new migration project (migration.toml) into DIR.
+    Init {
+        /// The project folder (created if needed; an existing migration.toml is never overwritten).
+        dir: PathBuf,
+        /// The template: legacy-csv (what `migrate sample` writes) or synthea-csv.
+        #[arg(long)]
+        preset: Option<String>,
+    },
+    /// Write a seeded, deliberately messy legacy CSV export for rehearsals and tests.
+    Sample {
+        /// Output folder.
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value_t = 10)]
+        patients: usize,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
 }
 
 fn main() -> ExitCode {
@@ -211,6 +238,31 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 seed,
             };
             println!("{}", bench_search::run(&options).await?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Migrate { command } => migrate_command(command),
+    }
+}
+
+fn migrate_command(command: MigrateCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        MigrateCommand::Init { dir, preset } => {
+            let file = migrate::project::init(&dir, preset.as_deref())?;
+            let preset = preset.as_deref().unwrap_or(migrate::project::PRESETS[0].name);
+            println!("wrote {} (preset {preset}); edit it to fit your export", file.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        MigrateCommand::Sample { out, patients, seed } => {
+            let options = migrate::sample::SampleOptions { patients, seed };
+            let report = migrate::sample::write(&out, &options).map_err(anyhow::Error::msg)?;
+            let rows: u64 = report.rows.values().sum();
+            println!(
+                "wrote a legacy export of {patients} patients to {}: {} files, {rows} rows, {} planted defects (listed in {})",
+                out.display(),
+                report.files.len(),
+                report.defects.len(),
+                migrate::sample::MANIFEST
+            );
             Ok(ExitCode::SUCCESS)
         }
     }

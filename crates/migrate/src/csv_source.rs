@@ -52,31 +52,22 @@ pub struct Dialect {
 impl CsvSource {
     /// A source named `name` reading `tables` from the folder `dir`.
     pub fn new(name: impl Into<String>, dir: impl Into<PathBuf>, tables: Vec<CsvTable>) -> Self {
-        Self {
-            name: name.into(),
-            dir: dir.into(),
-            tables,
-        }
+        Self { name: name.into(), dir: dir.into(), tables }
     }
 
     fn table(&self, name: &str) -> Result<&CsvTable, SourceError> {
-        self.tables
-            .iter()
-            .find(|t| t.name == name)
-            .ok_or_else(|| SourceError {
-                location: format!("source {}", self.name),
-                message: format!("no table named {name}"),
-            })
+        self.tables.iter().find(|t| t.name == name).ok_or_else(|| SourceError {
+            location: format!("source {}", self.name),
+            message: format!("no table named {name}"),
+        })
     }
 
     /// Reads and decodes `table`'s file: its text and dialect.
     pub fn decode(&self, table: &str) -> Result<(String, Dialect), SourceError> {
         let table = self.table(table)?;
         let path = self.dir.join(&table.file);
-        let bytes = std::fs::read(&path).map_err(|e| SourceError {
-            location: table.file.clone(),
-            message: format!("cannot read: {e}"),
-        })?;
+        let bytes = std::fs::read(&path)
+            .map_err(|e| SourceError { location: table.file.clone(), message: format!("cannot read: {e}") })?;
         let (encoding, bom_len) = match (Encoding::for_bom(&bytes), &table.encoding) {
             (Some((encoding, len)), _) => (encoding, len),
             (None, Some(label)) => (
@@ -91,14 +82,7 @@ impl CsvSource {
         };
         let (text, _had_errors) = encoding.decode_without_bom_handling(&bytes[bom_len..]);
         let delimiter = table.delimiter.unwrap_or_else(|| sniff_delimiter(&text));
-        Ok((
-            text.into_owned(),
-            Dialect {
-                encoding: encoding.name(),
-                bom: bom_len > 0,
-                delimiter,
-            },
-        ))
+        Ok((text.into_owned(), Dialect { encoding: encoding.name(), bom: bom_len > 0, delimiter }))
     }
 }
 
@@ -128,6 +112,32 @@ pub fn sniff_delimiter(text: &str) -> u8 {
     SNIFFED_DELIMITERS[best]
 }
 
+/// Lines of record starts, counted from byte offsets. The CSV reader's own
+/// line numbers lag by one after a CRLF (the `\n` of the previous line is
+/// consumed with the next record), so records are placed by their first
+/// byte instead. Offsets only grow, so counting resumes where it stopped.
+#[derive(Debug, Default)]
+struct LineCounter {
+    offset: usize,
+    line: u64,
+}
+
+impl LineCounter {
+    fn line_at(&mut self, bytes: &[u8], offset: u64) -> u64 {
+        let mut start = usize::try_from(offset).unwrap_or(usize::MAX).min(bytes.len());
+        while start < bytes.len() && matches!(bytes[start], b'\r' | b'\n') {
+            start += 1;
+        }
+        if start < self.offset {
+            self.offset = 0;
+            self.line = 0;
+        }
+        self.line += bytes[self.offset..start].iter().filter(|b| **b == b'\n').count() as u64;
+        self.offset = start;
+        self.line + 1
+    }
+}
+
 impl Source for CsvSource {
     fn name(&self) -> &str {
         &self.name
@@ -140,18 +150,17 @@ impl Source for CsvSource {
     fn rows(&self, table_name: &str) -> Result<Rows<'_>, SourceError> {
         let table = self.table(table_name)?.clone();
         let (text, dialect) = self.decode(table_name)?;
+        let bytes: Arc<[u8]> = text.into_bytes().into();
+        let mut lines = LineCounter::default();
         let reader = csv::ReaderBuilder::new()
             .delimiter(dialect.delimiter)
             .has_headers(false)
             .flexible(true)
-            .from_reader(std::io::Cursor::new(text.into_bytes()));
+            .from_reader(std::io::Cursor::new(bytes.clone()));
         let mut records = reader.into_records();
         let header = match records.next() {
             None => {
-                return Err(SourceError {
-                    location: table.file.clone(),
-                    message: "empty file: no header row".into(),
-                });
+                return Err(SourceError { location: table.file.clone(), message: "empty file: no header row".into() });
             }
             Some(Err(e)) => {
                 return Err(SourceError {
@@ -185,7 +194,7 @@ impl Source for CsvSource {
             let row = match row {
                 Ok(row) => row,
                 Err(e) => {
-                    let line = e.position().map_or(0, csv::Position::line);
+                    let line = e.position().map_or(0, |p| lines.line_at(&bytes, p.byte()));
                     return Err(RowError {
                         table: table.name.clone(),
                         provenance: Provenance::FileLine { file, line },
@@ -194,7 +203,7 @@ impl Source for CsvSource {
                     });
                 }
             };
-            let line = row.position().map_or(0, csv::Position::line);
+            let line = row.position().map_or(0, |p| lines.line_at(&bytes, p.byte()));
             let provenance = Provenance::FileLine { file, line };
             if row.len() != columns.len() {
                 let column = if row.len() > columns.len() {
@@ -206,11 +215,7 @@ impl Source for CsvSource {
                     table: table.name.clone(),
                     provenance,
                     column: Some(column),
-                    message: format!(
-                        "{} fields where the header has {}",
-                        row.len(),
-                        columns.len()
-                    ),
+                    message: format!("{} fields where the header has {}", row.len(), columns.len()),
                 });
             }
             if let Some(i) = row.iter().position(|v| v.contains('\u{FFFD}')) {
@@ -247,12 +252,7 @@ mod tests {
         CsvSource::new(
             "test",
             dir,
-            vec![CsvTable {
-                name: "t".into(),
-                file: file.into(),
-                encoding: encoding.map(str::to_owned),
-                delimiter,
-            }],
+            vec![CsvTable { name: "t".into(), file: file.into(), encoding: encoding.map(str::to_owned), delimiter }],
         )
     }
 
@@ -263,28 +263,27 @@ mod tests {
     #[test]
     fn reads_quoted_fields_with_provenance_lines() {
         let dir = tempfile::tempdir().expect("tmp");
-        let text =
-            b"id,name,note\n1,\"Doe, Jane\",\"said \"\"hi\"\"\"\n2,Roe,\"two\nlines\"\n3,Poe,x\n";
+        let text = b"id,name,note\n1,\"Doe, Jane\",\"said \"\"hi\"\"\"\n2,Roe,\"two\nlines\"\n3,Poe,x\n";
         let s = source(dir.path(), "a.csv", text, None, None);
         let rows = collect(&s);
         assert_eq!(rows.len(), 3);
         let r0 = rows[0].as_ref().expect("row 1");
         assert_eq!(r0.get("name"), Some("Doe, Jane"));
         assert_eq!(r0.get("note"), Some("said \"hi\""));
-        assert_eq!(
-            r0.provenance,
-            Provenance::FileLine {
-                file: "a.csv".into(),
-                line: 2
-            }
-        );
+        assert_eq!(r0.provenance, Provenance::FileLine { file: "a.csv".into(), line: 2 });
         let r1 = rows[1].as_ref().expect("row 2");
         assert_eq!(r1.get("note"), Some("two\nlines"));
         // The third record starts on line 5: the second spans lines 3 and 4.
-        assert_eq!(
-            rows[2].as_ref().expect("row 3").provenance.to_string(),
-            "a.csv:5"
-        );
+        assert_eq!(rows[2].as_ref().expect("row 3").provenance.to_string(), "a.csv:5");
+    }
+
+    #[test]
+    fn lines_are_right_with_crlf_line_ends_and_blank_lines() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let text = b"id,note\r\n1,a\r\n\r\n2,\"b\r\nc\"\r\n3,d\r\n";
+        let s = source(dir.path(), "crlf.csv", text, None, None);
+        let lines: Vec<String> = collect(&s).into_iter().map(|r| r.expect("row").provenance.to_string()).collect();
+        assert_eq!(lines, ["crlf.csv:2", "crlf.csv:4", "crlf.csv:6"]);
     }
 
     #[test]
@@ -298,23 +297,14 @@ mod tests {
         let rows = collect(&s);
         assert_eq!(rows[0].as_ref().expect("row").get("value"), Some("2,5"));
         let s = source(dir.path(), "c.csv", b"id|v;w\n1|a;b\n", None, Some(b'|'));
-        assert_eq!(
-            collect(&s)[0].as_ref().expect("row").get("v;w"),
-            Some("a;b")
-        );
+        assert_eq!(collect(&s)[0].as_ref().expect("row").get("v;w"), Some("a;b"));
     }
 
     #[test]
     fn decodes_windows_1252_and_strips_a_utf8_bom() {
         let dir = tempfile::tempdir().expect("tmp");
         // "José;Zoë" in Windows-1252: é = 0xE9, ë = 0xEB.
-        let s = source(
-            dir.path(),
-            "w.csv",
-            b"first,last\nJos\xe9,Zo\xeb\n",
-            Some("windows-1252"),
-            None,
-        );
+        let s = source(dir.path(), "w.csv", b"first,last\nJos\xe9,Zo\xeb\n", Some("windows-1252"), None);
         let rows = collect(&s);
         let r = rows[0].as_ref().expect("row");
         assert_eq!(r.get("first"), Some("José"));
@@ -322,18 +312,9 @@ mod tests {
         // Detected when not configured: not valid UTF-8, so Windows-1252.
         let s = source(dir.path(), "w2.csv", b"first\nRen\xe9e\n", None, None);
         assert_eq!(s.decode("t").expect("decodes").1.encoding, "windows-1252");
-        assert_eq!(
-            collect(&s)[0].as_ref().expect("row").get("first"),
-            Some("Renée")
-        );
+        assert_eq!(collect(&s)[0].as_ref().expect("row").get("first"), Some("Renée"));
         // A UTF-8 BOM is removed before the header is read.
-        let s = source(
-            dir.path(),
-            "bom.csv",
-            "\u{FEFF}id,name\n1,Zoë\n".as_bytes(),
-            None,
-            None,
-        );
+        let s = source(dir.path(), "bom.csv", "\u{FEFF}id,name\n1,Zoë\n".as_bytes(), None, None);
         let (_, dialect) = s.decode("t").expect("decodes");
         assert!(dialect.bom);
         let r = collect(&s).remove(0).expect("row");
@@ -349,20 +330,11 @@ mod tests {
         let rows = collect(&s);
         assert_eq!(rows.len(), 5, "every row is a record or an error");
         let short = rows[1].as_ref().expect_err("short row");
-        assert_eq!(
-            short.to_string(),
-            "bad.csv:3: column dob: 2 fields where the header has 3"
-        );
+        assert_eq!(short.to_string(), "bad.csv:3: column dob: 2 fields where the header has 3");
         let long = rows[2].as_ref().expect_err("long row");
         assert_eq!(long.column.as_deref(), Some("#4"));
         let invalid = rows[3].as_ref().expect_err("invalid UTF-8");
-        assert_eq!(
-            invalid.provenance,
-            Provenance::FileLine {
-                file: "bad.csv".into(),
-                line: 5
-            }
-        );
+        assert_eq!(invalid.provenance, Provenance::FileLine { file: "bad.csv".into(), line: 5 });
         assert_eq!(invalid.column.as_deref(), Some("name"));
         assert_eq!(rows[4].as_ref().expect("last row").get("name"), Some("Eve"));
     }
@@ -376,22 +348,10 @@ mod tests {
             Some("dup.csv:1: column id appears twice in the header")
         );
         let s = source(dir.path(), "empty.csv", b"", None, None);
-        assert!(
-            s.rows("t")
-                .err()
-                .map(|e| e.to_string())
-                .unwrap_or_default()
-                .starts_with("empty.csv")
-        );
+        assert!(s.rows("t").err().map(|e| e.to_string()).unwrap_or_default().starts_with("empty.csv"));
         let s = CsvSource::new("x", dir.path(), vec![]);
         assert!(s.rows("nope").is_err());
         let s = source(dir.path(), "enc.csv", b"a\n1\n", Some("klingon"), None);
-        assert!(
-            s.rows("t")
-                .err()
-                .map(|e| e.to_string())
-                .unwrap_or_default()
-                .contains("unknown encoding")
-        );
+        assert!(s.rows("t").err().map(|e| e.to_string()).unwrap_or_default().contains("unknown encoding"));
     }
 }

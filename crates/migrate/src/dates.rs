@@ -73,11 +73,7 @@ impl DateFormat {
                 continue;
             }
             let max_digits = if *part == Part::Year { 4 } else { 2 };
-            let digits = rest
-                .bytes()
-                .take(max_digits)
-                .take_while(u8::is_ascii_digit)
-                .count();
+            let digits = rest.bytes().take(max_digits).take_while(u8::is_ascii_digit).count();
             if digits == 0 || (*part == Part::Year && digits != 4) {
                 return None;
             }
@@ -118,10 +114,7 @@ fn days_in_month(year: u32, month: u32) -> u32 {
 
 /// Reads `value` with the first of `formats` that matches.
 pub fn read_any(formats: &[&str], value: &str) -> Option<String> {
-    formats
-        .iter()
-        .filter_map(|f| DateFormat::parse(f).ok())
-        .find_map(|f| f.read(value))
+    formats.iter().filter_map(|f| DateFormat::parse(f).ok()).find_map(|f| f.read(value))
 }
 
 #[cfg(test)]
@@ -137,15 +130,9 @@ mod tests {
         assert_eq!(us.read("02/29/2023"), None, "not a leap year");
         assert_eq!(us.read("02/29/2024").as_deref(), Some("2024-02-29"));
         let dt = DateFormat::parse("YYYY-MM-DD hh:mm").expect("format");
-        assert_eq!(
-            dt.read("2024-05-06 10:30").as_deref(),
-            Some("2024-05-06T10:30:00")
-        );
+        assert_eq!(dt.read("2024-05-06 10:30").as_deref(), Some("2024-05-06T10:30:00"));
         assert_eq!(dt.read("2024-05-06 25:30"), None);
-        assert_eq!(
-            read_any(&["MM/DD/YYYY", "YYYY-MM-DD"], "2020-12-31").as_deref(),
-            Some("2020-12-31")
-        );
+        assert_eq!(read_any(&["MM/DD/YYYY", "YYYY-MM-DD"], "2020-12-31").as_deref(), Some("2020-12-31"));
         assert_eq!(read_any(&["MM/DD/YYYY", "YYYY-MM-DD"], ""), None);
     }
 
@@ -154,12 +141,6 @@ mod tests {
         assert!(DateFormat::parse("DD.MM.YY").is_err());
         assert!(DateFormat::parse("YYYY-MM").is_err());
         assert!(DateFormat::parse("YYYYMMDD").is_ok());
-        assert_eq!(
-            DateFormat::parse("YYYYMMDD")
-                .expect("f")
-                .read("20240131")
-                .as_deref(),
-            Some("2024-01-31")
-        );
+        assert_eq!(DateFormat::parse("YYYYMMDD").expect("f").read("20240131").as_deref(), Some("2024-01-31"));
     }
 }

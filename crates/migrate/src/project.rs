@@ -253,11 +253,7 @@ impl fmt::Display for ProjectError {
 /// Reads and checks the project file at `path` (a `migration.toml`, or a
 /// project folder containing one).
 pub fn load(path: &Path) -> Result<Project, ProjectError> {
-    let file = if path.is_dir() {
-        path.join(PROJECT_FILE)
-    } else {
-        path.to_path_buf()
-    };
+    let file = if path.is_dir() { path.join(PROJECT_FILE) } else { path.to_path_buf() };
     let text = std::fs::read_to_string(&file).map_err(|e| ProjectError {
         file: file.clone(),
         line: 0,
@@ -285,13 +281,7 @@ fn at(text: &str, file: &Path, offset: usize, message: String) -> ProjectError {
     let line = before.matches('\n').count() + 1;
     let line_start = before.rfind('\n').map_or(0, |i| i + 1);
     let column = text[line_start..offset].chars().count() + 1;
-    ProjectError {
-        file: file.to_path_buf(),
-        line,
-        column,
-        field: field_at(text, offset),
-        message,
-    }
+    ProjectError { file: file.to_path_buf(), line, column, field: field_at(text, offset), message }
 }
 
 /// The dotted path of the key written at or before `offset`: the nearest
@@ -301,20 +291,9 @@ fn field_at(text: &str, offset: usize) -> String {
     let line_start = text[..offset].rfind('\n').map_or(0, |i| i + 1);
     let line_end = text[offset..].find('\n').map_or(text.len(), |i| offset + i);
     let mut path: Vec<String> = Vec::new();
-    if let Some(header) = text[..line_start]
-        .lines()
-        .rev()
-        .map(str::trim)
-        .find(|l| l.starts_with('['))
-    {
+    if let Some(header) = text[..line_start].lines().rev().map(str::trim).find(|l| l.starts_with('[')) {
         let header = header.split('#').next().unwrap_or(header);
-        path.push(
-            header
-                .trim()
-                .trim_matches(|c| c == '[' || c == ']')
-                .trim()
-                .to_owned(),
-        );
+        path.push(header.trim().trim_matches(|c| c == '[' || c == ']').trim().to_owned());
     }
     let mut keys = keys_in(&text[line_start..offset]);
     // The word at the offset itself is a key when an `=` follows it.
@@ -338,10 +317,7 @@ fn field_at(text: &str, offset: usize) -> String {
 }
 
 fn is_key(word: &str) -> bool {
-    !word.is_empty()
-        && word
-            .chars()
-            .all(|c| c.is_alphanumeric() || "_-.\"' ".contains(c))
+    !word.is_empty() && word.chars().all(|c| c.is_alphanumeric() || "_-.\"' ".contains(c))
 }
 
 /// Keys (the words before each `=` outside quotes) in a line prefix.
@@ -394,10 +370,7 @@ fn check(project: &Project, text: &str, file: &Path) -> Result<(), ProjectError>
         if project.code_systems.contains_key(s.get_ref()) {
             Ok(())
         } else {
-            Err(err(
-                s.span(),
-                format!("no code system {:?} in [code_systems]", s.get_ref()),
-            ))
+            Err(err(s.span(), format!("no code system {:?} in [code_systems]", s.get_ref())))
         }
     };
     formats(&project.defaults.date_formats)?;
@@ -410,10 +383,7 @@ fn check(project: &Project, text: &str, file: &Path) -> Result<(), ProjectError>
     }
     for table in project.tables.values() {
         if !project.sources.contains_key(table.source.get_ref()) {
-            return Err(err(
-                table.source.span(),
-                format!("no source {:?} in [sources]", table.source.get_ref()),
-            ));
+            return Err(err(table.source.span(), format!("no source {:?} in [sources]", table.source.get_ref())));
         }
         encoding(&table.encoding)?;
         delimiter(&table.delimiter)?;
@@ -423,10 +393,7 @@ fn check(project: &Project, text: &str, file: &Path) -> Result<(), ProjectError>
         {
             return Err(err(
                 key.span(),
-                format!(
-                    "the key column {:?} is not among the table's columns",
-                    key.get_ref()
-                ),
+                format!("the key column {:?} is not among the table's columns", key.get_ref()),
             ));
         }
         for column in table.columns.values() {
@@ -440,10 +407,7 @@ fn check(project: &Project, text: &str, file: &Path) -> Result<(), ProjectError>
                     _ => {
                         return Err(err(
                             code.span(),
-                            format!(
-                                "code {:?} is not SYSTEM#CODE with SYSTEM in [code_systems]",
-                                code.get_ref()
-                            ),
+                            format!("code {:?} is not SYSTEM#CODE with SYSTEM in [code_systems]", code.get_ref()),
                         ));
                     }
                 }
@@ -451,18 +415,12 @@ fn check(project: &Project, text: &str, file: &Path) -> Result<(), ProjectError>
             if let Some(m) = &column.value_map
                 && !project.value_maps.contains_key(m.get_ref())
             {
-                return Err(err(
-                    m.span(),
-                    format!("no value map {:?} in [value_maps]", m.get_ref()),
-                ));
+                return Err(err(m.span(), format!("no value map {:?} in [value_maps]", m.get_ref())));
             }
             if let Some(m) = &column.unit_map
                 && !project.unit_maps.contains_key(m.get_ref())
             {
-                return Err(err(
-                    m.span(),
-                    format!("no unit map {:?} in [unit_maps]", m.get_ref()),
-                ));
+                return Err(err(m.span(), format!("no unit map {:?} in [unit_maps]", m.get_ref())));
             }
             if matches!(column.kind, ColumnType::Date | ColumnType::Datetime)
                 && column.date_formats.is_empty()
@@ -470,24 +428,15 @@ fn check(project: &Project, text: &str, file: &Path) -> Result<(), ProjectError>
                 && project.defaults.date_formats.is_empty()
             {
                 let span = table.source.span();
-                return Err(err(
-                    span,
-                    "a date column but no date_formats (column, table or [defaults])".into(),
-                ));
+                return Err(err(span, "a date column but no date_formats (column, table or [defaults])".into()));
             }
         }
         for join in &table.joins {
             let Some(target) = project.tables.get(join.table.get_ref()) else {
-                return Err(err(
-                    join.table.span(),
-                    format!("no table {:?} in [tables]", join.table.get_ref()),
-                ));
+                return Err(err(join.table.span(), format!("no table {:?} in [tables]", join.table.get_ref())));
             };
             if join.on.is_none() && target.key.is_none() {
-                return Err(err(
-                    join.table.span(),
-                    format!("table {:?} has no key: say `on`", join.table.get_ref()),
-                ));
+                return Err(err(join.table.span(), format!("table {:?} has no key: say `on`", join.table.get_ref())));
             }
         }
     }
@@ -506,11 +455,7 @@ pub fn delimiter_byte(text: &str) -> Result<u8, String> {
 impl Project {
     /// The date formats of a column: its own, else its table's, else the
     /// defaults.
-    pub fn date_formats<'a>(
-        &'a self,
-        table: &'a TableDecl,
-        column: &'a ColumnDecl,
-    ) -> Vec<&'a str> {
+    pub fn date_formats<'a>(&'a self, table: &'a TableDecl, column: &'a ColumnDecl) -> Vec<&'a str> {
         let list = if !column.date_formats.is_empty() {
             &column.date_formats
         } else if !table.date_formats.is_empty() {
@@ -535,11 +480,7 @@ impl Project {
             .map(|(table_name, t)| CsvTable {
                 name: table_name.clone(),
                 file: t.file.clone(),
-                encoding: t
-                    .encoding
-                    .as_ref()
-                    .or(self.defaults.encoding.as_ref())
-                    .map(|e| e.get_ref().clone()),
+                encoding: t.encoding.as_ref().or(self.defaults.encoding.as_ref()).map(|e| e.get_ref().clone()),
                 delimiter: t
                     .delimiter
                     .as_ref()
@@ -595,14 +536,7 @@ pub enum InitError {
 pub fn init(dir: &Path, preset: Option<&str>) -> Result<PathBuf, InitError> {
     let name = preset.unwrap_or(PRESETS[0].name);
     let preset = PRESETS.iter().find(|p| p.name == name).ok_or_else(|| {
-        InitError::UnknownPreset(
-            name.to_owned(),
-            PRESETS
-                .iter()
-                .map(|p| p.name)
-                .collect::<Vec<_>>()
-                .join(", "),
-        )
+        InitError::UnknownPreset(name.to_owned(), PRESETS.iter().map(|p| p.name).collect::<Vec<_>>().join(", "))
     })?;
     std::fs::create_dir_all(dir).map_err(|e| InitError::Io(dir.to_path_buf(), e))?;
     let file = dir.join(PROJECT_FILE);
@@ -615,8 +549,7 @@ pub fn init(dir: &Path, preset: Option<&str>) -> Result<PathBuf, InitError> {
         }
         Err(e) => return Err(InitError::Io(file, e)),
     };
-    std::io::Write::write_all(&mut handle, preset.text.as_bytes())
-        .map_err(|e| InitError::Io(file.clone(), e))?;
+    std::io::Write::write_all(&mut handle, preset.text.as_bytes()).map_err(|e| InitError::Io(file.clone(), e))?;
     Ok(file)
 }
 
@@ -633,8 +566,7 @@ mod tests {
     #[test]
     fn every_preset_loads() {
         for preset in PRESETS {
-            let project =
-                parse(preset.text, Path::new(preset.name)).unwrap_or_else(|e| panic!("{e}"));
+            let project = parse(preset.text, Path::new(preset.name)).unwrap_or_else(|e| panic!("{e}"));
             assert_eq!(project.project.preset.as_deref(), Some(preset.name));
             assert!(!project.tables.is_empty());
         }
@@ -645,13 +577,8 @@ mod tests {
         let p = parse(BASE, Path::new("m.toml")).expect("loads");
         assert_eq!(p.tables["patients"].columns["id"].kind, ColumnType::Text);
         assert!(p.tables["patients"].columns["id"].required);
-        let src = p
-            .csv_source(Path::new("proj"), "legacy")
-            .expect("csv source");
-        assert_eq!(
-            crate::source::Source::tables(&src),
-            vec!["patients".to_owned()]
-        );
+        let src = p.csv_source(Path::new("proj"), "legacy").expect("csv source");
+        assert_eq!(crate::source::Source::tables(&src), vec!["patients".to_owned()]);
     }
 
     #[test]
@@ -663,82 +590,41 @@ mod tests {
         assert!(e.message.contains("unknown field"), "{e}");
         assert!(e.to_string().starts_with("migration.toml:19:"), "{e}");
 
-        let e = parse_err(&BASE.replace(
-            "resource = \"Patient\"",
-            "resource = \"Patient\"\nencodng = \"utf-8\"",
-        ));
-        assert_eq!(
-            (e.line, e.field.as_str()),
-            (15, "tables.patients.encodng"),
-            "{e}"
-        );
+        let e = parse_err(&BASE.replace("resource = \"Patient\"", "resource = \"Patient\"\nencodng = \"utf-8\""));
+        assert_eq!((e.line, e.field.as_str()), (15, "tables.patients.encodng"), "{e}");
     }
 
     #[test]
     fn type_errors_name_the_field() {
         let e = parse_err(&BASE.replace("required = true", "required = \"yes\""));
-        assert_eq!(
-            (e.line, e.field.as_str()),
-            (19, "tables.patients.columns.id.required"),
-            "{e}"
-        );
+        assert_eq!((e.line, e.field.as_str()), (19, "tables.patients.columns.id.required"), "{e}");
         let e = parse_err(&BASE.replace("kind = \"csv\"", "kind = \"excel\""));
-        assert_eq!(
-            (e.line, e.field.as_str()),
-            (5, "sources.legacy.kind"),
-            "{e}"
-        );
+        assert_eq!((e.line, e.field.as_str()), (5, "sources.legacy.kind"), "{e}");
     }
 
     #[test]
     fn broken_cross_references_are_reported_where_written() {
         let e = parse_err(&BASE.replace("source = \"legacy\"", "source = \"old\""));
-        assert_eq!(
-            (e.line, e.field.as_str()),
-            (12, "tables.patients.source"),
-            "{e}"
-        );
+        assert_eq!((e.line, e.field.as_str()), (12, "tables.patients.source"), "{e}");
         assert!(e.message.contains("no source \"old\""));
         let e = parse_err(&BASE.replace("required = true", "value_map = \"sex\""));
-        assert_eq!(
-            (e.line, e.field.as_str()),
-            (19, "tables.patients.columns.id.value_map"),
-            "{e}"
-        );
+        assert_eq!((e.line, e.field.as_str()), (19, "tables.patients.columns.id.value_map"), "{e}");
         let e = parse_err(&BASE.replace("required = true", "system = \"snomed\""));
         assert!(e.message.contains("no code system"), "{e}");
         let e = parse_err(&BASE.replace("[\"YYYY-MM-DD\"]", "[\"YYYY-MM-DD\", \"DD.MM.YY\"]"));
-        assert_eq!(
-            (e.line, e.field.as_str()),
-            (16, "tables.patients.date_formats"),
-            "{e}"
-        );
+        assert_eq!((e.line, e.field.as_str()), (16, "tables.patients.date_formats"), "{e}");
         let e = parse_err(&BASE.replace("key = \"id\"", "key = \"pid\""));
-        assert_eq!(
-            (e.line, e.field.as_str()),
-            (15, "tables.patients.key"),
-            "{e}"
-        );
-        let e = parse_err(&BASE.replace(
-            "file = \"patients.csv\"",
-            "file = \"patients.csv\"\nencoding = \"ebcdic-x\"",
-        ));
+        assert_eq!((e.line, e.field.as_str()), (15, "tables.patients.key"), "{e}");
+        let e = parse_err(&BASE.replace("file = \"patients.csv\"", "file = \"patients.csv\"\nencoding = \"ebcdic-x\""));
         assert!(e.message.contains("unknown encoding"), "{e}");
-        let e = parse_err(&BASE.replace(
-            "file = \"patients.csv\"",
-            "file = \"patients.csv\"\ndelimiter = \";;\"",
-        ));
+        let e = parse_err(&BASE.replace("file = \"patients.csv\"", "file = \"patients.csv\"\ndelimiter = \";;\""));
         assert!(e.message.contains("delimiter"), "{e}");
     }
 
     #[test]
     fn a_missing_file_is_named() {
         let e = load(Path::new("no/such/migration.toml")).expect_err("missing");
-        assert!(
-            e.to_string()
-                .starts_with("no/such/migration.toml: cannot read"),
-            "{e}"
-        );
+        assert!(e.to_string().starts_with("no/such/migration.toml: cannot read"), "{e}");
     }
 
     #[test]
@@ -748,9 +634,6 @@ mod tests {
         let project = load(dir.path()).expect("loads");
         assert_eq!(project.project.preset.as_deref(), Some("synthea-csv"));
         assert!(matches!(init(dir.path(), None), Err(InitError::Exists(f)) if f == file));
-        assert!(matches!(
-            init(&dir.path().join("x"), Some("nope")),
-            Err(InitError::UnknownPreset(..))
-        ));
+        assert!(matches!(init(&dir.path().join("x"), Some("nope")), Err(InitError::UnknownPreset(..))));
     }
 }

@@ -144,27 +144,10 @@ const FAMILY: &[&str] = &[
     "Martínez",
     "Dubois",
 ];
-const STREETS: &[&str] = &[
-    "Main St",
-    "Oak Ave",
-    "Maple Dr",
-    "Cedar Ln",
-    "Elm St",
-    "Pine Rd",
-    "Lake Shore Dr",
-];
-const CITIES: &[(&str, &str, &str)] = &[
-    ("Springfield", "IL", "627"),
-    ("Madison", "WI", "537"),
-    ("Peoria", "IL", "616"),
-    ("Rochester", "MN", "559"),
-];
-const PROVIDERS: &[&str] = &[
-    "Dr. A. Whitfield",
-    "Dr. R. Okafor",
-    "Dr. L. Nguyễn",
-    "N.P. K. Jansen",
-];
+const STREETS: &[&str] = &["Main St", "Oak Ave", "Maple Dr", "Cedar Ln", "Elm St", "Pine Rd", "Lake Shore Dr"];
+const CITIES: &[(&str, &str, &str)] =
+    &[("Springfield", "IL", "627"), ("Madison", "WI", "537"), ("Peoria", "IL", "616"), ("Rochester", "MN", "559")];
+const PROVIDERS: &[&str] = &["Dr. A. Whitfield", "Dr. R. Okafor", "Dr. L. Nguyễn", "N.P. K. Jansen"];
 const VISIT_TYPES: &[(&str, &str)] = &[
     ("OV", "Follow-up"),
     ("OV", "Annual physical"),
@@ -173,21 +156,14 @@ const VISIT_TYPES: &[(&str, &str)] = &[
     ("HV", "Wound check"),
 ];
 const PROBLEMS: &[(&str, &str, &str)] = &[
-    (
-        "E11.9",
-        "ICD10",
-        "Type 2 diabetes mellitus without complications",
-    ),
+    ("E11.9", "ICD10", "Type 2 diabetes mellitus without complications"),
     ("I10", "ICD10", "Essential (primary) hypertension"),
     ("E78.5", "ICD10", "Hyperlipidemia, unspecified"),
     ("J45.909", "ICD10", "Unspecified asthma, uncomplicated"),
     ("M54.5", "ICD10", "Low back pain"),
     ("F41.1", "ICD10", "Generalized anxiety disorder"),
 ];
-const LOCAL_PROBLEMS: &[(&str, &str)] = &[
-    ("LOC-77", "Chronic fatigue (clinic code)"),
-    ("LOC-12", "Frequent flyer"),
-];
+const LOCAL_PROBLEMS: &[(&str, &str)] = &[("LOC-77", "Chronic fatigue (clinic code)"), ("LOC-12", "Frequent flyer")];
 const ALLERGENS: &[(&str, &str, &str)] = &[
     ("Penicillin", "ALG-PCN", "Hives"),
     ("Sulfa drugs", "ALG-SULFA", "Rash"),
@@ -197,55 +173,27 @@ const ALLERGENS: &[(&str, &str, &str)] = &[
 ];
 const SEVERITIES: &[&str] = &["MILD", "MOD", "SEV"];
 const DRUGS: &[(&str, &str, &str)] = &[
-    (
-        "F1001",
-        "Metformin 500 MG Oral Tablet",
-        "1 tab by mouth twice daily, with meals",
-    ),
+    ("F1001", "Metformin 500 MG Oral Tablet", "1 tab by mouth twice daily, with meals"),
     ("F1002", "Lisinopril 10 MG Oral Tablet", "1 tab daily"),
-    (
-        "F1003",
-        "Atorvastatin 20 MG Oral Tablet",
-        "1 tab at bedtime",
-    ),
+    ("F1003", "Atorvastatin 20 MG Oral Tablet", "1 tab at bedtime"),
     ("F1004", "Amlodipine 5 MG Oral Tablet", "1 tab daily"),
-    (
-        "F1005",
-        "Omeprazole 20 MG Delayed Release Capsule",
-        "1 cap before breakfast",
-    ),
-    (
-        "F1006",
-        "Albuterol 90 MCG/ACTUATION Inhaler",
-        "2 puffs q4-6h prn wheeze, \"as needed\"",
-    ),
+    ("F1005", "Omeprazole 20 MG Delayed Release Capsule", "1 cap before breakfast"),
+    ("F1006", "Albuterol 90 MCG/ACTUATION Inhaler", "2 puffs q4-6h prn wheeze, \"as needed\""),
 ];
-const FREE_TEXT_DRUGS: &[(&str, &str)] = &[
-    ("fish oil 1000mg", "1 daily"),
-    ("vit D 2000 units", "1 po qd"),
-    ("tylenol ES prn", "2 tabs q6h PRN pain"),
-];
+const FREE_TEXT_DRUGS: &[(&str, &str)] =
+    &[("fish oil 1000mg", "1 daily"), ("vit D 2000 units", "1 po qd"), ("tylenol ES prn", "2 tabs q6h PRN pain")];
 /// Local code, name, units (the first spelling is the usual one), low, high.
 const LABS: &[(&str, &str, &[&str], f64, f64)] = &[
     ("GLU", "Glucose, fasting", &["mg/dL", "mg/dl"], 70.0, 180.0),
     ("A1C", "Hemoglobin A1c", &["%"], 4.8, 9.5),
-    (
-        "CHOL",
-        "Cholesterol, total",
-        &["mg/dL", "mg/dl", "MG/DL"],
-        140.0,
-        280.0,
-    ),
+    ("CHOL", "Cholesterol, total", &["mg/dL", "mg/dl", "MG/DL"], 140.0, 280.0),
     ("CREAT", "Creatinine", &["mg/dL", "mg/dl"], 0.5, 1.6),
     ("K", "Potassium", &["mmol/L", "mEq/L"], 3.3, 5.4),
     ("HGB", "Hemoglobin", &["g/dL", "g/dl"], 10.5, 17.0),
     ("TSH", "TSH", &["uIU/mL"], 0.3, 6.0),
 ];
-const NOTE_TYPES: &[(&str, &str)] = &[
-    ("PROG", "Progress note"),
-    ("HP", "History and physical"),
-    ("PHONE", "Phone call"),
-];
+const NOTE_TYPES: &[(&str, &str)] =
+    &[("PROG", "Progress note"), ("HP", "History and physical"), ("PHONE", "Phone call")];
 
 /// A table being written: header, rows, and the line of the next row.
 struct Table {
@@ -257,12 +205,7 @@ struct Table {
 
 impl Table {
     fn new(file: &'static str, delimiter: char, header: &[&str]) -> Self {
-        let mut t = Self {
-            file,
-            delimiter,
-            text: String::new(),
-            rows: 0,
-        };
+        let mut t = Self { file, delimiter, text: String::new(), rows: 0 };
         t.text.push_str(&header.join(&delimiter.to_string()));
         t.text.push_str("\r\n");
         t
@@ -298,11 +241,7 @@ struct Date {
 
 impl Date {
     fn draw(rng: &mut Xoshiro256PlusPlus, years: std::ops::Range<i32>) -> Self {
-        Self {
-            y: rng.random_range(years),
-            m: rng.random_range(1..=12),
-            d: rng.random_range(1..=28),
-        }
+        Self { y: rng.random_range(years), m: rng.random_range(1..=12), d: rng.random_range(1..=28) }
     }
     fn us(&self) -> String {
         format!("{:02}/{:02}/{:04}", self.m, self.d, self.y)
@@ -312,11 +251,7 @@ impl Date {
     }
     /// Either format, as a legacy column that was fed by two systems.
     fn mixed(&self, rng: &mut Xoshiro256PlusPlus) -> String {
-        if rng.random_bool(0.5) {
-            self.us()
-        } else {
-            self.iso()
-        }
+        if rng.random_bool(0.5) { self.us() } else { self.iso() }
     }
 }
 
@@ -333,11 +268,7 @@ fn typo(name: &str) -> String {
         chars.push('e');
     }
     let typo: String = chars.into_iter().collect();
-    if typo == name {
-        format!("{name}h")
-    } else {
-        typo
-    }
+    if typo == name { format!("{name}h") } else { typo }
 }
 
 struct Patient {
@@ -373,25 +304,15 @@ impl Patient {
 }
 
 /// Generates the export in memory: file name to bytes, and the report.
-pub fn generate(
-    options: &SampleOptions,
-) -> Result<(BTreeMap<String, Vec<u8>>, SampleReport), String> {
+pub fn generate(options: &SampleOptions) -> Result<(BTreeMap<String, Vec<u8>>, SampleReport), String> {
     if options.patients < 2 {
         return Err("the sample needs at least 2 patients (to plant a duplicate)".into());
     }
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(options.seed ^ 0x006d_6967_7261_7465);
     let mut report = SampleReport::default();
-    let mut defect =
-        |kind: &'static str, file: &str, line: u64, key: &str, column: &str, detail: String| {
-            report.defects.push(Defect {
-                kind,
-                file: file.into(),
-                line,
-                key: key.into(),
-                column: column.into(),
-                detail,
-            });
-        };
+    let mut defect = |kind: &'static str, file: &str, line: u64, key: &str, column: &str, detail: String| {
+        report.defects.push(Defect { kind, file: file.into(), line, key: key.into(), column: column.into(), detail });
+    };
 
     let mut patients_t = Table::new(
         "patients.csv",
@@ -413,54 +334,22 @@ pub fn generate(
     let mut encounters_t = Table::new(
         "encounters.csv",
         ',',
-        &[
-            "encounter_id",
-            "patient_id",
-            "visit_date",
-            "visit_type",
-            "provider",
-            "reason",
-        ],
+        &["encounter_id", "patient_id", "visit_date", "visit_type", "provider", "reason"],
     );
     let mut problems_t = Table::new(
         "problems.csv",
         ';',
-        &[
-            "problem_id",
-            "patient_id",
-            "dx_code",
-            "dx_system",
-            "description",
-            "onset_date",
-            "status",
-        ],
+        &["problem_id", "patient_id", "dx_code", "dx_system", "description", "onset_date", "status"],
     );
     let mut allergies_t = Table::new(
         "allergies.csv",
         ',',
-        &[
-            "allergy_id",
-            "patient_id",
-            "allergen",
-            "allergen_code",
-            "reaction",
-            "severity",
-            "noted_date",
-        ],
+        &["allergy_id", "patient_id", "allergen", "allergen_code", "reaction", "severity", "noted_date"],
     );
     let mut medications_t = Table::new(
         "medications.csv",
         ',',
-        &[
-            "med_id",
-            "patient_id",
-            "drug_code",
-            "drug_name",
-            "sig",
-            "start_date",
-            "stop_date",
-            "status",
-        ],
+        &["med_id", "patient_id", "drug_code", "drug_name", "sig", "start_date", "stop_date", "status"],
     );
     let mut labs_t = Table::new(
         "lab_results.csv",
@@ -495,23 +384,11 @@ pub fn generate(
             "height_in",
         ],
     );
-    let mut notes_t = Table::new(
-        "notes.csv",
-        ',',
-        &[
-            "note_id",
-            "patient_id",
-            "note_date",
-            "note_type",
-            "author",
-            "title",
-            "file",
-        ],
-    );
+    let mut notes_t =
+        Table::new("notes.csv", ',', &["note_id", "patient_id", "note_date", "note_type", "author", "title", "file"]);
     let mut note_files: Vec<(String, String)> = Vec::new();
 
-    let (mut n_enc, mut n_prob, mut n_all, mut n_med, mut n_lab, mut n_vit) =
-        (0u32, 0u32, 0u32, 0u32, 0u32, 0u32);
+    let (mut n_enc, mut n_prob, mut n_all, mut n_med, mut n_lab, mut n_vit) = (0u32, 0u32, 0u32, 0u32, 0u32, 0u32);
     let mut mixed_dates = (false, false);
     let mut second_patient: Option<Patient> = None;
     for p in 0..options.patients {
@@ -525,33 +402,17 @@ pub fn generate(
             birth: Date::draw(&mut rng, 1935..2015).us(),
             sex: if female { "F" } else { "M" },
             address: if rng.random_bool(0.2) {
-                format!(
-                    "{} {}, Apt {}",
-                    rng.random_range(1..9999),
-                    pick(&mut rng, STREETS),
-                    rng.random_range(1..40)
-                )
+                format!("{} {}, Apt {}", rng.random_range(1..9999), pick(&mut rng, STREETS), rng.random_range(1..40))
             } else {
                 format!("{} {}", rng.random_range(1..9999), pick(&mut rng, STREETS))
             },
             city,
             state,
             zip: format!("{zip3}{:02}", rng.random_range(1..99)),
-            phone: format!(
-                "({}) 555-01{:02}",
-                200 + rng.random_range(0..700),
-                rng.random_range(0..100)
-            ),
+            phone: format!("({}) 555-01{:02}", 200 + rng.random_range(0..700), rng.random_range(0..100)),
         };
-        let patient = if p == 0 {
-            Patient {
-                first: "José".into(),
-                last: "Müller".into(),
-                ..patient
-            }
-        } else {
-            patient
-        };
+        let patient =
+            if p == 0 { Patient { first: "José".into(), last: "Müller".into(), ..patient } } else { patient };
         let line = patients_t.row(&patient.fields());
         if p == 0 {
             defect(
@@ -604,15 +465,7 @@ pub fn generate(
             let id = format!("AL{n_all:06}");
             let (name, code, reaction) = ALLERGENS[(first_allergy + k) % ALLERGENS.len()];
             let noted = Date::draw(&mut rng, 2000..2024).us();
-            let line = allergies_t.row(&[
-                &id,
-                &patient.id,
-                name,
-                code,
-                reaction,
-                *pick(&mut rng, SEVERITIES),
-                &noted,
-            ]);
+            let line = allergies_t.row(&[&id, &patient.id, name, code, reaction, *pick(&mut rng, SEVERITIES), &noted]);
             if p == 0 && k == 0 {
                 defect(
                     "several-allergies",
@@ -630,24 +483,11 @@ pub fn generate(
             n_med += 1;
             let id = format!("RX{n_med:06}");
             let start = Date::draw(&mut rng, 2010..2024);
-            let stop = if rng.random_bool(0.3) {
-                Date::draw(&mut rng, 2024..2026).iso()
-            } else {
-                String::new()
-            };
+            let stop = if rng.random_bool(0.3) { Date::draw(&mut rng, 2024..2026).iso() } else { String::new() };
             let status = if stop.is_empty() { "ACTIVE" } else { "DC" };
             if (p == 0 && k == 0) || rng.random_bool(0.15) {
                 let (name, sig) = *pick(&mut rng, FREE_TEXT_DRUGS);
-                let line = medications_t.row(&[
-                    &id,
-                    &patient.id,
-                    "",
-                    name,
-                    sig,
-                    &start.us(),
-                    &stop,
-                    status,
-                ]);
+                let line = medications_t.row(&[&id, &patient.id, "", name, sig, &start.us(), &stop, status]);
                 if p == 0 && k == 0 {
                     defect(
                         "free-text-medication",
@@ -660,16 +500,7 @@ pub fn generate(
                 }
             } else {
                 let (code, name, sig) = *pick(&mut rng, DRUGS);
-                medications_t.row(&[
-                    &id,
-                    &patient.id,
-                    code,
-                    name,
-                    sig,
-                    &start.us(),
-                    &stop,
-                    status,
-                ]);
+                medications_t.row(&[&id, &patient.id, code, name, sig, &start.us(), &stop, status]);
             }
         }
 
@@ -682,14 +513,7 @@ pub fn generate(
             let provider = *pick(&mut rng, PROVIDERS);
             let blank = p == 1 && e == 1;
             let visit_date = if blank { String::new() } else { date.iso() };
-            let line = encounters_t.row(&[
-                &enc_id,
-                &patient.id,
-                &visit_date,
-                visit_type,
-                provider,
-                reason,
-            ]);
+            let line = encounters_t.row(&[&enc_id, &patient.id, &visit_date, visit_type, provider, reason]);
             if blank {
                 defect(
                     "blank-required",
@@ -701,20 +525,12 @@ pub fn generate(
                 );
             }
 
-            let sets = if p == 0 && e == 0 {
-                3
-            } else {
-                rng.random_range(1..=2)
-            };
+            let sets = if p == 0 && e == 0 { 3 } else { rng.random_range(1..=2) };
             for s in 0..sets {
                 n_vit += 1;
                 let id = format!("V{n_vit:07}");
-                let taken = format!(
-                    "{} {:02}:{:02}",
-                    date.iso(),
-                    8 + rng.random_range(0..9) + s,
-                    rng.random_range(0..60)
-                );
+                let taken =
+                    format!("{} {:02}:{:02}", date.iso(), 8 + rng.random_range(0..9) + s, rng.random_range(0..60));
                 let systolic = rng.random_range(100..165).to_string();
                 let diastolic = rng.random_range(60..100).to_string();
                 let pulse = rng.random_range(55..105).to_string();
@@ -767,17 +583,9 @@ pub fn generate(
                 let id = format!("L{n_lab:07}");
                 // The first two results are glucose in both spellings of its
                 // unit; the others are drawn.
-                let (code, name, units, low, high) = if n_lab <= 2 {
-                    LABS[0]
-                } else {
-                    *pick(&mut rng, LABS)
-                };
+                let (code, name, units, low, high) = if n_lab <= 2 { LABS[0] } else { *pick(&mut rng, LABS) };
                 let value = low + (high - low) * rng.random_range(0..1000) as f64 / 1000.0;
-                let value = if high < 20.0 {
-                    format!("{value:.1}")
-                } else {
-                    format!("{value:.0}")
-                };
+                let value = if high < 20.0 { format!("{value:.1}") } else { format!("{value:.0}") };
                 let unit = match n_lab {
                     1 => "mg/dl",
                     2 => "mg/dL",
@@ -797,18 +605,7 @@ pub fn generate(
                     (_, false) => date.iso(),
                 };
                 let range = format!("{low}-{high}");
-                let line = labs_t.row(&[
-                    &id,
-                    &patient.id,
-                    &enc_id,
-                    code,
-                    name,
-                    &value,
-                    unit,
-                    &range,
-                    flag,
-                    &collected,
-                ]);
+                let line = labs_t.row(&[&id, &patient.id, &enc_id, code, name, &value, unit, &range, flag, &collected]);
                 if n_lab == 1 {
                     defect(
                         "unit-variant",
@@ -890,47 +687,16 @@ pub fn generate(
             line,
             &duplicate.id,
             "first_name",
-            format!(
-                "same person as {} (given name {:?} typed {:?})",
-                original.id, original.first, duplicate.first
-            ),
+            format!("same person as {} (given name {:?} typed {:?})", original.id, original.first, duplicate.first),
         );
     }
 
-    defect(
-        "delimiter",
-        problems_t.file,
-        0,
-        "",
-        "",
-        "semicolon-separated".into(),
-    );
-    defect(
-        "bom",
-        encounters_t.file,
-        0,
-        "",
-        "",
-        "UTF-8 with a byte-order mark".into(),
-    );
-    defect(
-        "date-formats",
-        labs_t.file,
-        0,
-        "",
-        "collected_date",
-        "MM/DD/YYYY and YYYY-MM-DD in the same column".into(),
-    );
+    defect("delimiter", problems_t.file, 0, "", "", "semicolon-separated".into());
+    defect("bom", encounters_t.file, 0, "", "", "UTF-8 with a byte-order mark".into());
+    defect("date-formats", labs_t.file, 0, "", "collected_date", "MM/DD/YYYY and YYYY-MM-DD in the same column".into());
 
     let mut files: BTreeMap<String, Vec<u8>> = BTreeMap::new();
-    for table in [
-        &problems_t,
-        &allergies_t,
-        &medications_t,
-        &labs_t,
-        &vitals_t,
-        &notes_t,
-    ] {
+    for table in [&problems_t, &allergies_t, &medications_t, &labs_t, &vitals_t, &notes_t] {
         files.insert(table.file.into(), table.text.clone().into_bytes());
     }
     let (bytes, _, unmappable) = encoding_rs::WINDOWS_1252.encode(&patients_t.text);
@@ -944,16 +710,7 @@ pub fn generate(
     for (file, body) in note_files {
         files.insert(file, body.into_bytes());
     }
-    for table in [
-        &patients_t,
-        &encounters_t,
-        &problems_t,
-        &allergies_t,
-        &medications_t,
-        &labs_t,
-        &vitals_t,
-        &notes_t,
-    ] {
+    for table in [&patients_t, &encounters_t, &problems_t, &allergies_t, &medications_t, &labs_t, &vitals_t, &notes_t] {
         report.rows.insert(table.file.into(), table.rows);
     }
     report.files = files.keys().map(PathBuf::from).collect();
@@ -967,11 +724,9 @@ pub fn write(out: &Path, options: &SampleOptions) -> Result<SampleReport, String
     for (name, bytes) in &files {
         let path = out.join(name);
         if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent)
-                .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+            std::fs::create_dir_all(parent).map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
         }
-        std::fs::write(&path, bytes)
-            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        std::fs::write(&path, bytes).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     }
     let manifest = out.join(MANIFEST);
     std::fs::write(&manifest, render_manifest(options, &report))
@@ -996,16 +751,9 @@ fn quoted(s: &str) -> String {
 /// The manifest: rows per file and every planted defect (TOML).
 pub fn render_manifest(options: &SampleOptions, report: &SampleReport) -> String {
     let mut s = String::new();
-    let _ = writeln!(
-        s,
-        "# Written by `hearth migrate sample`: what the export holds and which defects were planted."
-    );
+    let _ = writeln!(s, "# Written by `hearth migrate sample`: what the export holds and which defects were planted.");
     let _ = writeln!(s, "# Not part of the export itself.");
-    let _ = writeln!(
-        s,
-        "patients = {}\nseed = {}\n\n[rows]",
-        options.patients, options.seed
-    );
+    let _ = writeln!(s, "patients = {}\nseed = {}\n\n[rows]", options.patients, options.seed);
     for (file, rows) in &report.rows {
         let _ = writeln!(s, "{} = {rows}", quoted(file));
     }
@@ -1044,8 +792,7 @@ mod tests {
     #[test]
     fn every_kind_of_defect_is_planted() {
         let (files, report) = generate(&opts(10, 1)).expect("sample");
-        let kinds: std::collections::BTreeSet<&str> =
-            report.defects.iter().map(|d| d.kind).collect();
+        let kinds: std::collections::BTreeSet<&str> = report.defects.iter().map(|d| d.kind).collect();
         for kind in [
             "encoding",
             "delimiter",
@@ -1072,15 +819,8 @@ mod tests {
         assert!(problems.starts_with("problem_id;patient_id;"));
         let labs = String::from_utf8(files["lab_results.csv"].clone()).expect("utf-8");
         assert!(labs.contains(",mg/dl,") && labs.contains(",mg/dL,"));
-        assert_eq!(
-            report.rows["patients.csv"], 11,
-            "ten patients and the duplicate"
-        );
-        assert!(
-            files
-                .keys()
-                .any(|f| f.starts_with("notes/") && f.ends_with(".txt"))
-        );
+        assert_eq!(report.rows["patients.csv"], 11, "ten patients and the duplicate");
+        assert!(files.keys().any(|f| f.starts_with("notes/") && f.ends_with(".txt")));
     }
 
     #[test]

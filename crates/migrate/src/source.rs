@@ -59,10 +59,7 @@ impl Record {
 
     /// `(column, value)` pairs in column order.
     pub fn fields(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.columns
-            .iter()
-            .map(String::as_str)
-            .zip(self.values.iter().map(String::as_str))
+        self.columns.iter().map(String::as_str).zip(self.values.iter().map(String::as_str))
     }
 }
 

@@ -3,6 +3,7 @@
 //! of the repository itself.
 
 mod cli;
+mod migrate;
 mod roundtrip;
 mod synth;
 mod tidy;

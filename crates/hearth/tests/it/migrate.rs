@@ -1,0 +1,214 @@
+//! `hearth migrate`, run as a user would: `sample` writes a messy legacy
+//! export, `init --preset legacy-csv` writes a project that maps it, and the
+//! project loads and reads every table through the CSV source with the
+//! expected row counts, provenance and planted defects.
+
+use migrate::project::{self, ColumnType};
+use migrate::source::{Provenance, Record, Source};
+use std::collections::{BTreeMap, HashSet};
+use std::path::Path;
+use std::process::Command;
+
+const BIN: &str = env!("CARGO_BIN_EXE_hearth");
+
+fn hearth(args: &[&str], cwd: &Path) -> (bool, String, String) {
+    let output = Command::new(BIN).args(args).current_dir(cwd).output().expect("hearth runs");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// Every row of every table, keyed by table; panics on a bad row (the
+/// sample's defects are all in the data, none in the CSV syntax).
+fn read_all(source: &dyn Source) -> BTreeMap<String, Vec<Record>> {
+    let mut out = BTreeMap::new();
+    for table in source.tables() {
+        let rows: Vec<Record> = source
+            .rows(&table)
+            .unwrap_or_else(|e| panic!("{table}: {e}"))
+            .map(|row| row.unwrap_or_else(|e| panic!("bad row: {e}")))
+            .collect();
+        out.insert(table, rows);
+    }
+    out
+}
+
+fn at_line<'a>(records: &'a [Record], file: &str, line: u64) -> &'a Record {
+    records
+        .iter()
+        .find(|r| r.provenance == Provenance::FileLine { file: file.into(), line })
+        .unwrap_or_else(|| panic!("no record at {file}:{line}"))
+}
+
+#[test]
+fn sample_and_legacy_csv_preset_make_a_project_whose_tables_all_read() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path();
+    let (ok, stdout, stderr) = hearth(&["migrate", "init", "proj", "--preset", "legacy-csv"], dir);
+    assert!(ok, "init: {stderr}");
+    assert!(stdout.contains("migration.toml"), "{stdout}");
+    let (ok, stdout, stderr) =
+        hearth(&["migrate", "sample", "--out", "proj/export", "--patients", "12", "--seed", "5"], dir);
+    assert!(ok, "sample: {stderr}");
+    assert!(stdout.contains("12 patients"), "{stdout}");
+
+    let proj = dir.join("proj");
+    let project = project::load(&proj).unwrap_or_else(|e| panic!("{e}"));
+    let source = project.csv_source(&proj, "legacy").expect("a CSV source named legacy");
+    let tables = read_all(&source);
+    assert_eq!(
+        tables.keys().map(String::as_str).collect::<Vec<_>>(),
+        ["allergies", "encounters", "lab_results", "medications", "notes", "patients", "problems", "vitals"]
+    );
+
+    // Row counts match the manifest, and the patients are 12 plus the duplicate.
+    let manifest: toml::Table = std::fs::read_to_string(proj.join("export/sample-manifest.toml"))
+        .expect("manifest")
+        .parse()
+        .expect("manifest is TOML");
+    for (name, decl) in &project.tables {
+        let expected = manifest["rows"][&decl.file].as_integer().expect("count");
+        assert_eq!(tables[name].len() as i64, expected, "{name}");
+        // Every header column is mapped or declared, and every declared column exists.
+        let header: HashSet<&str> = tables[name][0].columns.iter().map(String::as_str).collect();
+        let declared: HashSet<&str> = decl.columns.keys().map(String::as_str).collect();
+        assert_eq!(header, declared, "{name}: header and mapping differ");
+    }
+    assert_eq!(tables["patients"].len(), 13);
+
+    // Windows-1252: accents decoded; provenance is file and line.
+    let first = &tables["patients"][0];
+    assert_eq!(first.provenance, Provenance::FileLine { file: "patients.csv".into(), line: 2 });
+    assert_eq!((first.get("first_name"), first.get("last_name")), (Some("José"), Some("Müller")));
+    assert_eq!(first.get("patient_id"), Some("P00001"));
+    // Semicolons: the problems file splits into its seven columns.
+    let problem = &tables["problems"][0];
+    assert_eq!(problem.values.len(), 7);
+    assert_eq!(problem.get("patient_id"), Some("P00001"));
+    assert_eq!(problem.provenance.to_string(), "problems.csv:2");
+    // The byte-order mark does not leak into the first column name.
+    assert_eq!(tables["encounters"][0].columns[0], "encounter_id");
+    // Every record's line is its position (no field spans lines).
+    for (name, records) in &tables {
+        for (i, r) in records.iter().enumerate() {
+            let Provenance::FileLine { line, .. } = &r.provenance else { panic!("{name}: not a file line") };
+            assert_eq!(*line, i as u64 + 2, "{name}");
+        }
+    }
+
+    // Every date reads with the formats the project declares (the blank
+    // required one excepted).
+    for (name, decl) in &project.tables {
+        for (column, c) in &decl.columns {
+            if !matches!(c.kind, ColumnType::Date | ColumnType::Datetime) {
+                continue;
+            }
+            let formats = project.date_formats(decl, c);
+            for r in &tables[name] {
+                let value = r.get(column).expect("column");
+                if value.is_empty() {
+                    continue;
+                }
+                assert!(migrate::dates::read_any(&formats, value).is_some(), "{}: {column} {value:?}", r.provenance);
+            }
+        }
+    }
+
+    // Each planted defect is where the manifest says.
+    let patient_ids: HashSet<&str> = tables["patients"].iter().filter_map(|r| r.get("patient_id")).collect();
+    let by_file: BTreeMap<&str, &str> = project.tables.iter().map(|(n, d)| (d.file.as_str(), n.as_str())).collect();
+    let defects = manifest["defects"].as_array().expect("defects");
+    let mut kinds = HashSet::new();
+    for d in defects {
+        let kind = d["kind"].as_str().expect("kind");
+        kinds.insert(kind);
+        let file = d["file"].as_str().expect("file");
+        let line = d["line"].as_integer().expect("line") as u64;
+        if line == 0 {
+            continue;
+        }
+        let table = by_file[file];
+        let r = at_line(&tables[table], file, line);
+        let column = d["column"].as_str().expect("column");
+        let value = r.get(column).expect("the defect's column exists");
+        match kind {
+            "orphan" => assert!(!patient_ids.contains(value), "{value}"),
+            "blank-required" => {
+                assert_eq!(value, "");
+                assert!(project.tables[table].columns[column].required);
+            }
+            "impossible-vital" => assert_eq!(value, "986"),
+            "unit-variant" => {
+                assert_eq!(value, "mg/dl");
+                assert_eq!(project.unit_maps["ucum"].get("mg/dl").map(String::as_str), Some("mg/dL"));
+            }
+            "unmapped-code" => {
+                let map = project.tables[table].columns[column].value_map.as_ref().map(|m| m.get_ref().clone());
+                let mapped = map.is_some_and(|m| project.value_maps[&m].values.contains_key(value));
+                assert!(!mapped, "{value} has a mapping");
+            }
+            "duplicate-patient" => {
+                let original = &tables["patients"][1];
+                assert_eq!(r.get("birth_date"), original.get("birth_date"));
+                assert_eq!(r.get("last_name"), original.get("last_name"));
+                assert_ne!(r.get("first_name"), original.get("first_name"));
+                assert_ne!(r.get("patient_id"), original.get("patient_id"));
+            }
+            "several-allergies" => {
+                assert_eq!(tables["allergies"].iter().filter(|a| a.get("patient_id") == Some(value)).count(), 3);
+            }
+            "several-vitals-sets" => {
+                assert_eq!(tables["vitals"].iter().filter(|v| v.get("encounter_id") == Some(value)).count(), 3);
+            }
+            "free-text-medication" => {
+                assert_eq!(value, "");
+                assert!(!r.get("drug_name").unwrap_or_default().is_empty());
+            }
+            "encoding" => assert_eq!(value, "José"),
+            other => panic!("unexpected defect kind {other}"),
+        }
+    }
+    for kind in ["encoding", "delimiter", "bom", "date-formats", "duplicate-patient", "orphan", "blank-required"] {
+        assert!(kinds.contains(kind), "{kind} not planted");
+    }
+    // The notes index points at TXT files that exist.
+    for note in &tables["notes"] {
+        let file = note.get("file").expect("file");
+        assert!(proj.join("export").join(file).is_file(), "{file}");
+    }
+}
+
+#[test]
+fn the_same_seed_writes_the_same_export() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    for out in ["a", "b"] {
+        let (ok, _, stderr) =
+            hearth(&["migrate", "sample", "--out", out, "--patients", "4", "--seed", "9"], tmp.path());
+        assert!(ok, "{stderr}");
+    }
+    for file in ["patients.csv", "lab_results.csv", "vitals.csv", "sample-manifest.toml"] {
+        let a = std::fs::read(tmp.path().join("a").join(file)).expect("a");
+        let b = std::fs::read(tmp.path().join("b").join(file)).expect("b");
+        assert_eq!(a, b, "{file}");
+    }
+}
+
+#[test]
+fn init_refuses_to_overwrite_and_names_unknown_presets() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let (ok, _, stderr) = hearth(&["migrate", "init", "p", "--preset", "synthea-csv"], tmp.path());
+    assert!(ok, "{stderr}");
+    let project = project::load(&tmp.path().join("p")).unwrap_or_else(|e| panic!("{e}"));
+    assert!(project.tables.contains_key("observations") && project.tables.contains_key("payer_transitions"));
+    let (ok, _, stderr) = hearth(&["migrate", "init", "p"], tmp.path());
+    assert!(!ok);
+    assert!(stderr.contains("exists already"), "{stderr}");
+    let (ok, _, stderr) = hearth(&["migrate", "init", "q", "--preset", "excel"], tmp.path());
+    assert!(!ok);
+    assert!(stderr.contains("no preset named \"excel\""), "{stderr}");
+    let (ok, _, stderr) = hearth(&["migrate", "sample", "--out", "s", "--patients", "1"], tmp.path());
+    assert!(!ok);
+    assert!(stderr.contains("at least 2 patients"), "{stderr}");
+}
