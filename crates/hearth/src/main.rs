@@ -147,6 +147,12 @@ enum MigrateCommand {
         #[arg(long)]
         preset: Option<String>,
     },
+    /// Load DIR/migration.toml and read every table of its sources: rows per
+    /// table, and every unreadable row with its file, line and column.
+    Check {
+        /// The project folder (or its migration.toml).
+        dir: PathBuf,
+    },
     /// Write a seeded, deliberately messy legacy CSV export for rehearsals and tests.
     Sample {
         /// Output folder.
@@ -251,6 +257,39 @@ fn migrate_command(command: MigrateCommand) -> anyhow::Result<ExitCode> {
             let preset = preset.as_deref().unwrap_or(migrate::project::PRESETS[0].name);
             println!("wrote {} (preset {preset}); edit it to fit your export", file.display());
             Ok(ExitCode::SUCCESS)
+        }
+        MigrateCommand::Check { dir } => {
+            use migrate::source::Source;
+            let project = migrate::project::load(&dir)?;
+            let project_dir = if dir.is_dir() { dir.clone() } else { dir.parent().map(PathBuf::from).unwrap_or_default() };
+            let mut bad = 0u64;
+            for name in project.sources.keys() {
+                let Some(source) = project.csv_source(&project_dir, name) else { continue };
+                for table in source.tables() {
+                    let (mut rows, mut errors) = (0u64, 0u64);
+                    match source.rows(&table) {
+                        Err(e) => {
+                            println!("{name}.{table}: cannot read: {e}");
+                            bad += 1;
+                            continue;
+                        }
+                        Ok(iter) => {
+                            for row in iter {
+                                match row {
+                                    Ok(_) => rows += 1,
+                                    Err(e) => {
+                                        errors += 1;
+                                        println!("{name}.{table}: {e}");
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    bad += errors;
+                    println!("{name}.{table}: {rows} rows read, {errors} unreadable");
+                }
+            }
+            Ok(if bad == 0 { ExitCode::SUCCESS } else { ExitCode::from(3) })
         }
         MigrateCommand::Sample { out, patients, seed } => {
             let options = migrate::sample::SampleOptions { patients, seed };

@@ -212,3 +212,41 @@ fn init_refuses_to_overwrite_and_names_unknown_presets() {
     assert!(!ok);
     assert!(stderr.contains("at least 2 patients"), "{stderr}");
 }
+
+#[test]
+fn check_reads_every_table_and_reports_bad_rows_and_bad_mappings() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path();
+    assert!(hearth(&["migrate", "init", "p"], dir).0);
+    assert!(hearth(&["migrate", "sample", "--out", "p/export", "--patients", "3"], dir).0);
+    let (ok, stdout, stderr) = hearth(&["migrate", "check", "p"], dir);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("legacy.patients: 4 rows read, 0 unreadable"), "{stdout}");
+    assert_eq!(stdout.lines().count(), 8, "{stdout}");
+
+    // A short row is reported with its file, line and column; reading goes on.
+    let labs = dir.join("p/export/lab_results.csv");
+    let mut text = std::fs::read_to_string(&labs).expect("labs");
+    let line = text.lines().count() + 1;
+    text.push_str("X1,P00001,E1,GLU,Glucose,1\r\n");
+    std::fs::write(&labs, text).expect("write");
+    let output = Command::new(BIN).args(["migrate", "check", "p"]).current_dir(dir).output().expect("runs");
+    assert_eq!(output.status.code(), Some(3));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let expected =
+        format!("legacy.lab_results: lab_results.csv:{line}: column units: 6 fields where the header has 10");
+    assert!(stdout.contains(&expected), "{stdout}");
+    assert!(stdout.contains("legacy.vitals:"), "the other tables are still read: {stdout}");
+
+    // A mapping error names the file, line and field.
+    let toml = dir.join("p/migration.toml");
+    let text = std::fs::read_to_string(&toml).expect("toml").replace("value_map = \"sex\"", "value_map = \"gender\"");
+    std::fs::write(&toml, text).expect("write");
+    let (ok, _, stderr) = hearth(&["migrate", "check", "p"], dir);
+    assert!(!ok);
+    assert!(
+        stderr.contains("migration.toml:51:")
+            && stderr.contains("tables.patients.columns.sex.value_map: no value map \"gender\""),
+        "{stderr}"
+    );
+}
