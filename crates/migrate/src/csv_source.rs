@@ -6,7 +6,7 @@
 //! detected: a byte-order mark wins, then valid UTF-8, else Windows-1252).
 //!
 //! Bad rows (a field count that differs from the header's, text that is not
-//! valid in the configured encoding) come out of [`Source::rows`] as
+//! valid in the configured encoding, a quoted field never closed) come out of [`Source::rows`] as
 //! [`RowError`]s naming the file, line and column; they are never dropped.
 
 use crate::source::{Provenance, Record, RowError, Rows, Source, SourceError};
@@ -189,49 +189,64 @@ impl Source for CsvSource {
         }
         let columns: Arc<[String]> = columns.into();
         let encoding = dialect.encoding;
-        let iter = records.map(move |row| {
+        // An odd number of quote characters means a quoted field never ends:
+        // the reader then takes the rest of the file as the last record.
+        let unterminated = bytes.iter().filter(|b| **b == b'"').count() % 2 == 1;
+        let mut records = records.peekable();
+        let iter = std::iter::from_fn(move || {
+            let row = records.next()?;
+            let last = records.peek().is_none();
             let file = table.file.clone();
             let row = match row {
                 Ok(row) => row,
                 Err(e) => {
                     let line = e.position().map_or(0, |p| lines.line_at(&bytes, p.byte()));
-                    return Err(RowError {
+                    return Some(Err(RowError {
                         table: table.name.clone(),
                         provenance: Provenance::FileLine { file, line },
                         column: None,
                         message: format!("unreadable row: {e}"),
-                    });
+                    }));
                 }
             };
             let line = row.position().map_or(0, |p| lines.line_at(&bytes, p.byte()));
             let provenance = Provenance::FileLine { file, line };
+            if last && unterminated {
+                let column = row.iter().position(|v| v.contains('\n')).map_or(row.len().saturating_sub(1), |i| i);
+                return Some(Err(RowError {
+                    table: table.name.clone(),
+                    provenance,
+                    column: columns.get(column).cloned(),
+                    message: "a quoted field is never closed: the rest of the file was read into it".into(),
+                }));
+            }
             if row.len() != columns.len() {
                 let column = if row.len() > columns.len() {
                     format!("#{}", columns.len() + 1)
                 } else {
                     columns[row.len()].clone()
                 };
-                return Err(RowError {
+                return Some(Err(RowError {
                     table: table.name.clone(),
                     provenance,
                     column: Some(column),
                     message: format!("{} fields where the header has {}", row.len(), columns.len()),
-                });
+                }));
             }
             if let Some(i) = row.iter().position(|v| v.contains('\u{FFFD}')) {
-                return Err(RowError {
+                return Some(Err(RowError {
                     table: table.name.clone(),
                     provenance,
                     column: Some(columns[i].clone()),
                     message: format!("text that is not valid {encoding}"),
-                });
+                }));
             }
-            Ok(Record {
+            Some(Ok(Record {
                 table: table.name.clone(),
                 provenance,
                 columns: columns.clone(),
                 values: row.iter().map(str::to_owned).collect(),
-            })
+            }))
         });
         Ok(Box::new(iter))
     }
@@ -337,6 +352,19 @@ mod tests {
         assert_eq!(invalid.provenance, Provenance::FileLine { file: "bad.csv".into(), line: 5 });
         assert_eq!(invalid.column.as_deref(), Some("name"));
         assert_eq!(rows[4].as_ref().expect("last row").get("name"), Some("Eve"));
+    }
+
+    #[test]
+    fn an_unclosed_quote_is_reported_not_swallowed() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let text = b"id,name,note\n1,Ann,ok\n2,Bob,\"never closed\n3,Cy,lost\n4,Di,lost\n";
+        let s = source(dir.path(), "q.csv", text, None, None);
+        let rows = collect(&s);
+        assert_eq!(rows.len(), 2);
+        let e = rows[1].as_ref().expect_err("unclosed quote");
+        assert_eq!(e.provenance.to_string(), "q.csv:3");
+        assert_eq!(e.column.as_deref(), Some("note"));
+        assert!(e.message.contains("never closed"), "{e}");
     }
 
     #[test]
