@@ -153,6 +153,19 @@ enum MigrateCommand {
         /// The project folder (or its migration.toml).
         dir: PathBuf,
     },
+    /// Run the migration stages. Only the dry run exists: extract, convert
+    /// to FHIR and validate, print per-table dispositions and every issue,
+    /// and write DIR/reports/dry-run.json. Nothing is written to a store.
+    Run {
+        /// The project folder (or its migration.toml).
+        dir: PathBuf,
+        /// Convert and validate without loading (required: loading is not built yet).
+        #[arg(long)]
+        dry_run: bool,
+        /// The last stage to run: convert or validate (default).
+        #[arg(long)]
+        until: Option<String>,
+    },
     /// Write a seeded, deliberately messy legacy CSV export for rehearsals and tests.
     Sample {
         /// Output folder.
@@ -290,6 +303,50 @@ fn migrate_command(command: MigrateCommand) -> anyhow::Result<ExitCode> {
                 }
             }
             Ok(if bad == 0 { ExitCode::SUCCESS } else { ExitCode::from(3) })
+        }
+        MigrateCommand::Run { dir, dry_run, until } => {
+            use migrate::dryrun::Stage;
+            let until = match until.as_deref() {
+                None | Some("validate") => Stage::Validate,
+                Some("convert") => Stage::Convert,
+                Some(other @ ("extract" | "load" | "reconcile")) => {
+                    anyhow::bail!("--until {other} is not built yet; use --until convert or --until validate")
+                }
+                Some(other) => anyhow::bail!("--until {other:?}: expected convert or validate"),
+            };
+            if !dry_run {
+                anyhow::bail!("loading is not built yet; use --dry-run (converts and validates, writes nothing)");
+            }
+            let project = migrate::project::load(&dir)?;
+            let project_dir = if dir.is_dir() { dir.clone() } else { dir.parent().map(PathBuf::from).unwrap_or_default() };
+            let today = migrate::dryrun::today();
+            let run = migrate::dryrun::run(&project, &project_dir, until, &today).map_err(anyhow::Error::msg)?;
+            for issue in &run.issues {
+                println!("{issue}");
+            }
+            for (table, error) in &run.unreadable {
+                println!("{table}: cannot read: {error}");
+            }
+            let mut unaccounted = 0i64;
+            for (table, c) in &run.tables {
+                unaccounted += c.unaccounted().abs();
+                println!(
+                    "{table}: {} source records: {} converted, {} rejected, {} quarantined, {} unaccounted ({} {} resources)",
+                    c.source_records,
+                    c.converted,
+                    c.rejected,
+                    c.quarantined,
+                    c.unaccounted(),
+                    c.resources,
+                    c.resource
+                );
+            }
+            let reports = project_dir.join("reports");
+            std::fs::create_dir_all(&reports)?;
+            let file = reports.join("dry-run.json");
+            std::fs::write(&file, serde_json::to_vec_pretty(&run.to_json())?)?;
+            println!("dry run (until {}): nothing was written to a store; report: {}", until.as_str(), file.display());
+            Ok(if unaccounted == 0 && run.unreadable.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(3) })
         }
         MigrateCommand::Sample { out, patients, seed } => {
             let options = migrate::sample::SampleOptions { patients, seed };

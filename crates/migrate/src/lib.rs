@@ -15,8 +15,11 @@
 //! Planned (not here yet): the convert, validate, load and reconcile stages,
 //! patient matching, SQL/NDJSON/HL7 v2/C-CDA sources, and documents.
 
+pub mod convert;
 pub mod csv_source;
 pub mod dates;
+pub mod dryrun;
 pub mod project;
 pub mod sample;
 pub mod source;
+pub mod zone;
