@@ -250,3 +250,154 @@ fn check_reads_every_table_and_reports_bad_rows_and_bad_mappings() {
         "{stderr}"
     );
 }
+
+/// `migrate run --dry-run` on the sample: every table balances, each planted
+/// defect is reported at its file and line with its disposition, nothing of
+/// the first patient's allergies or the first visit's vitals sets is lost,
+/// and every resource that would load passes Hearth's validator.
+#[test]
+fn dry_run_converts_validates_and_accounts_for_every_record() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path();
+    assert!(hearth(&["migrate", "init", "proj", "--preset", "legacy-csv"], dir).0);
+    let (ok, _, stderr) =
+        hearth(&["migrate", "sample", "--out", "proj/export", "--patients", "12", "--seed", "5"], dir);
+    assert!(ok, "{stderr}");
+
+    // Without --dry-run: refused, nothing faked.
+    let (ok, _, stderr) = hearth(&["migrate", "run", "proj"], dir);
+    assert!(!ok);
+    assert!(stderr.contains("loading is not built yet; use --dry-run"), "{stderr}");
+    assert!(!dir.join("proj/reports").exists());
+
+    let (ok, stdout, stderr) = hearth(&["migrate", "run", "proj", "--dry-run"], dir);
+    assert!(ok, "{stderr}\n{stdout}");
+    assert!(stdout.contains("nothing was written to a store"), "{stdout}");
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("proj/reports/dry-run.json")).expect("report"))
+            .expect("report is JSON");
+    assert_eq!(report["until"], "validate");
+    let manifest: toml::Table = std::fs::read_to_string(dir.join("proj/export/sample-manifest.toml"))
+        .expect("manifest")
+        .parse()
+        .expect("manifest is TOML");
+
+    // Every table balances: source = converted + rejected + quarantined.
+    let tables = report["tables"].as_object().expect("tables");
+    assert_eq!(tables.len(), 8);
+    for (name, t) in tables {
+        let file = t["file"].as_str().expect("file");
+        let source = t["source_records"].as_i64().expect("count");
+        assert_eq!(source, manifest["rows"][file].as_integer().expect("rows"), "{name}");
+        let sum: i64 = ["converted", "rejected", "quarantined"].iter().map(|k| t[k].as_i64().expect("n")).sum();
+        assert_eq!(sum, source, "{name}");
+        assert_eq!(t["unaccounted"], 0, "{name}");
+        let line = format!("{name}: {source} source records:");
+        assert!(stdout.contains(&line), "{line} in {stdout}");
+    }
+    assert_eq!(report["totals"]["unaccounted"], 0);
+
+    // Every rejection and quarantine has its reason with file, line and field.
+    let issues = report["issues"].as_array().expect("issues");
+    for i in issues {
+        if i["disposition"] != "converted" && i["severity"] == "error" {
+            assert!(i["file"].is_string() && i["line"].is_u64() && i["field"].is_string(), "{i}");
+        }
+    }
+    for (name, t) in tables {
+        for disposition in ["rejected", "quarantined"] {
+            let records: HashSet<(&str, u64)> = issues
+                .iter()
+                .filter(|i| i["table"] == name.as_str() && i["disposition"] == disposition && i["severity"] == "error")
+                .map(|i| (i["file"].as_str().unwrap_or_default(), i["line"].as_u64().unwrap_or_default()))
+                .collect();
+            assert_eq!(records.len() as i64, t[disposition].as_i64().expect("n"), "{name} {disposition}");
+        }
+    }
+
+    // Each planted defect: reported at its line, field and disposition.
+    let expected: BTreeMap<&str, (&str, &str)> = [
+        ("orphan", ("orphan", "quarantined")),
+        ("impossible-vital", ("impossible-value", "quarantined")),
+        ("blank-required", ("required", "rejected")),
+        ("unmapped-code", ("unmapped-code", "")),
+        ("unit-variant", ("unit-normalised", "converted")),
+        ("free-text-medication", ("text-only", "converted")),
+        ("duplicate-patient", ("possible-duplicate", "converted")),
+    ]
+    .into_iter()
+    .collect();
+    let mut checked = HashSet::new();
+    for d in manifest["defects"].as_array().expect("defects") {
+        let kind = d["kind"].as_str().expect("kind");
+        let Some((issue_kind, disposition)) = expected.get(kind) else { continue };
+        let file = d["file"].as_str().expect("file");
+        let line = d["line"].as_integer().expect("line") as u64;
+        let column = d["column"].as_str().expect("column");
+        let found = issues
+            .iter()
+            .find(|i| i["file"] == file && i["line"] == line && i["kind"] == *issue_kind)
+            .unwrap_or_else(|| panic!("{kind} at {file}:{line} not reported"));
+        if kind != "duplicate-patient" {
+            assert_eq!(found["field"], column, "{kind}");
+        }
+        if !disposition.is_empty() {
+            assert_eq!(found["disposition"], *disposition, "{kind} at {file}:{line}");
+        }
+        assert!(stdout.contains(&format!("{file}:{line} ")), "{kind}: {file}:{line} not printed");
+        checked.insert(kind);
+    }
+    assert_eq!(checked.len(), expected.len(), "{checked:?}");
+    // The unmapped problem code is kept (converted), the unmapped lab code
+    // rides with its orphan row (quarantined): neither is dropped.
+    assert!(issues.iter().any(|i| i["kind"] == "unmapped-code" && i["disposition"] == "converted"));
+
+    // The resources themselves (the same run through the library).
+    let proj = dir.join("proj");
+    let project = project::load(&proj).unwrap_or_else(|e| panic!("{e}"));
+    let run = migrate::dryrun::run(&project, &proj, migrate::dryrun::Stage::Validate, &migrate::dryrun::today())
+        .expect("dry run");
+    assert_eq!(run.resources.len() as u64, report["totals"]["resources"].as_u64().expect("resources"));
+    let patient = format!("Patient/{}", migrate::convert::resource_id("patients", "P00001", ""));
+    let allergies: Vec<_> = run
+        .resources
+        .iter()
+        .filter(|o| o.resource["resourceType"] == "AllergyIntolerance" && o.resource["patient"]["reference"] == patient)
+        .collect();
+    assert_eq!(allergies.len(), 3, "all three allergies of the first patient");
+    let encounter = format!("Encounter/{}", migrate::convert::resource_id("encounters", "E0000001", ""));
+    let vitals: Vec<_> = run
+        .resources
+        .iter()
+        .filter(|o| o.table == "vitals" && o.resource["encounter"]["reference"] == encounter)
+        .collect();
+    let sets: HashSet<&str> = vitals.iter().map(|o| o.key.as_str()).collect();
+    assert_eq!(sets.len(), 3, "all three vitals sets of the first visit");
+    assert!(vitals.len() >= 3 * 5, "each set's measurements: {}", vitals.len());
+    let ids: HashSet<String> = run.resources.iter().map(|o| o.resource["id"].to_string()).collect();
+    assert_eq!(ids.len(), run.resources.len(), "ids are unique");
+    for o in &run.resources {
+        let issues = fhir::validation::validate(&o.resource);
+        let errors: Vec<_> = issues
+            .iter()
+            .filter(|i| matches!(i.severity, fhir::outcome::Severity::Error | fhir::outcome::Severity::Fatal))
+            .collect();
+        assert!(errors.is_empty(), "{} {}: {errors:?}", o.table, o.provenance);
+    }
+    // A rerun derives the same ids.
+    let again = migrate::dryrun::run(&project, &proj, migrate::dryrun::Stage::Validate, &migrate::dryrun::today())
+        .expect("rerun");
+    let ids_again: HashSet<String> = again.resources.iter().map(|o| o.resource["id"].to_string()).collect();
+    assert_eq!(ids, ids_again);
+
+    // --until convert: converted and rejected only.
+    let (ok, stdout, stderr) = hearth(&["migrate", "run", "proj", "--dry-run", "--until", "convert"], dir);
+    assert!(ok, "{stderr}\n{stdout}");
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("proj/reports/dry-run.json")).expect("report")).expect("JSON");
+    assert_eq!(report["until"], "convert");
+    assert_eq!(report["totals"]["quarantined"], 0);
+    assert_eq!(report["totals"]["unaccounted"], 0);
+    let (ok, _, stderr) = hearth(&["migrate", "run", "proj", "--dry-run", "--until", "load"], dir);
+    assert!(!ok && stderr.contains("not built yet"), "{stderr}");
+}
