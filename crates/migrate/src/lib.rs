@@ -12,8 +12,14 @@
 //! - [`sample`]: a seeded, messy legacy CSV export for rehearsals and tests;
 //!   its module documentation lists every planted defect.
 //!
-//! Planned (not here yet): the convert, validate, load and reconcile stages,
-//! patient matching, SQL/NDJSON/HL7 v2/C-CDA sources, and documents.
+//! - [`convert`]: the CONVERT stage, a record to FHIR R4 resources by the
+//!   mapping (local codes kept and reported, units, dates with
+//!   [`zone`], references, ids derived from the source keys).
+//! - [`dryrun`]: `hearth migrate run --dry-run`: extract, convert and
+//!   validate, a disposition per record that balances, the JSON report.
+//!
+//! Planned (not here yet): the load and reconcile stages, patient matching,
+//! SQL/NDJSON/HL7 v2/C-CDA sources, and document contents.
 
 pub mod convert;
 pub mod csv_source;
