@@ -214,7 +214,7 @@ pub fn run(project: &Project, project_dir: &Path, until: Stage, today: &str) -> 
                         let finding = Finding {
                             severity: Severity::Error,
                             kind: "unreadable",
-                            field: e.column.clone(),
+                            field: Some(e.column.clone().unwrap_or_else(|| "row".into())),
                             message: e.message.clone(),
                         };
                         let converted = Converted {
@@ -624,5 +624,98 @@ mod tests {
         // --until convert: nothing is quarantined.
         let run = super::run(&project, dir.path(), Stage::Convert, "2026-11-29").expect("convert");
         assert!(run.tables.values().all(|c| c.quarantined == 0 && c.unaccounted() == 0));
+    }
+
+    #[test]
+    fn rejections_and_quarantines_name_their_reason() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let toml = r#"
+[project]
+name = "t"
+
+[defaults]
+date_formats = ["YYYY-MM-DD"]
+timezone = "UTC"
+
+[sources.s]
+kind = "csv"
+path = "."
+
+[code_systems]
+act = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
+
+[tables.patients]
+source = "s"
+file = "patients.csv"
+resource = "Patient"
+key = "id"
+
+[tables.patients.columns]
+id = { element = "Patient.identifier.value", required = true }
+family = { element = "Patient.name.family" }
+born = { element = "Patient.birthDate", type = "date", required = true }
+
+[tables.visits]
+source = "s"
+file = "visits.csv"
+resource = "Encounter"
+key = "id"
+
+[tables.visits.columns]
+id = { element = "Encounter.identifier.value", required = true }
+patient = { type = "reference", required = true }
+day = { element = "Encounter.period.start", type = "date", required = true }
+kind = { element = "Encounter.class", type = "code", value_map = "kinds" }
+
+[[tables.visits.joins]]
+column = "patient"
+table = "patients"
+element = "Encounter.subject"
+
+[value_maps.kinds]
+system = "act"
+values = { OV = "AMB" }
+"#;
+        std::fs::write(dir.path().join("migration.toml"), toml).expect("toml");
+        std::fs::write(
+            dir.path().join("patients.csv"),
+            "id,family,born\nP1,Smith,1980-01-01\nP1,Smyth,1980-01-01\nP3,Doe\nP4,Roe,1990-13-01\n",
+        )
+        .expect("patients");
+        std::fs::write(
+            dir.path().join("visits.csv"),
+            "id,patient,day,kind\nV1,P1,2099-01-01,OV\nV2,P1,2020-01-01,\nV3,P1,1970-01-01,OV\nV4,P4,2020-01-01,OV\nV5,P1,2020-02-02,XX\nV6,P1,2020-03-03,OV\n",
+        )
+        .expect("visits");
+        let project = crate::project::load(dir.path()).expect("project");
+        let run = run(&project, dir.path(), Stage::Validate, "2026-01-01").expect("run");
+        let of = |file: &str, line: u64| -> Vec<(&str, Disposition, Option<&str>)> {
+            run.issues
+                .iter()
+                .filter(|i| i.provenance == Provenance::FileLine { file: file.into(), line })
+                .map(|i| (i.finding.kind, i.disposition, i.finding.field.as_deref()))
+                .collect()
+        };
+        assert_eq!(of("patients.csv", 3), [("duplicate-key", Disposition::Rejected, Some("id"))]);
+        assert_eq!(of("patients.csv", 4), [("unreadable", Disposition::Rejected, Some("born"))]);
+        assert_eq!(of("patients.csv", 5), [("format", Disposition::Rejected, Some("born"))]);
+        assert_eq!(of("visits.csv", 2), [("future-date", Disposition::Quarantined, Some("day"))]);
+        let v2 = of("visits.csv", 3);
+        assert!(
+            !v2.is_empty() && v2.iter().all(|(k, d, _)| *k == "invalid-fhir" && *d == Disposition::Rejected),
+            "{v2:?}"
+        );
+        assert_eq!(of("visits.csv", 4), [("before-birth", Disposition::Quarantined, Some("day"))]);
+        assert_eq!(of("visits.csv", 5), [("unresolved-reference", Disposition::Quarantined, Some("patient"))]);
+        // An unmapped class is kept as a local coding, reported, and loads.
+        assert_eq!(of("visits.csv", 6), [("unmapped-code", Disposition::Converted, Some("kind"))]);
+        assert!(of("visits.csv", 7).is_empty());
+        let p = &run.tables["patients"];
+        assert_eq!((p.source_records, p.converted, p.rejected, p.quarantined), (4, 1, 3, 0));
+        let v = &run.tables["visits"];
+        assert_eq!((v.source_records, v.converted, v.rejected, v.quarantined), (6, 2, 1, 3));
+        let class =
+            run.resources.iter().find(|o| o.key == "V5").map(|o| o.resource["class"].clone()).expect("V5 loads");
+        assert_eq!(class, json!({ "system": "urn:hearth:local:visits:kind", "code": "XX" }));
     }
 }
