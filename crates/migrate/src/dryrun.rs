@@ -619,6 +619,12 @@ mod tests {
                 o.provenance
             );
         }
+        // Nothing but the planted defects (and what refers to them) is held
+        // or rejected.
+        for i in run.issues.iter().filter(|i| i.finding.severity == Severity::Error) {
+            let expected = ["orphan", "impossible-value", "required", "unresolved-reference"];
+            assert!(expected.contains(&i.finding.kind), "{i}");
+        }
         let json = run.to_json();
         assert_eq!(json["totals"]["unaccounted"], 0);
         // --until convert: nothing is quarantined.

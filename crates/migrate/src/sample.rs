@@ -255,6 +255,13 @@ impl Date {
     }
 }
 
+/// The first year a patient born on `birth` (`MM/DD/YYYY`) can have a dated
+/// record in, from `from` on: the year after their birth at the earliest
+/// (a date before birth would be a defect, and the planted ones are listed).
+fn after(birth: &str, from: i32) -> i32 {
+    birth.get(6..10).and_then(|y| y.parse::<i32>().ok()).map_or(from, |y| from.max(y + 1))
+}
+
 fn pick<'a, T>(rng: &mut Xoshiro256PlusPlus, items: &'a [T]) -> &'a T {
     &items[rng.random_range(0..items.len())]
 }
@@ -429,7 +436,7 @@ pub fn generate(options: &SampleOptions) -> Result<(BTreeMap<String, Vec<u8>>, S
         for k in 0..rng.random_range(1..=3) {
             n_prob += 1;
             let id = format!("DX{n_prob:06}");
-            let onset = Date::draw(&mut rng, 2005..2024);
+            let onset = Date::draw(&mut rng, after(&patient.birth, 2005)..2024);
             let onset = if k == 0 && p < 2 {
                 // Both formats are present whatever the draws.
                 if p == 0 { onset.us() } else { onset.iso() }
@@ -464,7 +471,7 @@ pub fn generate(options: &SampleOptions) -> Result<(BTreeMap<String, Vec<u8>>, S
             n_all += 1;
             let id = format!("AL{n_all:06}");
             let (name, code, reaction) = ALLERGENS[(first_allergy + k) % ALLERGENS.len()];
-            let noted = Date::draw(&mut rng, 2000..2024).us();
+            let noted = Date::draw(&mut rng, after(&patient.birth, 2000)..2024).us();
             let line = allergies_t.row(&[&id, &patient.id, name, code, reaction, *pick(&mut rng, SEVERITIES), &noted]);
             if p == 0 && k == 0 {
                 defect(
@@ -482,7 +489,7 @@ pub fn generate(options: &SampleOptions) -> Result<(BTreeMap<String, Vec<u8>>, S
         for k in 0..rng.random_range(1..=3) {
             n_med += 1;
             let id = format!("RX{n_med:06}");
-            let start = Date::draw(&mut rng, 2010..2024);
+            let start = Date::draw(&mut rng, after(&patient.birth, 2010)..2024);
             let stop = if rng.random_bool(0.3) { Date::draw(&mut rng, 2024..2026).iso() } else { String::new() };
             let status = if stop.is_empty() { "ACTIVE" } else { "DC" };
             if (p == 0 && k == 0) || rng.random_bool(0.15) {
