@@ -753,6 +753,13 @@ mod tests {
         let out = c.convert(&r);
         assert_eq!(out.findings[0].kind, "unmapped-code");
         assert_eq!(out.resources[0]["extension"][0]["valueString"], "Q");
+        let issues = fhir::validation::validate(&out.resources[0]);
+        assert!(
+            issues
+                .iter()
+                .all(|i| !matches!(i.severity, fhir::outcome::Severity::Fatal | fhir::outcome::Severity::Error)),
+            "{issues:?}"
+        );
         // An empty required field rejects, naming the field.
         let out =
             c.convert(&record("patients", &[("patient_id", "P3"), ("last_name", ""), ("birth_date", "1/1/1990")]));
