@@ -884,75 +884,55 @@ pub(crate) fn composite_columns(value: &IndexValue) -> CompositeColumns<'_> {
     }
 }
 
-/// Whether the SQL of `matcher` is `rid IN (SELECT rid FROM <index> ...)` (or a
-/// chain or reverse chain, which are such lookups too): a condition the
-/// engine can start from. Negations, `_id` and `_lastUpdated` are not.
-fn is_index_lookup(matcher: &Match) -> bool {
+/// How selective a condition usually is when its SQL lists rows through an
+/// index (`rid IN (SELECT rid FROM <index> ...)`, chains and `_has`
+/// included): 0 for a reference to one resource, then chains, codes, value
+/// sets and composites, strings and text, ranges last. `None` for conditions
+/// that list no rows an engine can start from: negations, `:missing`, `_id`
+/// and `_lastUpdated`.
+fn lookup_rank(matcher: &Match) -> Option<u8> {
     match matcher {
-        Match::Token { negate, .. } => !negate,
-        Match::TokenText(_)
-        | Match::String { .. }
-        | Match::Reference { .. }
-        | Match::ReferenceUrl(_)
-        | Match::Uri { .. }
-        | Match::Date { .. }
-        | Match::Number { .. }
-        | Match::Quantity { .. }
-        | Match::Chain { .. }
-        | Match::Has { .. } => true,
-        _ => false,
-    }
-}
-
-/// The filter a SQLite plan should start from: among those that list their
-/// rows through an index, the one whose kind of match usually selects the
-/// fewest rows (a reference to one resource before a code, a code before a
-/// string prefix, a range last). `None` when no filter lists rows or `_id`
-/// is searched (the (type, id) index serves it).
-fn driving_filter(query: &SearchQuery) -> Option<usize> {
-    if !starts_from_filter(query) {
-        return None;
-    }
-    let rank = |m: &Match| match m {
         Match::Token { negate: true, .. } | Match::TokenSet { negate: true, .. } | Match::InValueSet { negate: true, .. } => None,
+        Match::Id(_) | Match::LastUpdated { .. } | Match::Missing(_) => None,
         Match::Reference { .. } | Match::ReferenceUrl(_) => Some(0),
         // A chain or `_has` names a few targets' rows, usually fewer than a code.
         Match::Chain { .. } | Match::Has { .. } => Some(1),
-        Match::String { mode: StringMode::Exact, .. } | Match::Token { code: Some(_), negate: false, .. } => Some(2),
-        Match::TokenSet { negate: false, .. } | Match::Composite(_) | Match::InValueSet { .. } | Match::Subsumption { .. } => {
-            Some(3)
-        }
+        Match::String { mode: StringMode::Exact, .. } | Match::Token { code: Some(_), .. } => Some(2),
+        Match::TokenSet { .. } | Match::Composite(_) | Match::InValueSet { .. } | Match::Subsumption { .. } => Some(3),
         Match::String { .. } | Match::Uri { .. } | Match::TokenText(_) | Match::Text { .. } => Some(4),
         Match::Date { .. } | Match::Number { .. } | Match::Quantity { .. } | Match::Token { .. } => Some(5),
-        _ => None,
-    };
+    }
+}
+
+/// Whether `matcher` is written as a row lookup through an index (see [`lookup_rank`]).
+fn is_index_lookup(matcher: &Match) -> bool {
+    lookup_rank(matcher).is_some()
+}
+
+/// The filter a SQLite plan should start from: among those whose every
+/// condition is an index lookup, the one that usually selects the fewest rows
+/// ([`lookup_rank`]). `None` when there is none, or when `_id` is searched
+/// (the (type, id) index serves it).
+fn driving_filter(query: &SearchQuery) -> Option<usize> {
+    if query.filters.iter().any(|f| f.any_of.iter().any(|c| matches!(c.matcher, Match::Id(_)))) {
+        return None;
+    }
     query
         .filters
         .iter()
         .enumerate()
         .filter(|(_, f)| !f.any_of.is_empty())
-        .filter_map(|(i, f)| f.any_of.iter().map(|c| rank(&c.matcher)).try_fold(0, |worst, r| r.map(|r| worst.max(r))).map(|r| (r, i)))
+        .filter_map(|(i, f)| {
+            f.any_of.iter().map(|c| lookup_rank(&c.matcher)).try_fold(0, |worst, r| r.map(|r| worst.max(r))).map(|r| (r, i))
+        })
         .min()
         .map(|(_, i)| i)
 }
 
-/// Whether a filter of `query` names its matching rows through an index
-/// (every condition an `r.rid IN (...)` of positive matches), so that a plan
-/// should start from them; `_id` is served by the (type, id) index instead.
+/// Whether a SQLite plan should start from a filter's rows rather than walk
+/// the type's (type, last_updated) index.
 fn starts_from_filter(query: &SearchQuery) -> bool {
-    let by_id = query.filters.iter().any(|f| f.any_of.iter().any(|c| matches!(c.matcher, Match::Id(_))));
-    let lists_rows = |m: &Match| {
-        !matches!(
-            m,
-            Match::Id(_)
-                | Match::LastUpdated { .. }
-                | Match::Missing(_)
-                | Match::Token { negate: true, .. }
-                | Match::TokenSet { negate: true, .. }
-                | Match::InValueSet { negate: true, .. }
-        )
-    };
-    !by_id && query.filters.iter().any(|f| !f.any_of.is_empty() && f.any_of.iter().all(|c| lists_rows(&c.matcher)))
+    driving_filter(query).is_some()
 }
 
 /// The smallest string greater than every string that starts with `prefix`:

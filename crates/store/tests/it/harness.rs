@@ -39,6 +39,20 @@ where
     F: FnOnce(Arc<dyn Store>) -> Fut + Send + 'static,
     Fut: Future<Output = ()> + Send + 'static,
 {
+    in_postgres_schema(|store_url| async move {
+        let store = PostgresStore::connect(&store_url).await.expect("connect PostgresStore");
+        test(Arc::new(store)).await;
+    })
+    .await;
+}
+
+/// Runs `test` with the URL of a fresh schema of its own on the
+/// HEARTH_TEST_DATABASE_URL server, and drops the schema afterwards.
+pub(crate) async fn in_postgres_schema<F, Fut>(test: F)
+where
+    F: FnOnce(String) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
     let url = database_url();
     let schema = unique_schema();
     let (admin, connection) =
@@ -46,11 +60,7 @@ where
     tokio::spawn(connection);
     admin.batch_execute(&format!("CREATE SCHEMA {schema}")).await.expect("create test schema");
     let store_url = with_search_path(&url, &schema);
-    let outcome = tokio::spawn(async move {
-        let store = PostgresStore::connect(&store_url).await.expect("connect PostgresStore");
-        test(Arc::new(store)).await;
-    })
-    .await;
+    let outcome = tokio::spawn(test(store_url)).await;
     drop_schema(&admin, &schema).await;
     if let Err(error) = outcome {
         std::panic::resume_unwind(error.into_panic());

@@ -145,13 +145,7 @@ async fn sqlite_search_shapes_use_indexes() {
 
 #[tokio::test]
 async fn postgres_search_shapes_use_indexes() {
-    let url = database_url();
-    let schema = unique_schema();
-    let (admin, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.expect("connect");
-    tokio::spawn(connection);
-    admin.batch_execute(&format!("CREATE SCHEMA {schema}")).await.expect("create schema");
-    let store_url = with_search_path(&url, &schema);
-    let outcome = tokio::spawn(async move {
+    in_postgres_schema(|store_url| async move {
         let pg = Arc::new(PostgresStore::connect(&store_url).await.expect("connect store"));
         let store: Arc<dyn Store> = pg.clone();
         seed(&store).await;
@@ -166,10 +160,6 @@ async fn postgres_search_shapes_use_indexes() {
         assert!(failures.is_empty(), "sequential scans in PostgreSQL plans:\n{}", failures.join("\n"));
     })
     .await;
-    drop_schema(&admin, &schema).await;
-    if let Err(error) = outcome {
-        std::panic::resume_unwind(error.into_panic());
-    }
 }
 
 #[test]
