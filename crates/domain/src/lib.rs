@@ -5,6 +5,8 @@
 //! Architecture invariant: nothing here knows HTTP, SQL, files or the
 //! environment. Only the `hearth` binary chooses a backend.
 
+pub mod access;
+pub mod audit;
 pub mod error;
 pub mod memory;
 pub mod service;

@@ -4,8 +4,9 @@
 //! suite runs against it and against each SQL backend and expects the same
 //! results. It favours obviousness over speed.
 
+use crate::audit::{self, AuditChain, AuditEntry, AuditQuery};
 use crate::store::{
-    Check, Commit, HistoryQuery, HistoryScope, Page, ResourceKey, Store, StoreError, StoredResource,
+    Check, Commit, HistoryQuery, HistoryScope, Page, ResourceKey, Store, StoreError, StoredResource, SysRecord,
 };
 use async_trait::async_trait;
 use fhir::search::query::{
@@ -27,17 +28,38 @@ struct Inner {
     text: BTreeMap<(String, String), TextIndex>,
     /// (sequence, type, id, version): the global write order, for system history.
     log: Vec<(String, String, u64)>,
+    /// System records by (kind, key).
+    sys: BTreeMap<(String, String), SysRecord>,
+    /// The audit trail, entry `seq` at index `seq - 1`.
+    audit: Vec<AuditEntry>,
 }
 
 /// A Store held entirely in memory; everything is lost when it is dropped.
-#[derive(Default)]
 pub struct MemoryStore {
     inner: RwLock<Inner>,
+    chain: AuditChain,
+}
+
+impl Default for MemoryStore {
+    fn default() -> MemoryStore {
+        MemoryStore::new()
+    }
 }
 
 impl MemoryStore {
+    /// An empty store whose audit chain has a random key.
     pub fn new() -> MemoryStore {
-        MemoryStore::default()
+        MemoryStore::with_audit_chain(AuditChain::random())
+    }
+
+    pub fn with_audit_chain(chain: AuditChain) -> MemoryStore {
+        MemoryStore { inner: RwLock::new(Inner::default()), chain }
+    }
+
+    /// Test access to the stored trail, to tamper with it as an attacker
+    /// with write access to the database would.
+    pub fn tamper_audit(&self, f: impl FnOnce(&mut Vec<AuditEntry>)) {
+        f(&mut self.inner.write().audit);
     }
 }
 
@@ -115,6 +137,21 @@ impl Store for MemoryStore {
             }
             next_versions.insert(key, write.version_id);
         }
+        let mut next_sys: BTreeMap<(String, String), Option<u64>> = BTreeMap::new();
+        for write in &commit.sys {
+            let key = (write.kind.clone(), write.key.clone());
+            let current = match next_sys.get(&key) {
+                Some(v) => *v,
+                None => inner.sys.get(&key).map(|r| r.version),
+            };
+            if current != write.expected {
+                return Err(StoreError::Conflict(format!(
+                    "system record {}/{} is at version {current:?}, expected {:?}",
+                    write.kind, write.key, write.expected
+                )));
+            }
+            next_sys.insert(key, write.json.as_ref().map(|_| write.expected.map_or(1, |v| v + 1)));
+        }
         let reindex: Vec<((String, String), (Vec<IndexEntry>, TextIndex))> = commit
             .reindex
             .into_iter()
@@ -149,6 +186,25 @@ impl Store for MemoryStore {
                 method: write.method,
                 body: write.body,
             });
+        }
+        for write in commit.sys {
+            let key = (write.kind, write.key);
+            match write.json {
+                Some(json) => {
+                    let version = write.expected.map_or(1, |v| v + 1);
+                    inner.sys.insert(key.clone(), SysRecord { key: key.1, version, json });
+                }
+                None => {
+                    inner.sys.remove(&key);
+                }
+            }
+        }
+        for record in commit.audit {
+            let previous = inner.audit.last().map_or(audit::GENESIS.to_string(), |e| e.hash.clone());
+            let seq = inner.audit.len() as u64 + 1;
+            let record = record.to_canonical_json();
+            let hash = self.chain.link(&previous, seq, &record);
+            inner.audit.push(AuditEntry { seq, record, hash });
         }
         Ok(())
     }
@@ -231,6 +287,41 @@ impl Store for MemoryStore {
 
     async fn ping(&self) -> Result<(), StoreError> {
         Ok(())
+    }
+
+    async fn sys_get(&self, kind: &str, key: &str) -> Result<Option<SysRecord>, StoreError> {
+        Ok(self.inner.read().sys.get(&(kind.to_string(), key.to_string())).cloned())
+    }
+
+    async fn sys_list(&self, kind: &str) -> Result<Vec<SysRecord>, StoreError> {
+        let inner = self.inner.read();
+        Ok(inner.sys.iter().filter(|((k, _), _)| k == kind).map(|(_, r)| r.clone()).collect())
+    }
+
+    async fn audit_scan(&self, after: u64, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
+        let inner = self.inner.read();
+        let mut entries: Vec<AuditEntry> = inner.audit.iter().filter(|e| e.seq > after).cloned().collect();
+        entries.sort_by_key(|e| e.seq);
+        entries.truncate(limit);
+        Ok(entries)
+    }
+
+    async fn audit_search(&self, query: &AuditQuery) -> Result<Page<AuditEntry>, StoreError> {
+        let inner = self.inner.read();
+        let mut found: Vec<(AuditEntry, audit::AuditRecord)> = inner
+            .audit
+            .iter()
+            .filter_map(|e| e.parse().ok().map(|r| (e.clone(), r)))
+            .filter(|(_, r)| query.matches(r))
+            .collect();
+        found.sort_by(|(ea, ra), (eb, rb)| audit::compare(&query.sort, (ea.seq, ra), (eb.seq, rb)));
+        let total = found.len() as u64;
+        let items = found.into_iter().skip(query.offset).take(query.count).map(|(e, _)| e).collect();
+        Ok(Page { items, total: Some(total) })
+    }
+
+    async fn audit_head(&self) -> Result<Option<(u64, String)>, StoreError> {
+        Ok(self.inner.read().audit.last().map(|e| (e.seq, e.hash.clone())))
     }
 }
 

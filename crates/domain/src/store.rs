@@ -10,6 +10,7 @@
 //! Durability: a store returns from `commit` only once the write is durable
 //! (fsync'd or group-committed). Never acknowledge a write a power cut can lose.
 
+use crate::audit::{AuditEntry, AuditQuery, AuditRecord};
 use async_trait::async_trait;
 use fhir::instant::Instant;
 use fhir::search::IndexEntry;
@@ -113,12 +114,40 @@ pub struct Reindex {
     pub text: TextIndex,
 }
 
+/// A write to a system record: Hearth's own data that is not FHIR (users,
+/// OAuth clients, sessions, tokens, sign-in failures), kept as JSON documents
+/// by (kind, key) in the same database and transactions as the resources.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SysWrite {
+    pub kind: String,
+    pub key: String,
+    /// The version the record must be at (`None`: it must not exist). The
+    /// write stores version `expected + 1` (1 for a new record).
+    pub expected: Option<u64>,
+    /// The new document; `None` deletes the record.
+    pub json: Option<Arc<str>>,
+}
+
+/// A stored system record.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SysRecord {
+    pub key: String,
+    pub version: u64,
+    pub json: Arc<str>,
+}
+
 /// An atomic unit of work.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Commit {
     pub checks: Vec<Check>,
     pub writes: Vec<Write>,
     pub reindex: Vec<Reindex>,
+    /// System record writes; a version mismatch fails the whole commit with Conflict.
+    pub sys: Vec<SysWrite>,
+    /// Audit records of what this commit does (or of reads, when it holds
+    /// nothing else). The store numbers them and chains their digests
+    /// (see [`crate::audit`]) inside the same transaction.
+    pub audit: Vec<AuditRecord>,
 }
 
 impl Commit {
@@ -203,4 +232,22 @@ pub trait Store: Send + Sync + 'static {
 
     /// Readiness: the backend answers.
     async fn ping(&self) -> Result<(), StoreError>;
+
+    /// A system record (see [`SysWrite`]).
+    async fn sys_get(&self, kind: &str, key: &str) -> Result<Option<SysRecord>, StoreError>;
+
+    /// Every system record of a kind, by key.
+    async fn sys_list(&self, kind: &str) -> Result<Vec<SysRecord>, StoreError>;
+
+    /// Audit entries with `seq > after`, in `seq` order, at most `limit`
+    /// (the walk of [`crate::audit::verify`]). Entries are returned as stored,
+    /// whatever their content.
+    async fn audit_scan(&self, after: u64, limit: usize) -> Result<Vec<AuditEntry>, StoreError>;
+
+    /// Audit entries matching `query` ([`AuditQuery::matches`]), in its sort
+    /// order, paged; `total` is always counted.
+    async fn audit_search(&self, query: &AuditQuery) -> Result<Page<AuditEntry>, StoreError>;
+
+    /// The last entry's (seq, hash), `None` while the trail is empty.
+    async fn audit_head(&self) -> Result<Option<(u64, String)>, StoreError>;
 }
