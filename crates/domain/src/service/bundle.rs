@@ -4,6 +4,7 @@
 //! conditional references resolved before anything is written; all or nothing.
 
 use super::{Handling, PatchDocument, RETRIES, Return, Service, apply_patch, gone, multiple_matches, not_found, prepare, stored_of};
+use crate::access::Access;
 use crate::error::{Error, ErrorKind};
 use crate::store::{Check, Commit, Method, StoreError, StoredResource};
 use base64::Engine;
@@ -60,7 +61,7 @@ enum Plan {
     Get,
 }
 
-pub(super) async fn process(service: &Service, bundle: Value, base_url: &str, prefer: Return) -> Result<Value, Error> {
+pub(super) async fn process(service: &Service, access: &Access, bundle: Value, base_url: &str, prefer: Return) -> Result<Value, Error> {
     let Some(obj) = bundle.as_object() else {
         return Err(Error::new(ErrorKind::BadRequest, "the body must be a Bundle"));
     };
@@ -91,7 +92,7 @@ pub(super) async fn process(service: &Service, bundle: Value, base_url: &str, pr
         let mut responses = Vec::with_capacity(raw_entries.len());
         for (index, raw) in raw_entries.into_iter().enumerate() {
             let response = match parse_entry(index, raw, base) {
-                Ok(entry) => match run_single(service, &entry, base, prefer).await {
+                Ok(entry) => match run_single(service, access, &entry, base, prefer).await {
                     Ok(v) => v,
                     Err(e) => error_entry(&e),
                 },
@@ -107,7 +108,7 @@ pub(super) async fn process(service: &Service, bundle: Value, base_url: &str, pr
     }
     let mut last_conflict = None;
     for _ in 0..RETRIES {
-        match transaction(service, &entries, base, prefer).await {
+        match transaction(service, access, &entries, base, prefer).await {
             Err(e) if e.kind == ErrorKind::Conflict && is_race(&e) => last_conflict = Some(e),
             other => return other,
         }
@@ -207,19 +208,19 @@ fn patch_document(entry: &Entry) -> Result<PatchDocument, Error> {
 }
 
 /// A batch entry, or a GET inside a transaction: one ordinary interaction.
-async fn run_single(service: &Service, entry: &Entry, base: &str, prefer: Return) -> Result<Value, Error> {
+async fn run_single(service: &Service, access: &Access, entry: &Entry, base: &str, prefer: Return) -> Result<Value, Error> {
     let rt = type_of(entry)?;
     let segments = entry.segments();
     let body = || entry.resource.clone().unwrap_or(Value::Null);
     match (entry.verb, segments.as_slice(), &entry.query) {
-        (Verb::Get, [_, id], _) => Ok(resource_entry(&service.read(&rt, id).await?, "200 OK", base, Return::Representation)),
-        (Verb::Get, [_, id, "_history", vid], _) => Ok(resource_entry(&service.vread(&rt, id, vid).await?, "200 OK", base, Return::Representation)),
+        (Verb::Get, [_, id], _) => Ok(resource_entry(&service.read(access, &rt, id).await?, "200 OK", base, Return::Representation)),
+        (Verb::Get, [_, id, "_history", vid], _) => Ok(resource_entry(&service.vread(access, &rt, id, vid).await?, "200 OK", base, Return::Representation)),
         (Verb::Get, [_], query) => {
             let params: Vec<(String, String)> = query
                 .as_deref()
                 .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
                 .unwrap_or_default();
-            let result = service.search(Some(&rt), &params, Handling::Strict).await?;
+            let result = service.search(access, Some(&rt), &params, Handling::Strict).await?;
             let entries: Vec<Value> = result
                 .page
                 .items
@@ -238,33 +239,33 @@ async fn run_single(service: &Service, entry: &Entry, base: &str, prefer: Return
         }
         (Verb::Post, [_], _) => {
             prepare::validate(&rt, &body(), Some(&format!("{}.resource", entry.location())))?;
-            match service.create(&rt, body(), entry.if_none_exist.as_deref()).await? {
+            match service.create(access, &rt, body(), entry.if_none_exist.as_deref()).await? {
                 super::Created::Created(r) => Ok(resource_entry(&r, "201 Created", base, prefer)),
                 super::Created::Existing(r) => Ok(resource_entry(&r, "200 OK", base, prefer)),
             }
         }
         (Verb::Put, [_, id], _) => {
-            let updated = service.update(&rt, id, body(), entry.if_match).await?;
+            let updated = service.update(access, &rt, id, body(), entry.if_match).await?;
             Ok(resource_entry(&updated.resource, if updated.created { "201 Created" } else { "200 OK" }, base, prefer))
         }
         (Verb::Put, [_], Some(criteria)) => {
-            let updated = service.conditional_update(&rt, criteria, body(), entry.if_match).await?;
+            let updated = service.conditional_update(access, &rt, criteria, body(), entry.if_match).await?;
             Ok(resource_entry(&updated.resource, if updated.created { "201 Created" } else { "200 OK" }, base, prefer))
         }
         (Verb::Patch, [_, id], _) => {
-            let r = service.patch(&rt, id, patch_document(entry)?, entry.if_match).await?;
+            let r = service.patch(access, &rt, id, patch_document(entry)?, entry.if_match).await?;
             Ok(resource_entry(&r, "200 OK", base, prefer))
         }
         (Verb::Patch, [_], Some(criteria)) => {
-            let r = service.conditional_patch(&rt, criteria, patch_document(entry)?, entry.if_match).await?;
+            let r = service.conditional_patch(access, &rt, criteria, patch_document(entry)?, entry.if_match).await?;
             Ok(resource_entry(&r, "200 OK", base, prefer))
         }
         (Verb::Delete, [_, id], _) => {
-            service.delete(&rt, id).await?;
+            service.delete(access, &rt, id).await?;
             Ok(json!({"response": {"status": "204 No Content"}}))
         }
         (Verb::Delete, [_], Some(criteria)) => {
-            service.conditional_delete(&rt, criteria).await?;
+            service.conditional_delete(access, &rt, criteria).await?;
             Ok(json!({"response": {"status": "204 No Content"}}))
         }
         _ => Err(Error::new(ErrorKind::BadRequest, "request.url does not fit request.method")
@@ -301,7 +302,7 @@ fn error_entry(e: &Error) -> Value {
 }
 
 /// One attempt at a whole transaction.
-async fn transaction(service: &Service, entries: &[Entry], base: &str, prefer: Return) -> Result<Value, Error> {
+async fn transaction(service: &Service, access: &Access, entries: &[Entry], base: &str, prefer: Return) -> Result<Value, Error> {
     // Resolution, in the order of the spec's processing rules.
     let mut plans: Vec<Option<Plan>> = vec![None; entries.len()];
     let mut references: HashMap<String, String> = HashMap::new();
@@ -351,7 +352,7 @@ async fn transaction(service: &Service, entries: &[Entry], base: &str, prefer: R
                                     id: service.new_id(),
                                     checks: vec![Check::Matches { query, ids: Vec::new() }],
                                 },
-                                [id] => Plan::Existing { resource: service.read(&rt, id).await? },
+                                [id] => Plan::Existing { resource: service.read(access, &rt, id).await? },
                                 _ => return Err(multiple_matches("conditional create").at(entry.location())),
                             }
                         }
@@ -534,11 +535,18 @@ async fn transaction(service: &Service, entries: &[Entry], base: &str, prefer: R
                 Some(r) => resource_entry(r, "200 OK", base, Return::Representation),
                 None => return Err(not_found(&key.0).at(entry.location())),
             },
-            _ => run_single(service, entry, base, prefer).await.map_err(|e| e.at(entry.location()))?,
+            _ => run_single(service, access, entry, base, prefer).await.map_err(|e| e.at(entry.location()))?,
         };
         reads.insert(entry.index, value);
     }
 
+    // Every write is checked against the caller's access as if sent alone,
+    // and audited in the transaction's own commit.
+    for write in &commit.writes {
+        service.check_transaction_write(access, write).await?;
+    }
+    let records: Vec<_> = commit.writes.iter().map(|w| service.write_record(access, w)).collect();
+    commit.audit.extend(records);
     match service.store.commit(commit).await {
         Ok(()) => {}
         Err(StoreError::Conflict(msg)) => return Err(Error::new(ErrorKind::Conflict, format!("{RACE}: {msg}"))),

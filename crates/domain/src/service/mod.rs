@@ -3,6 +3,7 @@
 //! See <http://hl7.org/fhir/R4/http.html>.
 
 mod bundle;
+mod guard;
 mod include;
 mod operations;
 mod paging;
@@ -15,6 +16,8 @@ pub use paging::STABLE_PAGING_LIMIT;
 pub use reindex::{ReindexProgress, ReindexReport};
 pub mod prepare;
 
+use crate::access::Access;
+use crate::audit::AuditAction;
 use crate::error::{Error, ErrorKind};
 use crate::store::{
     Check, Commit, HistoryQuery, HistoryScope, Method, Page, ResourceKey, Store, StoreError, StoredResource, Write,
@@ -194,7 +197,7 @@ impl Service {
 
     /// `POST [base]/[type]`, with `If-None-Exist` criteria for conditional create.
     /// See <http://hl7.org/fhir/R4/http.html#create> and `#ccreate`.
-    pub async fn create(&self, resource_type: &str, body: Value, if_none_exist: Option<&str>) -> Result<Created, Error> {
+    pub(crate) async fn create_unchecked(&self, access: &Access, resource_type: &str, body: Value, if_none_exist: Option<&str>) -> Result<Created, Error> {
         prepare::check_type(resource_type)?;
         prepare::validate(resource_type, &body, None)?;
         let Some(criteria) = if_none_exist else {
@@ -203,7 +206,7 @@ impl Service {
             let stored = stored_of(&write);
             // A fresh UUID cannot collide; the store still refuses a version
             // that is not current+1, so no separate check is needed.
-            self.store.commit(Commit { checks: Vec::new(), writes: vec![write], ..Commit::default() }).await?;
+            self.store.commit(self.write_commit(access, Vec::new(), write)).await?;
             return Ok(Created::Created(stored));
         };
         let query = self.criteria_query(resource_type, criteria)?;
@@ -215,13 +218,13 @@ impl Service {
                     let write = prepare::stamp(&self.registry(), resource_type, &id, 1, self.clock.now(), Method::Post, body.clone());
                     let stored = stored_of(&write);
                     let checks = vec![Check::Matches { query: query.clone(), ids: Vec::new() }];
-                    match self.store.commit(Commit { checks, writes: vec![write], ..Commit::default() }).await {
+                    match self.store.commit(self.write_commit(access, checks, write)).await {
                         Ok(()) => return Ok(Created::Created(stored)),
                         Err(StoreError::Conflict(_)) => continue,
                         Err(e) => return Err(e.into()),
                     }
                 }
-                [id] => return Ok(Created::Existing(self.read(resource_type, id).await?)),
+                [id] => return Ok(Created::Existing(self.read_unchecked(resource_type, id).await?)),
                 _ => return Err(multiple_matches("conditional create")),
             }
         }
@@ -229,7 +232,7 @@ impl Service {
     }
 
     /// `GET [base]/[type]/[id]`: NotFound, or Gone for a deleted resource.
-    pub async fn read(&self, resource_type: &str, id: &str) -> Result<StoredResource, Error> {
+    pub(crate) async fn read_unchecked(&self, resource_type: &str, id: &str) -> Result<StoredResource, Error> {
         prepare::check_type(resource_type)?;
         prepare::check_id(id)?;
         match self.store.read(resource_type, id).await? {
@@ -240,7 +243,7 @@ impl Service {
     }
 
     /// `GET [base]/[type]/[id]/_history/[vid]`.
-    pub async fn vread(&self, resource_type: &str, id: &str, version_id: &str) -> Result<StoredResource, Error> {
+    pub(crate) async fn vread_unchecked(&self, resource_type: &str, id: &str, version_id: &str) -> Result<StoredResource, Error> {
         prepare::check_type(resource_type)?;
         prepare::check_id(id)?;
         let Ok(version) = version_id.parse::<u64>() else {
@@ -256,7 +259,7 @@ impl Service {
     /// `PUT [base]/[type]/[id]`; `if_match` is the version from `If-Match: W/"n"`.
     /// See <http://hl7.org/fhir/R4/http.html#update>: a missing resource is
     /// created (update-as-create), a deleted one is brought back.
-    pub async fn update(&self, resource_type: &str, id: &str, body: Value, if_match: Option<u64>) -> Result<Updated, Error> {
+    pub(crate) async fn update_unchecked(&self, access: &Access, resource_type: &str, id: &str, body: Value, if_match: Option<u64>) -> Result<Updated, Error> {
         prepare::check_type(resource_type)?;
         prepare::check_id(id)?;
         match body.get("id").and_then(Value::as_str) {
@@ -267,11 +270,11 @@ impl Service {
             Some(_) => {}
         }
         prepare::validate(resource_type, &body, None)?;
-        self.write_update(resource_type, id, body, if_match, Vec::new()).await
+        self.write_update(access, resource_type, id, body, if_match, Vec::new()).await
     }
 
     /// `PUT [base]/[type]?criteria`. See <http://hl7.org/fhir/R4/http.html#cond-update>.
-    pub async fn conditional_update(&self, resource_type: &str, criteria: &str, body: Value, if_match: Option<u64>) -> Result<Updated, Error> {
+    pub(crate) async fn conditional_update_unchecked(&self, access: &Access, resource_type: &str, criteria: &str, body: Value, if_match: Option<u64>) -> Result<Updated, Error> {
         prepare::check_type(resource_type)?;
         prepare::validate(resource_type, &body, None)?;
         let query = self.criteria_query(resource_type, criteria)?;
@@ -296,7 +299,7 @@ impl Service {
                 }
                 _ => return Err(multiple_matches("conditional update")),
             };
-            match self.write_update(resource_type, &id, body.clone(), if_match, checks).await {
+            match self.write_update(access, resource_type, &id, body.clone(), if_match, checks).await {
                 Err(e) if e.kind == ErrorKind::Conflict && if_match.is_none() => continue,
                 other => return other,
             }
@@ -307,6 +310,7 @@ impl Service {
     /// Writes `body` as the next version of `resource_type/id` (body already validated).
     async fn write_update(
         &self,
+        access: &Access,
         resource_type: &str,
         id: &str,
         body: Value,
@@ -329,7 +333,7 @@ impl Service {
             let stored = stored_of(&write);
             let mut checks = extra_checks.clone();
             checks.push(Check::Version { resource_type: resource_type.into(), id: id.into(), expected: current_version });
-            match self.store.commit(Commit { checks, writes: vec![write], ..Commit::default() }).await {
+            match self.store.commit(self.write_commit(access, checks, write)).await {
                 Ok(()) => return Ok(Updated { resource: stored, created }),
                 Err(StoreError::Conflict(_)) if if_match.is_some() => {
                     return Err(Error::new(ErrorKind::PreconditionFailed, "the resource was changed concurrently"));
@@ -345,11 +349,11 @@ impl Service {
     }
 
     /// `PATCH [base]/[type]/[id]`. See <http://hl7.org/fhir/R4/http.html#patch>.
-    pub async fn patch(&self, resource_type: &str, id: &str, patch: PatchDocument, if_match: Option<u64>) -> Result<StoredResource, Error> {
+    pub(crate) async fn patch_unchecked(&self, access: &Access, resource_type: &str, id: &str, patch: PatchDocument, if_match: Option<u64>) -> Result<StoredResource, Error> {
         prepare::check_type(resource_type)?;
         prepare::check_id(id)?;
         for _ in 0..RETRIES {
-            let current = self.read(resource_type, id).await?;
+            let current = self.read_unchecked(resource_type, id).await?;
             if let Some(wanted) = if_match
                 && current.version_id != wanted {
                     return Err(version_mismatch(Some(current.version_id), wanted));
@@ -368,7 +372,7 @@ impl Service {
                 id: id.into(),
                 expected: Some(current.version_id),
             }];
-            match self.store.commit(Commit { checks, writes: vec![write], ..Commit::default() }).await {
+            match self.store.commit(self.write_commit(access, checks, write)).await {
                 Ok(()) => return Ok(stored),
                 Err(StoreError::Conflict(_)) if if_match.is_some() => {
                     return Err(Error::new(ErrorKind::PreconditionFailed, "the resource was changed concurrently"));
@@ -380,21 +384,9 @@ impl Service {
         Err(Error::new(ErrorKind::Conflict, "the patch kept conflicting with concurrent writes; retry"))
     }
 
-    /// `PATCH [base]/[type]?criteria`.
-    pub async fn conditional_patch(&self, resource_type: &str, criteria: &str, patch: PatchDocument, if_match: Option<u64>) -> Result<StoredResource, Error> {
-        prepare::check_type(resource_type)?;
-        let query = self.criteria_query(resource_type, criteria)?;
-        let matches = self.matching_ids(&query).await?;
-        match matches.as_slice() {
-            [] => Err(Error::new(ErrorKind::NotFound, "conditional patch: no resource matches the criteria")),
-            [id] => self.patch(resource_type, id, patch, if_match).await,
-            _ => Err(multiple_matches("conditional patch")),
-        }
-    }
-
     /// `DELETE [base]/[type]/[id]`. Returns the version of the delete, or
     /// `None` when there was nothing to delete (already deleted or never existed).
-    pub async fn delete(&self, resource_type: &str, id: &str) -> Result<Option<u64>, Error> {
+    pub(crate) async fn delete_unchecked(&self, access: &Access, resource_type: &str, id: &str) -> Result<Option<u64>, Error> {
         prepare::check_type(resource_type)?;
         prepare::check_id(id)?;
         for _ in 0..RETRIES {
@@ -409,7 +401,7 @@ impl Service {
                 id: id.into(),
                 expected: Some(current.version_id),
             }];
-            match self.store.commit(Commit { checks, writes: vec![write], ..Commit::default() }).await {
+            match self.store.commit(self.write_commit(access, checks, write)).await {
                 Ok(()) => return Ok(Some(version)),
                 Err(StoreError::Conflict(_)) => continue,
                 Err(e) => return Err(e.into()),
@@ -418,21 +410,8 @@ impl Service {
         Err(Error::new(ErrorKind::Conflict, "the delete kept conflicting with concurrent writes; retry"))
     }
 
-    /// `DELETE [base]/[type]?criteria` (single-match mode). Returns how many
-    /// resources were deleted: 0 or 1; several matches answer 412.
-    pub async fn conditional_delete(&self, resource_type: &str, criteria: &str) -> Result<usize, Error> {
-        prepare::check_type(resource_type)?;
-        let query = self.criteria_query(resource_type, criteria)?;
-        let matches = self.matching_ids(&query).await?;
-        match matches.as_slice() {
-            [] => Ok(0),
-            [id] => Ok(usize::from(self.delete(resource_type, id).await?.is_some())),
-            _ => Err(multiple_matches("conditional delete")),
-        }
-    }
-
     /// `GET [base]/_history`, `[type]/_history`, `[type]/[id]/_history`.
-    pub async fn history(&self, scope: &HistoryScope, params: &HistoryParams) -> Result<Page<StoredResource>, Error> {
+    pub(crate) async fn history_unchecked(&self, scope: &HistoryScope, params: &HistoryParams) -> Result<Page<StoredResource>, Error> {
         match scope {
             HistoryScope::System => {}
             HistoryScope::Type(rt) => prepare::check_type(rt)?,
@@ -455,7 +434,7 @@ impl Service {
 
     /// `GET [base]/[type]?params` and `GET [base]?params`. The paging
     /// parameter `_offset` is Hearth's own (it appears in next/previous links).
-    pub async fn search(&self, resource_type: Option<&str>, params: &[(String, String)], handling: Handling) -> Result<SearchResult, Error> {
+    pub(crate) async fn search_unchecked(&self, resource_type: Option<&str>, params: &[(String, String)], handling: Handling) -> Result<SearchResult, Error> {
         if let Some(rt) = resource_type {
             prepare::check_type(rt)?;
         }
@@ -622,8 +601,8 @@ impl Service {
     /// `base_url` is the server's FHIR base, used for `fullUrl`s.
     /// `prefer` is the client's `Prefer: return=` choice for the entries;
     /// without one, entries carry status, location, etag and lastModified only.
-    pub async fn bundle(&self, bundle: Value, base_url: &str, prefer: Option<Return>) -> Result<Value, Error> {
-        bundle::process(self, bundle, base_url, prefer.unwrap_or(Return::Minimal)).await
+    pub(crate) async fn bundle_unchecked(&self, access: &Access, bundle: Value, base_url: &str, prefer: Option<Return>) -> Result<Value, Error> {
+        bundle::process(self, access, bundle, base_url, prefer.unwrap_or(Return::Minimal)).await
     }
 
     pub(crate) fn now(&self) -> Instant {
@@ -723,7 +702,7 @@ impl Service {
     /// as on the API and written as an update of its own id (a new id when it
     /// has none). Valid resources of the call are committed together in one
     /// transaction; invalid ones are answered individually and write nothing.
-    pub async fn load(&self, resources: Vec<Value>) -> Vec<LoadResult> {
+    pub(crate) async fn load_unchecked(&self, access: &Access, resources: Vec<Value>) -> Vec<LoadResult> {
         let mut results: Vec<Option<LoadResult>> = Vec::with_capacity(resources.len());
         let mut pending: Vec<(usize, String, String, Value)> = Vec::new();
         for (index, body) in resources.into_iter().enumerate() {
@@ -742,7 +721,7 @@ impl Service {
                 Err(e) => results.push(Some(Err(e))),
             }
         }
-        if let Err(e) = self.load_together(&pending, &mut results).await {
+        if let Err(e) = self.load_together(access, &pending, &mut results).await {
             // The joint commit lost a race or failed: fall back to one at a
             // time so each resource gets its own answer.
             tracing::debug!(error = %e.message(), "bulk load commit failed; loading one by one");
@@ -751,7 +730,7 @@ impl Service {
                 if let Some(obj) = body.as_object_mut() {
                     obj.insert("id".into(), Value::String(id.clone()));
                 }
-                let result = self.write_update(&rt, &id, body, None, Vec::new()).await.map(|u| u.resource);
+                let result = self.write_update(access, &rt, &id, body, None, Vec::new()).await.map(|u| u.resource);
                 if let Some(slot) = results.get_mut(index) {
                     *slot = Some(result);
                 }
@@ -765,6 +744,7 @@ impl Service {
 
     async fn load_together(
         &self,
+        access: &Access,
         pending: &[(usize, String, String, Value)],
         results: &mut [Option<LoadResult>],
     ) -> Result<(), Error> {
@@ -792,6 +772,7 @@ impl Service {
         if commit.writes.is_empty() {
             return Ok(());
         }
+        commit.audit.push(self.writes_record(access, "create", AuditAction::Create, &commit.writes));
         self.store.commit(commit).await?;
         for (index, s) in stored {
             if let Some(slot) = results.get_mut(index) {

@@ -36,7 +36,7 @@ impl Service {
     /// Errors: 404 when `compartment` is not a compartment type or `resource_type` not a
     /// resource type; 400 when `resource_type` is not in the compartment, for an invalid
     /// id, or for the parameters, as in [`Service::search`].
-    pub async fn compartment_search(
+    pub(crate) async fn compartment_search_unchecked(
         &self,
         compartment: &str,
         id: &str,
@@ -93,7 +93,7 @@ impl Service {
     /// same whatever its offset.
     ///
     /// Errors: 404 for an unknown patient, 410 for a deleted one, 400 for parameters.
-    pub async fn patient_everything(
+    pub(crate) async fn patient_everything_unchecked(
         &self,
         id: &str,
         params: &[(String, String)],
@@ -101,7 +101,7 @@ impl Service {
     ) -> Result<SearchResult, Error> {
         prepare::check_id(id)?;
         let args = EverythingArgs::parse(params, handling, self.config.max_page_size)?;
-        let patient = self.read("Patient", id).await?;
+        let patient = self.read_unchecked("Patient", id).await?;
 
         let mut items: Vec<StoredResource> = Vec::new();
         let mut total: u64 = 0;
@@ -178,7 +178,7 @@ impl Service {
     ///
     /// Errors: 400 without `patient`/`subject`, for a bad `max`, `_sort`, or parameters as
     /// in [`Service::search`]; 400 (too costly) beyond [`LASTN_MAX_SCANNED`] matches.
-    pub async fn observation_lastn(&self, params: &[(String, String)], handling: Handling) -> Result<SearchResult, Error> {
+    pub(crate) async fn observation_lastn_unchecked(&self, params: &[(String, String)], handling: Handling) -> Result<SearchResult, Error> {
         let mut max = 1usize;
         let mut max_given = None;
         let mut rest = Vec::with_capacity(params.len());

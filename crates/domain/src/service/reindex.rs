@@ -78,7 +78,7 @@ impl Service {
     /// `$reindex` at type level (`Some(type)`) or system level (`None`):
     /// activates the stored SearchParameters, then rewrites the index rows of
     /// every current resource in scope, updating `progress` as it goes.
-    pub async fn reindex(&self, resource_type: Option<&str>, progress: &ReindexProgress) -> Result<ReindexReport, Error> {
+    pub(crate) async fn reindex_unchecked(&self, resource_type: Option<&str>, progress: &ReindexProgress) -> Result<ReindexReport, Error> {
         if let Some(rt) = resource_type {
             super::prepare::check_type(rt)?;
         }

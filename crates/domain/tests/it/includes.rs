@@ -2,6 +2,7 @@
 //! reference store: the cap on included resources and `:iterate` rounds
 //! (<http://hl7.org/fhir/R4/search.html#include>).
 
+use crate::sys;
 use domain::Service;
 use domain::memory::MemoryStore;
 use domain::service::{Handling, MAX_INCLUDED};
@@ -27,11 +28,11 @@ async fn included_resources_are_capped_and_the_cap_is_reported() {
     let svc = Service::new(Arc::new(MemoryStore::new()));
     let mut resources = vec![json!({"resourceType": "Patient", "id": "p1"})];
     resources.extend((0..=MAX_INCLUDED).map(|i| observation(i, "p1")));
-    for result in svc.load(resources).await {
+    for result in svc.load(&sys(), resources).await {
         assert!(result.is_ok(), "{result:?}");
     }
     let result = svc
-        .search(Some("Patient"), &pairs(&[("_id", "p1"), ("_revinclude", "Observation:subject")]), Handling::Strict)
+        .search(&sys(), Some("Patient"), &pairs(&[("_id", "p1"), ("_revinclude", "Observation:subject")]), Handling::Strict)
         .await
         .expect("search");
     assert_eq!(result.page.items.len(), 1);
@@ -39,7 +40,7 @@ async fn included_resources_are_capped_and_the_cap_is_reported() {
     assert!(result.included.truncated);
 
     let result = svc
-        .search(Some("Observation"), &pairs(&[("_id", "o1"), ("_include", "Observation:subject")]), Handling::Strict)
+        .search(&sys(), Some("Observation"), &pairs(&[("_id", "o1"), ("_include", "Observation:subject")]), Handling::Strict)
         .await
         .expect("search");
     assert_eq!(result.included.resources.len(), 1);
@@ -56,7 +57,7 @@ async fn iterate_rounds_come_in_order_and_stop_at_a_cycle() {
         json!({"resourceType": "Patient", "id": "p1", "managingOrganization": {"reference": "Organization/org-a"}}),
         observation(1, "p1"),
     ];
-    for result in svc.load(resources).await {
+    for result in svc.load(&sys(), resources).await {
         assert!(result.is_ok(), "{result:?}");
     }
     let params = pairs(&[
@@ -65,7 +66,7 @@ async fn iterate_rounds_come_in_order_and_stop_at_a_cycle() {
         ("_include:iterate", "Patient:organization"),
         ("_include:iterate", "Organization:partof"),
     ]);
-    let result = svc.search(Some("Observation"), &params, Handling::Strict).await.expect("search");
+    let result = svc.search(&sys(), Some("Observation"), &params, Handling::Strict).await.expect("search");
     let included: Vec<String> =
         result.included.resources.iter().map(|r| format!("{}/{}", r.resource_type, r.id)).collect();
     assert_eq!(included, vec!["Patient/p1", "Organization/org-a", "Organization/org-b"]);

@@ -4,3 +4,9 @@
 mod includes;
 mod service;
 mod operations;
+
+/// The caller of these tests: Hearth itself, allowed everything (the
+/// access rules have their own tests in access.rs).
+pub(crate) fn sys() -> domain::access::Access {
+    domain::access::Access::system("test")
+}

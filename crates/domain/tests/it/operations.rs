@@ -1,6 +1,7 @@
 //! Compartment search, `Patient/[id]/$everything` and `Observation/$lastn` through the
 //! Service over the in-memory reference store.
 
+use crate::sys;
 use domain::memory::MemoryStore;
 use domain::service::{Clock, Handling, SearchResult, ServiceConfig, UuidIds};
 use domain::{ErrorKind, Service};
@@ -35,7 +36,7 @@ fn refs(result: &SearchResult) -> Vec<String> {
 async fn put(svc: &Service, mut body: Value, id: &str) {
     let rt = body["resourceType"].as_str().expect("resourceType").to_string();
     body["id"] = json!(id);
-    svc.update(&rt, id, body, None).await.expect("write");
+    svc.update(&sys(), &rt, id, body, None).await.expect("write");
 }
 
 fn patient() -> Value {
@@ -85,32 +86,32 @@ async fn record(svc: &Service) {
 async fn compartment_search_adds_the_compartment_to_the_search() {
     let svc = service();
     record(&svc).await;
-    let mut found = refs(&svc.compartment_search("Patient", "p1", "Observation", &[], Handling::Strict).await.unwrap());
+    let mut found = refs(&svc.compartment_search(&sys(), "Patient", "p1", "Observation", &[], Handling::Strict).await.unwrap());
     found.sort();
     // Linked as subject (o1, o2) or as performer (o3); o4 is p2's.
     assert_eq!(found, ["Observation/o1", "Observation/o2", "Observation/o3"]);
 
     let coded = svc
-        .compartment_search("Patient", "p1", "Observation", &pairs(&[("code", "1-8"), ("_sort", "_id")]), Handling::Strict)
+        .compartment_search(&sys(), "Patient", "p1", "Observation", &pairs(&[("code", "1-8"), ("_sort", "_id")]), Handling::Strict)
         .await
         .unwrap();
     assert_eq!(refs(&coded), ["Observation/o1", "Observation/o3"]);
     assert_eq!(coded.applied, pairs(&[("code", "1-8"), ("_sort", "_id")]));
 
     let paged = svc
-        .compartment_search("Patient", "p1", "Observation", &pairs(&[("_sort", "_id"), ("_count", "2"), ("_offset", "1")]), Handling::Strict)
+        .compartment_search(&sys(), "Patient", "p1", "Observation", &pairs(&[("_sort", "_id"), ("_count", "2"), ("_offset", "1")]), Handling::Strict)
         .await
         .unwrap();
     assert_eq!((refs(&paged), paged.count, paged.offset), (vec!["Observation/o2".into(), "Observation/o3".into()], 2, 1));
 
     // `{def}`: an Encounter is in its own compartment; Observations by their encounter.
-    let own = svc.compartment_search("Encounter", "e1", "Encounter", &[], Handling::Strict).await.unwrap();
+    let own = svc.compartment_search(&sys(), "Encounter", "e1", "Encounter", &[], Handling::Strict).await.unwrap();
     assert_eq!(refs(&own), ["Encounter/e1"]);
-    let in_encounter = svc.compartment_search("Encounter", "e1", "Observation", &[], Handling::Strict).await.unwrap();
+    let in_encounter = svc.compartment_search(&sys(), "Encounter", "e1", "Observation", &[], Handling::Strict).await.unwrap();
     assert_eq!(refs(&in_encounter), ["Observation/o1"]);
 
     // An owner that does not exist has an empty compartment.
-    let none = svc.compartment_search("Patient", "nobody", "Observation", &[], Handling::Strict).await.unwrap();
+    let none = svc.compartment_search(&sys(), "Patient", "nobody", "Observation", &[], Handling::Strict).await.unwrap();
     assert!(none.page.items.is_empty());
 }
 
@@ -119,22 +120,22 @@ async fn compartment_search_errors() {
     let svc = service();
     let kind = |r: Result<SearchResult, domain::Error>| r.expect_err("must fail").kind;
     // Organization is in no Patient compartment: 400.
-    let e = svc.compartment_search("Patient", "p1", "Organization", &[], Handling::Strict).await.expect_err("not in");
+    let e = svc.compartment_search(&sys(), "Patient", "p1", "Organization", &[], Handling::Strict).await.expect_err("not in");
     assert_eq!(e.kind, ErrorKind::BadRequest);
     assert!(e.message().contains("not in the Patient compartment"), "{}", e.message());
-    assert_eq!(kind(svc.compartment_search("Observation", "o1", "Patient", &[], Handling::Strict).await), ErrorKind::NotFound);
-    assert_eq!(kind(svc.compartment_search("Patient", "p1", "Nope", &[], Handling::Strict).await), ErrorKind::NotFound);
-    assert_eq!(kind(svc.compartment_search("Patient", "bad id!", "Observation", &[], Handling::Strict).await), ErrorKind::BadRequest);
+    assert_eq!(kind(svc.compartment_search(&sys(), "Observation", "o1", "Patient", &[], Handling::Strict).await), ErrorKind::NotFound);
+    assert_eq!(kind(svc.compartment_search(&sys(), "Patient", "p1", "Nope", &[], Handling::Strict).await), ErrorKind::NotFound);
+    assert_eq!(kind(svc.compartment_search(&sys(), "Patient", "bad id!", "Observation", &[], Handling::Strict).await), ErrorKind::BadRequest);
     let unknown = pairs(&[("nonsense", "1")]);
-    assert_eq!(kind(svc.compartment_search("Patient", "p1", "Observation", &unknown, Handling::Strict).await), ErrorKind::BadRequest);
-    assert!(svc.compartment_search("Patient", "p1", "Observation", &unknown, Handling::Lenient).await.is_ok());
+    assert_eq!(kind(svc.compartment_search(&sys(), "Patient", "p1", "Observation", &unknown, Handling::Strict).await), ErrorKind::BadRequest);
+    assert!(svc.compartment_search(&sys(), "Patient", "p1", "Observation", &unknown, Handling::Lenient).await.is_ok());
 }
 
 #[tokio::test]
 async fn everything_lists_the_patient_then_the_compartment_by_type_and_id() {
     let svc = service();
     record(&svc).await;
-    let all = svc.patient_everything("p1", &[], Handling::Strict).await.unwrap();
+    let all = svc.patient_everything(&sys(), "p1", &[], Handling::Strict).await.unwrap();
     let expected = [
         "Patient/p1", "Condition/c1", "Encounter/e1", "Goal/g1", "Observation/o1", "Observation/o2", "Observation/o3",
         "Procedure/x1",
@@ -147,7 +148,7 @@ async fn everything_lists_the_patient_then_the_compartment_by_type_and_id() {
     let mut walked = Vec::new();
     for offset in [0, 3, 6, 9] {
         let params = pairs(&[("_count", "3"), ("_offset", &offset.to_string())]);
-        let page = svc.patient_everything("p1", &params, Handling::Strict).await.unwrap();
+        let page = svc.patient_everything(&sys(), "p1", &params, Handling::Strict).await.unwrap();
         assert_eq!(page.page.total, Some(8));
         assert_eq!((page.count, page.offset), (3, offset));
         assert!(page.page.items.len() <= 3);
@@ -156,7 +157,7 @@ async fn everything_lists_the_patient_then_the_compartment_by_type_and_id() {
     assert_eq!(walked, expected);
 
     // _count=0 counts only.
-    let counted = svc.patient_everything("p1", &pairs(&[("_count", "0")]), Handling::Strict).await.unwrap();
+    let counted = svc.patient_everything(&sys(), "p1", &pairs(&[("_count", "0")]), Handling::Strict).await.unwrap();
     assert!(counted.page.items.is_empty());
     assert_eq!(counted.page.total, Some(8));
 }
@@ -166,35 +167,35 @@ async fn everything_filters_by_type_care_dates_and_since() {
     let svc = service();
     record(&svc).await;
     let types = svc
-        .patient_everything("p1", &pairs(&[("_type", "Observation,Goal"), ("_type", "Encounter")]), Handling::Strict)
+        .patient_everything(&sys(), "p1", &pairs(&[("_type", "Observation,Goal"), ("_type", "Encounter")]), Handling::Strict)
         .await
         .unwrap();
     assert_eq!(refs(&types), ["Encounter/e1", "Goal/g1", "Observation/o1", "Observation/o2", "Observation/o3"]);
     assert_eq!(types.applied, pairs(&[("_type", "Observation,Goal"), ("_type", "Encounter")]));
-    let with_patient = svc.patient_everything("p1", &pairs(&[("_type", "Patient,Goal")]), Handling::Strict).await.unwrap();
+    let with_patient = svc.patient_everything(&sys(), "p1", &pairs(&[("_type", "Patient,Goal")]), Handling::Strict).await.unwrap();
     assert_eq!(refs(&with_patient), ["Patient/p1", "Goal/g1"]);
 
     // Care dates overlap [start, end]: o2 (2021-06) and the ongoing encounter are in;
     // o1 (2020-01), o3 (2022) and the 2019 procedure are out; Condition and Goal have
     // no `date` parameter and stay, as does the Patient.
     let dated = svc
-        .patient_everything("p1", &pairs(&[("start", "2021-01-01"), ("end", "2021-12-31")]), Handling::Strict)
+        .patient_everything(&sys(), "p1", &pairs(&[("start", "2021-01-01"), ("end", "2021-12-31")]), Handling::Strict)
         .await
         .unwrap();
     assert_eq!(refs(&dated), ["Patient/p1", "Condition/c1", "Encounter/e1", "Goal/g1", "Observation/o2"]);
-    let open_end = svc.patient_everything("p1", &pairs(&[("start", "2022")]), Handling::Strict).await.unwrap();
+    let open_end = svc.patient_everything(&sys(), "p1", &pairs(&[("start", "2022")]), Handling::Strict).await.unwrap();
     assert_eq!(refs(&open_end), ["Patient/p1", "Condition/c1", "Encounter/e1", "Goal/g1", "Observation/o3"]);
-    let open_start = svc.patient_everything("p1", &pairs(&[("end", "2019-06")]), Handling::Strict).await.unwrap();
+    let open_start = svc.patient_everything(&sys(), "p1", &pairs(&[("end", "2019-06")]), Handling::Strict).await.unwrap();
     assert_eq!(refs(&open_start), ["Patient/p1", "Condition/c1", "Goal/g1", "Procedure/x1"]);
 
     // _since: what changed at or after o2's write (the step clock orders the writes).
-    let o2 = svc.read("Observation", "o2").await.unwrap();
+    let o2 = svc.read(&sys(), "Observation", "o2").await.unwrap();
     let since = o2.last_updated.to_fhir();
-    let changed = svc.patient_everything("p1", &pairs(&[("_since", &since)]), Handling::Strict).await.unwrap();
+    let changed = svc.patient_everything(&sys(), "p1", &pairs(&[("_since", &since)]), Handling::Strict).await.unwrap();
     assert_eq!(refs(&changed), ["Observation/o2", "Observation/o3", "Procedure/x1"]);
     // An update brings the Patient back into the _since window.
     put(&svc, json!({"resourceType": "Patient", "active": false}), "p1").await;
-    let changed = svc.patient_everything("p1", &pairs(&[("_since", &since)]), Handling::Strict).await.unwrap();
+    let changed = svc.patient_everything(&sys(), "p1", &pairs(&[("_since", &since)]), Handling::Strict).await.unwrap();
     assert_eq!(refs(&changed)[0], "Patient/p1");
     assert_eq!(changed.page.total, Some(4));
 }
@@ -204,18 +205,18 @@ async fn everything_errors() {
     let svc = service();
     record(&svc).await;
     let kind = |r: Result<SearchResult, domain::Error>| r.expect_err("must fail").kind;
-    assert_eq!(kind(svc.patient_everything("nobody", &[], Handling::Strict).await), ErrorKind::NotFound);
-    svc.delete("Patient", "p2").await.unwrap();
-    assert_eq!(kind(svc.patient_everything("p2", &[], Handling::Strict).await), ErrorKind::Gone);
+    assert_eq!(kind(svc.patient_everything(&sys(), "nobody", &[], Handling::Strict).await), ErrorKind::NotFound);
+    svc.delete(&sys(), "Patient", "p2").await.unwrap();
+    assert_eq!(kind(svc.patient_everything(&sys(), "p2", &[], Handling::Strict).await), ErrorKind::Gone);
     for bad in [("_type", "Medication"), ("start", "yesterday"), ("_count", "-1"), ("_offset", "x"), ("foo", "1")] {
-        let e = svc.patient_everything("p1", &pairs(&[bad]), Handling::Strict).await.expect_err("bad parameter");
+        let e = svc.patient_everything(&sys(), "p1", &pairs(&[bad]), Handling::Strict).await.expect_err("bad parameter");
         assert_eq!(e.kind, ErrorKind::BadRequest, "{bad:?}");
         assert_eq!(e.issues[0].expression.as_deref(), Some(bad.0), "{bad:?}");
     }
     let reversed = pairs(&[("start", "2022"), ("end", "2021")]);
-    assert_eq!(kind(svc.patient_everything("p1", &reversed, Handling::Strict).await), ErrorKind::BadRequest);
+    assert_eq!(kind(svc.patient_everything(&sys(), "p1", &reversed, Handling::Strict).await), ErrorKind::BadRequest);
     // Lenient handling skips unknown parameters.
-    let lenient = svc.patient_everything("p1", &pairs(&[("foo", "1")]), Handling::Lenient).await.unwrap();
+    let lenient = svc.patient_everything(&sys(), "p1", &pairs(&[("foo", "1")]), Handling::Lenient).await.unwrap();
     assert_eq!(lenient.page.total, Some(8));
     assert!(lenient.applied.is_empty());
 }
@@ -260,29 +261,29 @@ async fn lastn_keeps_the_newest_per_code() {
     let ids = |r: &SearchResult| r.page.items.iter().map(|r| r.id.clone()).collect::<Vec<_>>();
 
     // Groups in order of their newest: pulse+heart-rate (h1, 2024-05), glucose (g3), Mood (m1).
-    let one = svc.observation_lastn(&pairs(&[("patient", "p1")]), Handling::Strict).await.unwrap();
+    let one = svc.observation_lastn(&sys(), &pairs(&[("patient", "p1")]), Handling::Strict).await.unwrap();
     assert_eq!(ids(&one), ["h1", "g3", "m1"]);
     assert_eq!(one.page.total, Some(3));
 
     // max=2: g2a and g2b tie for second place, so both come back (equal dates: the
     // store's tie-break, most recently written first).
-    let two = svc.observation_lastn(&pairs(&[("subject", "Patient/p1"), ("max", "2")]), Handling::Strict).await.unwrap();
+    let two = svc.observation_lastn(&sys(), &pairs(&[("subject", "Patient/p1"), ("max", "2")]), Handling::Strict).await.unwrap();
     assert_eq!(ids(&two), ["h1", "v2", "g3", "g2b", "g2a", "m1"]);
     assert_eq!(two.applied[0], ("max".to_string(), "2".to_string()));
 
     let lab = svc
-        .observation_lastn(&pairs(&[("patient", "p1"), ("category", "laboratory"), ("max", "10")]), Handling::Strict)
+        .observation_lastn(&sys(), &pairs(&[("patient", "p1"), ("category", "laboratory"), ("max", "10")]), Handling::Strict)
         .await
         .unwrap();
     assert_eq!(ids(&lab), ["g3", "g2b", "g2a", "g1"]);
     let dated = svc
-        .observation_lastn(&pairs(&[("patient", "p1"), ("code", "glucose"), ("date", "lt2024-02-15")]), Handling::Strict)
+        .observation_lastn(&sys(), &pairs(&[("patient", "p1"), ("code", "glucose"), ("date", "lt2024-02-15")]), Handling::Strict)
         .await
         .unwrap();
     assert_eq!(ids(&dated), ["g2b", "g2a"]);
 
     let paged = svc
-        .observation_lastn(&pairs(&[("patient", "p1"), ("max", "2"), ("_count", "2"), ("_offset", "2")]), Handling::Strict)
+        .observation_lastn(&sys(), &pairs(&[("patient", "p1"), ("max", "2"), ("_count", "2"), ("_offset", "2")]), Handling::Strict)
         .await
         .unwrap();
     assert_eq!((ids(&paged), paged.page.total), (vec!["g3".to_string(), "g2b".to_string()], Some(6)));
@@ -299,10 +300,10 @@ async fn lastn_errors() {
         pairs(&[("patient", "p1"), ("_sort", "date")]),
         pairs(&[("patient", "p1"), ("nonsense", "1")]),
     ] {
-        let e = svc.observation_lastn(&bad, Handling::Strict).await.expect_err("bad request");
+        let e = svc.observation_lastn(&sys(), &bad, Handling::Strict).await.expect_err("bad request");
         assert_eq!(e.kind, ErrorKind::BadRequest, "{bad:?}");
     }
-    let none = svc.observation_lastn(&pairs(&[("patient", "nobody")]), Handling::Strict).await.unwrap();
+    let none = svc.observation_lastn(&sys(), &pairs(&[("patient", "nobody")]), Handling::Strict).await.unwrap();
     assert!(none.page.items.is_empty());
 }
 
@@ -313,7 +314,7 @@ async fn everything_order_holds_under_parallel_searches() {
     let svc = service();
     record(&svc).await;
     for _ in 0..20 {
-        let page = svc.patient_everything("p1", &pairs(&[("_count", "5"), ("_offset", "2")]), Handling::Strict).await.unwrap();
+        let page = svc.patient_everything(&sys(), "p1", &pairs(&[("_count", "5"), ("_offset", "2")]), Handling::Strict).await.unwrap();
         assert_eq!(refs(&page), ["Encounter/e1", "Goal/g1", "Observation/o1", "Observation/o2", "Observation/o3"]);
     }
 }

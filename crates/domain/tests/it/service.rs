@@ -1,5 +1,6 @@
 //! The Service's FHIR semantics, checked through its public API.
 
+use crate::sys;
 use domain::memory::MemoryStore;
 use domain::service::{Created, Handling, HistoryParams, PatchDocument};
 use domain::store::HistoryScope;
@@ -27,33 +28,33 @@ fn patient(family: &str, mrn: &str) -> Value {
 #[tokio::test]
 async fn create_read_update_delete_keeps_every_version() {
     let svc = service();
-    let Created::Created(created) = svc.create("Patient", patient("Smith", "1"), None).await.expect("create") else {
+    let Created::Created(created) = svc.create(&sys(), "Patient", patient("Smith", "1"), None).await.expect("create") else {
         panic!("expected a new resource");
     };
     assert_eq!(created.version_id, 1);
-    let read = svc.read("Patient", &created.id).await.expect("read");
+    let read = svc.read(&sys(), "Patient", &created.id).await.expect("read");
     assert_eq!(body(&read)["name"][0]["family"], "Smith");
     assert_eq!(body(&read)["meta"]["versionId"], "1");
 
     let mut changed = body(&read);
     changed["name"][0]["family"] = json!("Smythe");
-    let updated = svc.update("Patient", &created.id, changed, Some(1)).await.expect("update");
+    let updated = svc.update(&sys(), "Patient", &created.id, changed, Some(1)).await.expect("update");
     assert!(!updated.created);
     assert_eq!(updated.resource.version_id, 2);
 
     // A stale If-Match is refused with 412 and writes nothing.
-    let stale = svc.update("Patient", &created.id, body(&read), Some(1)).await.expect_err("stale");
+    let stale = svc.update(&sys(), "Patient", &created.id, body(&read), Some(1)).await.expect_err("stale");
     assert_eq!(stale.kind, ErrorKind::PreconditionFailed);
 
-    assert_eq!(svc.delete("Patient", &created.id).await.expect("delete"), Some(3));
-    assert_eq!(svc.read("Patient", &created.id).await.expect_err("gone").kind, ErrorKind::Gone);
-    assert_eq!(svc.delete("Patient", &created.id).await.expect("repeat delete"), None);
-    let v1 = svc.vread("Patient", &created.id, "1").await.expect("vread 1");
+    assert_eq!(svc.delete(&sys(), "Patient", &created.id).await.expect("delete"), Some(3));
+    assert_eq!(svc.read(&sys(), "Patient", &created.id).await.expect_err("gone").kind, ErrorKind::Gone);
+    assert_eq!(svc.delete(&sys(), "Patient", &created.id).await.expect("repeat delete"), None);
+    let v1 = svc.vread(&sys(), "Patient", &created.id, "1").await.expect("vread 1");
     assert_eq!(body(&v1)["name"][0]["family"], "Smith");
-    assert_eq!(svc.vread("Patient", &created.id, "3").await.expect_err("deleted version").kind, ErrorKind::Gone);
+    assert_eq!(svc.vread(&sys(), "Patient", &created.id, "3").await.expect_err("deleted version").kind, ErrorKind::Gone);
 
     let history = svc
-        .history(&HistoryScope::Instance { resource_type: "Patient".into(), id: created.id.clone() }, &HistoryParams::default())
+        .history(&sys(), &HistoryScope::Instance { resource_type: "Patient".into(), id: created.id.clone() }, &HistoryParams::default())
         .await
         .expect("history");
     let versions: Vec<u64> = history.items.iter().map(|r| r.version_id).collect();
@@ -68,10 +69,10 @@ async fn decimals_and_primitive_extensions_survive() {
         "valueQuantity":{"value":1.50,"unit":"kg"},
         "_status":{"extension":[{"url":"http://example.org/x","valueString":"y"}]}}"#;
     let value: Value = serde_json::from_str(text).expect("parses");
-    let Created::Created(created) = svc.create("Observation", value, None).await.expect("create") else {
+    let Created::Created(created) = svc.create(&sys(), "Observation", value, None).await.expect("create") else {
         panic!("expected a new resource");
     };
-    let stored = svc.read("Observation", &created.id).await.expect("read");
+    let stored = svc.read(&sys(), "Observation", &created.id).await.expect("read");
     let stored_text = stored.body.as_deref().unwrap_or_default();
     assert!(stored_text.contains(r#""value":1.50"#), "{stored_text}");
     assert!(stored_text.contains(r#""_status":{"extension""#), "{stored_text}");
@@ -82,13 +83,13 @@ async fn update_creates_and_revives() {
     let svc = service();
     let mut p = patient("Jones", "2");
     p["id"] = json!("p-2");
-    let created = svc.update("Patient", "p-2", p.clone(), None).await.expect("create on update");
+    let created = svc.update(&sys(), "Patient", "p-2", p.clone(), None).await.expect("create on update");
     assert!(created.created);
-    svc.delete("Patient", "p-2").await.expect("delete");
-    let revived = svc.update("Patient", "p-2", p.clone(), None).await.expect("revive");
+    svc.delete(&sys(), "Patient", "p-2").await.expect("delete");
+    let revived = svc.update(&sys(), "Patient", "p-2", p.clone(), None).await.expect("revive");
     assert!(revived.created);
     assert_eq!(revived.resource.version_id, 3);
-    let mismatched = svc.update("Patient", "other", p, None).await.expect_err("id mismatch");
+    let mismatched = svc.update(&sys(), "Patient", "other", p, None).await.expect_err("id mismatch");
     assert_eq!(mismatched.kind, ErrorKind::BadRequest);
 }
 
@@ -96,27 +97,27 @@ async fn update_creates_and_revives() {
 async fn conditional_create_update_and_delete() {
     let svc = service();
     let criteria = "identifier=https://hearth.example/mrn|77";
-    let Created::Created(first) = svc.create("Patient", patient("Lee", "77"), Some(criteria)).await.expect("create") else {
+    let Created::Created(first) = svc.create(&sys(), "Patient", patient("Lee", "77"), Some(criteria)).await.expect("create") else {
         panic!("expected a new resource");
     };
-    let Created::Existing(again) = svc.create("Patient", patient("Lee", "77"), Some(criteria)).await.expect("again") else {
+    let Created::Existing(again) = svc.create(&sys(), "Patient", patient("Lee", "77"), Some(criteria)).await.expect("again") else {
         panic!("expected the existing resource");
     };
     assert_eq!(again.id, first.id);
 
-    let updated = svc.conditional_update("Patient", criteria, patient("Leigh", "77"), None).await.expect("cond update");
+    let updated = svc.conditional_update(&sys(), "Patient", criteria, patient("Leigh", "77"), None).await.expect("cond update");
     assert_eq!(updated.resource.id, first.id);
     assert_eq!(updated.resource.version_id, 2);
 
-    svc.create("Patient", patient("Lee", "78"), None).await.expect("second");
-    svc.create("Patient", patient("Lee", "78"), None).await.expect("third");
+    svc.create(&sys(), "Patient", patient("Lee", "78"), None).await.expect("second");
+    svc.create(&sys(), "Patient", patient("Lee", "78"), None).await.expect("third");
     let many = svc
-        .conditional_delete("Patient", "identifier=https://hearth.example/mrn|78")
+        .conditional_delete(&sys(), "Patient", "identifier=https://hearth.example/mrn|78")
         .await
         .expect_err("several matches");
     assert_eq!(many.kind, ErrorKind::PreconditionFailed);
-    assert_eq!(svc.conditional_delete("Patient", criteria).await.expect("cond delete"), 1);
-    assert_eq!(svc.read("Patient", &first.id).await.expect_err("gone").kind, ErrorKind::Gone);
+    assert_eq!(svc.conditional_delete(&sys(), "Patient", criteria).await.expect("cond delete"), 1);
+    assert_eq!(svc.read(&sys(), "Patient", &first.id).await.expect_err("gone").kind, ErrorKind::Gone);
 }
 
 #[tokio::test]
@@ -126,7 +127,7 @@ async fn concurrent_conditional_creates_make_one_resource() {
     let mut tasks = Vec::new();
     for _ in 0..16 {
         let svc = Arc::clone(&svc);
-        tasks.push(tokio::spawn(async move { svc.create("Patient", patient("Race", "race"), Some(criteria)).await }));
+        tasks.push(tokio::spawn(async move { svc.create(&sys(), "Patient", patient("Race", "race"), Some(criteria)).await }));
     }
     let mut ids = std::collections::HashSet::new();
     for t in tasks {
@@ -140,7 +141,7 @@ async fn concurrent_conditional_creates_make_one_resource() {
 #[tokio::test]
 async fn transaction_resolves_urn_uuid_and_conditional_references() {
     let svc = service();
-    svc.create("Practitioner", json!({"resourceType": "Practitioner",
+    svc.create(&sys(), "Practitioner", json!({"resourceType": "Practitioner",
         "identifier": [{"system": "http://hl7.org/fhir/sid/us-npi", "value": "1234567893"}]}), None)
         .await
         .expect("practitioner");
@@ -157,14 +158,14 @@ async fn transaction_resolves_urn_uuid_and_conditional_references() {
              "request": {"method": "POST", "url": "Patient", "ifNoneExist": "identifier=https://hearth.example/mrn|500"}}
         ]
     });
-    let response = svc.bundle(bundle, "http://h/fhir", None).await.expect("transaction");
+    let response = svc.bundle(&sys(), bundle, "http://h/fhir", None).await.expect("transaction");
     assert_eq!(response["type"], "transaction-response");
     let obs_location = response["entry"][0]["response"]["location"].as_str().expect("location");
     let patient_location = response["entry"][1]["response"]["location"].as_str().expect("location");
     assert_eq!(response["entry"][0]["response"]["status"], "201 Created");
     let obs_id = obs_location.split('/').nth(1).expect("id");
     let patient_id = patient_location.split('/').nth(1).expect("id");
-    let obs = body(&svc.read("Observation", obs_id).await.expect("observation"));
+    let obs = body(&svc.read(&sys(), "Observation", obs_id).await.expect("observation"));
     assert_eq!(obs["subject"]["reference"], format!("Patient/{patient_id}"));
     assert!(obs["performer"][0]["reference"].as_str().expect("ref").starts_with("Practitioner/"));
 }
@@ -181,11 +182,11 @@ async fn a_failed_transaction_leaves_nothing_behind() {
              "request": {"method": "POST", "url": "Observation"}}
         ]
     });
-    let err = svc.bundle(bundle, "", None).await.expect_err("dangling reference");
+    let err = svc.bundle(&sys(), bundle, "", None).await.expect_err("dangling reference");
     assert_eq!(err.kind, ErrorKind::BadRequest);
     let expr = err.issues[0].expression.clone().unwrap_or_default();
     assert!(expr.starts_with("Bundle.entry[1].resource"), "{expr}");
-    let all = svc.search(Some("Patient"), &[], Handling::Strict).await.expect("search");
+    let all = svc.search(&sys(), Some("Patient"), &[], Handling::Strict).await.expect("search");
     assert!(all.page.items.is_empty(), "nothing may be written");
 
     // An invalid resource fails the transaction with its location.
@@ -196,10 +197,10 @@ async fn a_failed_transaction_leaves_nothing_behind() {
             {"resource": {"resourceType": "Patient", "birthDate": "not-a-date"}, "request": {"method": "POST", "url": "Patient"}}
         ]
     });
-    let err = svc.bundle(bundle, "", None).await.expect_err("invalid resource");
+    let err = svc.bundle(&sys(), bundle, "", None).await.expect_err("invalid resource");
     assert_eq!(err.kind, ErrorKind::Invalid);
     assert_eq!(err.issues[0].expression.as_deref(), Some("Bundle.entry[1].resource.birthDate"));
-    let all = svc.search(Some("Patient"), &[], Handling::Strict).await.expect("search");
+    let all = svc.search(&sys(), Some("Patient"), &[], Handling::Strict).await.expect("search");
     assert!(all.page.items.is_empty(), "nothing may be written");
 }
 
@@ -214,7 +215,7 @@ async fn batch_answers_each_entry() {
             {"request": {"method": "GET", "url": "Patient/does-not-exist"}}
         ]
     });
-    let response = svc.bundle(bundle, "", None).await.expect("batch");
+    let response = svc.bundle(&sys(), bundle, "", None).await.expect("batch");
     assert_eq!(response["type"], "batch-response");
     assert_eq!(response["entry"][0]["response"]["status"], "201 Created");
     assert_eq!(response["entry"][1]["response"]["status"], "422");
@@ -225,20 +226,20 @@ async fn batch_answers_each_entry() {
 #[tokio::test]
 async fn patches_apply_and_are_validated() {
     let svc = service();
-    let Created::Created(p) = svc.create("Patient", patient("Patch", "3"), None).await.expect("create") else {
+    let Created::Created(p) = svc.create(&sys(), "Patient", patient("Patch", "3"), None).await.expect("create") else {
         panic!("expected a new resource");
     };
     let ops = json!([{"op": "replace", "path": "/birthDate", "value": "1990-01-01"}]);
-    let patched = svc.patch("Patient", &p.id, PatchDocument::Json(ops), Some(1)).await.expect("json patch");
+    let patched = svc.patch(&sys(), "Patient", &p.id, PatchDocument::Json(ops), Some(1)).await.expect("json patch");
     assert_eq!(body(&patched)["birthDate"], "1990-01-01");
     let bad = json!([{"op": "replace", "path": "/birthDate", "value": "yesterday"}]);
-    let err = svc.patch("Patient", &p.id, PatchDocument::Json(bad), None).await.expect_err("invalid result");
+    let err = svc.patch(&sys(), "Patient", &p.id, PatchDocument::Json(bad), None).await.expect_err("invalid result");
     assert_eq!(err.kind, ErrorKind::Invalid);
     let fhirpath = json!({"resourceType": "Parameters", "parameter": [{"name": "operation", "part": [
         {"name": "type", "valueCode": "replace"},
         {"name": "path", "valueString": "Patient.birthDate"},
         {"name": "value", "valueDate": "1991-02-03"}]}]});
-    let patched = svc.patch("Patient", &p.id, PatchDocument::FhirPath(fhirpath), Some(2)).await.expect("fhirpath patch");
+    let patched = svc.patch(&sys(), "Patient", &p.id, PatchDocument::FhirPath(fhirpath), Some(2)).await.expect("fhirpath patch");
     assert_eq!(body(&patched)["birthDate"], "1991-02-03");
     assert_eq!(patched.version_id, 3);
 }
@@ -249,12 +250,12 @@ async fn bulk_load_accepts_valid_and_reports_invalid() {
     let mut good = patient("Bulk", "10");
     good["id"] = json!("bulk-1");
     let results = svc
-        .load(vec![good, json!({"resourceType": "Patient", "id": "bad id"}), json!({"resourceType": "Nope"})])
+        .load(&sys(), vec![good, json!({"resourceType": "Patient", "id": "bad id"}), json!({"resourceType": "Nope"})])
         .await;
     assert!(results[0].is_ok());
     assert_eq!(results[1].as_ref().expect_err("bad id").kind, ErrorKind::Invalid);
     assert_eq!(results[2].as_ref().expect_err("bad type").kind, ErrorKind::NotFound);
-    assert_eq!(svc.read("Patient", "bulk-1").await.expect("loaded").version_id, 1);
+    assert_eq!(svc.read(&sys(), "Patient", "bulk-1").await.expect("loaded").version_id, 1);
 }
 
 #[tokio::test]
@@ -263,28 +264,28 @@ async fn a_failing_read_fails_the_transaction_with_nothing_written() {
     let bundle = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
         {"resource": patient("Atomic", "a1"), "request": {"method": "POST", "url": "Patient"}},
         {"request": {"method": "GET", "url": "Patient/does-not-exist"}}]});
-    let err = svc.bundle(bundle, "", None).await.expect_err("the read fails");
+    let err = svc.bundle(&sys(), bundle, "", None).await.expect_err("the read fails");
     assert_eq!(err.kind, ErrorKind::NotFound);
     assert_eq!(err.issues[0].expression.as_deref(), Some("Bundle.entry[1]"));
-    let all = svc.search(Some("Patient"), &[], Handling::Strict).await.expect("search");
+    let all = svc.search(&sys(), Some("Patient"), &[], Handling::Strict).await.expect("search");
     assert!(all.page.items.is_empty(), "nothing may be written");
 
     // A read of a resource the same transaction deletes answers 410 and undoes the delete.
     let mut kept = patient("Kept", "a2");
     kept["id"] = json!("kept");
-    svc.update("Patient", "kept", kept, None).await.expect("create");
+    svc.update(&sys(), "Patient", "kept", kept, None).await.expect("create");
     let bundle = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
         {"request": {"method": "GET", "url": "Patient/kept"}},
         {"request": {"method": "DELETE", "url": "Patient/kept"}}]});
-    let err = svc.bundle(bundle, "", None).await.expect_err("read of a deleted resource");
+    let err = svc.bundle(&sys(), bundle, "", None).await.expect_err("read of a deleted resource");
     assert_eq!(err.kind, ErrorKind::Gone);
-    assert!(svc.read("Patient", "kept").await.is_ok(), "the delete was rolled back");
+    assert!(svc.read(&sys(), "Patient", "kept").await.is_ok(), "the delete was rolled back");
 
     // A read of a resource the transaction creates sees it.
     let bundle = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
         {"request": {"method": "GET", "url": "Patient/new-one"}},
         {"resource": {"resourceType": "Patient", "id": "new-one", "gender": "other"}, "request": {"method": "PUT", "url": "Patient/new-one"}}]});
-    let response = svc.bundle(bundle, "", None).await.expect("transaction");
+    let response = svc.bundle(&sys(), bundle, "", None).await.expect("transaction");
     assert_eq!(response["entry"][0]["resource"]["gender"], "other");
 }
 
@@ -293,11 +294,11 @@ async fn bundle_entries_follow_the_return_preference() {
     let svc = service();
     let make = || json!({"resourceType": "Bundle", "type": "transaction", "entry": [
         {"resource": {"resourceType": "Patient", "gender": "female"}, "request": {"method": "POST", "url": "Patient"}}]});
-    let minimal = svc.bundle(make(), "", None).await.expect("minimal");
+    let minimal = svc.bundle(&sys(), make(), "", None).await.expect("minimal");
     assert!(minimal["entry"][0].get("resource").is_none());
-    let full = svc.bundle(make(), "", Some(domain::service::Return::Representation)).await.expect("representation");
+    let full = svc.bundle(&sys(), make(), "", Some(domain::service::Return::Representation)).await.expect("representation");
     assert_eq!(full["entry"][0]["resource"]["gender"], "female");
-    let outcome = svc.bundle(make(), "", Some(domain::service::Return::OperationOutcome)).await.expect("outcome");
+    let outcome = svc.bundle(&sys(), make(), "", Some(domain::service::Return::OperationOutcome)).await.expect("outcome");
     assert_eq!(outcome["entry"][0]["response"]["outcome"]["resourceType"], "OperationOutcome");
 }
 
@@ -305,14 +306,14 @@ async fn bundle_entries_follow_the_return_preference() {
 async fn oversized_searches_and_nul_characters_are_refused() {
     let svc = service();
     let many: Vec<(String, String)> = (0..65).map(|i| ("name".to_string(), format!("a{i}"))).collect();
-    let err = svc.search(Some("Patient"), &many, Handling::Strict).await.expect_err("too many conditions");
+    let err = svc.search(&sys(), Some("Patient"), &many, Handling::Strict).await.expect_err("too many conditions");
     assert_eq!(err.kind, ErrorKind::BadRequest);
     assert_eq!(err.issues[0].code, fhir::IssueType::TooCostly);
     let commas = vec![("name".to_string(), vec!["a"; 100].join(","))];
-    assert!(svc.search(Some("Patient"), &commas, Handling::Strict).await.is_err());
+    assert!(svc.search(&sys(), Some("Patient"), &commas, Handling::Strict).await.is_err());
     let nul = vec![("name".to_string(), "a\0b".to_string())];
-    assert_eq!(svc.search(Some("Patient"), &nul, Handling::Strict).await.expect_err("nul").kind, ErrorKind::BadRequest);
-    let err = svc.create("Patient", json!({"resourceType": "Patient", "name": [{"family": "a\u{0}b"}]}), None).await.expect_err("control character");
+    assert_eq!(svc.search(&sys(), Some("Patient"), &nul, Handling::Strict).await.expect_err("nul").kind, ErrorKind::BadRequest);
+    let err = svc.create(&sys(), "Patient", json!({"resourceType": "Patient", "name": [{"family": "a\u{0}b"}]}), None).await.expect_err("control character");
     assert_eq!(err.kind, ErrorKind::Invalid);
     assert_eq!(err.issues[0].expression.as_deref(), Some("Patient.name[0].family"));
 }
@@ -321,10 +322,10 @@ async fn oversized_searches_and_nul_characters_are_refused() {
 async fn criteria_may_carry_the_resource_type() {
     let svc = service();
     let criteria = "Patient?identifier=https://hearth.example/mrn|t1";
-    let Created::Created(first) = svc.create("Patient", patient("T", "t1"), Some(criteria)).await.expect("create") else {
+    let Created::Created(first) = svc.create(&sys(), "Patient", patient("T", "t1"), Some(criteria)).await.expect("create") else {
         panic!("expected a new resource");
     };
-    let Created::Existing(again) = svc.create("Patient", patient("T", "t1"), Some(criteria)).await.expect("again") else {
+    let Created::Existing(again) = svc.create(&sys(), "Patient", patient("T", "t1"), Some(criteria)).await.expect("again") else {
         panic!("expected the existing resource");
     };
     assert_eq!(first.id, again.id);
