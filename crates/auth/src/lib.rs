@@ -10,3 +10,9 @@
 //! All state lives in the store as system records ([`domain::store::SysWrite`]),
 //! written together with the audit records of the event (sign-in, token
 //! issue, privilege change) in one commit.
+
+pub mod break_glass;
+pub mod password;
+pub mod roles;
+pub mod totp;
+pub mod users;
