@@ -2,6 +2,7 @@
 //! (<http://hl7.org/fhir/R4/http.html#transaction>). The Service processes
 //! the entries; this module checks the envelope.
 
+use crate::caller::Caller;
 use crate::error::ApiError;
 use crate::negotiation::{fhir_json_response, prefer, require_json_body};
 use crate::request::{parse_json, read_body};
@@ -16,7 +17,7 @@ use serde_json::Value;
 /// other than a Bundle of type batch or transaction is 400. `Prefer:
 /// return=` applies to each entry's result (<http://hl7.org/fhir/R4/http.html#ops>):
 /// the resource, an OperationOutcome in `response.outcome`, or neither.
-pub(crate) async fn batch_or_transaction(state: St, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
+pub(crate) async fn batch_or_transaction(state: St, Caller(access): Caller, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
     require_json_body(&headers)?;
     let bytes = read_body(body, state.config.max_body_bytes).await?;
     let bundle = parse_json(&bytes)?;
@@ -31,7 +32,7 @@ pub(crate) async fn batch_or_transaction(state: St, headers: HeaderMap, body: Bo
     }
     let prefer = prefer(&headers);
     let entries = prefer.return_stated.then(|| prefer.r#return.to_domain());
-    let response = state.service.bundle(bundle, &state.base, entries).await?;
+    let response = state.service.bundle(&access, bundle, &state.base, entries).await?;
     let text = serde_json::to_vec(&response)
         .map_err(|_| ApiError::new(ErrorKind::Internal, "could not write the response Bundle"))?;
     Ok(fhir_json_response(StatusCode::OK, text.into()))

@@ -1,6 +1,7 @@
 //! `create`: `POST [base]/[type]`, conditional with `If-None-Exist`
 //! (<http://hl7.org/fhir/R4/http.html#create>, <http://hl7.org/fhir/R4/http.html#ccreate>).
 
+use crate::caller::Caller;
 use crate::error::ApiError;
 use crate::negotiation::{if_none_exist, prefer, require_json_body};
 use crate::request::{check_type, parse_resource, read_body};
@@ -14,7 +15,7 @@ use http::{HeaderMap, StatusCode};
 /// 201 with Location, ETag and Last-Modified; 200 with the existing resource
 /// when the `If-None-Exist` criteria match exactly one.
 pub(crate) async fn create(
-    state: St,
+    state: St, Caller(access): Caller,
     Path(resource_type): Path<String>,
     headers: HeaderMap,
     body: Body,
@@ -26,7 +27,7 @@ pub(crate) async fn create(
     let criteria = if_none_exist(&headers)?;
     let prefer = prefer(&headers);
     let base = Some(state.base.as_str());
-    Ok(match state.service.create(&resource_type, resource, criteria.as_deref()).await? {
+    Ok(match state.service.create(&access, &resource_type, resource, criteria.as_deref()).await? {
         Created::Created(stored) => respond::written(StatusCode::CREATED, &stored, prefer.r#return, base, "created"),
         Created::Existing(stored) => respond::written(StatusCode::OK, &stored, prefer.r#return, base, "matched existing"),
     })

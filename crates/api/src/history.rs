@@ -5,6 +5,8 @@
 //! `_before=<instant>`, Hearth's own parameter, which freezes the list at
 //! the newest version shown on the first page (`HistoryParams::not_after`).
 
+use crate::caller::Caller;
+use domain::access::Access;
 use crate::error::ApiError;
 use crate::negotiation::{fhir_json_response, prefer};
 use crate::request::{check_id, check_type, encode_pairs, is_format_param, query_pairs};
@@ -18,26 +20,26 @@ use fhir::instant::Instant;
 use http::{HeaderMap, StatusCode};
 
 /// `GET [base]/_history`.
-pub(crate) async fn system(state: St, RawQuery(query): RawQuery, headers: HeaderMap) -> Result<Response, ApiError> {
+pub(crate) async fn system(state: St, Caller(access): Caller, RawQuery(query): RawQuery, headers: HeaderMap) -> Result<Response, ApiError> {
     let path = format!("{}/_history", state.base);
-    run(&state, HistoryScope::System, path, query.as_deref(), &headers).await
+    run(&state, &access, HistoryScope::System, path, query.as_deref(), &headers).await
 }
 
 /// `GET [base]/[type]/_history`.
 pub(crate) async fn type_level(
-    state: St,
+    state: St, Caller(access): Caller,
     Path(resource_type): Path<String>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     check_type(&resource_type)?;
     let path = format!("{}/{resource_type}/_history", state.base);
-    run(&state, HistoryScope::Type(resource_type), path, query.as_deref(), &headers).await
+    run(&state, &access, HistoryScope::Type(resource_type), path, query.as_deref(), &headers).await
 }
 
 /// `GET [base]/[type]/[id]/_history`.
 pub(crate) async fn instance(
-    state: St,
+    state: St, Caller(access): Caller,
     Path((resource_type, id)): Path<(String, String)>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
@@ -45,7 +47,7 @@ pub(crate) async fn instance(
     check_type(&resource_type)?;
     check_id(&id)?;
     let path = format!("{}/{resource_type}/{id}/_history", state.base);
-    run(&state, HistoryScope::Instance { resource_type, id }, path, query.as_deref(), &headers).await
+    run(&state, &access, HistoryScope::Instance { resource_type, id }, path, query.as_deref(), &headers).await
 }
 
 /// Reads `_since`, `_count` and the paging parameters `_offset`/`_before`.
@@ -81,14 +83,14 @@ fn parse_params(query: Option<&str>, handling: Handling) -> Result<HistoryParams
 }
 
 async fn run(
-    state: &St,
+    state: &St, access: &Access,
     scope: HistoryScope,
     path: String,
     query: Option<&str>,
     headers: &HeaderMap,
 ) -> Result<Response, ApiError> {
     let params = parse_params(query, prefer(headers).handling)?;
-    let page = state.service.history(&scope, &params).await?;
+    let page = state.service.history(&access, &scope, &params).await?;
 
     // The page size the Service applied (it clamps the same way).
     let config = state.service.config();

@@ -9,6 +9,7 @@
 //! `response_bundle` (searchset/history Bundles written as text) and `health`.
 
 mod bundle;
+mod caller;
 mod capabilities;
 mod reindex;
 mod compartment;

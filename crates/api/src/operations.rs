@@ -9,6 +9,8 @@
 //! the query string. The Service runs the operation; the Bundle and its paging links
 //! (GET URLs, whichever method asked) come from `search`.
 
+use crate::caller::Caller;
+use domain::access::Access;
 use crate::St;
 use crate::error::ApiError;
 use crate::negotiation::{BodyMedia, body_media, prefer};
@@ -23,7 +25,7 @@ use serde_json::Value;
 
 /// An instance-level operation (`[type]/[id]/$name`) by GET.
 pub(crate) async fn instance_get(
-    state: St,
+    state: St, Caller(access): Caller,
     resource_type: String,
     id: String,
     operation: String,
@@ -31,12 +33,12 @@ pub(crate) async fn instance_get(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let params = query_pairs(query.as_deref());
-    instance(state, &resource_type, &id, &operation, params, &headers).await
+    instance(state, &access, &resource_type, &id, &operation, params, &headers).await
 }
 
 /// An instance-level operation (`[type]/[id]/$name`) by POST.
 pub(crate) async fn instance_post(
-    state: St,
+    state: St, Caller(access): Caller,
     resource_type: String,
     id: String,
     operation: String,
@@ -47,7 +49,7 @@ pub(crate) async fn instance_post(
     // Refuse an unknown operation before reading its body.
     known_instance_operation(&resource_type, &operation)?;
     let params = with_body_params(&state, query.as_deref(), &headers, body).await?;
-    instance(state, &resource_type, &id, &operation, params, &headers).await
+    instance(state, &access, &resource_type, &id, &operation, params, &headers).await
 }
 
 fn known_instance_operation(resource_type: &str, operation: &str) -> Result<(), ApiError> {
@@ -62,7 +64,7 @@ fn known_instance_operation(resource_type: &str, operation: &str) -> Result<(), 
 }
 
 async fn instance(
-    state: St,
+    state: St, access: &Access,
     resource_type: &str,
     id: &str,
     operation: &str,
@@ -72,30 +74,30 @@ async fn instance(
     known_instance_operation(resource_type, operation)?;
     check_id(id)?;
     let subsetting = take_subsetting(&mut params)?;
-    let result = state.service.patient_everything(id, &params, prefer(headers).handling).await?;
+    let result = state.service.patient_everything(&access, id, &params, prefer(headers).handling).await?;
     let path = format!("{}/Patient/{id}/$everything", state.base);
     searchset(&state.base, &path, &result, &subsetting)
 }
 
 /// `GET [base]/Observation/$lastn?patient=...`.
-pub(crate) async fn lastn_get(state: St, RawQuery(query): RawQuery, headers: HeaderMap) -> Result<Response, ApiError> {
-    lastn(state, query_pairs(query.as_deref()), &headers).await
+pub(crate) async fn lastn_get(state: St, Caller(access): Caller, RawQuery(query): RawQuery, headers: HeaderMap) -> Result<Response, ApiError> {
+    lastn(state, &access, query_pairs(query.as_deref()), &headers).await
 }
 
 /// `POST [base]/Observation/$lastn` with a Parameters or form body.
 pub(crate) async fn lastn_post(
-    state: St,
+    state: St, Caller(access): Caller,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
     let params = with_body_params(&state, query.as_deref(), &headers, body).await?;
-    lastn(state, params, &headers).await
+    lastn(state, &access, params, &headers).await
 }
 
-async fn lastn(state: St, mut params: Vec<(String, String)>, headers: &HeaderMap) -> Result<Response, ApiError> {
+async fn lastn(state: St, access: &Access, mut params: Vec<(String, String)>, headers: &HeaderMap) -> Result<Response, ApiError> {
     let subsetting = take_subsetting(&mut params)?;
-    let result = state.service.observation_lastn(&params, prefer(headers).handling).await?;
+    let result = state.service.observation_lastn(&access, &params, prefer(headers).handling).await?;
     let path = format!("{}/Observation/$lastn", state.base);
     searchset(&state.base, &path, &result, &subsetting)
 }

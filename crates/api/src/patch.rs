@@ -2,6 +2,7 @@
 //! JSON Patch or FHIRPath Patch (<http://hl7.org/fhir/R4/http.html#patch>,
 //! <http://hl7.org/fhir/R4/fhirpatch.html>).
 
+use crate::caller::Caller;
 use crate::error::ApiError;
 use crate::negotiation::{BodyMedia, body_media, if_match, prefer};
 use crate::request::{check_id, check_type, criteria, parse_json, read_body};
@@ -16,7 +17,7 @@ use serde_json::Value;
 
 /// 200 with the patched version.
 pub(crate) async fn patch(
-    state: St,
+    state: St, Caller(access): Caller,
     Path((resource_type, id)): Path<(String, String)>,
     headers: HeaderMap,
     body: Body,
@@ -26,13 +27,13 @@ pub(crate) async fn patch(
     let document = read_patch(&state, &headers, body).await?;
     let version = if_match(&headers)?;
     let prefer = prefer(&headers);
-    let stored = state.service.patch(&resource_type, &id, document, version).await?;
+    let stored = state.service.patch(&access, &resource_type, &id, document, version).await?;
     Ok(respond::written(StatusCode::OK, &stored, prefer.r#return, None, "patched"))
 }
 
 /// `PATCH [base]/[type]?criteria`: the query string is the criteria.
 pub(crate) async fn conditional(
-    state: St,
+    state: St, Caller(access): Caller,
     Path(resource_type): Path<String>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
@@ -43,7 +44,7 @@ pub(crate) async fn conditional(
     let document = read_patch(&state, &headers, body).await?;
     let version = if_match(&headers)?;
     let prefer = prefer(&headers);
-    let stored = state.service.conditional_patch(&resource_type, &criteria, document, version).await?;
+    let stored = state.service.conditional_patch(&access, &resource_type, &criteria, document, version).await?;
     Ok(respond::written(StatusCode::OK, &stored, prefer.r#return, None, "patched"))
 }
 

@@ -10,6 +10,8 @@
 //! walk runs and then the report (or the error) once it is done. Reads and
 //! writes go on while it runs.
 
+use crate::caller::Caller;
+use domain::access::Access;
 use crate::St;
 use crate::error::ApiError;
 use crate::negotiation::{fhir_json_response, prefer};
@@ -36,28 +38,29 @@ struct Job {
 }
 
 /// `POST [base]/$reindex`.
-pub(crate) async fn system(state: St, headers: HeaderMap) -> Result<Response, ApiError> {
-    start(state, None, &headers).await
+pub(crate) async fn system(state: St, Caller(access): Caller, headers: HeaderMap) -> Result<Response, ApiError> {
+    start(state, &access, None, &headers).await
 }
 
 /// `POST [base]/[type]/$reindex`.
-pub(crate) async fn type_level(state: St, Path(resource_type): Path<String>, headers: HeaderMap) -> Result<Response, ApiError> {
+pub(crate) async fn type_level(state: St, Caller(access): Caller, Path(resource_type): Path<String>, headers: HeaderMap) -> Result<Response, ApiError> {
     crate::request::check_type(&resource_type)?;
-    start(state, Some(resource_type), &headers).await
+    start(state, &access, Some(resource_type), &headers).await
 }
 
-async fn start(state: St, resource_type: Option<String>, headers: &HeaderMap) -> Result<Response, ApiError> {
+async fn start(state: St, access: &Access, resource_type: Option<String>, headers: &HeaderMap) -> Result<Response, ApiError> {
     if !prefer(headers).respond_async {
         let progress = ReindexProgress::default();
-        let report = state.service.reindex(resource_type.as_deref(), &progress).await?;
+        let report = state.service.reindex(&access, resource_type.as_deref(), &progress).await?;
         return Ok(fhir_json_response(StatusCode::OK, report_json(&report).to_string().into()));
     }
     let id = uuid::Uuid::new_v4().to_string();
     let job = Arc::new(Job { progress: ReindexProgress::default(), result: OnceLock::new() });
     lock(&state.jobs.running).insert(id.clone(), Arc::clone(&job));
     let service = Arc::clone(&state.service);
+    let access = access.clone();
     tokio::spawn(async move {
-        let result = service.reindex(resource_type.as_deref(), &job.progress).await;
+        let result = service.reindex(&access, resource_type.as_deref(), &job.progress).await;
         if let Err(e) = &result {
             tracing::warn!(code = e.kind.code(), "reindex failed");
         }

@@ -6,6 +6,8 @@
 //! parameters, applies `_summary`/`_elements`, and writes the searchset
 //! Bundle with its paging links (`_offset` is Hearth's paging parameter).
 
+use crate::caller::Caller;
+use domain::access::Access;
 use crate::error::ApiError;
 use crate::negotiation::{BodyMedia, body_media, fhir_json_response, prefer};
 use crate::request::{check_type, encode_pairs, is_format_param, query_pairs, read_body};
@@ -21,18 +23,18 @@ use http::{HeaderMap, StatusCode};
 
 /// `GET [base]/[type]?params`.
 pub(crate) async fn type_get(
-    state: St,
+    state: St, Caller(access): Caller,
     Path(resource_type): Path<String>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     check_type(&resource_type)?;
-    run(&state, Some(resource_type), query_pairs(query.as_deref()), &headers).await
+    run(&state, &access, Some(resource_type), query_pairs(query.as_deref()), &headers).await
 }
 
 /// `POST [base]/[type]/_search` with a form body, merged with the query string.
 pub(crate) async fn type_post(
-    state: St,
+    state: St, Caller(access): Caller,
     Path(resource_type): Path<String>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
@@ -40,23 +42,23 @@ pub(crate) async fn type_post(
 ) -> Result<Response, ApiError> {
     check_type(&resource_type)?;
     let params = form_params(&state, query.as_deref(), &headers, body).await?;
-    run(&state, Some(resource_type), params, &headers).await
+    run(&state, &access, Some(resource_type), params, &headers).await
 }
 
 /// `GET [base]?params`: across all types (`_type` narrows).
-pub(crate) async fn system(state: St, RawQuery(query): RawQuery, headers: HeaderMap) -> Result<Response, ApiError> {
-    run(&state, None, query_pairs(query.as_deref()), &headers).await
+pub(crate) async fn system(state: St, Caller(access): Caller, RawQuery(query): RawQuery, headers: HeaderMap) -> Result<Response, ApiError> {
+    run(&state, &access, None, query_pairs(query.as_deref()), &headers).await
 }
 
 /// `POST [base]/_search`.
 pub(crate) async fn system_post(
-    state: St,
+    state: St, Caller(access): Caller,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
     let params = form_params(&state, query.as_deref(), &headers, body).await?;
-    run(&state, None, params, &headers).await
+    run(&state, &access, None, params, &headers).await
 }
 
 /// Query-string parameters followed by those of the
@@ -80,14 +82,14 @@ async fn form_params(
 }
 
 async fn run(
-    state: &St,
+    state: &St, access: &Access,
     resource_type: Option<String>,
     mut params: Vec<(String, String)>,
     headers: &HeaderMap,
 ) -> Result<Response, ApiError> {
     let subsetting = take_subsetting(&mut params)?;
     let handling = prefer(headers).handling;
-    let result = state.service.search(resource_type.as_deref(), &params, handling).await?;
+    let result = state.service.search(&access, resource_type.as_deref(), &params, handling).await?;
 
     let path = match &resource_type {
         Some(t) => format!("{}/{t}", state.base),

@@ -2,6 +2,7 @@
 //! `PUT [base]/[type]?criteria` (<http://hl7.org/fhir/R4/http.html#update>,
 //! <http://hl7.org/fhir/R4/http.html#cond-update>).
 
+use crate::caller::Caller;
 use crate::error::ApiError;
 use crate::negotiation::{Prefer, if_match, prefer, require_json_body};
 use crate::request::{check_id, check_type, criteria, parse_resource, read_body};
@@ -16,7 +17,7 @@ use serde_json::Value;
 /// 200 with the new version, or 201 when the update created the resource.
 /// The body's `id` must equal the URL's (400 otherwise, as the spec requires).
 pub(crate) async fn update(
-    state: St,
+    state: St, Caller(access): Caller,
     Path((resource_type, id)): Path<(String, String)>,
     headers: HeaderMap,
     body: Body,
@@ -33,13 +34,13 @@ pub(crate) async fn update(
     }
     let version = if_match(&headers)?;
     let prefer = prefer(&headers);
-    let updated = state.service.update(&resource_type, &id, resource, version).await?;
+    let updated = state.service.update(&access, &resource_type, &id, resource, version).await?;
     Ok(respond_updated(&state, &updated, prefer))
 }
 
 /// `PUT [base]/[type]?criteria`: the query string is the criteria.
 pub(crate) async fn conditional(
-    state: St,
+    state: St, Caller(access): Caller,
     Path(resource_type): Path<String>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
@@ -52,7 +53,7 @@ pub(crate) async fn conditional(
     let resource = parse_resource(&bytes, &resource_type)?;
     let version = if_match(&headers)?;
     let prefer = prefer(&headers);
-    let updated = state.service.conditional_update(&resource_type, &criteria, resource, version).await?;
+    let updated = state.service.conditional_update(&access, &resource_type, &criteria, resource, version).await?;
     Ok(respond_updated(&state, &updated, prefer))
 }
 

@@ -1,5 +1,6 @@
 //! `vread`: `GET [base]/[type]/[id]/_history/[vid]` (<http://hl7.org/fhir/R4/http.html#vread>).
 
+use crate::caller::Caller;
 use crate::error::ApiError;
 use crate::request::{check_id, check_type};
 use crate::summary::Subsetting;
@@ -10,7 +11,7 @@ use axum::response::Response;
 /// 200 with that version, 404 if there is no such version, 410 when the
 /// version is a delete.
 pub(crate) async fn vread(
-    state: St,
+    state: St, Caller(access): Caller,
     Path((resource_type, id, version)): Path<(String, String, String)>,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
@@ -18,6 +19,6 @@ pub(crate) async fn vread(
     check_id(&id)?;
     check_id(&version)?;
     let subsetting = Subsetting::from_query(query.as_deref())?.for_single_resource()?;
-    let stored = state.service.vread(&resource_type, &id, &version).await?;
+    let stored = state.service.vread(&access, &resource_type, &id, &version).await?;
     respond::resource(&stored, &subsetting)
 }

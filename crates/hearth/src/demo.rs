@@ -21,7 +21,7 @@ pub async fn load_once(service: &Service, base_url: &str) -> anyhow::Result<Opti
         ("_count".to_string(), "1".to_string()),
     ];
     let existing = service
-        .search(Some("Patient"), &params, Handling::Strict)
+        .search(&domain::access::Access::system("hearth demo"), Some("Patient"), &params, Handling::Strict)
         .await
         .map_err(|e| anyhow::anyhow!("checking for demo data: {}", e.message()))?;
     if !existing.page.items.is_empty() {
@@ -31,7 +31,7 @@ pub async fn load_once(service: &Service, base_url: &str) -> anyhow::Result<Opti
         let mut bundle = synth::patient_bundle(DEMO_SEED, index);
         tag_entries(&mut bundle);
         service
-            .bundle(bundle, base_url, None)
+            .bundle(&domain::access::Access::system("hearth demo"), bundle, base_url, None)
             .await
             .map_err(|e| anyhow::anyhow!("loading demo patient {index}: {}", e.message()))?;
     }

@@ -218,7 +218,7 @@ async fn load_lines(service: Arc<Service>, name: String, lines: Vec<(usize, Stri
     }
     let (meta, resources): (Vec<(usize, String)>, Vec<Value>) =
         parsed.into_iter().map(|(line_no, rt, value)| ((line_no, rt), value)).unzip();
-    let results = service.load(resources).await;
+    let results = service.load(&domain::access::Access::system("hearth import"), resources).await;
     for ((line_no, rt), result) in meta.into_iter().zip(results) {
         let outcome = match result {
             Ok(stored) => Ok(stored.resource_type),
@@ -260,7 +260,7 @@ async fn load_batch(
         .iter()
         .map(|r| r.get("resourceType").and_then(Value::as_str).unwrap_or("?").to_string())
         .collect();
-    let results = service.load(resources).await;
+    let results = service.load(&domain::access::Access::system("hearth import"), resources).await;
     for ((result, at), rt) in results.into_iter().zip(places).zip(types) {
         match result {
             Ok(stored) => summary.count(&stored.resource_type),
@@ -311,7 +311,7 @@ async fn import_json(service: &Service, name: &str, text: &str, options: &Import
         .collect();
     let bundle = if kind == "collection" { collection_as_transaction(entries) } else { value };
     let _ = options;
-    match service.bundle(bundle, "", None).await {
+    match service.bundle(&domain::access::Access::system("hearth import"), bundle, "", None).await {
         Ok(response) => {
             let responses = response.get("entry").and_then(Value::as_array).cloned().unwrap_or_default();
             for (i, (entry, rt)) in responses.iter().zip(&entry_types).enumerate() {

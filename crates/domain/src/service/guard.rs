@@ -744,6 +744,16 @@ impl Service {
     ) -> Error {
         let mut record = self.record(access, event, action).failed(AuditOutcome::of_error(error.kind), &error.message());
         record.resource_type = resource_type.map(str::to_string);
+        // Whose record the refused access aimed at, so that the patient's own
+        // access report shows attempts too.
+        if let Some((rt, id)) = entity.as_deref().and_then(|e| e.split_once('/')) {
+            let id = id.split('/').next().unwrap_or(id);
+            if let Ok(Some(target)) = self.store.read(rt, id).await {
+                record.patients = patients_of_stored(&target);
+            } else if rt == "Patient" {
+                record.patients = vec![id.to_string()];
+            }
+        }
         record.entities.extend(entity);
         match self.append_audit(vec![record]).await {
             Ok(()) => error,

@@ -1,6 +1,7 @@
 //! Service tests over the in-memory reference store: interactions,
 //! versioning, conditional operations, batch and transaction semantics.
 
+mod access;
 mod includes;
 mod service;
 mod operations;
