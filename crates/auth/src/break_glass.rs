@@ -93,9 +93,15 @@ impl Users {
             record.from = from.map(str::to_string);
             record.emergency = true;
             let refusal = match &loaded {
-                _ if reason.is_empty() => Some((AuditOutcome::Refused, "no reason given".to_string(), BreakGlassError::ReasonRequired)),
+                _ if reason.is_empty() => {
+                    Some((AuditOutcome::Refused, "no reason given".to_string(), BreakGlassError::ReasonRequired))
+                }
                 Some((user, _)) if self.may_break_glass(user) => None,
-                _ => Some((AuditOutcome::Denied, format!("not in the break-the-glass group: {reason}"), BreakGlassError::NotInGroup)),
+                _ => Some((
+                    AuditOutcome::Denied,
+                    format!("not in the break-the-glass group: {reason}"),
+                    BreakGlassError::NotInGroup,
+                )),
             };
             if let Some((outcome, detail, error)) = refusal {
                 record.outcome = outcome;
@@ -103,7 +109,9 @@ impl Users {
                 self.store().commit(Commit { audit: vec![record], ..Commit::default() }).await?;
                 return Err(error);
             }
-            let Some((user, version)) = loaded else { return Err(BreakGlassError::NotInGroup) };
+            let Some((user, version)) = loaded else {
+                return Err(BreakGlassError::NotInGroup);
+            };
             let minutes = self.settings().break_glass_minutes;
             let grant = EmergencyGrant {
                 reason: reason.to_string(),
@@ -127,11 +135,16 @@ impl Users {
             let mut suffix = [0u8; 4];
             rand::rng().fill_bytes(&mut suffix);
             let key = format!("{:020}-{:08x}", now.0.max(0), u32::from_be_bytes(suffix));
-            let json = serde_json::to_string(&notification)
-                .map_err(|e| StoreError::Internal(format!("notification: {e}")))?;
+            let json =
+                serde_json::to_string(&notification).map_err(|e| StoreError::Internal(format!("notification: {e}")))?;
             let commit = Commit {
                 sys: vec![
-                    SysWrite { kind: KIND.into(), key: user.username.clone(), expected: Some(version), json: Some(changed.to_json()) },
+                    SysWrite {
+                        kind: KIND.into(),
+                        key: user.username.clone(),
+                        expected: Some(version),
+                        json: Some(changed.to_json()),
+                    },
                     SysWrite { kind: NOTIFICATION_KIND.into(), key, expected: None, json: Some(Arc::from(json)) },
                 ],
                 audit: vec![record],

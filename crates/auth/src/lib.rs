@@ -18,6 +18,7 @@ pub mod oauth;
 pub mod password;
 pub mod roles;
 pub mod scopes;
+pub mod sessions;
 pub mod tokens;
 pub mod totp;
 pub mod users;

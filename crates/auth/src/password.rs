@@ -182,7 +182,9 @@ pub fn hash(password: &str) -> Result<String, HashError> {
 /// True when `password` matches the PHC string `hash` (with the parameters
 /// recorded in it). An unreadable hash never matches.
 pub fn verify(hash: &str, password: &str) -> bool {
-    let Ok(parsed) = PasswordHash::new(hash) else { return false };
+    let Ok(parsed) = PasswordHash::new(hash) else {
+        return false;
+    };
     if password.len() > MAX_LENGTH {
         // Still spend the time of a verification, then refuse.
         let _ = Argon2::default().verify_password(b"", &parsed);
@@ -206,10 +208,7 @@ pub fn dummy_hash() -> &'static str {
 
 /// Verifies on a blocking thread (argon2 takes tens of milliseconds of CPU).
 pub async fn verify_blocking(hash: String, password: String) -> bool {
-    match tokio::task::spawn_blocking(move || verify(&hash, &password)).await {
-        Ok(ok) => ok,
-        Err(_) => false,
-    }
+    tokio::task::spawn_blocking(move || verify(&hash, &password)).await.unwrap_or(false)
 }
 
 /// Hashes on a blocking thread.

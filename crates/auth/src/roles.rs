@@ -103,17 +103,24 @@ impl Roles {
                 return Err(RoleError::BadName(name.clone()));
             }
             let policy = Policy::from_table(name, table).map_err(RoleError::BadTable)?;
-            roles.push(Role { name: name.clone(), policy: Arc::new(policy), builtin: false, mfa_required: false, break_glass: false });
+            roles.push(Role {
+                name: name.clone(),
+                policy: Arc::new(policy),
+                builtin: false,
+                mfa_required: false,
+                break_glass: false,
+            });
         }
         for role in &settings.mfa_roles {
             let found = roles.iter_mut().find(|r| &r.name == role);
-            let found = found.ok_or_else(|| RoleError::Unknown { setting: "security.mfa_roles", role: role.clone() })?;
+            let found =
+                found.ok_or_else(|| RoleError::Unknown { setting: "security.mfa_roles", role: role.clone() })?;
             found.mfa_required = true;
         }
         for role in &settings.break_glass_roles {
             let found = roles.iter_mut().find(|r| &r.name == role);
-            let found =
-                found.ok_or_else(|| RoleError::Unknown { setting: "security.break_glass_roles", role: role.clone() })?;
+            let found = found
+                .ok_or_else(|| RoleError::Unknown { setting: "security.break_glass_roles", role: role.clone() })?;
             found.break_glass = true;
         }
         Ok(Roles { roles })
@@ -166,10 +173,9 @@ mod tests {
     #[test]
     fn custom_roles_from_configuration() {
         let mut settings = RoleSettings::default();
-        settings.custom.insert(
-            "scheduler".into(),
-            vec![("Appointment".into(), "crus".into()), ("Patient".into(), "rs".into())],
-        );
+        settings
+            .custom
+            .insert("scheduler".into(), vec![("Appointment".into(), "crus".into()), ("Patient".into(), "rs".into())]);
         settings.mfa_roles.push("scheduler".into());
         let roles = Roles::from_settings(&settings).expect("valid");
         let scheduler = roles.get("scheduler").expect("custom role");
@@ -186,14 +192,17 @@ mod tests {
         assert_eq!(Roles::from_settings(&settings).err(), Some(RoleError::Builtin("nurse".into())));
         let mut settings = RoleSettings::default();
         settings.custom.insert("x".into(), vec![("Observaton".into(), "rs".into())]);
-        let err = Roles::from_settings(&settings).err().expect("bad type");
+        let err = Roles::from_settings(&settings).expect_err("bad type");
         assert!(err.to_string().contains("Observaton"), "{err}");
         let mut settings = RoleSettings::default();
         settings.custom.insert("x".into(), vec![("Observation".into(), "sr".into())]);
         assert!(Roles::from_settings(&settings).is_err());
         let settings = RoleSettings { mfa_roles: vec!["chief".into()], ..RoleSettings::default() };
-        let err = Roles::from_settings(&settings).err().expect("unknown");
-        assert_eq!(err.to_string(), "security.mfa_roles names role \"chief\", which is neither built in nor configured");
+        let err = Roles::from_settings(&settings).expect_err("unknown");
+        assert_eq!(
+            err.to_string(),
+            "security.mfa_roles names role \"chief\", which is neither built in nor configured"
+        );
         let mut settings = RoleSettings::default();
         settings.custom.insert("Bad Name".into(), vec![]);
         assert_eq!(Roles::from_settings(&settings).err(), Some(RoleError::BadName("Bad Name".into())));

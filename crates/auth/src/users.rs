@@ -168,7 +168,9 @@ pub enum AdminError {
     NoSuchUser(String),
     #[error("a user named {0:?} already exists")]
     Exists(String),
-    #[error("username {0:?}: use 1 to 64 characters: lower-case letters, digits and . _ - @, starting with a letter or digit")]
+    #[error(
+        "username {0:?}: use 1 to 64 characters: lower-case letters, digits and . _ - @, starting with a letter or digit"
+    )]
     BadUsername(String),
     #[error("no role named {0:?} (see hearth admin role list)")]
     UnknownRole(String),
@@ -295,7 +297,12 @@ impl Users {
         let is_patient = user.role == "patient";
         let usable = !user.disabled && policy.is_some() && (!is_patient || user.patient.is_some());
         Access {
-            actor: AuditActor { kind: "user".into(), id: user.username.clone(), role: Some(user.role.clone()), client: None },
+            actor: AuditActor {
+                kind: "user".into(),
+                id: user.username.clone(),
+                role: Some(user.role.clone()),
+                client: None,
+            },
             from: None,
             layers: if usable { policy.into_iter().collect() } else { Vec::new() },
             patient: if is_patient { user.patient.clone() } else { None },
@@ -326,7 +333,8 @@ impl Users {
                 let mut who = username.clone();
                 who.truncate(who.char_indices().nth(64).map_or(who.len(), |(i, _)| i));
                 let actor = AuditActor { kind: "user".into(), id: who, role: None, client: None };
-                let record = self.sign_in_record(now, "login-failed", actor, from, AuditOutcome::Denied, "unknown user");
+                let record =
+                    self.sign_in_record(now, "login-failed", actor, from, AuditOutcome::Denied, "unknown user");
                 self.store.commit(Commit { audit: vec![record], ..Commit::default() }).await?;
                 return Err(SignInError::Invalid);
             };
@@ -353,8 +361,14 @@ impl Users {
                 Decision::Fail { detail, error } => {
                     let mut changed = user.clone();
                     changed.failures += 1;
-                    let mut records =
-                        vec![self.sign_in_record(now, "login-failed", actor.clone(), from, AuditOutcome::Denied, detail)];
+                    let mut records = vec![self.sign_in_record(
+                        now,
+                        "login-failed",
+                        actor.clone(),
+                        from,
+                        AuditOutcome::Denied,
+                        detail,
+                    )];
                     let mut error = error;
                     if changed.failures >= self.settings.lockout_failures.max(1) {
                         changed.locked_until =
@@ -364,7 +378,14 @@ impl Users {
                             "account locked for {} minutes after {} failed sign-ins",
                             self.settings.lockout_minutes, self.settings.lockout_failures
                         );
-                        records.push(self.sign_in_record(now, "login-failed", actor, from, AuditOutcome::Denied, &detail));
+                        records.push(self.sign_in_record(
+                            now,
+                            "login-failed",
+                            actor,
+                            from,
+                            AuditOutcome::Denied,
+                            &detail,
+                        ));
                         error = SignInError::Invalid;
                     }
                     (Some(changed), records, Err(error))
@@ -422,7 +443,10 @@ impl Users {
             };
         };
         let Some(code) = code.filter(|c| !c.trim().is_empty()) else {
-            return Decision::Refuse { detail: "password accepted; TOTP code required", error: SignInError::MfaRequired };
+            return Decision::Refuse {
+                detail: "password accepted; TOTP code required",
+                error: SignInError::MfaRequired,
+            };
         };
         let seconds = u64::try_from(now.0 / 1_000_000).unwrap_or(0);
         match totp::verify(secret, code, seconds, user.totp_last_step) {
@@ -535,8 +559,12 @@ impl Users {
             let detail = change(&mut changed, now)?;
             changed.updated = now;
             let record = self.admin_record(now, AuditAction::Update, by, detail);
-            let write =
-                SysWrite { kind: KIND.into(), key: username.clone(), expected: Some(version), json: Some(changed.to_json()) };
+            let write = SysWrite {
+                kind: KIND.into(),
+                key: username.clone(),
+                expected: Some(version),
+                json: Some(changed.to_json()),
+            };
             match self.store.commit(Commit { sys: vec![write], audit: vec![record], ..Commit::default() }).await {
                 Ok(()) => return Ok(changed),
                 Err(StoreError::Conflict(_)) => continue,
