@@ -595,7 +595,8 @@ impl Users {
         .await
     }
 
-    /// Changes the role (and the linked patient, which role patient needs).
+    /// Changes the role (and the linked patient, which role patient needs);
+    /// a break-the-glass grant in force ends.
     pub async fn set_role(
         &self,
         username: &str,
@@ -608,6 +609,8 @@ impl Users {
             let detail = format!("role of user {} changed from {} to {role}", user.username, user.role);
             user.role = role.to_string();
             user.patient = patient.map(str::to_string);
+            // A grant made under the old role does not carry over.
+            user.emergency = None;
             if let Some(patient) = patient {
                 user.fhir_user = Some(format!("Patient/{patient}"));
             } else if user.fhir_user.as_deref().is_some_and(|r| r.starts_with("Patient/")) {

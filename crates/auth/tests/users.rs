@@ -41,14 +41,18 @@ struct Fixture {
     users: Users,
     roles: Arc<Roles>,
     _dir: Option<tempfile::TempDir>,
+    /// The PostgreSQL schema of the test, dropped by [`Fixture::done`].
+    schema: Option<(tokio_postgres::Client, String)>,
 }
 
 fn admin_actor() -> AuditActor {
     AuditActor { kind: "system".into(), id: "hearth admin".into(), role: None, client: None }
 }
 
-/// The same fixture over each backend: the memory store and a SQLite file.
-fn fixtures() -> Vec<Fixture> {
+/// The same fixture over each backend: the memory store, a SQLite file, and
+/// a schema of its own on the PostgreSQL server at HEARTH_TEST_DATABASE_URL
+/// (required: these tests fail rather than skip without it).
+async fn fixtures() -> Vec<Fixture> {
     let mut out = Vec::new();
     let memory: Arc<dyn Store> = Arc::new(domain::memory::MemoryStore::new());
     out.push(fixture(memory, None));
@@ -57,7 +61,26 @@ fn fixtures() -> Vec<Fixture> {
         store::sqlite::SqliteStore::open(&dir.path().join("hearth.db"), store::sqlite::SqliteOptions::default())
             .expect("sqlite opens");
     out.push(fixture(Arc::new(sqlite), Some(dir)));
+    out.push(postgres().await);
     out
+}
+
+async fn postgres() -> Fixture {
+    static NEXT: AtomicI64 = AtomicI64::new(0);
+    let url = std::env::var("HEARTH_TEST_DATABASE_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+        .expect("HEARTH_TEST_DATABASE_URL names a PostgreSQL server, e.g. postgres://postgres@127.0.0.1:5432/test");
+    let (admin, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.expect("connect");
+    tokio::spawn(connection);
+    let schema = format!("hearth_auth_{}_{}", std::process::id(), NEXT.fetch_add(1, Ordering::SeqCst));
+    admin.batch_execute(&format!("CREATE SCHEMA {schema}")).await.expect("create schema");
+    let separator = if url.contains('?') { '&' } else { '?' };
+    let store_url = format!("{url}{separator}options=-csearch_path%3D{schema}");
+    let store = store::postgres::PostgresStore::connect(&store_url).await.expect("PostgresStore connects");
+    let mut f = fixture(Arc::new(store), None);
+    f.schema = Some((admin, schema));
+    f
 }
 
 fn fixture(store: Arc<dyn Store>, dir: Option<tempfile::TempDir>) -> Fixture {
@@ -65,10 +88,29 @@ fn fixture(store: Arc<dyn Store>, dir: Option<tempfile::TempDir>) -> Fixture {
     let clock = Arc::new(ManualClock(AtomicI64::new(1_893_456_000 * 1_000_000)));
     let roles = Arc::new(Roles::builtin());
     let users = Users::new(store.clone(), clock.clone(), roles.clone(), UserSettings::default());
-    Fixture { store, clock, users, roles, _dir: dir }
+    Fixture { store, clock, users, roles, _dir: dir, schema: None }
 }
 
 impl Fixture {
+    /// Drops the PostgreSQL schema (after the store's connections close).
+    async fn done(self) {
+        let Fixture { store, users, schema, .. } = self;
+        drop(users);
+        drop(store);
+        if let Some((admin, schema)) = schema {
+            for attempt in 1.. {
+                match admin.batch_execute(&format!("DROP SCHEMA {schema} CASCADE")).await {
+                    Ok(()) => break,
+                    Err(e) if attempt < 20 => {
+                        eprintln!("retrying DROP SCHEMA {schema}: {e}");
+                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    }
+                    Err(e) => panic!("drop schema {schema}: {e}"),
+                }
+            }
+        }
+    }
+
     async fn add(&self, username: &str, role: &str) -> User {
         let patient = (role == "patient").then(|| "p1".to_string());
         let new = NewUser {
@@ -98,7 +140,7 @@ impl Fixture {
 
 #[tokio::test]
 async fn sign_in_succeeds_and_is_audited_with_the_user_update() {
-    for f in fixtures() {
+    for f in fixtures().await {
         f.add("nina", "nurse").await;
         let signed = f.users.sign_in("  Nina ", PASSWORD, None, Some("10.0.0.7")).await.expect("signed in");
         assert_eq!(signed.user.username, "nina");
@@ -117,12 +159,13 @@ async fn sign_in_succeeds_and_is_audited_with_the_user_update() {
         assert_eq!(added.len(), 1);
         assert_eq!(added[0].action, AuditAction::Create);
         assert!(added[0].detail.as_deref().is_some_and(|d| d.contains("nina") && d.contains("nurse")));
+        f.done().await;
     }
 }
 
 #[tokio::test]
 async fn five_failures_lock_the_account_for_fifteen_minutes_with_one_answer_for_everything() {
-    for f in fixtures() {
+    for f in fixtures().await {
         f.add("bob", "physician").await;
         for attempt in 1..=5 {
             let err = f.users.sign_in("bob", "Wrong-password-99", None, None).await.expect_err("wrong password");
@@ -163,6 +206,7 @@ async fn five_failures_lock_the_account_for_fifteen_minutes_with_one_answer_for_
         assert_eq!(f.events("login", "bob").await.len(), 1);
         // The failure counter starts again after a success.
         assert_eq!(f.users.get("bob").await.expect("read").expect("bob").failures, 0);
+        f.done().await;
     }
 }
 
@@ -202,7 +246,7 @@ async fn an_unknown_user_costs_a_password_verification() {
 
 #[tokio::test]
 async fn totp_enrolment_sign_in_and_replay() {
-    for f in fixtures() {
+    for f in fixtures().await {
         f.add("tom", "physician").await;
         let enrolment = f.users.enrol_totp("tom", &admin_actor()).await.expect("enrolled");
         assert!(enrolment.uri.starts_with("otpauth://totp/Hearth:tom?secret="), "{}", enrolment.uri);
@@ -249,12 +293,13 @@ async fn totp_enrolment_sign_in_and_replay() {
         // Reset: no code is asked any more (physicians do not require one).
         f.users.reset_mfa("tom", &admin_actor()).await.expect("reset");
         f.users.sign_in("tom", PASSWORD, None, None).await.expect("no second factor after reset");
+        f.done().await;
     }
 }
 
 #[tokio::test]
 async fn admins_need_a_second_factor_by_default() {
-    for f in fixtures() {
+    for f in fixtures().await {
         f.add("root", "admin").await;
         let err = f.users.sign_in("root", PASSWORD, None, None).await.expect_err("not enrolled");
         assert_eq!(err, SignInError::MfaNotEnrolled);
@@ -266,6 +311,7 @@ async fn admins_need_a_second_factor_by_default() {
         assert!(!signed.access.allows(Perms::READ, "Observation"));
         // None of these counted as failures.
         assert_eq!(f.users.get("root").await.expect("read").expect("root").failures, 0);
+        f.done().await;
     }
     // Configurable per role: admins without, nurses with.
     let store: Arc<dyn Store> = Arc::new(domain::memory::MemoryStore::new());
@@ -283,7 +329,7 @@ async fn admins_need_a_second_factor_by_default() {
 
 #[tokio::test]
 async fn access_follows_role_patient_link_and_account_state() {
-    for f in fixtures() {
+    for f in fixtures().await {
         let patient = f.add("pat", "patient").await;
         assert_eq!(patient.fhir_user.as_deref(), Some("Patient/p1"));
         let access = f.users.access_for(&patient, &f.roles);
@@ -298,12 +344,13 @@ async fn access_follows_role_patient_link_and_account_state() {
         assert_eq!(access.emergency, None);
         let disabled = f.users.set_disabled("nina", true, &admin_actor()).await.expect("disable");
         assert!(!f.users.access_for(&disabled, &f.roles).allows(Perms::READ, "Observation"));
+        f.done().await;
     }
 }
 
 #[tokio::test]
 async fn administration_validates_and_audits() {
-    for f in fixtures() {
+    for f in fixtures().await {
         let by = admin_actor();
         f.add("nina", "nurse").await;
         let again =
@@ -372,12 +419,13 @@ async fn administration_validates_and_audits() {
             let json = record.to_canonical_json();
             assert!(!json.contains(PASSWORD) && !json.contains("argon2"), "{json}");
         }
+        f.done().await;
     }
 }
 
 #[tokio::test]
 async fn break_the_glass_grants_expire_notify_and_refuse_outsiders() {
-    for f in fixtures() {
+    for f in fixtures().await {
         let nurse = f.add("nina", "nurse").await;
         assert!(f.users.may_break_glass(&nurse));
         let grant =
@@ -425,12 +473,13 @@ async fn break_the_glass_grants_expire_notify_and_refuse_outsiders() {
         let notifications = f.users.notifications().await.expect("notifications");
         assert_eq!(notifications.len(), 2);
         assert_eq!(notifications[0].username, "bill", "newest first");
+        f.done().await;
     }
 }
 
 #[tokio::test]
 async fn sessions_time_out_are_revoked_and_audited() {
-    for f in fixtures() {
+    for f in fixtures().await {
         let sessions = Sessions::new(f.users.clone(), SessionSettings::default());
         let signed = {
             f.add("nina", "nurse").await;
@@ -498,6 +547,7 @@ async fn sessions_time_out_are_revoked_and_audited() {
         let d = sessions.create(&signed.user, None).await.expect("d");
         f.users.set_disabled("nina", true, &admin_actor()).await.expect("disable");
         assert_eq!(sessions.check(&d.token).await.expect_err("disabled"), SessionError::Invalid);
+        f.done().await;
     }
 }
 
