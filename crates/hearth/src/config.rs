@@ -16,6 +16,7 @@ pub struct Config {
     pub storage: StorageConfig,
     pub fhir: FhirConfig,
     pub log: LogConfig,
+    pub security: SecurityConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -45,6 +46,41 @@ pub struct FhirConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
     pub filter: String,
+}
+
+/// Sign-in, sessions, roles and break-the-glass (`[security]`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SecurityConfig {
+    pub lockout_failures: u32,
+    pub lockout_minutes: u32,
+    pub password_min_length: usize,
+    pub mfa_roles: Vec<String>,
+    pub break_glass_roles: Vec<String>,
+    pub break_glass_minutes: u32,
+    pub session_idle_minutes: u32,
+    pub session_max_hours: u32,
+    /// Custom roles: name to (resource type or `*`) to SMART letters.
+    pub roles: std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>>,
+}
+
+impl Default for SecurityConfig {
+    fn default() -> SecurityConfig {
+        let roles = auth::roles::RoleSettings::default();
+        let users = auth::users::UserSettings::default();
+        let sessions = auth::sessions::SessionSettings::default();
+        SecurityConfig {
+            lockout_failures: users.lockout_failures,
+            lockout_minutes: users.lockout_minutes,
+            password_min_length: users.password.min_length,
+            mfa_roles: roles.mfa_roles,
+            break_glass_roles: roles.break_glass_roles,
+            break_glass_minutes: users.break_glass_minutes,
+            session_idle_minutes: sessions.idle_minutes,
+            session_max_hours: sessions.absolute_hours,
+            roles: std::collections::BTreeMap::new(),
+        }
+    }
 }
 
 
@@ -154,6 +190,7 @@ impl Config {
         {
             bail!("storage.database_url must be a postgres:// URL");
         }
+        self.validate_security()?;
         Ok(())
     }
 
@@ -178,6 +215,57 @@ impl Config {
             default_page_size: self.fhir.default_page_size,
             max_page_size: self.fhir.max_page_size,
             max_bundle_entries: self.fhir.max_bundle_entries,
+        }
+    }
+
+    fn validate_security(&self) -> anyhow::Result<()> {
+        let s = &self.security;
+        if s.lockout_failures == 0 || s.lockout_minutes == 0 {
+            bail!("security.lockout_failures and security.lockout_minutes must be at least 1");
+        }
+        if s.password_min_length < 8 {
+            bail!("security.password_min_length must be at least 8");
+        }
+        if s.break_glass_minutes == 0 || s.session_idle_minutes == 0 || s.session_max_hours == 0 {
+            bail!("security.break_glass_minutes, session_idle_minutes and session_max_hours must be at least 1");
+        }
+        self.roles()?;
+        Ok(())
+    }
+
+    /// The roles in force: built-in ones plus `[security.roles]`, with the MFA and break-the-glass settings.
+    pub fn roles(&self) -> anyhow::Result<auth::roles::Roles> {
+        let settings = auth::roles::RoleSettings {
+            custom: self
+                .security
+                .roles
+                .iter()
+                .map(|(name, table)| (name.clone(), table.iter().map(|(t, l)| (t.clone(), l.clone())).collect()))
+                .collect(),
+            mfa_roles: self.security.mfa_roles.clone(),
+            break_glass_roles: self.security.break_glass_roles.clone(),
+        };
+        auth::roles::Roles::from_settings(&settings).context("in [security]")
+    }
+
+    pub fn user_settings(&self) -> auth::users::UserSettings {
+        let s = &self.security;
+        auth::users::UserSettings {
+            lockout_failures: s.lockout_failures,
+            lockout_minutes: s.lockout_minutes,
+            password: auth::password::PasswordPolicy {
+                min_length: s.password_min_length,
+                ..auth::password::PasswordPolicy::default()
+            },
+            break_glass_minutes: s.break_glass_minutes,
+            ..auth::users::UserSettings::default()
+        }
+    }
+
+    pub fn session_settings(&self) -> auth::sessions::SessionSettings {
+        auth::sessions::SessionSettings {
+            idle_minutes: self.security.session_idle_minutes,
+            absolute_hours: self.security.session_max_hours,
         }
     }
 }
@@ -218,6 +306,21 @@ mod tests {
         assert!(format!("{err:#}").contains("HEARTH_MAX_BODY_BYTE"));
         let env = vec![("HEARTH_MAX_BUNDLE_ENTRIES".to_string(), "0".to_string())];
         assert!(Config::load(None, &env, &Overrides::default()).is_err());
+    }
+
+    #[test]
+    fn security_settings_and_custom_roles() {
+        let text = "[security]\nlockout_failures = 3\nmfa_roles = [\"admin\", \"scheduler\"]\n\n[security.roles]\nscheduler = { Appointment = \"crus\", Patient = \"rs\" }\n";
+        let config = Config::from_toml(text).expect("parses");
+        config.validate().expect("valid");
+        assert_eq!(config.user_settings().lockout_failures, 3);
+        let roles = config.roles().expect("roles");
+        assert!(roles.mfa_required("scheduler"));
+        let bad = Config::from_toml("[security.roles]\nscheduler = { Apointment = \"crus\" }\n").expect("parses");
+        let err = bad.validate().expect_err("bad type");
+        assert!(format!("{err:#}").contains("Apointment"), "{err:#}");
+        let bad = Config::from_toml("[security]\nbreak_glass_roles = [\"surgeon\"]\n").expect("parses");
+        assert!(format!("{:#}", bad.validate().expect_err("unknown role")).contains("surgeon"));
     }
 
     #[test]

@@ -7,6 +7,7 @@
 // In a binary crate `pub` marks a module's interface to its siblings.
 #![allow(unreachable_pub)]
 
+mod admin;
 mod bench;
 mod bench_search;
 mod config;
@@ -135,6 +136,25 @@ enum Command {
         #[command(subcommand)]
         command: MigrateCommand,
     },
+    /// Administration: keys, users, clients.
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// User accounts: add, list, disable, reset MFA, enrol TOTP, unlock, set role.
+    User {
+        #[command(subcommand)]
+        command: admin::UserCommand,
+    },
+    /// Roles: their permission tables, MFA and break-the-glass settings.
+    Role {
+        #[command(subcommand)]
+        command: admin::RoleCommand,
+    },
 }
 
 #[derive(Subcommand)]
@@ -260,6 +280,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Migrate { command } => migrate_command(command),
+        Command::Admin { command: AdminCommand::User { command } } => {
+            wiring::init_tracing("warn");
+            admin::user(command, &env).await
+        }
+        Command::Admin { command: AdminCommand::Role { command } } => admin::role(command, &env),
     }
 }
 

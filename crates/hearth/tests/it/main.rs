@@ -2,6 +2,7 @@
 //! real SQLite data directory and real HTTP over loopback, plus tidy checks
 //! of the repository itself.
 
+mod admin;
 mod cli;
 mod migrate;
 mod roundtrip;
