@@ -36,8 +36,8 @@ pub(crate) struct Cached {
 }
 
 impl Cached {
-    pub(crate) fn new(backend: &str, registry: Arc<Registry>) -> Cached {
-        Cached { statement: build(backend, &registry), registry }
+    pub(crate) fn new(backend: &str, registry: Arc<Registry>, oauth: &auth::Endpoints) -> Cached {
+        Cached { statement: build(backend, &registry, oauth), registry }
     }
 }
 
@@ -50,13 +50,13 @@ fn current(state: &St) -> Bytes {
         Err(poisoned) => poisoned.into_inner(),
     };
     if !Arc::ptr_eq(&cached.registry, &registry) {
-        *cached = Cached::new(state.service.store().backend(), registry);
+        *cached = Cached::new(state.service.store().backend(), registry, &state.auth.endpoints());
     }
     cached.statement.clone()
 }
 
 /// The CapabilityStatement as JSON text.
-pub(crate) fn build(backend: &str, registry: &Registry) -> Bytes {
+pub(crate) fn build(backend: &str, registry: &Registry, oauth: &auth::Endpoints) -> Bytes {
     let rev_includes = rev_includes(registry);
     let resources: Vec<Value> = fhir::definitions::resource_types()
         .iter()
@@ -79,6 +79,7 @@ pub(crate) fn build(backend: &str, registry: &Registry) -> Bytes {
         "patchFormat": ["application/json-patch+json", "application/fhir+json"],
         "rest": [{
             "mode": "server",
+            "security": security(oauth),
             "resource": resources,
             // Compartment search, `[base]/[Compartment]/[id]/[type]` (http.html#vsearch),
             // on each base compartment.
@@ -94,6 +95,31 @@ pub(crate) fn build(backend: &str, registry: &Registry) -> Bytes {
         }],
     });
     Bytes::from(statement.to_string())
+}
+
+/// SMART on FHIR: every request but this statement needs an OAuth 2 bearer
+/// token; the `oauth-uris` extension names the endpoints (SMART App Launch
+/// 2.0 also publishes them at `.well-known/smart-configuration`).
+fn security(oauth: &auth::Endpoints) -> Value {
+    json!({
+        "service": [{
+            "coding": [{
+                "system": "http://terminology.hl7.org/CodeSystem/restful-security-service",
+                "code": "SMART-on-FHIR",
+                "display": "SMART-on-FHIR"
+            }],
+            "text": "OAuth2 using SMART-on-FHIR profile (see http://docs.smarthealthit.org)"
+        }],
+        "extension": [{
+            "url": "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris",
+            "extension": [
+                {"url": "authorize", "valueUri": oauth.authorize},
+                {"url": "token", "valueUri": oauth.token},
+                {"url": "revoke", "valueUri": oauth.revoke},
+                {"url": "introspect", "valueUri": oauth.introspect}
+            ]
+        }]
+    })
 }
 
 /// `_revinclude` values per target type: `Source:param` for every reference

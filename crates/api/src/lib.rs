@@ -8,6 +8,7 @@
 //! `request` (paths, query strings, bodies), `summary` (`_summary`/`_elements`),
 //! `response_bundle` (searchset/history Bundles written as text) and `health`.
 
+mod bearer;
 mod bundle;
 mod caller;
 mod capabilities;
@@ -21,6 +22,7 @@ mod history;
 mod json_keys;
 mod listener;
 mod negotiation;
+mod oauth;
 mod operations;
 mod patch;
 mod read;
@@ -32,6 +34,7 @@ mod summary;
 mod update;
 mod vread;
 
+pub use bearer::Peer;
 pub use error::ApiError;
 pub use listener::{FhirListener, OutcomeIo};
 
@@ -62,12 +65,15 @@ pub struct ApiConfig {
 pub struct AppState {
     pub service: Arc<Service>,
     pub config: Arc<ApiConfig>,
+    /// Users, OAuth clients and tokens: the bearer check of `/fhir` and the `/oauth2` endpoints.
+    pub auth: Arc<auth::Auth>,
 }
 
 /// What handlers share: the public state plus what is computed once at startup.
 pub(crate) struct Shared {
     pub(crate) service: Arc<Service>,
     pub(crate) config: Arc<ApiConfig>,
+    pub(crate) auth: Arc<auth::Auth>,
     /// `config.base_url` without a trailing slash.
     pub(crate) base: String,
     /// The CapabilityStatement JSON, rebuilt when the search parameters change.
@@ -82,11 +88,12 @@ pub(crate) type St = State<Arc<Shared>>;
 pub fn router(state: AppState) -> Router {
     let base = state.config.base_url.trim_end_matches('/').to_string();
     let capabilities =
-        std::sync::Mutex::new(capabilities::Cached::new(state.service.store().backend(), state.service.registry()));
+        std::sync::Mutex::new(capabilities::Cached::new(state.service.store().backend(), state.service.registry(), &state.auth.endpoints()));
     let limit = state.config.max_body_bytes;
     let shared = Arc::new(Shared {
         service: state.service,
         config: state.config,
+        auth: state.auth,
         base,
         capabilities,
         jobs: reindex::Jobs::default(),
@@ -118,12 +125,16 @@ pub fn router(state: AppState) -> Router {
         .route("/fhir/{type}/{id}/_history/{vid}", get(vread::vread))
         .fallback(not_found)
         .layer(middleware::from_fn(negotiation::negotiate))
+        // Every /fhir request but the CapabilityStatement carries a bearer token.
+        .layer(middleware::from_fn_with_state(shared.clone(), bearer::require))
         // Refuses a declared Content-Length over the limit before any handler
         // runs; handlers also stop reading at the limit (chunked bodies).
         .layer(RequestBodyLimitLayer::new(limit))
         .layer(CatchPanicLayer::custom(panic_response))
         .layer(trace_layer())
         .with_state(shared.clone());
+
+    let oauth = oauth::routes(shared.clone()).layer(trace_layer());
 
     let health = Router::new()
         .route("/healthz", get(health::healthz))
@@ -134,7 +145,10 @@ pub fn router(state: AppState) -> Router {
     // plain text or nothing, and the probes answer in plain text; FHIR wants
     // an OperationOutcome on every error. (hyper's own 400/414/431 are
     // handled by `FhirListener`.)
-    fhir.merge(health).layer(middleware::map_response_with_state(limit, outcome_for_bare_errors))
+    // The OAuth endpoints answer JSON (RFC 6749) or HTML, never an OperationOutcome.
+    fhir.merge(health)
+        .layer(middleware::map_response_with_state(limit, outcome_for_bare_errors))
+        .merge(oauth)
 }
 
 /// One span per request with the method and route template only: the URI

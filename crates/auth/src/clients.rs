@@ -67,6 +67,11 @@ pub struct Client {
     /// and change configuration resources.
     #[serde(default)]
     pub administer: bool,
+    /// A backend client cleared to open restricted records (`meta.security`
+    /// R or V) without a break-the-glass step; every such access is audited
+    /// as emergency access.
+    #[serde(default)]
+    pub restricted_access: bool,
 }
 
 /// What `hearth admin client add` (or the demo set-up) registers.
@@ -80,6 +85,8 @@ pub struct NewClient {
     pub jwks: Option<Value>,
     /// Backend clients only: may administer (see [`Client::administer`]).
     pub administer: bool,
+    /// Backend clients only: see [`Client::restricted_access`].
+    pub restricted_access: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -199,8 +206,8 @@ fn validate(now: Instant, new: NewClient) -> Result<Client, ClientError> {
             if new.secret.is_some() && new.jwks.is_some() {
                 return bad("give a confidential client a secret or a JWK set, not both".into());
             }
-            if new.administer {
-                return bad("only a backend client may administer".into());
+            if new.administer || new.restricted_access {
+                return bad("only a backend client may administer or open restricted records".into());
             }
         }
     }
@@ -222,6 +229,7 @@ fn validate(now: Instant, new: NewClient) -> Result<Client, ClientError> {
         created: now.to_fhir(),
         disabled: false,
         administer: new.administer,
+        restricted_access: new.restricted_access,
     })
 }
 

@@ -182,3 +182,104 @@ pub fn verify_assertion(assertion: &str, client: &Client, token_url: &str, now_s
     let jti = text("jti").filter(|j| !j.is_empty()).ok_or("the assertion has no jti")?.to_string();
     Ok(Assertion { jti, exp })
 }
+
+/// An ES384 key pair of a backend client that Hearth itself makes (the demo
+/// client, the benchmark's client): its public JWK set is registered, its
+/// private key signs the client's assertions.
+pub struct ClientKey {
+    kid: String,
+    secret: p384::SecretKey,
+}
+
+impl std::fmt::Debug for ClientKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ClientKey({})", self.kid)
+    }
+}
+
+impl ClientKey {
+    /// A new random P-384 key named `kid`.
+    pub fn generate(kid: &str) -> ClientKey {
+        ClientKey { kid: kid.to_string(), secret: p384::SecretKey::random(&mut p384::elliptic_curve::rand_core::OsRng) }
+    }
+
+    /// Reads a private JWK (as [`ClientKey::private_jwk`] writes it).
+    pub fn from_private_jwk(jwk: &Value) -> Result<ClientKey, String> {
+        let kid = jwk.get("kid").and_then(Value::as_str).unwrap_or("").to_string();
+        let field = |name: &str| jwk.get(name).cloned().unwrap_or(Value::Null);
+        let bare = json!({"kty": field("kty"), "crv": field("crv"), "x": field("x"), "y": field("y"), "d": field("d")});
+        let secret = p384::SecretKey::from_jwk_str(&bare.to_string()).map_err(|e| format!("not a P-384 private JWK: {e}"))?;
+        Ok(ClientKey { kid, secret })
+    }
+
+    /// The JWK set to register (public key only).
+    pub fn public_jwks(&self) -> Value {
+        let mut jwk: Value = serde_json::from_str(&self.secret.public_key().to_jwk_string()).unwrap_or(Value::Null);
+        jwk["kid"] = json!(self.kid);
+        jwk["alg"] = json!("ES384");
+        json!({"keys": [jwk]})
+    }
+
+    /// The private JWK, for the client's operator to keep.
+    pub fn private_jwk(&self) -> Value {
+        let mut jwk: Value = serde_json::from_str(&self.secret.to_jwk_string()).unwrap_or(Value::Null);
+        jwk["kid"] = json!(self.kid);
+        jwk["alg"] = json!("ES384");
+        jwk
+    }
+
+    /// A client assertion for `token_url`, valid for four minutes from `now_seconds`.
+    pub fn assertion(&self, client_id: &str, token_url: &str, now_seconds: i64) -> Result<String, String> {
+        use p384::pkcs8::EncodePrivateKey;
+        let der = self.secret.to_pkcs8_der().map_err(|e| format!("cannot encode the key: {e}"))?;
+        let key = EncodingKey::from_ec_der(der.as_bytes());
+        let mut header = Header::new(Algorithm::ES384);
+        header.kid = Some(self.kid.clone());
+        let claims = json!({
+            "iss": client_id,
+            "sub": client_id,
+            "aud": token_url,
+            "exp": now_seconds + 240,
+            "jti": crate::tokens::new_secret(),
+        });
+        jsonwebtoken::encode(&header, &claims, &key).map_err(|e| format!("cannot sign: {e}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clients::{Client, ClientKind};
+
+    fn backend(jwks: Value) -> Client {
+        Client {
+            client_id: "svc".into(),
+            kind: ClientKind::Backend,
+            redirect_uris: Vec::new(),
+            scopes: "system/*.rs".into(),
+            secret_hash: None,
+            jwks: Some(jwks),
+            created: String::new(),
+            disabled: false,
+            administer: false,
+            restricted_access: false,
+        }
+    }
+
+    #[test]
+    fn client_keys_sign_assertions_that_verify() {
+        let key = ClientKey::generate("k1");
+        crate::clients::check_jwks(&key.public_jwks()).expect("registrable");
+        let client = backend(key.public_jwks());
+        let now = 1_900_000_000;
+        let assertion = key.assertion("svc", "https://h.example/oauth2/token", now).expect("signed");
+        let verified = verify_assertion(&assertion, &client, "https://h.example/oauth2/token", now).expect("verifies");
+        assert_eq!(verified.exp, now + 240);
+        assert!(verify_assertion(&assertion, &client, "https://other.example/oauth2/token", now).is_err());
+        assert!(verify_assertion(&assertion, &client, "https://h.example/oauth2/token", now + 241).is_err());
+        let again = ClientKey::from_private_jwk(&key.private_jwk()).expect("round trip");
+        assert_eq!(again.public_jwks(), key.public_jwks());
+        let stranger = backend(ClientKey::generate("k1").public_jwks());
+        assert!(verify_assertion(&assertion, &stranger, "https://h.example/oauth2/token", now).is_err());
+    }
+}

@@ -27,9 +27,10 @@ use crate::clients::{Client, ClientError, NewClient};
 use crate::jwt::SigningKey;
 use crate::roles::Roles;
 use crate::scopes::{Context, Scopes};
+use crate::sessions::{SessionSettings, Sessions};
 use crate::tokens::{FAMILY_KIND, FamilyRecord, TOKEN_KIND, TokenCache, TokenRecord, TokenType, sha256_hex};
 use crate::users::Users;
-use domain::access::{Access, Perms, Policy, TypeSet};
+use domain::access::{Access, Emergency, Perms, Policy, TypeSet};
 use domain::audit::AuditActor;
 use domain::service::Clock;
 use domain::store::{Commit, Store, StoreError, SysWrite};
@@ -57,11 +58,14 @@ pub struct AuthConfig {
     /// again (bounds how late a revocation made by another process sharing
     /// the database is seen; revocations in this process take effect at once).
     pub cache_recheck_seconds: i64,
+    /// Web sessions of the sign-in page (idle and absolute limits).
+    pub sessions: SessionSettings,
 }
 
 impl AuthConfig {
     /// The defaults: access tokens 1 h, codes 60 s, launch contexts 10 min,
-    /// offline refresh tokens 90 days, online ones 12 h, cache re-check 30 s.
+    /// offline refresh tokens 90 days, online ones 12 h, cache re-check 30 s,
+    /// the default session limits.
     pub fn new(base_url: &str) -> AuthConfig {
         AuthConfig {
             base_url: base_url.trim_end_matches('/').to_string(),
@@ -71,6 +75,7 @@ impl AuthConfig {
             offline_refresh_seconds: 90 * 24 * 3600,
             online_refresh_seconds: 12 * 3600,
             cache_recheck_seconds: 30,
+            sessions: SessionSettings::default(),
         }
     }
 }
@@ -101,6 +106,7 @@ pub struct Auth {
     pub(crate) store: Arc<dyn Store>,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) users: Users,
+    sessions: Sessions,
     pub(crate) config: AuthConfig,
     pub(crate) cache: TokenCache,
     /// Bumped by every revocation, so that a token checked while one ran is not cached.
@@ -119,6 +125,7 @@ impl Auth {
         Auth {
             store,
             clock,
+            sessions: Sessions::new(users.clone(), config.sessions.clone()),
             users,
             config,
             cache: TokenCache::default(),
@@ -129,6 +136,11 @@ impl Auth {
 
     pub fn users(&self) -> &Users {
         &self.users
+    }
+
+    /// Web sessions (the sign-in page of the authorization endpoint).
+    pub fn sessions(&self) -> &Sessions {
+        &self.sessions
     }
 
     pub fn roles(&self) -> &Arc<Roles> {
@@ -249,7 +261,9 @@ impl Auth {
                 from: None,
                 layers: vec![Arc::new(layer)],
                 patient: None,
-                emergency: None,
+                emergency: client
+                    .restricted_access
+                    .then(|| Emergency { reason: format!("backend client {} is cleared for restricted records", client.client_id) }),
                 administer: client.administer,
             });
         };

@@ -57,10 +57,11 @@ impl OAuthError {
         OAuthError::new("server_error", "the server could not complete the request")
     }
 
-    /// 401 for a client that failed to authenticate, 500 for the server's failures, else 400.
+    /// 401 for a client or token that failed to authenticate, 403 for a refusal, 500 for the server's failures, else 400.
     pub fn status(&self) -> u16 {
         match self.error {
-            "invalid_client" => 401,
+            "invalid_client" | "invalid_token" => 401,
+            "access_denied" | "insufficient_scope" => 403,
             "server_error" => 500,
             "temporarily_unavailable" => 503,
             _ => 400,
@@ -113,13 +114,31 @@ impl ClientAuth {
         if let Some((id, _)) = &self.basic {
             return Some(id.clone());
         }
-        if let Some(assertion) = &self.assertion {
-            if let Some(iss) = unverified_issuer(assertion) {
-                return Some(iss);
-            }
+        if let Some(assertion) = &self.assertion
+            && let Some(iss) = unverified_issuer(assertion)
+        {
+            return Some(iss);
         }
         self.client_id.clone()
     }
+}
+
+/// Decodes an `Authorization: Basic` value into client id and secret
+/// (RFC 6749 section 2.3.1: both form-urlencoded before base64).
+pub fn decode_basic(header: &str) -> Option<(String, String)> {
+    use base64::Engine as _;
+    let (scheme, encoded) = header.trim().split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let bytes = base64::engine::general_purpose::STANDARD.decode(encoded.trim()).ok()?;
+    let text = String::from_utf8(bytes).ok()?;
+    let (id, secret) = text.split_once(':')?;
+    let decode = |s: &str| {
+        let escaped = s.replace('&', "%26").replace('=', "%3D");
+        form_urlencoded::parse(format!("x={escaped}").as_bytes()).next().map_or(Some(String::new()), |(_, v)| Some(v.into_owned()))
+    };
+    Some((decode(id)?, decode(secret)?))
 }
 
 /// The `iss` of a JWT, read without checking anything (to find the client's keys).

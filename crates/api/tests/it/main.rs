@@ -18,6 +18,7 @@ mod paging;
 mod search;
 mod search_values;
 mod search_table;
+mod smart;
 mod support;
 mod system;
 mod text_search;

@@ -163,8 +163,8 @@ async fn chunked_bodies_over_the_limit_are_413_outcomes() {
     let s = Server::start().await;
     let mut stream = tokio::net::TcpStream::connect(s.addr).await.unwrap();
     let head = format!(
-        "POST /fhir/Patient HTTP/1.1\r\nHost: {}\r\nContent-Type: application/fhir+json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n",
-        s.addr
+        "POST /fhir/Patient HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\nContent-Type: application/fhir+json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n",
+        s.addr, s.token
     );
     stream.write_all(head.as_bytes()).await.unwrap();
     let chunk = vec![b' '; 16 * 1024];

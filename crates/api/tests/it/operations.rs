@@ -301,7 +301,7 @@ async fn everything_on_a_large_record() {
         resource["id"] = json!(format!("r{i:05}"));
         resources.push(resource);
     }
-    let loaded = loader.load(resources).await;
+    let loaded = loader.load(&domain::access::Access::system("test-load"), resources).await;
     assert!(loaded.iter().all(Result::is_ok));
     let s = Server::with_store(store).await;
 

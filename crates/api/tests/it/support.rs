@@ -5,20 +5,35 @@
 
 use api::{ApiConfig, AppState};
 use async_trait::async_trait;
+use auth::clients::{ClientKind, NewClient};
+use auth::roles::Roles;
+use auth::users::{UserSettings, Users};
+use auth::{Auth, AuthConfig};
 use domain::Service;
+use domain::audit::{AuditActor, AuditEntry, AuditQuery};
 use domain::memory::MemoryStore;
-use domain::store::{Commit, HistoryQuery, HistoryScope, Page, ResourceKey, Store, StoreError, StoredResource};
+use domain::service::{Clock, SystemClock};
+use domain::store::{
+    Commit, HistoryQuery, HistoryScope, Page, ResourceKey, Store, StoreError, StoredResource, SysRecord,
+};
 use fhir::search::query::SearchQuery;
 use reqwest::{Method, RequestBuilder, Response};
 use serde_json::{Value, json};
 use std::future::Future;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use store::postgres::PostgresStore;
 use store::sqlite::{SqliteOptions, SqliteStore};
 
 /// Body limit of the test servers: small, so 413 is cheap to provoke.
 pub(crate) const MAX_BODY: usize = 64 * 1024;
+
+/// The backend client every test server registers: SMART Backend Services
+/// with every `system/` scope, administration rights and clearance for
+/// restricted records, so that the suite acts with a real token minted by
+/// the real token endpoint.
+pub(crate) const SUITE_CLIENT: &str = "hearth-test-suite";
+pub(crate) const SUITE_SCOPES: &str = "system/*.cruds system/AuditEvent.rs";
 
 pub(crate) struct Server {
     /// `http://127.0.0.1:port/fhir`
@@ -26,7 +41,63 @@ pub(crate) struct Server {
     /// `http://127.0.0.1:port`
     pub(crate) root: String,
     pub(crate) addr: std::net::SocketAddr,
+    /// Sends the suite client's bearer token with every request.
     pub(crate) client: reqwest::Client,
+    /// The suite client's access token (for raw requests).
+    pub(crate) token: String,
+    pub(crate) auth: Arc<Auth>,
+}
+
+/// A clock tests can move (token expiry).
+#[derive(Debug, Default)]
+pub(crate) struct TestClock {
+    /// Microseconds added to the wall clock.
+    pub(crate) ahead: AtomicU64,
+}
+
+impl TestClock {
+    pub(crate) fn advance_seconds(&self, seconds: u64) {
+        self.ahead.fetch_add(seconds * 1_000_000, Ordering::SeqCst);
+    }
+}
+
+impl Clock for TestClock {
+    fn now(&self) -> fhir::instant::Instant {
+        let now = fhir::instant::Instant::now();
+        fhir::instant::Instant(now.0 + self.ahead.load(Ordering::SeqCst) as i64)
+    }
+}
+
+/// The suite client's ES384 key pair, made once per test process: (PKCS#8 DER, public JWK set).
+fn suite_key() -> &'static (Vec<u8>, Value) {
+    static KEY: OnceLock<(Vec<u8>, Value)> = OnceLock::new();
+    KEY.get_or_init(|| es384_key("suite-key"))
+}
+
+/// A fresh ES384 key pair: (PKCS#8 DER of the private key, JWK set of the public key with `kid`).
+pub(crate) fn es384_key(kid: &str) -> (Vec<u8>, Value) {
+    use p384::pkcs8::EncodePrivateKey;
+    let secret = p384::SecretKey::random(&mut p384::elliptic_curve::rand_core::OsRng);
+    let der = secret.to_pkcs8_der().unwrap().as_bytes().to_vec();
+    let encoding = jsonwebtoken::EncodingKey::from_ec_der(&der);
+    let mut jwk = jsonwebtoken::jwk::Jwk::from_encoding_key(&encoding, jsonwebtoken::Algorithm::ES384).unwrap();
+    jwk.common.key_id = Some(kid.to_string());
+    (der, json!({"keys": [serde_json::to_value(&jwk).unwrap()]}))
+}
+
+/// A signed client assertion (RFC 7523) for the token endpoint.
+pub(crate) fn assertion(client_id: &str, token_url: &str, alg: jsonwebtoken::Algorithm, key: &jsonwebtoken::EncodingKey, kid: &str) -> String {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let claims = json!({
+        "iss": client_id,
+        "sub": client_id,
+        "aud": token_url,
+        "exp": now + 240,
+        "jti": uuid::Uuid::new_v4().to_string(),
+    });
+    let mut header = jsonwebtoken::Header::new(alg);
+    header.kid = Some(kid.to_string());
+    jsonwebtoken::encode(&header, &claims, key).unwrap()
 }
 
 impl Server {
@@ -35,21 +106,46 @@ impl Server {
     }
 
     pub(crate) async fn with_store(store: Arc<dyn Store>) -> Server {
+        Server::with_auth_clock(store, Arc::new(SystemClock)).await
+    }
+
+    /// A server whose OAuth side runs on `clock` (the FHIR Service keeps the wall clock).
+    pub(crate) async fn with_auth_clock(store: Arc<dyn Store>, clock: Arc<dyn Clock>) -> Server {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let root = format!("http://{addr}");
         let base = format!("{root}/fhir");
+        let service = Arc::new(Service::new(store.clone()));
+        let users = Users::new(store.clone(), clock.clone(), Arc::new(Roles::builtin()), UserSettings::default());
+        let auth = Arc::new(Auth::new(store, clock, users, AuthConfig::new(&base)));
         let state = AppState {
-            service: Arc::new(Service::new(store)),
+            service,
             config: Arc::new(ApiConfig { max_body_bytes: MAX_BODY, base_url: base.clone() }),
+            auth: auth.clone(),
         };
         let app = api::router(state);
         tokio::spawn(async move {
-            axum::serve(api::FhirListener::new(listener), app).await.unwrap();
+            axum::serve(api::FhirListener::new(listener), app.into_make_service_with_connect_info::<api::Peer>()).await.unwrap();
         });
-        Server { base, root, addr, client: reqwest::Client::new() }
+        let (der, jwks) = suite_key();
+        let new = NewClient {
+            client_id: SUITE_CLIENT.into(),
+            kind: Some(ClientKind::Backend),
+            scopes: SUITE_SCOPES.into(),
+            jwks: Some(jwks.clone()),
+            administer: true,
+            restricted_access: true,
+            ..NewClient::default()
+        };
+        let by = AuditActor { kind: "system".into(), id: "test-support".into(), role: None, client: None };
+        auth.register_client(new, by).await.unwrap();
+        let key = jsonwebtoken::EncodingKey::from_ec_der(der);
+        let token = backend_token(&root, SUITE_CLIENT, SUITE_SCOPES, jsonwebtoken::Algorithm::ES384, &key, "suite-key").await;
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert(reqwest::header::AUTHORIZATION, format!("Bearer {token}").parse().unwrap());
+        let client = reqwest::Client::builder().default_headers(headers).build().unwrap();
+        Server { base, root, addr, client, token, auth }
     }
-
     pub(crate) fn url(&self, path: &str) -> String {
         format!("{}/{}", self.base, path.trim_start_matches('/'))
     }
@@ -75,6 +171,29 @@ impl Server {
         let resource: Value = response.json().await.unwrap();
         resource["id"].as_str().unwrap().to_string()
     }
+}
+
+/// Client credentials with a signed assertion: the access token (panics on refusal).
+pub(crate) async fn backend_token(
+    root: &str,
+    client_id: &str,
+    scope: &str,
+    alg: jsonwebtoken::Algorithm,
+    key: &jsonwebtoken::EncodingKey,
+    kid: &str,
+) -> String {
+    let token_url = format!("{root}/oauth2/token");
+    let form = [
+        ("grant_type", "client_credentials"),
+        ("scope", scope),
+        ("client_assertion_type", "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"),
+        ("client_assertion", &assertion(client_id, &token_url, alg, key, kid)),
+    ];
+    let response = reqwest::Client::new().post(&token_url).form(&form).send().await.unwrap();
+    let status = response.status();
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(status, 200, "client credentials refused: {body}");
+    body["access_token"].as_str().unwrap().to_string()
 }
 
 /// Turns `async fn name(s: Server)` test bodies into `name::memory`,
@@ -258,11 +377,33 @@ impl Store for DownStore {
     async fn ping(&self) -> Result<(), StoreError> {
         Err(StoreError::Unavailable("test store is down".into()))
     }
+    async fn sys_get(&self, kind: &str, key: &str) -> Result<Option<SysRecord>, StoreError> {
+        self.0.sys_get(kind, key).await
+    }
+    async fn sys_list(&self, kind: &str) -> Result<Vec<SysRecord>, StoreError> {
+        self.0.sys_list(kind).await
+    }
+    async fn audit_scan(&self, after: u64, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
+        self.0.audit_scan(after, limit).await
+    }
+    async fn audit_search(&self, query: &AuditQuery) -> Result<Page<AuditEntry>, StoreError> {
+        self.0.audit_search(query).await
+    }
+    async fn audit_head(&self) -> Result<Option<(u64, String)>, StoreError> {
+        self.0.audit_head().await
+    }
 }
 
 /// A store that fails every read with an internal error carrying a
-/// "secret" message, to check that 500s do not expose it.
-pub(crate) struct BrokenStore;
+/// "secret" message, to check that 500s do not expose it. System records
+/// and audit-only commits work (kept in memory), so that clients and tokens do.
+pub(crate) struct BrokenStore(MemoryStore);
+
+impl BrokenStore {
+    pub(crate) fn new() -> BrokenStore {
+        BrokenStore(MemoryStore::new())
+    }
+}
 
 #[async_trait]
 impl Store for BrokenStore {
@@ -275,7 +416,10 @@ impl Store for BrokenStore {
     async fn vread(&self, _: &str, _: &str, _: u64) -> Result<Option<StoredResource>, StoreError> {
         Err(StoreError::Internal("SECRET-DETAIL".into()))
     }
-    async fn commit(&self, _: Commit) -> Result<(), StoreError> {
+    async fn commit(&self, commit: Commit) -> Result<(), StoreError> {
+        if commit.writes.is_empty() && commit.checks.is_empty() && commit.reindex.is_empty() {
+            return self.0.commit(commit).await;
+        }
         Err(StoreError::Internal("SECRET-DETAIL".into()))
     }
     async fn history(&self, _: &HistoryScope, _: &HistoryQuery) -> Result<Page<StoredResource>, StoreError> {
@@ -292,5 +436,20 @@ impl Store for BrokenStore {
     }
     async fn ping(&self) -> Result<(), StoreError> {
         Ok(())
+    }
+    async fn sys_get(&self, kind: &str, key: &str) -> Result<Option<SysRecord>, StoreError> {
+        self.0.sys_get(kind, key).await
+    }
+    async fn sys_list(&self, kind: &str) -> Result<Vec<SysRecord>, StoreError> {
+        self.0.sys_list(kind).await
+    }
+    async fn audit_scan(&self, after: u64, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
+        self.0.audit_scan(after, limit).await
+    }
+    async fn audit_search(&self, query: &AuditQuery) -> Result<Page<AuditEntry>, StoreError> {
+        self.0.audit_search(query).await
+    }
+    async fn audit_head(&self) -> Result<Option<(u64, String)>, StoreError> {
+        self.0.audit_head().await
     }
 }

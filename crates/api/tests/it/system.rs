@@ -205,7 +205,7 @@ async fn probe_errors_are_outcomes() {
 
 #[tokio::test]
 async fn internal_errors_do_not_expose_details() {
-    let s = Server::with_store(Arc::new(BrokenStore)).await;
+    let s = Server::with_store(Arc::new(BrokenStore::new())).await;
     let response = s.get("Patient/abc").await;
     let outcome = expect_outcome(response, 500).await;
     let text = outcome.to_string();
