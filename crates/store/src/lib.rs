@@ -27,6 +27,7 @@
 //!
 //! Measured numbers and how to reproduce them: `examples/store_bench.rs`.
 
+mod audit;
 mod fulltext;
 pub mod postgres;
 mod sql;

@@ -14,6 +14,18 @@
 //!   (SERIALIZABLE would do the same, but its page-level predicate locks make
 //!   unrelated concurrent creates fail and retry.)
 //!
+//! - System records are locked (`SELECT ... FOR UPDATE`) before their
+//!   compare-and-swap is checked; two creates of one record meet at its
+//!   primary key.
+//! - Audit entries: a commit that appends locks the one row of `audit_head`
+//!   (the last entry's seq and hash) as its last step and moves it on, so
+//!   appends from every process sharing the database are numbered 1, 2, 3...
+//!   and linked one after another, and a rolled back commit leaves no gap.
+//!   That lock is held until the commit is durable, so appends run one
+//!   commit (one WAL flush) at a time: audit-only commits (the audit of
+//!   reads) are therefore queued to one task per store that appends all
+//!   those waiting in one transaction (group commit).
+//!
 //! A deadlock (two commits locking the same rows in opposite orders) is
 //! retried a few times; a unique violation is answered Conflict.
 
@@ -22,7 +34,11 @@ use crate::{ResourceRow, method_code};
 use async_trait::async_trait;
 use bytes::BytesMut;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
-use domain::store::{Check, Commit, HistoryQuery, HistoryScope, Page, Reindex, ResourceKey, StoreError, StoredResource, Write};
+use domain::audit::{AuditChain, AuditEntry, AuditQuery, AuditRecord};
+use domain::store::{
+    Check, Commit, HistoryQuery, HistoryScope, Page, Reindex, ResourceKey, StoreError, StoredResource, SysRecord,
+    SysWrite, Write,
+};
 use fhir::instant::Instant;
 use fhir::search::query::{SearchQuery, TotalMode};
 use fhir::search::text::TextIndex;
@@ -41,6 +57,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../migrations/postgres/0001_init.sql")),
     (3, include_str!("../migrations/postgres/0003_composite.sql")),
     (4, include_str!("../migrations/postgres/0004_text.sql")),
+    (5, include_str!("../migrations/postgres/0005_audit.sql")),
 ];
 
 /// Connections kept by the pool.
@@ -48,6 +65,9 @@ const POOL_SIZE: usize = 16;
 
 /// Attempts of a commit that keeps meeting deadlocks or serialization failures.
 const COMMIT_ATTEMPTS: u32 = 10;
+
+/// The most audit-only commits the appender joins into one transaction.
+const MAX_AUDIT_BATCH: usize = 512;
 
 /// How a retryable failure's Conflict message starts.
 const TRANSIENT_CONFLICT: &str = "transient conflict";
@@ -71,13 +91,42 @@ pub struct PostgresStore {
     /// The schema this store lives in: advisory locks are database-wide, so
     /// their keys include it to keep stores in other schemas independent.
     schema: String,
+    /// The key of the audit trail's chain digests.
+    chain: AuditChain,
+    /// Audit-only commits, for the appender task ([`run_appender`]).
+    appender: tokio::sync::mpsc::Sender<AuditJob>,
+}
+
+/// An audit-only commit waiting for the appender.
+struct AuditJob {
+    records: Vec<AuditRecord>,
+    reply: tokio::sync::oneshot::Sender<Result<(), StoreError>>,
+}
+
+/// Settings of a [`PostgresStore`] besides its URL.
+#[derive(Debug, Clone)]
+pub struct PgOptions {
+    /// The key of the audit trail's chain digests (domain::audit).
+    pub audit_chain: AuditChain,
+}
+
+impl Default for PgOptions {
+    fn default() -> PgOptions {
+        PgOptions { audit_chain: AuditChain::random() }
+    }
 }
 
 impl PostgresStore {
     /// Connects to `url` (a libpq-style URL, e.g.
     /// `postgres://user@host:5432/db?options=-csearch_path%3Dhearth`) and
-    /// applies pending migrations.
+    /// applies pending migrations. The audit chain gets a random key: only
+    /// for stores whose trail is never verified (tests).
     pub async fn connect(url: &str) -> Result<PostgresStore, StoreError> {
+        PostgresStore::connect_with(url, PgOptions::default()).await
+    }
+
+    /// [`PostgresStore::connect`] with settings.
+    pub async fn connect_with(url: &str, options: PgOptions) -> Result<PostgresStore, StoreError> {
         // The URL may hold a password: never echo it.
         let config: tokio_postgres::Config =
             url.parse().map_err(|_| StoreError::Unavailable("invalid PostgreSQL URL".into()))?;
@@ -89,12 +138,17 @@ impl PostgresStore {
             .create_timeout(Some(Duration::from_secs(10)))
             .build()
             .map_err(|e| StoreError::Internal(format!("cannot build the PostgreSQL pool: {e}")))?;
+        // The task ends when the store (the only sender) is dropped.
+        let (appender, jobs) = tokio::sync::mpsc::channel(MAX_AUDIT_BATCH * 4);
+        tokio::spawn(run_appender(pool.clone(), options.audit_chain.clone(), jobs));
         let mut store = PostgresStore {
             pool,
             params: RwLock::new(Default::default()),
             systems: RwLock::new(HashMap::new()),
             known: RwLock::new(Arc::default()),
             schema: String::new(),
+            chain: options.audit_chain,
+            appender,
         };
         store.migrate().await?;
         store.load_interned().await?;
@@ -161,6 +215,23 @@ impl PostgresStore {
         let statements = sql::search(Dialect::Postgres, query, &kinds, &self.known());
         let mut lines = Vec::new();
         for statement in [&statements.page, &statements.count] {
+            let text = format!("EXPLAIN {}", statement.text);
+            for row in tx.query(text.as_str(), &bind(statement)).await.map_err(pg_error)? {
+                lines.push(row.get::<_, String>(0));
+            }
+        }
+        tx.rollback().await.map_err(pg_error)?;
+        Ok(lines)
+    }
+
+    /// [`PostgresStore::explain`] for the statements of an audit search.
+    pub async fn explain_audit(&self, query: &AuditQuery) -> Result<Vec<String>, StoreError> {
+        let (page, count) = crate::audit::search(Dialect::Postgres, query);
+        let mut client = self.client().await?;
+        let tx = client.build_transaction().read_only(true).start().await.map_err(pg_error)?;
+        tx.batch_execute("SET LOCAL enable_seqscan = off").await.map_err(pg_error)?;
+        let mut lines = Vec::new();
+        for statement in [&page, &count] {
             let text = format!("EXPLAIN {}", statement.text);
             for row in tx.query(text.as_str(), &bind(statement)).await.map_err(pg_error)? {
                 lines.push(row.get::<_, String>(0));
@@ -281,17 +352,24 @@ impl PostgresStore {
             .start()
             .await
             .map_err(pg_error)?;
-        for (key, exclusive) in self.advisory_locks(commit) {
-            let statement = if exclusive {
-                "SELECT pg_advisory_xact_lock($1)"
-            } else {
-                "SELECT pg_advisory_xact_lock_shared($1)"
-            };
-            tx.execute(statement, &[&key]).await.map_err(pg_error)?;
+        // A commit of only system records and audit entries touches no
+        // resource, so it needs none of the resource locks.
+        let touches_resources = !(commit.checks.is_empty() && commit.writes.is_empty() && commit.reindex.is_empty());
+        if touches_resources {
+            for (key, exclusive) in self.advisory_locks(commit) {
+                let statement = if exclusive {
+                    "SELECT pg_advisory_xact_lock($1)"
+                } else {
+                    "SELECT pg_advisory_xact_lock_shared($1)"
+                };
+                tx.execute(statement, &[&key]).await.map_err(pg_error)?;
+            }
         }
         for check in &commit.checks {
             check_holds(&tx, check).await?;
         }
+        // Every compare-and-swap is checked before anything is written.
+        let sys_versions = check_sys(&tx, &commit.sys).await?;
         // Index rows are written once at the end: the last write of each
         // resource decides them, after the rows of earlier versions are gone.
         let mut replaced: Vec<i64> = Vec::new();
@@ -333,8 +411,14 @@ impl PostgresStore {
         }
         self.insert_index(&tx, &index).await?;
         crate::fulltext::postgres_replace(&tx, &replaced, &texts).await.map_err(pg_error)?;
+        for (write, version) in commit.sys.iter().zip(sys_versions) {
+            write_sys(&tx, write, version).await?;
+        }
+        // Last, so the head stays locked only while the commit finishes.
+        append_audit(&tx, &self.chain, commit.audit.iter()).await?;
         tx.commit().await.map_err(pg_error)
     }
+
 
     /// The advisory locks a commit takes, in ascending key order (one global
     /// order, so commits cannot deadlock on them), each once, exclusive when
@@ -553,6 +637,201 @@ impl PostgresStore {
         tx.commit().await.map_err(pg_error)?;
         Ok(Page { items, total: Some(total) })
     }
+}
+
+/// Appends audit records after the head stored in `audit_head` (locked
+/// until the transaction ends), numbering and linking them.
+async fn append_audit<'a>(
+    tx: &deadpool_postgres::Transaction<'_>,
+    chain: &AuditChain,
+    records: impl ExactSizeIterator<Item = &'a AuditRecord>,
+) -> Result<(), StoreError> {
+    if records.len() == 0 {
+        return Ok(());
+    }
+    let lock = tx.prepare_cached("SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE").await.map_err(pg_error)?;
+    let row = tx
+        .query_opt(&lock, &[])
+        .await
+        .map_err(pg_error)?
+        .ok_or_else(|| StoreError::Internal("the audit_head row is missing".into()))?;
+    let (mut seq, mut hash): (i64, String) = (row.get(0), row.get(1));
+    let mut rows = AuditRows::default();
+    for record in records {
+        let columns = crate::audit::EntryColumns::of(record);
+        seq += 1;
+        hash = chain.link(&hash, crate::audit::version(seq)?, &columns.record);
+        for patient in &columns.more_patients {
+            rows.extra_patient.push((*patient).to_string());
+            rows.extra_seq.push(seq);
+        }
+        rows.seq.push(seq);
+        rows.at.push(columns.at);
+        rows.who.push(columns.who.to_string());
+        rows.patient.push(columns.patient.map(str::to_string));
+        rows.action.push(columns.action.to_string());
+        rows.event.push(columns.event.to_string());
+        rows.resource_type.push(columns.resource_type.map(str::to_string));
+        rows.outcome.push(columns.outcome);
+        rows.record.push(columns.record);
+        rows.hash.push(hash.clone());
+    }
+    let append = tx.prepare_cached(APPEND_AUDIT).await.map_err(pg_error)?;
+    let r = &rows;
+    tx.execute(&append, &[
+        &r.seq,
+        &r.at,
+        &r.who,
+        &r.patient,
+        &r.action,
+        &r.event,
+        &r.resource_type,
+        &r.outcome,
+        &r.record,
+        &r.hash,
+        &r.extra_patient,
+        &r.extra_seq,
+        &seq,
+        &hash,
+    ])
+    .await
+    .map_err(pg_error)?;
+    Ok(())
+}
+
+/// Appends the audit-only commits queued to a store: all those waiting, up
+/// to [`MAX_AUDIT_BATCH`], in one transaction, while the next ones queue.
+async fn run_appender(pool: Pool, chain: AuditChain, mut jobs: tokio::sync::mpsc::Receiver<AuditJob>) {
+    let mut batch: Vec<AuditJob> = Vec::with_capacity(MAX_AUDIT_BATCH);
+    while let Some(first) = jobs.recv().await {
+        batch.push(first);
+        while batch.len() < MAX_AUDIT_BATCH {
+            match jobs.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let result = append_batch(&pool, &chain, &batch).await;
+        if let Err(error) = &result {
+            tracing::warn!(%error, commits = batch.len(), "postgres audit append failed");
+        }
+        for job in batch.drain(..) {
+            let _ = job.reply.send(result.clone());
+        }
+    }
+}
+
+async fn append_batch(pool: &Pool, chain: &AuditChain, batch: &[AuditJob]) -> Result<(), StoreError> {
+    let mut client = pool.get().await.map_err(|e| StoreError::Unavailable(format!("postgres pool: {e}")))?;
+    let mut attempt = 1;
+    loop {
+        let result = async {
+            let tx = client
+                .build_transaction()
+                .isolation_level(IsolationLevel::ReadCommitted)
+                .start()
+                .await
+                .map_err(pg_error)?;
+            let records: Vec<&AuditRecord> = batch.iter().flat_map(|job| &job.records).collect();
+            append_audit(&tx, chain, records.into_iter()).await?;
+            tx.commit().await.map_err(pg_error)
+        }
+        .await;
+        match result {
+            Err(StoreError::Conflict(message)) if message.starts_with(TRANSIENT_CONFLICT) && attempt < COMMIT_ATTEMPTS => {
+                tokio::time::sleep(backoff(attempt)).await;
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// One statement that appends audit entries (and their extra patients) and
+/// moves the head on.
+const APPEND_AUDIT: &str = "WITH entries AS (\
+     INSERT INTO audit_entry (seq, at, who, patient, action, event, resource_type, outcome, record, hash) \
+     SELECT * FROM UNNEST($1::BIGINT[], $2::BIGINT[], $3::TEXT[], $4::TEXT[], $5::TEXT[], $6::TEXT[], $7::TEXT[], \
+     $8::BIGINT[], $9::TEXT[], $10::TEXT[])), \
+     patients AS (INSERT INTO audit_patient (patient, seq) SELECT * FROM UNNEST($11::TEXT[], $12::BIGINT[])) \
+     UPDATE audit_head SET seq = $13, hash = $14 WHERE id = 1";
+
+/// Column vectors of audit entries, bound as arrays to UNNEST.
+#[derive(Default)]
+struct AuditRows {
+    seq: Vec<i64>,
+    at: Vec<i64>,
+    who: Vec<String>,
+    patient: Vec<Option<String>>,
+    action: Vec<String>,
+    event: Vec<String>,
+    resource_type: Vec<Option<String>>,
+    outcome: Vec<i64>,
+    record: Vec<String>,
+    hash: Vec<String>,
+    extra_patient: Vec<String>,
+    extra_seq: Vec<i64>,
+}
+
+/// Locks the system records a commit writes (in key order, so commits
+/// cannot deadlock on them) and checks every compare-and-swap. Returns, per
+/// write, the version it stores (`None` for a delete).
+async fn check_sys(tx: &deadpool_postgres::Transaction<'_>, writes: &[SysWrite]) -> Result<Vec<Option<u64>>, StoreError> {
+    if writes.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut keys: Vec<(&str, &str)> = writes.iter().map(|w| (w.kind.as_str(), w.key.as_str())).collect();
+    keys.sort_unstable();
+    keys.dedup();
+    let select = tx
+        .prepare_cached("SELECT version FROM sys_record WHERE kind = $1 AND key = $2 FOR UPDATE")
+        .await
+        .map_err(pg_error)?;
+    let mut stored: HashMap<(&str, &str), Option<u64>> = HashMap::new();
+    for (kind, key) in keys {
+        let row = tx.query_opt(&select, &[&kind, &key]).await.map_err(pg_error)?;
+        let version = row.map(|r| crate::audit::version(r.get(0))).transpose()?;
+        stored.insert((kind, key), version);
+    }
+    crate::audit::check_sys(writes, |kind, key| Ok(stored.get(&(kind, key)).copied().flatten()))
+}
+
+/// Writes (at `version`) or deletes (`None`) a system record whose
+/// compare-and-swap was checked. A record expected not to exist is
+/// inserted, so that a concurrent create of it fails on the primary key.
+async fn write_sys(
+    tx: &deadpool_postgres::Transaction<'_>,
+    write: &SysWrite,
+    version: Option<u64>,
+) -> Result<(), StoreError> {
+    match (&write.json, version) {
+        (Some(json), Some(version)) => {
+            let version = crate::audit::to_i64(version)?;
+            let statement = if write.expected.is_none() {
+                "INSERT INTO sys_record (kind, key, version, json) VALUES ($1, $2, $3, $4)"
+            } else {
+                "UPDATE sys_record SET version = $3, json = $4 WHERE kind = $1 AND key = $2"
+            };
+            let prepared = tx.prepare_cached(statement).await.map_err(pg_error)?;
+            tx.execute(&prepared, &[&write.kind, &write.key, &version, &&**json]).await.map_err(pg_error)?;
+        }
+        _ => {
+            let prepared =
+                tx.prepare_cached("DELETE FROM sys_record WHERE kind = $1 AND key = $2").await.map_err(pg_error)?;
+            tx.execute(&prepared, &[&write.kind, &write.key]).await.map_err(pg_error)?;
+        }
+    }
+    Ok(())
+}
+
+fn sys_record(row: &Row) -> Result<SysRecord, StoreError> {
+    let json: String = row.get(2);
+    Ok(SysRecord { key: row.get(0), version: crate::audit::version(row.get(1))?, json: Arc::from(json) })
+}
+
+async fn audit_rows(client: &impl GenericClient, statement: &Sql) -> Result<Vec<AuditEntry>, StoreError> {
+    let rows = client.query(statement.text.as_str(), &bind(statement)).await.map_err(pg_error)?;
+    rows.iter().map(|row| crate::audit::entry(row.get(0), row.get(1), row.get(2))).collect()
 }
 
 /// Column vectors of one index table's rows, bound as arrays to UNNEST.
@@ -872,6 +1151,19 @@ impl domain::Store for PostgresStore {
     }
 
     async fn commit(&self, commit: Commit) -> Result<(), StoreError> {
+        if !commit.audit.is_empty()
+            && commit.checks.is_empty()
+            && commit.writes.is_empty()
+            && commit.reindex.is_empty()
+            && commit.sys.is_empty()
+        {
+            let (reply, answer) = tokio::sync::oneshot::channel();
+            self.appender
+                .send(AuditJob { records: commit.audit, reply })
+                .await
+                .map_err(|_| StoreError::Unavailable("the postgres audit appender has stopped".into()))?;
+            return answer.await.map_err(|_| StoreError::Unavailable("the postgres audit appender has stopped".into()))?;
+        }
         let mut client = self.client().await?;
         self.intern(&client, &commit).await?;
         let mut attempt = 1;
@@ -931,5 +1223,63 @@ impl domain::Store for PostgresStore {
         let client = self.client().await?;
         client.simple_query("SELECT 1").await.map_err(pg_error)?;
         Ok(())
+    }
+
+    async fn sys_get(&self, kind: &str, key: &str) -> Result<Option<SysRecord>, StoreError> {
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached("SELECT key, version, json FROM sys_record WHERE kind = $1 AND key = $2")
+            .await
+            .map_err(pg_error)?;
+        let row = client.query_opt(&statement, &[&kind, &key]).await.map_err(pg_error)?;
+        row.as_ref().map(sys_record).transpose()
+    }
+
+    async fn sys_list(&self, kind: &str) -> Result<Vec<SysRecord>, StoreError> {
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached("SELECT key, version, json FROM sys_record WHERE kind = $1 ORDER BY key")
+            .await
+            .map_err(pg_error)?;
+        let rows = client.query(&statement, &[&kind]).await.map_err(pg_error)?;
+        rows.iter().map(sys_record).collect()
+    }
+
+    async fn audit_scan(&self, after: u64, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
+        let statement = Sql {
+            text: "SELECT seq, record, hash FROM audit_entry WHERE seq > $1 ORDER BY seq LIMIT $2".into(),
+            params: vec![
+                SqlValue::Int(i64::try_from(after).unwrap_or(i64::MAX)),
+                SqlValue::Int(i64::try_from(limit).unwrap_or(i64::MAX)),
+            ],
+        };
+        let client = self.client().await?;
+        audit_rows(&**client, &statement).await
+    }
+
+    async fn audit_search(&self, query: &AuditQuery) -> Result<Page<AuditEntry>, StoreError> {
+        let (page, count) = crate::audit::search(Dialect::Postgres, query);
+        let mut client = self.client().await?;
+        // One snapshot: the page and the total see the same entries.
+        let tx = client
+            .build_transaction()
+            .isolation_level(IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .await
+            .map_err(pg_error)?;
+        let items = audit_rows(&*tx, &page).await?;
+        let total = query_count(&*tx, &count).await?;
+        tx.commit().await.map_err(pg_error)?;
+        Ok(Page { items, total: Some(total) })
+    }
+
+    async fn audit_head(&self) -> Result<Option<(u64, String)>, StoreError> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt("SELECT seq, hash FROM audit_entry ORDER BY seq DESC LIMIT 1", &[])
+            .await
+            .map_err(pg_error)?;
+        row.map(|r| Ok((crate::audit::version(r.get(0))?, r.get(1)))).transpose()
     }
 }

@@ -14,12 +14,19 @@
 //! connections (WAL readers never block on the writer). Checkpoints (copying
 //! the WAL back into the database file) run on their own thread and
 //! connection, so commits never wait for them.
+//!
+//! Audit trail (migration 0005): the writer keeps the chain's head (last seq
+//! and hash) in memory, links a commit's audit records as it applies them,
+//! and puts the head back whenever what wrote them is rolled back (a savepoint
+//! or the whole group), so the stored chain has no gap and no wrong link.
 
 use crate::sql::{self, Dialect, Kind, SortKinds, Sql, SqlValue};
 use crate::{ResourceRow, method_code};
 use async_trait::async_trait;
+use domain::audit::{AuditChain, AuditEntry, AuditQuery, AuditRecord};
 use domain::store::{
-    Check, Commit, HistoryQuery, HistoryScope, Page, Reindex, ResourceKey, StoreError, StoredResource, Write,
+    Check, Commit, HistoryQuery, HistoryScope, Page, Reindex, ResourceKey, StoreError, StoredResource, SysRecord,
+    SysWrite, Write,
 };
 use fhir::instant::Instant;
 use fhir::search::query::{SearchQuery, TotalMode};
@@ -39,6 +46,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../migrations/sqlite/0001_init.sql")),
     (3, include_str!("../migrations/sqlite/0003_composite.sql")),
     (4, include_str!("../migrations/sqlite/0004_text.sql")),
+    (5, include_str!("../migrations/sqlite/0005_audit.sql")),
 ];
 
 /// Tuning of a [`SqliteStore`].
@@ -58,6 +66,8 @@ pub struct SqliteOptions {
     pub mmap_bytes: u64,
     /// Page size of a newly created database (ignored for an existing one).
     pub page_size: u32,
+    /// The key of the audit trail's chain digests (domain::audit).
+    pub audit_chain: AuditChain,
 }
 
 impl Default for SqliteOptions {
@@ -70,6 +80,7 @@ impl Default for SqliteOptions {
             busy_timeout_ms: 5_000,
             mmap_bytes: 1 << 30,
             page_size: 4096,
+            audit_chain: AuditChain::random(),
         }
     }
 }
@@ -109,7 +120,7 @@ impl SqliteStore {
         let readers = ReaderPool::start(path, &options)?;
 
         let (sender, receiver) = mpsc::channel::<Job>(options.max_group_commits.max(1) * 4);
-        let writer = Writer::new(conn, options.max_group_commits.max(1));
+        let writer = Writer::new(conn, options.max_group_commits.max(1), options.audit_chain.clone())?;
         let handle = std::thread::Builder::new()
             .name("hearth-sqlite-writer".into())
             .spawn(move || writer.run(receiver))
@@ -129,25 +140,36 @@ impl SqliteStore {
             .with_reader(move |conn| {
                 let kinds = resolve_sort_kinds(conn, &query)?;
                 let statements = sql::search(Dialect::Sqlite, &query, &kinds, &Arc::default());
-                let mut lines = Vec::new();
-                for statement in [&statements.page, &statements.count] {
-                    let text = format!("EXPLAIN QUERY PLAN {}", statement.text);
-                    let mut prepared = conn.prepare(&text).map_err(db_error)?;
-                    let mut rows = prepared.query(rusqlite::params_from_iter(statement.params.iter())).map_err(db_error)?;
-                    let mut depth: HashMap<i64, usize> = HashMap::new();
-                    while let Some(row) = rows.next().map_err(db_error)? {
-                        let id: i64 = row.get(0).map_err(db_error)?;
-                        let parent: i64 = row.get(1).map_err(db_error)?;
-                        let detail: String = row.get(3).map_err(db_error)?;
-                        let level = depth.get(&parent).map_or(0, |d| d + 1);
-                        depth.insert(id, level);
-                        lines.push(format!("{}{detail}", "  ".repeat(level)));
-                    }
-                }
-                Ok(lines)
+                explain_lines(conn, &[&statements.page, &statements.count])
             })
             .await
     }
+
+    /// [`SqliteStore::explain`] for the statements of an audit search.
+    pub async fn explain_audit(&self, query: &AuditQuery) -> Result<Vec<String>, StoreError> {
+        let (page, count) = crate::audit::search(Dialect::Sqlite, query);
+        self.inner.with_reader(move |conn| explain_lines(conn, &[&page, &count])).await
+    }
+}
+
+/// `EXPLAIN QUERY PLAN` of each statement, one line per step, indented by depth.
+fn explain_lines(conn: &Connection, statements: &[&Sql]) -> Result<Vec<String>, StoreError> {
+    let mut lines = Vec::new();
+    for statement in statements {
+        let text = format!("EXPLAIN QUERY PLAN {}", statement.text);
+        let mut prepared = conn.prepare(&text).map_err(db_error)?;
+        let mut rows = prepared.query(rusqlite::params_from_iter(statement.params.iter())).map_err(db_error)?;
+        let mut depth: HashMap<i64, usize> = HashMap::new();
+        while let Some(row) = rows.next().map_err(db_error)? {
+            let id: i64 = row.get(0).map_err(db_error)?;
+            let parent: i64 = row.get(1).map_err(db_error)?;
+            let detail: String = row.get(3).map_err(db_error)?;
+            let level = depth.get(&parent).map_or(0, |d| d + 1);
+            depth.insert(id, level);
+            lines.push(format!("{}{detail}", "  ".repeat(level)));
+        }
+    }
+    Ok(lines)
 }
 
 impl Drop for Inner {
@@ -324,19 +346,54 @@ struct Writer {
     /// Rows in `idx_text_pending` (about: rolled back commits count too);
     /// at [`crate::fulltext::FLUSH_ROWS`] they are moved into FTS5.
     text_pending: usize,
+    /// The key of the audit trail's digests.
+    chain: AuditChain,
+    /// The last audit entry written, committed or in the open transaction;
+    /// put back whenever what wrote it is rolled back.
+    head: AuditHead,
+}
+
+/// The last entry of the audit trail: its number and digest.
+#[derive(Debug, Clone, PartialEq)]
+struct AuditHead {
+    seq: u64,
+    hash: String,
+}
+
+impl AuditHead {
+    /// The head as stored.
+    fn load(conn: &Connection) -> Result<AuditHead, StoreError> {
+        let last: Option<(i64, String)> = conn
+            .query_row("SELECT seq, hash FROM audit_entry ORDER BY seq DESC LIMIT 1", [], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()
+            .map_err(db_error)?;
+        match last {
+            None => Ok(AuditHead { seq: 0, hash: domain::audit::GENESIS.to_string() }),
+            Some((seq, hash)) => Ok(AuditHead { seq: crate::audit::version(seq)?, hash }),
+        }
+    }
+}
+
+/// A commit that only appends audit records (the audit of reads): it
+/// cannot conflict, so it needs no savepoint of its own.
+fn audit_only(commit: &Commit) -> bool {
+    commit.checks.is_empty() && commit.writes.is_empty() && commit.reindex.is_empty() && commit.sys.is_empty()
 }
 
 impl Writer {
-    fn new(conn: Connection, max_group: usize) -> Writer {
+    fn new(conn: Connection, max_group: usize, chain: AuditChain) -> Result<Writer, StoreError> {
         let text_pending = crate::fulltext::sqlite_pending(&conn).unwrap_or(0);
-        Writer {
+        let head = AuditHead::load(&conn)?;
+        Ok(Writer {
             conn,
             max_group,
             params: Default::default(),
             systems: HashMap::new(),
             insert_sql: insert_statements(),
             text_pending,
-        }
+            chain,
+            head,
+        })
     }
 
     fn run(mut self, mut receiver: mpsc::Receiver<Job>) {
@@ -372,25 +429,42 @@ impl Writer {
             }
             return;
         }
+        // The audit head as committed: what a rollback of the group restores.
+        let head = self.head.clone();
         let mut results = Vec::with_capacity(group.len());
         if let [job] = group.as_slice() {
             // Alone in its group, a commit needs no savepoint: on failure the
             // whole transaction is rolled back (and sub-journaling is avoided).
             let result = self.intern(&job.commit).and_then(|()| self.apply(&job.commit));
             if let Err(error) = result {
-                if let Err(e) = self.conn.execute_batch("ROLLBACK") {
-                    tracing::error!(error = %db_error(e), "sqlite rollback failed");
-                }
-                self.forget_interned();
-                for job in group.drain(..) {
-                    let _ = job.reply.send(Err(error.clone()));
-                }
+                self.abort_group(group, error, head);
                 return;
             }
             results.push(Ok(()));
         } else {
             for job in group.iter() {
-                results.push(self.intern(&job.commit).and_then(|()| self.apply_isolated(&job.commit)));
+                let result = if audit_only(&job.commit) {
+                    // Appends cannot conflict; one that fails anyway (I/O)
+                    // has no savepoint to undo it alone, so the group fails.
+                    match self.append_audit(&job.commit.audit) {
+                        Ok(()) => Ok(()),
+                        Err(error) => {
+                            self.abort_group(group, error, head);
+                            return;
+                        }
+                    }
+                } else {
+                    match self.intern(&job.commit).and_then(|()| self.apply_isolated(&job.commit)) {
+                        Err(error) if self.conn.is_autocommit() => {
+                            // SQLite rolled the whole transaction back by itself
+                            // (I/O error, disk full): nothing of the group is left.
+                            self.abort_group(group, error, head);
+                            return;
+                        }
+                        result => result,
+                    }
+                };
+                results.push(result);
             }
         }
         match self.conn.execute_batch("COMMIT") {
@@ -403,12 +477,24 @@ impl Writer {
             Err(e) => {
                 let error = db_error(e);
                 tracing::error!(error = %error, "sqlite group commit failed");
-                let _ = self.conn.execute_batch("ROLLBACK");
-                self.forget_interned();
-                for job in group.drain(..) {
-                    let _ = job.reply.send(Err(error.clone()));
-                }
+                self.abort_group(group, error, head);
             }
+        }
+    }
+
+    /// Rolls the open transaction back and answers every commit of the
+    /// group with `error`; the audit head goes back to `head`, the last
+    /// entry committed.
+    fn abort_group(&mut self, group: &mut Vec<Job>, error: StoreError, head: AuditHead) {
+        if !self.conn.is_autocommit()
+            && let Err(e) = self.conn.execute_batch("ROLLBACK")
+        {
+            tracing::error!(error = %db_error(e), "sqlite rollback failed");
+        }
+        self.forget_interned();
+        self.head = head;
+        for job in group.drain(..) {
+            let _ = job.reply.send(Err(error.clone()));
         }
     }
 
@@ -435,12 +521,21 @@ impl Writer {
         self.systems.clear();
     }
 
-    /// Applies one commit inside a savepoint, undoing only it on failure.
+    /// Applies one commit inside a savepoint, undoing only it on failure
+    /// (its audit entries too: the head goes back to where it was).
     fn apply_isolated(&mut self, commit: &Commit) -> Result<(), StoreError> {
         self.conn.execute_batch("SAVEPOINT hearth_commit").map_err(db_error)?;
+        let head = self.head.clone();
         match self.apply(commit) {
-            Ok(()) => self.conn.execute_batch("RELEASE hearth_commit").map_err(db_error),
+            Ok(()) => match self.conn.execute_batch("RELEASE hearth_commit") {
+                Ok(()) => Ok(()),
+                Err(e) => {
+                    self.head = head;
+                    Err(db_error(e))
+                }
+            },
             Err(error) => {
+                self.head = head;
                 self.conn.execute_batch("ROLLBACK TO hearth_commit; RELEASE hearth_commit").map_err(db_error)?;
                 Err(error)
             }
@@ -451,12 +546,58 @@ impl Writer {
         for check in &commit.checks {
             check_holds(&self.conn, check)?;
         }
+        // Every compare-and-swap is checked before anything is written.
+        let sys_versions = crate::audit::check_sys(&commit.sys, |kind, key| sys_version(&self.conn, kind, key))?;
         for write in &commit.writes {
             self.write(write)?;
         }
         for reindex in &commit.reindex {
             self.reindex(reindex)?;
         }
+        for (write, version) in commit.sys.iter().zip(sys_versions) {
+            write_sys(&self.conn, write, version)?;
+        }
+        self.append_audit(&commit.audit)
+    }
+
+    /// Appends audit records after the head, numbering and linking them.
+    /// On failure the head is left as it was.
+    fn append_audit(&mut self, records: &[AuditRecord]) -> Result<(), StoreError> {
+        let mut head = self.head.clone();
+        for record in records {
+            let columns = crate::audit::EntryColumns::of(record);
+            let seq = head.seq + 1;
+            let hash = self.chain.link(&head.hash, seq, &columns.record);
+            let seq_value = crate::audit::to_i64(seq)?;
+            self.conn
+                .prepare_cached(
+                    "INSERT INTO audit_entry (seq, at, who, patient, action, event, resource_type, outcome, record, hash) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                )
+                .and_then(|mut s| {
+                    s.execute(params![
+                        seq_value,
+                        columns.at,
+                        columns.who,
+                        columns.patient,
+                        columns.action,
+                        columns.event,
+                        columns.resource_type,
+                        columns.outcome,
+                        columns.record,
+                        hash
+                    ])
+                })
+                .map_err(db_error)?;
+            for patient in &columns.more_patients {
+                self.conn
+                    .prepare_cached("INSERT INTO audit_patient (patient, seq) VALUES (?1, ?2)")
+                    .and_then(|mut s| s.execute(params![patient, seq_value]))
+                    .map_err(db_error)?;
+            }
+            head = AuditHead { seq, hash };
+        }
+        self.head = head;
         Ok(())
     }
 
@@ -749,6 +890,56 @@ fn intern_row(conn: &Connection, insert: &str, select: &str, text: &str, kind: O
     result.map_err(db_error)
 }
 
+/// The stored version of a system record.
+fn sys_version(conn: &Connection, kind: &str, key: &str) -> Result<Option<u64>, StoreError> {
+    let version: Option<i64> = conn
+        .prepare_cached("SELECT version FROM sys_record WHERE kind = ?1 AND key = ?2")
+        .and_then(|mut s| s.query_row([kind, key], |r| r.get(0)).optional())
+        .map_err(db_error)?;
+    version.map(crate::audit::version).transpose()
+}
+
+/// Stores (at `version`) or deletes (`None`) a system record whose
+/// compare-and-swap was checked.
+fn write_sys(conn: &Connection, write: &SysWrite, version: Option<u64>) -> Result<(), StoreError> {
+    match (&write.json, version) {
+        (Some(json), Some(version)) => {
+            let version = crate::audit::to_i64(version)?;
+            conn.prepare_cached(
+                "INSERT INTO sys_record (kind, key, version, json) VALUES (?1, ?2, ?3, ?4) \
+                 ON CONFLICT (kind, key) DO UPDATE SET version = excluded.version, json = excluded.json",
+            )
+            .and_then(|mut s| s.execute(params![write.kind, write.key, version, &**json]))
+            .map_err(db_error)?;
+        }
+        _ => {
+            conn.prepare_cached("DELETE FROM sys_record WHERE kind = ?1 AND key = ?2")
+                .and_then(|mut s| s.execute(params![write.kind, write.key]))
+                .map_err(db_error)?;
+        }
+    }
+    Ok(())
+}
+
+fn sys_row(row: &Row<'_>) -> rusqlite::Result<(String, i64, String)> {
+    Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+}
+
+fn to_sys_record((key, version, json): (String, i64, String)) -> Result<SysRecord, StoreError> {
+    Ok(SysRecord { key, version: crate::audit::version(version)?, json: Arc::from(json) })
+}
+
+fn audit_rows(conn: &Connection, statement: &Sql) -> Result<Vec<AuditEntry>, StoreError> {
+    let rows: Vec<(i64, String, String)> = conn
+        .prepare_cached(&statement.text)
+        .and_then(|mut s| {
+            s.query_map(rusqlite::params_from_iter(statement.params.iter()), |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                .collect()
+        })
+        .map_err(db_error)?;
+    rows.into_iter().map(|(seq, record, hash)| crate::audit::entry(seq, record, hash)).collect()
+}
+
 /// Evaluates a commit's check inside its transaction.
 fn check_holds(conn: &Connection, check: &Check) -> Result<(), StoreError> {
     match check {
@@ -1025,6 +1216,66 @@ impl domain::Store for SqliteStore {
     async fn ping(&self) -> Result<(), StoreError> {
         self.inner
             .with_reader(|conn| conn.query_row("SELECT 1", [], |r| r.get::<_, i64>(0)).map(|_| ()).map_err(db_error))
+            .await
+    }
+
+    async fn sys_get(&self, kind: &str, key: &str) -> Result<Option<SysRecord>, StoreError> {
+        let (kind, key) = (kind.to_owned(), key.to_owned());
+        self.inner
+            .with_reader(move |conn| {
+                conn.prepare_cached("SELECT key, version, json FROM sys_record WHERE kind = ?1 AND key = ?2")
+                    .and_then(|mut s| s.query_row([kind, key], sys_row).optional())
+                    .map_err(db_error)?
+                    .map(to_sys_record)
+                    .transpose()
+            })
+            .await
+    }
+
+    async fn sys_list(&self, kind: &str) -> Result<Vec<SysRecord>, StoreError> {
+        let kind = kind.to_owned();
+        self.inner
+            .with_reader(move |conn| {
+                let rows: Vec<(String, i64, String)> = conn
+                    .prepare_cached("SELECT key, version, json FROM sys_record WHERE kind = ?1 ORDER BY key")
+                    .and_then(|mut s| s.query_map([kind], sys_row)?.collect())
+                    .map_err(db_error)?;
+                rows.into_iter().map(to_sys_record).collect()
+            })
+            .await
+    }
+
+    async fn audit_scan(&self, after: u64, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
+        let statement = Sql {
+            text: "SELECT seq, record, hash FROM audit_entry WHERE seq > ?1 ORDER BY seq LIMIT ?2".into(),
+            params: vec![
+                SqlValue::Int(i64::try_from(after).unwrap_or(i64::MAX)),
+                SqlValue::Int(i64::try_from(limit).unwrap_or(i64::MAX)),
+            ],
+        };
+        self.inner.with_reader(move |conn| audit_rows(conn, &statement)).await
+    }
+
+    async fn audit_search(&self, query: &AuditQuery) -> Result<Page<AuditEntry>, StoreError> {
+        let (page, count) = crate::audit::search(Dialect::Sqlite, query);
+        self.inner
+            .with_reader(move |conn| {
+                // One read transaction: the page and the total see the same entries.
+                let tx = conn.transaction().map_err(db_error)?;
+                let items = audit_rows(&tx, &page)?;
+                let total = query_count(&tx, &count)?;
+                tx.commit().map_err(db_error)?;
+                Ok(Page { items, total: Some(total) })
+            })
+            .await
+    }
+
+    async fn audit_head(&self) -> Result<Option<(u64, String)>, StoreError> {
+        self.inner
+            .with_reader(|conn| {
+                let head = AuditHead::load(conn)?;
+                Ok((head.seq > 0).then_some((head.seq, head.hash)))
+            })
             .await
     }
 }

@@ -3,7 +3,6 @@
 //! of the repository itself.
 
 mod admin;
-mod bearer;
 mod cli;
 mod migrate;
 mod roundtrip;

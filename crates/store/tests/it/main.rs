@@ -4,6 +4,7 @@
 //! Index rows are built by hand (harness.rs) so the suite does not depend on
 //! search-value extraction.
 
+mod audit;
 mod chains;
 mod commit;
 mod crud;
@@ -43,6 +44,29 @@ macro_rules! conformance {
         backend_tests!(sqlite => crate::harness::sqlite; $($module { $($test),* })*);
         backend_tests!(postgres => crate::harness::postgres; $($module { $($test),* })*);
     };
+}
+
+/// The audit trail tests: they need the chain's key and a way into the
+/// database, so they have runners of their own (tests/it/audit.rs).
+macro_rules! trail_tests {
+    ($($test:ident),* $(,)?) => {
+        backend_tests!(memory_trail => crate::audit::on_memory; audit { $($test),* });
+        backend_tests!(sqlite_trail => crate::audit::on_sqlite; audit { $($test),* });
+        backend_tests!(postgres_trail => crate::audit::on_postgres; audit { $($test),* });
+    };
+}
+
+trail_tests! {
+    commits_chain_their_records,
+    concurrent_audit_only_commits_leave_no_gap,
+    failed_commits_leave_no_entries,
+    system_records_compare_and_swap,
+    racing_system_record_creates_one_wins,
+    reports_answer_as_the_memory_store,
+    a_changed_record_is_found,
+    a_deleted_entry_is_found,
+    swapped_entries_are_found,
+    a_truncated_tail_is_found_with_a_checkpoint,
 }
 
 conformance! {
