@@ -295,10 +295,13 @@ impl Server {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.context("binding a loopback port")?;
         let bound = listener.local_addr()?;
         let base = config.base_url(bound);
+        let store = Arc::clone(service.store());
         let state = api::AppState {
             service,
             config: Arc::new(api::ApiConfig { max_body_bytes: config.server.max_body_bytes, base_url: base.clone() }),
+            auth: bench_auth(config, store, &base)?,
         };
+        let auth = Arc::clone(&state.auth);
         let app = api::router(state);
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {
@@ -308,6 +311,10 @@ impl Server {
                 })
                 .await
         });
+        let token = bench_token(&auth).await?;
+        if let Ok(mut slot) = BENCH_TOKEN.write() {
+            *slot = Some(token);
+        }
         Ok(Server { base, stop, task })
     }
 
@@ -318,9 +325,62 @@ impl Server {
     }
 }
 
-/// An HTTP client with its own single keep-alive connection.
+/// The bearer token of the benchmark's backend client, once the server is up.
+static BENCH_TOKEN: std::sync::RwLock<Option<String>> = std::sync::RwLock::new(None);
+
+/// The in-process server's Auth: access tokens last a day, since loading a
+/// large benchmark store can take hours.
+fn bench_auth(config: &config::Config, store: Arc<dyn domain::Store>, base: &str) -> anyhow::Result<Arc<auth::Auth>> {
+    let clock: Arc<dyn domain::service::Clock> = Arc::new(domain::service::SystemClock);
+    let users = auth::users::Users::new(store.clone(), clock.clone(), Arc::new(config.roles()?), config.user_settings());
+    let mut settings = auth::AuthConfig::new(base);
+    settings.access_token_seconds = 24 * 3600;
+    Ok(Arc::new(auth::Auth::new(store, clock, users, settings)))
+}
+
+/// Registers a backend client for this run (SMART Backend Services,
+/// `system/*.cruds`) and gets its token from the real token endpoint.
+async fn bench_token(auth: &auth::Auth) -> anyhow::Result<String> {
+    let client_id = format!("hearth-bench-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let key = auth::jwt::ClientKey::generate("bench");
+    let new = auth::clients::NewClient {
+        client_id: client_id.clone(),
+        kind: Some(auth::clients::ClientKind::Backend),
+        scopes: "system/*.cruds".into(),
+        jwks: Some(key.public_jwks()),
+        administer: true,
+        restricted_access: true,
+        ..auth::clients::NewClient::default()
+    };
+    let by = domain::audit::AuditActor { kind: "system".into(), id: "hearth bench".into(), role: None, client: None };
+    auth.register_client(new, by).await.context("registering the benchmark's client")?;
+    let token_url = auth.endpoints().token;
+    let now = fhir::instant::Instant::now().0 / 1_000_000;
+    let assertion = key.assertion(&client_id, &token_url, now).map_err(anyhow::Error::msg)?;
+    let form = [
+        ("grant_type", "client_credentials"),
+        ("scope", "system/*.cruds"),
+        ("client_assertion_type", auth::oauth::JWT_BEARER),
+        ("client_assertion", assertion.as_str()),
+    ];
+    let response = reqwest::Client::builder().no_proxy().build()?.post(&token_url).form(&form).send().await?;
+    let status = response.status();
+    let body: serde_json::Value = response.json().await.context("reading the token response")?;
+    match body.get("access_token").and_then(serde_json::Value::as_str) {
+        Some(token) if status.is_success() => Ok(token.to_string()),
+        _ => anyhow::bail!("the benchmark's client got no token ({status}): {body}"),
+    }
+}
+
+/// An HTTP client with its own single keep-alive connection, sending the
+/// benchmark's bearer token.
 pub(crate) fn client() -> anyhow::Result<reqwest::Client> {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(token) = BENCH_TOKEN.read().ok().and_then(|t| t.clone()) {
+        headers.insert(reqwest::header::AUTHORIZATION, format!("Bearer {token}").parse().context("the bearer token")?);
+    }
     reqwest::Client::builder()
+        .default_headers(headers)
         .no_proxy()
         .pool_max_idle_per_host(1)
         .tcp_nodelay(true)

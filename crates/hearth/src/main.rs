@@ -8,6 +8,7 @@
 #![allow(unreachable_pub)]
 
 mod admin;
+mod admin_client;
 mod bench;
 mod bench_search;
 mod config;
@@ -155,6 +156,11 @@ enum AdminCommand {
         #[command(subcommand)]
         command: admin::RoleCommand,
     },
+    /// OAuth 2 clients: SMART apps (public or confidential) and backend services.
+    Client {
+        #[command(subcommand)]
+        command: admin_client::ClientCommand,
+    },
 }
 
 #[derive(Subcommand)]
@@ -285,6 +291,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             admin::user(command, &env).await
         }
         Command::Admin { command: AdminCommand::Role { command } } => admin::role(command, &env),
+        Command::Admin { command: AdminCommand::Client { command } } => {
+            wiring::init_tracing("warn");
+            print!("{}", admin_client::run(command, &env).await?);
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 

@@ -22,6 +22,7 @@ impl Drop for Server {
 }
 
 fn serve(data_dir: &Path, extra: &[&str]) -> Server {
+    crate::bearer::prepare(data_dir);
     let mut child = Command::new(BIN)
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(data_dir)
@@ -41,11 +42,12 @@ fn serve(data_dir: &Path, extra: &[&str]) -> Server {
     };
     // Keep draining stderr so the server never blocks on a full pipe.
     std::thread::spawn(move || for _ in lines {});
+    crate::bearer::remember(&base, data_dir);
     Server { child, base }
 }
 
 async fn get(url: &str) -> (u16, Value) {
-    let response = reqwest::get(url).await.expect("request");
+    let response = crate::bearer::authorized(reqwest::Client::new().get(url)).await.send().await.expect("request");
     let status = response.status().as_u16();
     let body = response.json::<Value>().await.unwrap_or(Value::Null);
     (status, body)
@@ -67,8 +69,8 @@ async fn serve_creates_the_data_dir_and_keeps_data_across_restarts() {
         let (status, metadata) = get(&format!("{}/metadata", server.base)).await;
         assert_eq!(status, 200);
         assert_eq!(metadata["fhirVersion"], "4.0.1");
-        let created = reqwest::Client::new()
-            .post(format!("{}/Patient", server.base))
+        let created = crate::bearer::authorized(reqwest::Client::new().post(format!("{}/Patient", server.base)))
+            .await
             .header("Content-Type", "application/fhir+json")
             .body(json!({"resourceType": "Patient", "name": [{"family": "Durable"}]}).to_string())
             .send()

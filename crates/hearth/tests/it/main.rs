@@ -3,6 +3,7 @@
 //! of the repository itself.
 
 mod admin;
+mod bearer;
 mod cli;
 mod migrate;
 mod roundtrip;

@@ -61,31 +61,40 @@ fn comparable(mut v: Value) -> Value {
     v
 }
 
-async fn serve(store: Arc<dyn domain::Store>) -> (String, tokio::task::JoinHandle<()>) {
+async fn serve(store: Arc<dyn domain::Store>) -> (String, tokio::task::JoinHandle<()>, reqwest::Client) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let base_url = format!("http://{addr}/fhir");
+    let clock: Arc<dyn domain::service::Clock> = Arc::new(domain::service::SystemClock);
+    let roles = Arc::new(auth::roles::Roles::builtin());
+    let users = auth::users::Users::new(store.clone(), clock.clone(), roles, auth::users::UserSettings::default());
+    let auth = Arc::new(auth::Auth::new(store.clone(), clock, users, auth::AuthConfig::new(&base_url)));
     let state = api::AppState {
         service: Arc::new(domain::Service::new(store)),
         config: Arc::new(api::ApiConfig { max_body_bytes: 64 * 1024 * 1024, base_url: base_url.clone() }),
+        auth: auth.clone(),
     };
     let app = api::router(state);
     let handle = tokio::spawn(async move {
         let _ = axum::serve(api::FhirListener::new(listener), app).await;
     });
-    (base_url, handle)
+    let token = crate::bearer::in_process(&auth).await;
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(reqwest::header::AUTHORIZATION, format!("Bearer {token}").parse().expect("header"));
+    let client = reqwest::Client::builder().default_headers(headers).build().expect("client");
+    (base_url, handle, client)
 }
 
 async fn round_trip_all(store: Arc<dyn domain::Store>) {
     let examples = accepted_examples();
     assert!(examples.len() > 600, "expected the ~700 accepted examples, found {}", examples.len());
-    let (base, server) = serve(store).await;
-    let client = reqwest::Client::new();
+    let (base, server, client) = serve(store).await;
     let mut failures = Vec::new();
     for (name, example) in &examples {
         let rt = example["resourceType"].as_str().expect("resourceType");
-        if rt == "Parameters" {
+        if rt == "Parameters" || rt == "AuditEvent" {
             // Parameters has no REST endpoint in R4: it is refused, never stored.
+            // AuditEvent is Hearth's own trail: never written through the API (403).
             continue;
         }
         let url = match example.get("id").and_then(Value::as_str) {
