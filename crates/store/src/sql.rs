@@ -282,12 +282,15 @@ struct Builder {
     /// Write index predicates on `r` as correlated `EXISTS` probes rather
     /// than row lists (see [`Builder::where_clause`]).
     probe: bool,
+    /// The statement searches by `_id`: its few rows are sorted after they
+    /// are found (see [`Builder::order_by`]).
+    by_id: bool,
     known: std::sync::Arc<Known>,
 }
 
 impl Builder {
     fn new(dialect: Dialect) -> Builder {
-        Builder { dialect, text: String::with_capacity(256), params: Vec::new(), aliases: 0, probe: false, known: std::sync::Arc::default() }
+        Builder { dialect, text: String::with_capacity(256), params: Vec::new(), aliases: 0, probe: false, by_id: false, known: std::sync::Arc::default() }
     }
 
     fn finish(self) -> Sql {
@@ -347,6 +350,7 @@ impl Builder {
             // the type test off the index, so the plan starts from those rows
             // (plan tests in tests/it/plans.rs).
             let column = if self.dialect == Dialect::Sqlite && starts_from_filter(query) { "+r.type" } else { "r.type" };
+            self.by_id = self.dialect == Dialect::Sqlite && searches_by_id(query);
             let _ = write!(self.text, " AND {column} = {p}");
         }
         // SQLite builds the whole row list of every `rid IN (...)` filter
@@ -836,7 +840,7 @@ impl Builder {
             let direction = if key.descending { "DESC" } else { "ASC" };
             match key.param.as_str() {
                 "_id" => keys.push(format!("r.id {direction}")),
-                "_lastUpdated" => keys.push(format!("r.last_updated {direction}")),
+                "_lastUpdated" => keys.push(format!("{}r.last_updated {direction}", if self.by_id { "+" } else { "" })),
                 param => {
                     let Some(kinds) = sort_kinds.get(param) else { continue };
                     for kind in kinds {
@@ -852,8 +856,11 @@ impl Builder {
             }
         }
         // Ties (and the default order) fall back to newest first, then id, so
-        // that paging is deterministic.
-        keys.push("r.last_updated DESC".to_owned());
+        // that paging is deterministic. When `_id` lists the rows, the unary
+        // `+` keeps SQLite from walking the type's (type, last_updated) index
+        // for the order instead of looking the ids up (as SQLite 3.46, the
+        // one SQLCipher bundles, would).
+        keys.push(if self.by_id { "+r.last_updated DESC" } else { "r.last_updated DESC" }.to_owned());
         keys.push("r.id ASC".to_owned());
         keys.push("r.type ASC".to_owned());
         self.push(" ORDER BY ");
@@ -927,6 +934,11 @@ fn driving_filter(query: &SearchQuery) -> Option<usize> {
         })
         .min()
         .map(|(_, i)| i)
+}
+
+/// Whether a filter of `query` is `_id`.
+fn searches_by_id(query: &SearchQuery) -> bool {
+    query.filters.iter().any(|f| !f.any_of.is_empty() && f.any_of.iter().all(|c| matches!(c.matcher, Match::Id(_))))
 }
 
 /// Whether a SQLite plan should start from a filter's rows rather than walk

@@ -20,6 +20,7 @@
 //! and puts the head back whenever what wrote them is rolled back (a savepoint
 //! or the whole group), so the stored chain has no gap and no wrong link.
 
+use crate::cipher::DbKey;
 use crate::sql::{self, Dialect, Kind, SortKinds, Sql, SqlValue};
 use crate::{ResourceRow, method_code};
 use async_trait::async_trait;
@@ -66,6 +67,10 @@ pub struct SqliteOptions {
     pub mmap_bytes: u64,
     /// Page size of a newly created database (ignored for an existing one).
     pub page_size: u32,
+    /// The SQLCipher key of the database file; `None` keeps it in plaintext
+    /// (tests that want it). Given, it is the first statement of every
+    /// connection, and the WAL and journal are encrypted with it too.
+    pub key: Option<DbKey>,
     /// The key of the audit trail's chain digests (domain::audit).
     pub audit_chain: AuditChain,
 }
@@ -80,6 +85,7 @@ impl Default for SqliteOptions {
             busy_timeout_ms: 5_000,
             mmap_bytes: 1 << 30,
             page_size: 4096,
+            key: None,
             audit_chain: AuditChain::random(),
         }
     }
@@ -233,20 +239,141 @@ enum Role {
 const WRITER_AUTOCHECKPOINT_PAGES: i64 = 16 * 1024;
 
 /// Opens and configures a connection. The one place connections are made, so
-/// that encryption at rest (SQLCipher's `PRAGMA key`, which must be the first
-/// statement on a connection) is added here and nowhere else.
+/// that the SQLCipher key is the first statement on every connection.
 fn open_connection(path: &Path, options: &SqliteOptions, role: Role) -> Result<Connection, StoreError> {
-    configure(path, options, role).map_err(db_error)?.ok_or_else(|| {
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(path, flags).map_err(db_error)?;
+    conn.busy_timeout(std::time::Duration::from_millis(u64::from(options.busy_timeout_ms))).map_err(db_error)?;
+    unlock(&conn, path, options)?;
+    configure(conn, options, role).map_err(db_error)?.ok_or_else(|| {
         StoreError::Unavailable("sqlite: the file system does not support WAL mode".into())
     })
 }
 
+/// Gives SQLCipher the key and proves it opens the file.
+fn unlock(conn: &Connection, path: &Path, options: &SqliteOptions) -> Result<(), StoreError> {
+    if try_unlock(conn, options).map_err(db_error)? {
+        Ok(())
+    } else {
+        Err(StoreError::Unavailable(key_refused(path, options.key.is_some())))
+    }
+}
+
+/// `PRAGMA key` with a raw 256-bit key (no key derivation at open), then a
+/// read of the schema: `false` when the key (or its absence) does not open
+/// the file.
+fn try_unlock(conn: &Connection, options: &SqliteOptions) -> rusqlite::Result<bool> {
+    if let Some(key) = &options.key {
+        let pragma = zeroize::Zeroizing::new(format!("PRAGMA key = \"x'{}'\"", key.to_hex().as_str()));
+        conn.execute_batch(&pragma)?;
+        conn.pragma_update(None, "cipher_page_size", options.page_size)?;
+    }
+    match conn.query_row("SELECT count(*) FROM sqlite_schema", [], |row| row.get::<_, i64>(0)) {
+        Ok(_) => Ok(true),
+        Err(rusqlite::Error::SqliteFailure(e, _)) if e.code == rusqlite::ErrorCode::NotADatabase => Ok(false),
+        Err(other) => Err(other),
+    }
+}
+
+/// Whether `options.key` (or no key, for `None`) opens the existing
+/// database at `path`.
+pub(crate) fn key_opens(path: &Path, options: &SqliteOptions) -> Result<bool, StoreError> {
+    let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+        .map_err(db_error)?;
+    conn.busy_timeout(std::time::Duration::from_millis(u64::from(options.busy_timeout_ms))).map_err(db_error)?;
+    try_unlock(&conn, options).map_err(db_error)
+}
+
+/// Why a file does not open: plaintext files start with SQLite's magic
+/// string, encrypted ones with a random salt.
+fn key_refused(path: &Path, keyed: bool) -> String {
+    let mut head = [0u8; 16];
+    let plaintext = std::fs::File::open(path)
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut head))
+        .is_ok_and(|()| &head == b"SQLite format 3\0");
+    match (keyed, plaintext) {
+        (true, true) => format!(
+            "{} is not encrypted, so a database key does not open it (written by an older Hearth: `hearth admin rotate-key` encrypts it)",
+            path.display()
+        ),
+        (true, false) => format!("the database key does not open {}: wrong key, or not a Hearth database", path.display()),
+        (false, _) => format!("{} is encrypted or not a database, and no database key was given", path.display()),
+    }
+}
+
+/// One keyed connection to `path` for maintenance (key rotation), with the
+/// writer's settings.
+pub(crate) fn maintenance_connection(path: &Path, options: &SqliteOptions) -> Result<Connection, StoreError> {
+    open_connection(path, options, Role::Writer)
+}
+
+/// Re-encrypts the database at `path` (opened with `options.key`) with
+/// `new_key` (`PRAGMA rekey`, one transaction over every page), then proves
+/// the new key opens it. No other connection may be open meanwhile.
+pub fn rekey(path: &Path, options: &SqliteOptions, new_key: &DbKey) -> Result<(), StoreError> {
+    let conn = maintenance_connection(path, options)?;
+    // Rekey rewrites pages through the rollback journal: leave WAL mode
+    // (which checkpoints and removes the WAL) for its duration.
+    let mode: String = conn.query_row("PRAGMA journal_mode = DELETE", [], |row| row.get(0)).map_err(db_error)?;
+    if !mode.eq_ignore_ascii_case("delete") {
+        return Err(StoreError::Unavailable(format!(
+            "{} is in use by another process (cannot leave WAL mode to re-key it)",
+            path.display()
+        )));
+    }
+    let pragma = zeroize::Zeroizing::new(format!("PRAGMA rekey = \"x'{}'\"", new_key.to_hex().as_str()));
+    conn.execute_batch(&pragma).map_err(db_error)?;
+    let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0)).map_err(db_error)?;
+    drop(conn);
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(StoreError::Unavailable("sqlite: cannot return to WAL mode after re-keying".into()));
+    }
+    let check = SqliteOptions { key: Some(new_key.clone()), ..options.clone() };
+    maintenance_connection(path, &check).map(drop)
+}
+
+/// Encrypts the unencrypted database at `path` with `new_key`: a keyed copy
+/// (`sqlcipher_export`) written beside it, fsync'd, then renamed over it.
+/// No other connection may be open meanwhile.
+pub(crate) fn encrypt_plaintext(path: &Path, options: &SqliteOptions, new_key: &DbKey) -> Result<(), StoreError> {
+    let plain = SqliteOptions { key: None, ..options.clone() };
+    let conn = maintenance_connection(path, &plain)?;
+    // Fold the WAL into the file and leave WAL mode, so nothing is left
+    // beside the file once it is replaced.
+    let mode: String = conn.query_row("PRAGMA journal_mode = DELETE", [], |row| row.get(0)).map_err(db_error)?;
+    if !mode.eq_ignore_ascii_case("delete") {
+        return Err(StoreError::Unavailable(format!("{} is in use by another process", path.display())));
+    }
+    let mut copy_name = path.as_os_str().to_owned();
+    copy_name.push(".encrypting");
+    let copy = std::path::PathBuf::from(copy_name);
+    let _ = std::fs::remove_file(&copy);
+    let copy_text = copy.to_str().ok_or_else(|| StoreError::Internal("the database path is not UTF-8".into()))?;
+    let attach = zeroize::Zeroizing::new(format!(
+        "ATTACH DATABASE '{}' AS encrypted KEY \"x'{}'\"; PRAGMA encrypted.cipher_page_size = {}; \
+         SELECT sqlcipher_export('encrypted'); DETACH DATABASE encrypted;",
+        copy_text.replace('\'', "''"),
+        new_key.to_hex().as_str(),
+        options.page_size
+    ));
+    conn.execute_batch(&attach).map_err(db_error)?;
+    drop(conn);
+    std::fs::File::open(&copy)
+        .and_then(|f| f.sync_all())
+        .and_then(|()| std::fs::rename(&copy, path))
+        .map_err(|e| StoreError::Unavailable(format!("replacing {}: {e}", path.display())))?;
+    if let Some(dir) = path.parent()
+        && let Ok(dir) = std::fs::File::open(if dir.as_os_str().is_empty() { Path::new(".") } else { dir })
+    {
+        let _ = dir.sync_all();
+    }
+    let keyed = SqliteOptions { key: Some(new_key.clone()), ..options.clone() };
+    maintenance_connection(path, &keyed).map(drop)
+}
+
 /// `None` when WAL mode cannot be enabled.
-fn configure(path: &Path, options: &SqliteOptions, role: Role) -> rusqlite::Result<Option<Connection>> {
-    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-    let conn = Connection::open_with_flags(path, flags)?;
+fn configure(conn: Connection, options: &SqliteOptions, role: Role) -> rusqlite::Result<Option<Connection>> {
     crate::fulltext::register_sqlite_function(&conn)?;
-    conn.busy_timeout(std::time::Duration::from_millis(u64::from(options.busy_timeout_ms)))?;
     if role == Role::Writer {
         // Only takes effect while the file is still empty (before WAL mode).
         conn.pragma_update(None, "page_size", options.page_size)?;
@@ -267,7 +394,10 @@ fn configure(path: &Path, options: &SqliteOptions, role: Role) -> rusqlite::Resu
         }
         Role::Reader => {
             conn.pragma_update(None, "query_only", true)?;
-            conn.pragma_update(None, "mmap_size", i64::try_from(options.mmap_bytes).unwrap_or(i64::MAX))?;
+            // SQLCipher reads pages through its decrypting pager only.
+            if options.key.is_none() {
+                conn.pragma_update(None, "mmap_size", i64::try_from(options.mmap_bytes).unwrap_or(i64::MAX))?;
+            }
         }
         Role::Checkpointer => {}
     }

@@ -9,6 +9,7 @@ mod chains;
 mod commit;
 mod crud;
 mod durability;
+mod encryption;
 mod harness;
 mod history;
 mod plans;
