@@ -885,6 +885,7 @@ impl Auth {
                 return Err(e);
             }
         };
+        self.record_jti(client.jti.clone()).await?;
         let token = param(form, "token").ok_or_else(|| OAuthError::request("token is missing"))?;
         let hash = sha256_hex(token);
         let Some(stored) = self.store.sys_get(TOKEN_KIND, &hash).await? else { return Ok(()) };
@@ -919,6 +920,7 @@ impl Auth {
             Some(token) => self.authenticate_bearer(token, from).await.is_ok(),
             None if auth.basic.is_some() || auth.assertion.is_some() => {
                 let client = self.authenticate_client(&auth).await?;
+                self.record_jti(client.jti.clone()).await?;
                 client.client.is_confidential()
             }
             None => false,
@@ -968,6 +970,16 @@ impl Auth {
             answer["fhirUser"] = json!(format!("{}/{fhir_user}", self.config.base_url.trim_end_matches('/')));
         }
         Ok(answer)
+    }
+
+    /// Records a used assertion id, refusing a replay.
+    async fn record_jti(&self, jti: Option<SysWrite>) -> Result<(), OAuthError> {
+        let Some(write) = jti else { return Ok(()) };
+        match self.store.commit(Commit { sys: vec![write], ..Commit::default() }).await {
+            Ok(()) => Ok(()),
+            Err(StoreError::Conflict(_)) => Err(OAuthError::client("the assertion's jti was already used")),
+            Err(e) => Err(e.into()),
+        }
     }
 
     async fn is_current_refresh(&self, family: &str, hash: &str) -> Result<bool, StoreError> {

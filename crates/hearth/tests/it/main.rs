@@ -3,6 +3,7 @@
 //! of the repository itself.
 
 mod admin;
+mod admin_client;
 mod bearer;
 mod cli;
 mod migrate;
