@@ -30,6 +30,7 @@ mod request;
 mod respond;
 mod response_bundle;
 mod search;
+mod security_headers;
 mod summary;
 mod update;
 mod vread;
@@ -90,6 +91,7 @@ pub fn router(state: AppState) -> Router {
     let capabilities =
         std::sync::Mutex::new(capabilities::Cached::new(state.service.store().backend(), state.service.registry(), &state.auth.endpoints()));
     let limit = state.config.max_body_bytes;
+    let https = state.config.base_url.starts_with("https://");
     let shared = Arc::new(Shared {
         service: state.service,
         config: state.config,
@@ -149,6 +151,7 @@ pub fn router(state: AppState) -> Router {
     fhir.merge(health)
         .layer(middleware::map_response_with_state(limit, outcome_for_bare_errors))
         .merge(oauth)
+        .layer(middleware::map_response_with_state(https, security_headers::add))
 }
 
 /// One span per request with the method and route template only: the URI

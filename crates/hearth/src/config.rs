@@ -25,6 +25,11 @@ pub struct ServerConfig {
     pub listen: String,
     pub base_url: String,
     pub max_body_bytes: usize,
+    /// PEM certificate chain and private key: HTTPS when both are set.
+    pub tls_cert: PathBuf,
+    pub tls_key: PathBuf,
+    /// Serve plain HTTP on a non-loopback address (behind a TLS proxy).
+    pub insecure_no_tls: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -32,6 +37,8 @@ pub struct ServerConfig {
 pub struct StorageConfig {
     pub data_dir: PathBuf,
     pub database_url: String,
+    /// The key file (empty: `<data_dir>/hearth.key`).
+    pub key_file: PathBuf,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -86,13 +93,20 @@ impl Default for SecurityConfig {
 
 impl Default for ServerConfig {
     fn default() -> ServerConfig {
-        ServerConfig { listen: "127.0.0.1:8080".into(), base_url: String::new(), max_body_bytes: 32 * 1024 * 1024 }
+        ServerConfig {
+            listen: "127.0.0.1:8080".into(),
+            base_url: String::new(),
+            max_body_bytes: 32 * 1024 * 1024,
+            tls_cert: PathBuf::new(),
+            tls_key: PathBuf::new(),
+            insecure_no_tls: false,
+        }
     }
 }
 
 impl Default for StorageConfig {
     fn default() -> StorageConfig {
-        StorageConfig { data_dir: PathBuf::from("./hearth-data"), database_url: String::new() }
+        StorageConfig { data_dir: PathBuf::from("./hearth-data"), database_url: String::new(), key_file: PathBuf::new() }
     }
 }
 
@@ -158,6 +172,18 @@ impl Config {
                 "HEARTH_LISTEN" => self.server.listen = value.clone(),
                 "HEARTH_BASE_URL" => self.server.base_url = value.clone(),
                 "HEARTH_MAX_BODY_BYTES" => self.server.max_body_bytes = number(key, value)?,
+                "HEARTH_TLS_CERT" => self.server.tls_cert = PathBuf::from(value),
+                "HEARTH_TLS_KEY" => self.server.tls_key = PathBuf::from(value),
+                "HEARTH_INSECURE_NO_TLS" => {
+                    self.server.insecure_no_tls = match value.as_str() {
+                        "true" | "1" => true,
+                        "false" | "0" | "" => false,
+                        _ => bail!("HEARTH_INSECURE_NO_TLS must be true or false"),
+                    }
+                }
+                "HEARTH_KEY_FILE" => self.storage.key_file = PathBuf::from(value),
+                // Secrets, read where they are used (keys.rs), never kept here.
+                "HEARTH_DB_KEY" | "HEARTH_NEW_DB_KEY" => {}
                 "HEARTH_DATA_DIR" => self.storage.data_dir = PathBuf::from(value),
                 "HEARTH_DATABASE_URL" => self.storage.database_url = value.clone(),
                 "HEARTH_DEFAULT_PAGE_SIZE" => self.fhir.default_page_size = number(key, value)?,
@@ -173,10 +199,13 @@ impl Config {
         Ok(())
     }
 
-    fn validate(&self) -> anyhow::Result<()> {
+    pub fn validate(&self) -> anyhow::Result<()> {
         self.listen_addr()?;
         if self.server.max_body_bytes < 1024 {
             bail!("server.max_body_bytes must be at least 1024");
+        }
+        if self.server.tls_cert.as_os_str().is_empty() != self.server.tls_key.as_os_str().is_empty() {
+            bail!("server.tls_cert and server.tls_key go together: give both (HTTPS) or neither");
         }
         if self.fhir.max_bundle_entries == 0 {
             bail!("fhir.max_bundle_entries must be at least 1");
@@ -201,10 +230,25 @@ impl Config {
             .with_context(|| format!("server.listen '{}' is not an address such as 127.0.0.1:8080", self.server.listen))
     }
 
+    /// Whether the server speaks HTTPS.
+    pub fn tls(&self) -> bool {
+        !self.server.tls_cert.as_os_str().is_empty()
+    }
+
+    /// The key file: `storage.key_file`, or `hearth.key` in the data directory.
+    pub fn key_file(&self) -> PathBuf {
+        if self.storage.key_file.as_os_str().is_empty() {
+            self.storage.data_dir.join("hearth.key")
+        } else {
+            self.storage.key_file.clone()
+        }
+    }
+
     /// The FHIR base URL for links, given the address actually bound.
     pub fn base_url(&self, bound: SocketAddr) -> String {
         if self.server.base_url.is_empty() {
-            format!("http://{bound}/fhir")
+            let scheme = if self.tls() { "https" } else { "http" };
+            format!("{scheme}://{bound}/fhir")
         } else {
             self.server.base_url.trim_end_matches('/').to_string()
         }

@@ -14,8 +14,10 @@ mod bench_search;
 mod config;
 mod demo;
 mod import;
+mod keys;
 mod serve;
 mod synth;
+mod tls;
 mod wiring;
 
 use clap::{Parser, Subcommand};
@@ -53,6 +55,8 @@ enum Command {
         /// Load the synthetic demo patients (once; skipped when already present).
         #[arg(long)]
         demo: bool,
+        #[command(flatten)]
+        tls: serve::TlsArgs,
     },
     /// Load FHIR bundles (.json) and NDJSON files (.ndjson), or folders of them.
     Import {
@@ -146,6 +150,9 @@ enum Command {
 
 #[derive(Subcommand)]
 enum AdminCommand {
+    /// New database and attachment keys: re-keys the database, re-seals every
+    /// Binary, replaces the key file (servers must be stopped; see docs/security.md).
+    RotateKey(keys::RotateKeyArgs),
     /// User accounts: add, list, disable, reset MFA, enrol TOTP, unlock, set role.
     User {
         #[command(subcommand)]
@@ -225,9 +232,9 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let env = config::hearth_env();
     match cli.command {
-        Command::Serve { config: config_file, data_dir, listen, database_url, demo } => {
+        Command::Serve { config: config_file, data_dir, listen, database_url, demo, tls } => {
             let overrides = config::Overrides { listen, data_dir, database_url };
-            let config = config::Config::load(config_file.as_deref(), &env, &overrides)?;
+            let config = tls.apply(config::Config::load(config_file.as_deref(), &env, &overrides)?)?;
             wiring::init_tracing(&config.log.filter);
             serve::serve(config, demo).await?;
             Ok(ExitCode::SUCCESS)
@@ -294,6 +301,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Admin { command: AdminCommand::Client { command } } => {
             wiring::init_tracing("warn");
             print!("{}", admin_client::run(command, &env).await?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Admin { command: AdminCommand::RotateKey(args) } => {
+            wiring::init_tracing("warn");
+            println!("{}", keys::rotate_key(args, &env).await?);
             Ok(ExitCode::SUCCESS)
         }
     }

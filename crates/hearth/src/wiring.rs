@@ -1,27 +1,48 @@
 //! Wiring: the chosen storage backend under the Service, and diagnostic logging.
 
 use crate::config::Config;
+use crate::keys::{self, Keys};
 use anyhow::Context;
 use domain::Service;
 use domain::store::Store;
 use std::sync::Arc;
 
-/// Opens the configured store: PostgreSQL when a database URL is set,
-/// otherwise SQLite in the data directory (created on first start).
+/// The keys of encryption at rest and of the audit chain (see `keys.rs`),
+/// the key file created on first start.
+pub fn keys(config: &Config) -> anyhow::Result<Keys> {
+    keys::load(config, &crate::config::hearth_env())
+}
+
+/// Opens the configured store with its keys: PostgreSQL when a database URL
+/// is set, otherwise SQLite in the data directory (created on first start).
 pub async fn store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
-    if config.storage.database_url.is_empty() {
+    let keys = keys(config)?;
+    store_with(config, &keys).await
+}
+
+/// Opens the configured store: SQLite encrypted with the database key; on
+/// both backends, Binary bodies sealed with the attachment key.
+pub async fn store_with(config: &Config, keys: &Keys) -> anyhow::Result<Arc<dyn Store>> {
+    let inner: Arc<dyn Store> = if config.storage.database_url.is_empty() {
         let dir = &config.storage.data_dir;
-        std::fs::create_dir_all(dir).with_context(|| format!("creating the data directory {}", dir.display()))?;
+        keys::create_private_dir(dir)?;
         let path = dir.join("hearth.db");
-        let store = store::sqlite::SqliteStore::open(&path, store::sqlite::SqliteOptions::default())
+        let options = store::sqlite::SqliteOptions {
+            key: Some(keys.database.clone()),
+            audit_chain: keys.audit.clone(),
+            ..store::sqlite::SqliteOptions::default()
+        };
+        let store = store::sqlite::SqliteStore::open(&path, options)
             .with_context(|| format!("opening the SQLite store in {}", dir.display()))?;
-        Ok(Arc::new(store))
+        Arc::new(store)
     } else {
-        let store = store::postgres::PostgresStore::connect(&config.storage.database_url)
+        let options = store::postgres::PgOptions { audit_chain: keys.audit.clone() };
+        let store = store::postgres::PostgresStore::connect_with(&config.storage.database_url, options)
             .await
             .context("connecting to PostgreSQL")?;
-        Ok(Arc::new(store))
-    }
+        Arc::new(store)
+    };
+    Ok(Arc::new(store::cipher::EncryptedBinaries::new(inner, keys.attachments.clone())))
 }
 
 pub async fn service(config: &Config) -> anyhow::Result<Arc<Service>> {

@@ -1,0 +1,289 @@
+//! Encryption at rest, end to end: `hearth serve` on a fresh data directory
+//! creates its key file; a Patient and a Binary written over HTTP leave no
+//! trace in clear in any file of the data directory (WAL included, after a
+//! clean stop and after `kill -9`); `hearth admin rotate-key` re-keys a
+//! stopped store, which then serves the same data.
+
+use serde_json::{Value, json};
+use std::io::{BufRead, BufReader};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+const BIN: &str = env!("CARGO_BIN_EXE_hearth");
+
+const FAMILY: &str = "Zyxwvutsrqfamily";
+const IDENTIFIER: &str = "ID-9876543210-UNIQUE";
+/// The Binary's content, in clear and as the base64 a client sends.
+const ATTACHMENT: &str = "Attachment-secret-content-Qz7Xw";
+
+/// A running `hearth serve`, killed on drop.
+pub(crate) struct Server {
+    pub(crate) child: Child,
+    pub(crate) base: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `hearth serve` on a free loopback port and waits for its address.
+pub(crate) fn serve(data_dir: &Path, extra: &[&str]) -> Server {
+    crate::bearer::prepare(data_dir);
+    let mut child = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data_dir)
+        .args(extra)
+        .env_remove("HEARTH_DATABASE_URL")
+        .env_remove("HEARTH_DB_KEY")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("hearth serve starts");
+    let stderr = child.stderr.take().expect("stderr");
+    let mut lines = BufReader::new(stderr).lines();
+    let base = loop {
+        let line = lines.next().expect("server printed its address").expect("readable");
+        if let Some(rest) = line.split("serving FHIR R4 at ").nth(1) {
+            break rest.split_whitespace().next().expect("url").to_string();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    crate::bearer::remember(&base, data_dir);
+    Server { child, base }
+}
+
+/// Whatever a request needs to be let in: the server's bearer token.
+async fn authorized(request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+    crate::bearer::authorized(request).await
+}
+
+async fn post(base: &str, resource: Value) -> Value {
+    let resource_type = resource["resourceType"].as_str().expect("type").to_string();
+    let response = authorized(reqwest::Client::new().post(format!("{base}/{resource_type}")))
+        .await
+        .header("Content-Type", "application/fhir+json")
+        .body(resource.to_string())
+        .send()
+        .await
+        .expect("create");
+    assert_eq!(response.status().as_u16(), 201, "create {resource_type}");
+    response.json().await.expect("json")
+}
+
+async fn get(url: &str) -> (u16, Value) {
+    let response = authorized(reqwest::Client::new().get(url)).await.send().await.expect("request");
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk.iter().enumerate().fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(char::from(ALPHABET[(n >> (18 - 6 * i) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// What must not be found at rest: the names and identifier as sent and as
+/// the word index would keep them, the attachment in clear, its base64 as
+/// sent and the base64 of it at the other two alignments (however a larger
+/// text around it would have been encoded).
+fn needles() -> Vec<String> {
+    let mut needles = vec![
+        FAMILY.to_string(),
+        FAMILY.to_lowercase(),
+        IDENTIFIER.to_string(),
+        IDENTIFIER.to_lowercase(),
+        "9876543210".to_string(),
+        ATTACHMENT.to_string(),
+    ];
+    for shift in 0..3 {
+        let padded = format!("{}{ATTACHMENT}", &"xx"[..shift]);
+        let encoded = base64(padded.as_bytes());
+        // Skip the characters that depend on the prefix and the padding.
+        let stable = &encoded[(shift * 4).div_ceil(3)..encoded.len() - 4];
+        needles.push(stable.to_string());
+    }
+    needles
+}
+
+/// Reads every file under `dir` but the key file and asserts that none
+/// holds any needle; returns how many files were read.
+fn assert_nothing_in_clear(dir: &Path) -> usize {
+    let needles = needles();
+    let mut files = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(folder) = stack.pop() {
+        for entry in std::fs::read_dir(&folder).expect("read dir") {
+            let path = entry.expect("entry").path();
+            if path.is_dir() {
+                stack.push(path);
+                continue;
+            }
+            if path.file_name().is_some_and(|n| n == "hearth.key") {
+                continue;
+            }
+            let bytes = std::fs::read(&path).expect("read file");
+            files += 1;
+            for needle in &needles {
+                let found = bytes.windows(needle.len()).any(|w| w == needle.as_bytes());
+                assert!(!found, "{} holds {needle:?} in clear", path.display());
+            }
+        }
+    }
+    files
+}
+
+/// Writes the distinctive Patient and Binary; returns their ids.
+async fn write_distinctive(base: &str) -> (String, String) {
+    let patient = post(base, json!({
+        "resourceType": "Patient",
+        "identifier": [{"system": "https://hospital.example/mrn", "value": IDENTIFIER}],
+        "name": [{"family": FAMILY, "given": ["Test"]}],
+        "text": {"status": "generated", "div": format!("<div xmlns=\"http://www.w3.org/1999/xhtml\">{FAMILY} {IDENTIFIER}</div>")},
+    }))
+    .await;
+    let binary = post(
+        base,
+        json!({
+            "resourceType": "Binary",
+            "contentType": "text/plain",
+            "data": base64(ATTACHMENT.as_bytes()),
+        }),
+    )
+    .await;
+    (patient["id"].as_str().expect("id").to_string(), binary["id"].as_str().expect("id").to_string())
+}
+
+async fn assert_readable(base: &str, patient: &str, binary: &str) {
+    let (status, body) = get(&format!("{base}/Patient/{patient}")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["name"][0]["family"], FAMILY);
+    let (status, body) = get(&format!("{base}/Binary/{binary}")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["data"], base64(ATTACHMENT.as_bytes()));
+    let (status, bundle) = get(&format!("{base}/Patient?identifier={IDENTIFIER}")).await;
+    assert_eq!(status, 200, "{bundle}");
+    assert_eq!(bundle["entry"][0]["resource"]["id"], patient);
+}
+
+#[tokio::test]
+async fn a_copy_of_the_data_directory_without_the_key_reveals_nothing() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let data = tmp.path().join("data");
+    let mut server = serve(&data, &[]);
+    let key_file = data.join("hearth.key");
+    let mode = std::fs::metadata(&key_file).expect("key file created on first start").permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "key file mode");
+    let (patient, binary) = write_distinctive(&server.base).await;
+    assert_readable(&server.base, &patient, &binary).await;
+    // A clean stop (SIGTERM).
+    let pid = server.child.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().expect("kill").success());
+    let status = server.child.wait().expect("wait");
+    assert!(status.success(), "hearth serve stops cleanly on SIGTERM: {status}");
+    let files = assert_nothing_in_clear(&data);
+    assert!(files >= 1, "the database file was read");
+
+    // The data is all there for a server with the key.
+    let server = serve(&data, &[]);
+    assert_readable(&server.base, &patient, &binary).await;
+}
+
+#[tokio::test]
+async fn nothing_in_clear_after_kill_9_with_the_wal_unmerged() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let data = tmp.path().join("data");
+    let mut server = serve(&data, &[]);
+    let (patient, binary) = write_distinctive(&server.base).await;
+    // Killed at once: the commits are in the WAL, not yet in the database file.
+    server.child.kill().expect("kill -9");
+    server.child.wait().expect("wait");
+    let wal = data.join("hearth.db-wal");
+    assert!(wal.exists() && std::fs::metadata(&wal).expect("wal").len() > 0, "the WAL is left behind");
+    assert_nothing_in_clear(&data);
+
+    let server = serve(&data, &[]);
+    assert_readable(&server.base, &patient, &binary).await;
+}
+
+#[tokio::test]
+async fn rotate_key_rekeys_a_stopped_store_and_refuses_a_running_one() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let data = tmp.path().join("data");
+    let key_file = data.join("hearth.key");
+    let (patient, binary) = {
+        let server = serve(&data, &[]);
+        let ids = write_distinctive(&server.base).await;
+        // While a server runs, rotation refuses.
+        let refused = Command::new(BIN).args(["admin", "rotate-key", "--data-dir"]).arg(&data).output().expect("run");
+        assert!(!refused.status.success());
+        let stderr = String::from_utf8_lossy(&refused.stderr);
+        assert!(stderr.contains("another Hearth process"), "{stderr}");
+        ids
+    };
+    let before = std::fs::read_to_string(&key_file).expect("key file");
+    let rotated = Command::new(BIN)
+        .args(["admin", "rotate-key", "--data-dir"])
+        .arg(&data)
+        .env_remove("HEARTH_DB_KEY")
+        .output()
+        .expect("run rotate-key");
+    let stdout = String::from_utf8_lossy(&rotated.stdout);
+    assert!(rotated.status.success(), "{stdout}{}", String::from_utf8_lossy(&rotated.stderr));
+    assert!(stdout.contains("re-keyed") && stdout.contains("1 Binary versions re-sealed"), "{stdout}");
+    let after = std::fs::read_to_string(&key_file).expect("key file");
+    let line = |text: &str, name: &str| text.lines().find(|l| l.starts_with(name)).map(str::to_string);
+    assert_ne!(line(&before, "database"), line(&after, "database"));
+    assert_ne!(line(&before, "attachments"), line(&after, "attachments"));
+    assert_eq!(line(&before, "audit"), line(&after, "audit"), "the audit-chain key is kept");
+    let mode = std::fs::metadata(&key_file).expect("key file").permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    assert_nothing_in_clear(&data);
+
+    let server = serve(&data, &[]);
+    assert_readable(&server.base, &patient, &binary).await;
+    drop(server);
+
+    // The old key file no longer opens the store.
+    std::fs::write(&key_file, before).expect("restore the old key file");
+    let old = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&data)
+        .env_remove("HEARTH_DB_KEY")
+        .output()
+        .expect("run serve");
+    assert!(!old.status.success());
+    let stderr = String::from_utf8_lossy(&old.stderr);
+    assert!(stderr.contains("the database key does not open"), "{stderr}");
+}
+
+#[tokio::test]
+async fn a_key_file_others_can_read_stops_the_start() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let data = tmp.path().join("data");
+    drop(serve(&data, &[]));
+    let key_file = data.join("hearth.key");
+    std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let out = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&data)
+        .env_remove("HEARTH_DB_KEY")
+        .output()
+        .expect("run serve");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("may be read by group or others") && stderr.contains("chmod 600"), "{stderr}");
+}
