@@ -388,10 +388,12 @@ pub fn rotate_sqlite(
 ) -> Result<SqliteRotation, StoreError> {
     use crate::sqlite::{SqliteOptions, key_opens};
     let with = |key: Option<&DbKey>| SqliteOptions { key: key.cloned(), ..options.clone() };
-    let (opened, database) = if key_opens(path, &with(Some(new_key)))? {
-        (with(Some(new_key)), DbRotation::AlreadyDone)
-    } else if key_opens(path, &with(Some(old_key)))? {
+    // The usual case first: each key that does not open the file makes
+    // SQLCipher log an HMAC failure on stderr.
+    let (opened, database) = if key_opens(path, &with(Some(old_key)))? {
         (with(Some(old_key)), DbRotation::Rekeyed)
+    } else if key_opens(path, &with(Some(new_key)))? {
+        (with(Some(new_key)), DbRotation::AlreadyDone)
     } else if key_opens(path, &with(None))? {
         (with(None), DbRotation::Encrypted)
     } else {
