@@ -147,3 +147,144 @@ fn roles_are_listed_with_their_tables_and_settings() {
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("\"Apointment\" is not an R4 resource type"));
 }
+
+/// A `hearth serve` child, killed on drop.
+struct Server {
+    child: std::process::Child,
+    root: String,
+    base: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn serve(data: &Path) -> Server {
+    use std::io::{BufRead, BufReader};
+    let mut child = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data)
+        .env_remove("HEARTH_DATABASE_URL")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("hearth serve starts");
+    let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
+    let base = loop {
+        let line = lines.next().expect("server printed its address").expect("readable");
+        if let Some(rest) = line.split("serving FHIR R4 at ").nth(1) {
+            break rest.split_whitespace().next().expect("url").to_string();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    let root = base.trim_end_matches("/fhir").to_string();
+    Server { child, root, base }
+}
+
+/// The hidden fields of the sign-in form.
+fn hidden_fields(html: &str) -> Vec<(String, String)> {
+    let unescape = |t: &str| {
+        t.replace("&quot;", "\"").replace("&#39;", "'").replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
+    };
+    let mut fields = Vec::new();
+    for part in html.split("<input type=\"hidden\" name=\"").skip(1) {
+        let (name, rest) = part.split_once('"').expect("name ends");
+        let value = rest.split("value=\"").nth(1).and_then(|v| v.split_once('"')).map_or("", |(v, _)| v);
+        fields.push((unescape(name), unescape(value)));
+    }
+    fields
+}
+
+/// Signs in through the authorization endpoint's page as a browser would:
+/// the status and Location (or body) of the answer to the posted form.
+async fn sign_in(server: &Server, username: &str) -> (u16, String) {
+    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client");
+    let mut query = form_urlencoded::Serializer::new(String::new());
+    query
+        .append_pair("response_type", "code")
+        .append_pair("client_id", "chart")
+        .append_pair("redirect_uri", "http://127.0.0.1:9/callback")
+        .append_pair("scope", "user/Patient.rs")
+        .append_pair("state", "st-1")
+        .append_pair("aud", &server.base)
+        .append_pair("code_challenge", "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM")
+        .append_pair("code_challenge_method", "S256");
+    let page = http.get(format!("{}/oauth2/authorize?{}", server.root, query.finish())).send().await.expect("page");
+    assert_eq!(page.status().as_u16(), 200);
+    let cookies: Vec<String> = page
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok()?.split(';').next().map(str::to_string))
+        .collect();
+    let html = page.text().await.expect("html");
+    assert!(html.contains("Sign in to Hearth"), "{html}");
+    let mut form = hidden_fields(&html);
+    form.push(("username".into(), username.into()));
+    form.push(("password".into(), PASSWORD.into()));
+    let answer = http
+        .post(format!("{}/oauth2/authorize", server.root))
+        .header("cookie", cookies.join("; "))
+        .form(&form)
+        .send()
+        .await
+        .expect("sign-in posted");
+    let status = answer.status().as_u16();
+    let location = answer.headers().get("location").and_then(|v| v.to_str().ok()).map(str::to_string);
+    let body = answer.text().await.unwrap_or_default();
+    (status, location.unwrap_or(body))
+}
+
+/// A user and an app registered with the CLI; the user signs in through
+/// the server's page; disabled with the CLI (while the server runs, or
+/// between two runs), the user is refused.
+async fn disable_then_sign_in(while_running: bool) {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let data = tmp.path().join("data");
+    let password = format!("{PASSWORD}\n");
+    let run = admin(&data, &["user", "add", "--username", "nina", "--role", "nurse", "--password-stdin"], &password);
+    assert!(run.ok, "{}", run.err);
+    let args = [
+        "client",
+        "add",
+        "--client-id",
+        "chart",
+        "--kind",
+        "public",
+        "--scopes",
+        "user/*.rs",
+        "--redirect-uri",
+        "http://127.0.0.1:9/callback",
+    ];
+    let run = admin(&data, &args, "");
+    assert!(run.ok, "{}", run.err);
+    let mut server = serve(&data);
+
+    let (status, location) = sign_in(&server, "nina").await;
+    assert_eq!(status, 302, "{location}");
+    assert!(location.starts_with("http://127.0.0.1:9/callback?code="), "{location}");
+
+    if !while_running {
+        drop(server);
+    }
+    let run = admin(&data, &["user", "disable", "nina"], "");
+    assert!(run.ok, "{}", run.err);
+    if !while_running {
+        server = serve(&data);
+    }
+    let (status, body) = sign_in(&server, "nina").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("invalid username or password, or the account is locked"), "{body}");
+    drop(server);
+
+    let run = admin(&data, &["user", "list"], "");
+    assert_eq!(row(&run.out, "nina")[4], "yes");
+}
+
+#[tokio::test]
+async fn a_user_disabled_from_the_command_line_cannot_sign_in() {
+    disable_then_sign_in(false).await;
+}
