@@ -261,19 +261,22 @@ async fn disable_then_sign_in(while_running: bool) {
     ];
     let run = admin(&data, &args, "");
     assert!(run.ok, "{}", run.err);
-    let mut server = serve(&data);
-
-    let (status, location) = sign_in(&server, "nina").await;
+    let first = serve(&data);
+    let (status, location) = sign_in(&first, "nina").await;
     assert_eq!(status, 302, "{location}");
     assert!(location.starts_with("http://127.0.0.1:9/callback?code="), "{location}");
 
-    if !while_running {
-        drop(server);
-    }
-    let run = admin(&data, &["user", "disable", "nina"], "");
-    assert!(run.ok, "{}", run.err);
-    if !while_running {
-        server = serve(&data);
+    let server = if while_running {
+        first
+    } else {
+        drop(first);
+        let run = admin(&data, &["user", "disable", "nina"], "");
+        assert!(run.ok, "{}", run.err);
+        serve(&data)
+    };
+    if while_running {
+        let run = admin(&data, &["user", "disable", "nina"], "");
+        assert!(run.ok, "{}", run.err);
     }
     let (status, body) = sign_in(&server, "nina").await;
     assert_eq!(status, 200, "{body}");
