@@ -4,7 +4,10 @@
 //! Durability: WAL with `synchronous=FULL` fsyncs the WAL at every commit, so
 //! a commit acknowledged to the caller survives a power cut
 //! (<https://www.sqlite.org/pragma.html#pragma_synchronous>; NORMAL would only
-//! protect against application crashes in WAL mode).
+//! protect against application crashes in WAL mode). The one exception is a
+//! group holding nothing but read-audit records: it is appended without its
+//! own fsync, and the WAL is fsync'd within `AUDIT_SYNC_WINDOW` (50 ms) after
+//! it, so reads are not capped at one fsync each (`Writer::choose_sync`).
 //!
 //! Throughput: every commit is one fsync, so the writer thread applies all
 //! commits waiting in its queue in ONE SQLite transaction (group commit): each
@@ -481,6 +484,11 @@ struct Writer {
     /// The last audit entry written, committed or in the open transaction;
     /// put back whenever what wrote it is rolled back.
     head: AuditHead,
+    /// The connection runs with synchronous=NORMAL (a read-audit group).
+    relaxed: bool,
+    /// Groups were committed without fsync since `last_fsync`.
+    unsynced: bool,
+    last_fsync: std::time::Instant,
 }
 
 /// The last entry of the audit trail: its number and digest.
@@ -504,6 +512,9 @@ impl AuditHead {
     }
 }
 
+/// The longest time read-audit entries may wait for an fsync (see `Writer::choose_sync`).
+const AUDIT_SYNC_WINDOW: std::time::Duration = std::time::Duration::from_millis(50);
+
 /// A commit that only appends audit records (the audit of reads): it
 /// cannot conflict, so it needs no savepoint of its own.
 fn audit_only(commit: &Commit) -> bool {
@@ -523,12 +534,15 @@ impl Writer {
             text_pending,
             chain,
             head,
+            relaxed: false,
+            unsynced: false,
+            last_fsync: std::time::Instant::now(),
         })
     }
 
     fn run(mut self, mut receiver: mpsc::Receiver<Job>) {
         let mut group: Vec<Job> = Vec::with_capacity(self.max_group);
-        while let Some(first) = receiver.blocking_recv() {
+        while let Some(first) = self.next_job(&mut receiver) {
             group.push(first);
             // Everything that queued up while the previous group was being
             // fsync'd joins this group.
@@ -552,12 +566,24 @@ impl Writer {
 
     fn apply_group(&mut self, group: &mut Vec<Job>) {
         let started = std::time::Instant::now();
+        self.choose_sync(group);
         if let Err(e) = self.conn.execute_batch("BEGIN IMMEDIATE") {
             let error = db_error(e);
             for job in group.drain(..) {
                 let _ = job.reply.send(Err(error.clone()));
             }
             return;
+        }
+        // Another process (`hearth admin ...` beside a running server) may
+        // have appended since our last group: the head is read again under
+        // the write lock, so the chain continues from what is stored.
+        match AuditHead::load(&self.conn) {
+            Ok(stored) => self.head = stored,
+            Err(error) => {
+                let head = self.head.clone();
+                self.abort_group(group, error, head);
+                return;
+            }
         }
         // The audit head as committed: what a rollback of the group restores.
         let head = self.head.clone();
@@ -609,6 +635,75 @@ impl Writer {
                 tracing::error!(error = %error, "sqlite group commit failed");
                 self.abort_group(group, error, head);
             }
+        }
+    }
+
+    /// The next commit to apply; `None` when the store is closing. While
+    /// read-audit entries wait for their fsync, waiting is bounded by
+    /// [`AUDIT_SYNC_WINDOW`]: then the WAL is fsync'd, making them durable.
+    fn next_job(&mut self, receiver: &mut mpsc::Receiver<Job>) -> Option<Job> {
+        while self.unsynced {
+            match receiver.try_recv() {
+                Ok(job) => return Some(job),
+                Err(mpsc::error::TryRecvError::Disconnected) => {
+                    self.sync_wal();
+                    return None;
+                }
+                Err(mpsc::error::TryRecvError::Empty) => {
+                    if self.last_fsync.elapsed() >= AUDIT_SYNC_WINDOW {
+                        self.sync_wal();
+                    } else {
+                        std::thread::sleep(std::time::Duration::from_micros(250));
+                    }
+                }
+            }
+        }
+        receiver.blocking_recv()
+    }
+
+    /// fsyncs the WAL file (fsync acts on the file, whichever descriptor
+    /// asks), making every committed frame durable.
+    fn sync_wal(&mut self) {
+        let synced = self
+            .conn
+            .path()
+            .map(|db| format!("{db}-wal"))
+            .ok_or_else(|| std::io::Error::other("in-memory database"))
+            .and_then(|wal| std::fs::File::open(wal)?.sync_data());
+        if let Err(error) = synced {
+            tracing::warn!(%error, "could not fsync the WAL; the next group is synced in full");
+            // Force the next group to be synced by SQLite itself.
+            self.last_fsync = std::time::Instant::now() - AUDIT_SYNC_WINDOW;
+        } else {
+            self.last_fsync = std::time::Instant::now();
+        }
+        self.unsynced = false;
+    }
+
+    /// Durability of a group. A group that writes anything but audit records
+    /// is fsync'd (synchronous=FULL). A group of read-audit records only is
+    /// appended to the WAL without its own fsync (synchronous=NORMAL), unless
+    /// the last fsync is older than [`AUDIT_SYNC_WINDOW`]: then it is fsync'd
+    /// too, and with it every earlier WAL frame. So a power cut can lose at
+    /// most that window of read-audit entries, never a write or its audit,
+    /// and reads are not held to one fsync each (which would cap them at the
+    /// disk's fsync rate).
+    fn choose_sync(&mut self, group: &[Job]) {
+        let relaxed = group.iter().all(|job| audit_only(&job.commit))
+            && self.last_fsync.elapsed() < AUDIT_SYNC_WINDOW;
+        if relaxed != self.relaxed {
+            let mode = if relaxed { "NORMAL" } else { "FULL" };
+            if let Err(error) = self.conn.pragma_update(None, "synchronous", mode) {
+                tracing::warn!(error = %db_error(error), "could not change synchronous mode");
+                return;
+            }
+            self.relaxed = relaxed;
+        }
+        if relaxed {
+            self.unsynced = true;
+        } else {
+            self.last_fsync = std::time::Instant::now();
+            self.unsynced = false;
         }
     }
 
