@@ -291,3 +291,8 @@ async fn disable_then_sign_in(while_running: bool) {
 async fn a_user_disabled_from_the_command_line_cannot_sign_in() {
     disable_then_sign_in(false).await;
 }
+
+#[tokio::test]
+async fn a_user_disabled_from_the_command_line_cannot_sign_in_to_the_running_server() {
+    disable_then_sign_in(true).await;
+}
