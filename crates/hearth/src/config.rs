@@ -90,7 +90,6 @@ impl Default for SecurityConfig {
     }
 }
 
-
 impl Default for ServerConfig {
     fn default() -> ServerConfig {
         ServerConfig {

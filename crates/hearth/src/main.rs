@@ -10,6 +10,7 @@
 mod admin;
 mod admin_client;
 mod bench;
+mod audit_cmd;
 mod bench_search;
 mod config;
 mod demo;
@@ -141,11 +142,26 @@ enum Command {
         #[command(subcommand)]
         command: MigrateCommand,
     },
+    /// The audit trail: verify its chain, report on it, checkpoint it.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
     /// Administration: keys, users, clients.
     Admin {
         #[command(subcommand)]
         command: AdminCommand,
     },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Check every entry's link and the checkpoints; exits 1 naming the first bad entry.
+    Verify(audit_cmd::StoreArgs),
+    /// Entries by period, user, patient, action..., sorted, as CSV or JSON.
+    Report(audit_cmd::ReportArgs),
+    /// Record the trail's head in the checkpoint file now (a server does so every minute).
+    Checkpoint(audit_cmd::StoreArgs),
 }
 
 #[derive(Subcommand)]
@@ -293,6 +309,23 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Migrate { command } => migrate_command(command),
+        Command::Audit { command } => {
+            wiring::init_tracing("warn");
+            match command {
+                AuditCommand::Verify(args) => {
+                    Ok(if audit_cmd::verify(args).await? { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+                }
+                AuditCommand::Report(args) => {
+                    let rows = audit_cmd::report(args).await?;
+                    eprintln!("{rows} audit entries");
+                    Ok(ExitCode::SUCCESS)
+                }
+                AuditCommand::Checkpoint(args) => {
+                    println!("{}", audit_cmd::checkpoint(args).await?);
+                    Ok(ExitCode::SUCCESS)
+                }
+            }
+        }
         Command::Admin { command: AdminCommand::User { command } } => {
             wiring::init_tracing("warn");
             admin::user(command, &env).await

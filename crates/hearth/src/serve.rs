@@ -4,7 +4,7 @@
 //! `--insecure-no-tls`.
 
 use crate::config::Config;
-use crate::{demo, tls, wiring};
+use crate::{audit_cmd, demo, tls, wiring};
 use anyhow::{Context, bail};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -66,6 +66,10 @@ pub async fn serve(config: Config, with_demo: bool) -> anyhow::Result<()> {
         eprint!("{}", demo::accounts(&auth, &service).await?);
     }
     tokio::spawn(purge_expired(Arc::clone(&auth)));
+    // The audit trail's head, sealed, outside the database once a minute and at shutdown.
+    let audit_key = wiring::keys(&config)?.audit;
+    let checkpoints = audit_cmd::checkpoint_path(&config, None);
+    audit_cmd::spawn_checkpoints(service.store().clone(), audit_key.clone(), checkpoints.clone());
     let state = api::AppState {
         service: Arc::clone(&service),
         config: Arc::new(api::ApiConfig { max_body_bytes: config.server.max_body_bytes, base_url: base_url.clone() }),
@@ -80,6 +84,9 @@ pub async fn serve(config: Config, with_demo: bool) -> anyhow::Result<()> {
             axum::serve(api::FhirListener::new(listener), app).with_graceful_shutdown(shutdown_signal()).await?;
         }
         None => axum::serve(api::FhirListener::new(listener), app).with_graceful_shutdown(shutdown_signal()).await?,
+    }
+    if let Err(e) = audit_cmd::write_checkpoint(&**service.store(), &audit_key, &checkpoints).await {
+        tracing::error!(error = %e, "final audit checkpoint not written");
     }
     eprintln!("hearth: stopped");
     Ok(())

@@ -4,6 +4,7 @@
 
 mod admin;
 mod admin_client;
+mod audit;
 mod bearer;
 mod cli;
 mod encryption;
