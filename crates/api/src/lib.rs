@@ -15,6 +15,7 @@ mod capabilities;
 mod reindex;
 mod compartment;
 mod create;
+mod emergency;
 mod delete;
 mod error;
 mod health;
@@ -108,6 +109,7 @@ pub fn router(state: AppState) -> Router {
         .route("/fhir/_search", post(search::system_post))
         .route("/fhir/_history", get(history::system))
         .route("/fhir/$reindex", post(reindex::system))
+        .route("/fhir/$break-the-glass", post(emergency::break_the_glass))
         .route("/fhir/$reindex-status/{job}", get(reindex::status))
         .route("/fhir/{type}/$reindex", post(reindex::type_level))
         .route(

@@ -719,3 +719,95 @@ async fn backend_services_rs384_and_es384() {
     let outcome = expect_outcome(response, 401).await;
     assert!(crate::support::diagnostics(&outcome).contains("expired"), "{outcome}");
 }
+
+/// A signed-in user's token through an app with `user/*.cruds` scopes
+/// (`*` never covers the audit trail: an app asks for `AuditEvent` by name.)
+async fn user_token(s: &Server, username: &str) -> String {
+    let browser = Browser::new(true);
+    let page = browser.get(&authorize_url(s, "chart-app", "openid fhirUser user/*.cruds user/AuditEvent.rs", &[])).await;
+    let back = sign_in(s, &browser, &page, username).await;
+    let params = redirect_params(&back);
+    let code = get(&params, "code").expect("a code").to_string();
+    let (status, tokens) = exchange(s, "chart-app", &code, VERIFIER).await;
+    assert_eq!(status, 200, "{tokens}");
+    tokens["access_token"].as_str().expect("token").to_string()
+}
+
+/// A patient user over HTTP reaches their own record only, by every route;
+/// they can list who accessed it. A physician opens a restricted record only
+/// after break-the-glass with a reason, which the audit trail shows.
+#[tokio::test]
+async fn patient_users_and_break_the_glass_over_http() {
+    let s = Server::start().await;
+    let c = chart(&s).await;
+    add_user(&s, "pat-okafor", "patient", Some(&c.patient), None).await;
+    add_user(&s, "dr-ade", "physician", None, None).await;
+    add_user(&s, "desk-joy", "front-desk", None, None).await;
+    add_app(&s, "chart-app", ClientKind::Public, APP_SCOPES, None).await;
+    let pat = user_token(&s, "pat-okafor").await;
+
+    assert_eq!(fhir_get(&s, &pat, &format!("Patient/{}", c.patient)).await.status(), 200);
+    assert_eq!(fhir_get(&s, &pat, &format!("Observation/{}", c.lab)).await.status(), 200);
+    for path in [
+        format!("Patient/{}", c.other),
+        format!("Patient/{}/_history", c.other),
+        format!("Patient/{}/$everything", c.other),
+        format!("Patient/{}/Observation", c.other),
+        "_history".to_string(),
+    ] {
+        let status = fhir_get(&s, &pat, &path).await.status().as_u16();
+        assert_eq!(status, 403, "{path}");
+    }
+    for path in [
+        format!("Patient?_id={},{}", c.patient, c.other),
+        format!("Observation?subject=Patient/{}", c.other),
+        "Observation?subject:Patient.family=Lindqvist".to_string(),
+        format!("Patient?_id={}&_revinclude=Observation:subject", c.other),
+        "Patient?_has:Observation:subject:code=2345-7".to_string(),
+    ] {
+        let bundle: Value = fhir_get(&s, &pat, &path).await.json().await.unwrap();
+        // The entries (the self link only echoes what the caller asked).
+        let text = bundle["entry"].to_string();
+        assert!(!text.contains(&c.other) && !text.contains("Lindqvist"), "{path}: {text}");
+    }
+    // Who accessed my record: the patient's own audit entries, nobody else's.
+    let audit: Value = fhir_get(&s, &pat, "AuditEvent?_sort=-date").await.json().await.unwrap();
+    assert!(audit["entry"].as_array().is_some_and(|e| !e.is_empty()), "{audit}");
+    assert_eq!(fhir_get(&s, &pat, &format!("AuditEvent?patient={}", c.other)).await.status(), 403);
+
+    // A restricted record: refused, then opened after break-the-glass.
+    let restricted = s
+        .create(json!({"resourceType": "Patient", "name": [{"family": "Private"}],
+                       "meta": {"security": [{"system": "http://terminology.hl7.org/CodeSystem/v3-Confidentiality", "code": "R"}]}}))
+        .await;
+    let doctor = user_token(&s, "dr-ade").await;
+    let refused = fhir_get(&s, &doctor, &format!("Patient/{restricted}")).await;
+    assert_eq!(refused.status(), 403);
+    let outcome: Value = refused.json().await.unwrap();
+    assert!(outcome.to_string().contains("break-the-glass"), "{outcome}");
+    let glass = |token: &str, reason: &str| {
+        let body = json!({"resourceType": "Parameters", "parameter": [{"name": "reason", "valueString": reason}]});
+        reqwest::Client::new()
+            .post(s.url("$break-the-glass"))
+            .bearer_auth(token.to_string())
+            .header("content-type", "application/fhir+json")
+            .body(body.to_string())
+            .send()
+    };
+    assert_eq!(glass(&doctor, "").await.unwrap().status(), 400, "a reason is required");
+    let desk = user_token(&s, "desk-joy").await;
+    assert_eq!(glass(&desk, "curious").await.unwrap().status(), 403, "front desk is not in the group");
+    let granted = glass(&doctor, "patient unresponsive in the ED").await.unwrap();
+    assert_eq!(granted.status(), 200);
+    assert_eq!(fhir_get(&s, &doctor, &format!("Patient/{restricted}")).await.status(), 200);
+
+    let query = AuditQuery { patient: Some(restricted.clone()), count: 100, ..AuditQuery::default() };
+    let records: Vec<_> = s.auth.store().audit_search(&query).await.unwrap().items.iter().map(|e| e.parse().unwrap()).collect();
+    assert!(records.iter().any(|r| r.event == "read" && r.outcome == AuditOutcome::Denied && r.who.id == "dr-ade"));
+    assert!(records.iter().any(|r| r.event == "read" && r.outcome == AuditOutcome::Success && r.emergency && r.who.id == "dr-ade"));
+    let grants = AuditQuery { event: Some("break-glass".into()), count: 100, ..AuditQuery::default() };
+    let grants: Vec<_> = s.auth.store().audit_search(&grants).await.unwrap().items.iter().map(|e| e.parse().unwrap()).collect();
+    assert!(grants.iter().any(|r| r.who.id == "dr-ade" && r.outcome == AuditOutcome::Success));
+    assert!(grants.iter().any(|r| r.who.id == "desk-joy" && r.outcome == AuditOutcome::Denied));
+    assert!(!s.auth.users().notifications().await.unwrap().is_empty(), "the privacy officer is notified");
+}

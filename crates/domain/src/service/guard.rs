@@ -214,7 +214,8 @@ impl Service {
             Ok(found)
         }
         .await;
-        self.audit_read(access, "read", resource_type, result, |r| format!("{}/{}", r.resource_type, r.id)).await
+        let target = format!("{resource_type}/{id}");
+        self.audit_read(access, "read", resource_type, &target, result, |r| format!("{}/{}", r.resource_type, r.id)).await
     }
 
     /// `GET [base]/[type]/[id]/_history/[vid]`.
@@ -233,7 +234,8 @@ impl Service {
             Ok(found)
         }
         .await;
-        self.audit_read(access, "vread", resource_type, result, |r| {
+        let target = format!("{resource_type}/{id}");
+        self.audit_read(access, "vread", resource_type, &target, result, |r| {
             format!("{}/{}/_history/{}", r.resource_type, r.id, r.version_id)
         })
         .await
@@ -418,7 +420,7 @@ impl Service {
             Ok(audit_event_resource(seq, &record))
         }
         .await;
-        self.audit_read(access, "read", "AuditEvent", result, |r| format!("AuditEvent/{}", r.id)).await
+        self.audit_read(access, "read", "AuditEvent", &format!("AuditEvent/{id}"), result, |r| format!("AuditEvent/{}", r.id)).await
     }
 
     /// `GET [base]/AuditEvent?...`: `date` (with prefixes), `agent`/`who`/
@@ -766,6 +768,7 @@ impl Service {
         access: &Access,
         event: &str,
         resource_type: &str,
+        target: &str,
         result: Result<StoredResource, Error>,
         entity: impl Fn(&StoredResource) -> String,
     ) -> Result<StoredResource, Error> {
@@ -778,7 +781,10 @@ impl Service {
                 self.append_audit(vec![record]).await?;
                 Ok(found)
             }
-            Err(e) => Err(self.audit_error(access, event, AuditAction::Read, Some(resource_type), None, e).await),
+            Err(e) => {
+                let target = (resource_type != "AuditEvent").then(|| target.to_string());
+                Err(self.audit_error(access, event, AuditAction::Read, Some(resource_type), target, e).await)
+            }
         }
     }
 
