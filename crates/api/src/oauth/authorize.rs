@@ -373,3 +373,28 @@ fn encounter_label(encounter: &Value) -> String {
         .unwrap_or("");
     format!("{start} {class}{}{kind}", if kind.is_empty() { "" } else { ": " })
 }
+
+/// `POST /oauth2/sign-out`: ends the browser's Hearth session (the form
+/// carries the session's CSRF token) and clears its cookie; audited as a
+/// logout. Tokens already issued to apps stay valid until they expire or are
+/// revoked (`/oauth2/revoke`).
+pub(crate) async fn sign_out(state: St, request: Request) -> Response {
+    let ctx = Ctx::of(&state, &request);
+    let fields = match read_form(request).await {
+        Ok(fields) => fields,
+        Err(e) => return html::error_page(StatusCode::BAD_REQUEST, &e.description),
+    };
+    let Some(token) = cookie(&ctx.headers, COOKIE_NAME) else {
+        return html::error_page(StatusCode::BAD_REQUEST, "there is no session to sign out of");
+    };
+    if !own(&fields, sessions::CSRF_FIELD).is_some_and(|given| sessions::csrf_matches(token, given)) {
+        return html::error_page(StatusCode::FORBIDDEN, "the sign-out form is stale or forged; sign out again from Hearth's page");
+    }
+    if let Err(e) = state.auth.sessions().sign_out(token, ctx.from.as_deref()).await {
+        tracing::error!(error = %e, "sign-out failed");
+        return html::error_page(StatusCode::INTERNAL_SERVER_ERROR, "the session could not be ended");
+    }
+    let secure = if ctx.secure { "; Secure" } else { "" };
+    let expired = format!("{COOKIE_NAME}=; Max-Age=0; HttpOnly; SameSite=Lax; Path=/{secure}");
+    html::page(StatusCode::OK, "Signed out", "<p>You are signed out of Hearth.</p>", &[expired])
+}

@@ -38,6 +38,7 @@ pub(crate) fn routes(shared: Arc<Shared>) -> Router {
         .route("/oauth2/introspect", post(endpoints::introspect))
         .route("/oauth2/jwks", get(endpoints::jwks))
         .route("/oauth2/launch", post(endpoints::launch))
+        .route("/oauth2/sign-out", post(authorize::sign_out))
         .layer(RequestBodyLimitLayer::new(FORM_LIMIT))
         .with_state(shared)
 }

@@ -811,3 +811,32 @@ async fn patient_users_and_break_the_glass_over_http() {
     assert!(grants.iter().any(|r| r.who.id == "desk-joy" && r.outcome == AuditOutcome::Denied));
     assert!(!s.auth.users().notifications().await.unwrap().is_empty(), "the privacy officer is notified");
 }
+
+/// Sign-out ends the browser's session (CSRF-checked, audited as a logout):
+/// the next authorization asks for the password again.
+#[tokio::test]
+async fn sign_out_ends_the_session() {
+    let s = Server::start().await;
+    add_user(&s, "dr-out", "physician", None, None).await;
+    add_app(&s, "chart-app", ClientKind::Public, APP_SCOPES, None).await;
+    let browser = Browser::new(true);
+    let url = authorize_url(&s, "chart-app", "openid user/Patient.rs", &[]);
+    let page = browser.get(&url).await;
+    let back = sign_in(&s, &browser, &page, "dr-out").await;
+    assert!(get(&redirect_params(&back), "code").is_some());
+    let again = browser.get(&url).await;
+    assert!(!again.body.contains("Sign in to Hearth"), "the session signs the user in");
+
+    let session = browser.jar.as_ref().unwrap().lock().unwrap().iter().find(|(k, _)| k == "hearth_session").map(|(_, v)| v.clone()).unwrap();
+    let sign_out = |csrf: String| browser.send(browser.http.post(format!("{}/oauth2/sign-out", s.root)).form(&[("csrf", csrf)]));
+    assert_eq!(sign_out("forged".into()).await.status, 403);
+    let csrf_field = auth::sessions::CSRF_FIELD;
+    let out = browser
+        .send(browser.http.post(format!("{}/oauth2/sign-out", s.root)).form(&[(csrf_field, auth::sessions::csrf_for(&session))]))
+        .await;
+    assert_eq!(out.status, 200, "{}", out.body);
+    let after = browser.get(&url).await;
+    assert!(after.body.contains("Sign in to Hearth"), "signed out: {}", after.body);
+    let query = AuditQuery { event: Some("logout".into()), who: Some("dr-out".into()), count: 10, ..AuditQuery::default() };
+    assert_eq!(s.auth.store().audit_search(&query).await.unwrap().items.len(), 1);
+}
