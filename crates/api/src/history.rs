@@ -90,7 +90,7 @@ async fn run(
     headers: &HeaderMap,
 ) -> Result<Response, ApiError> {
     let params = parse_params(query, prefer(headers).handling)?;
-    let page = state.service.history(&access, &scope, &params).await?;
+    let page = state.service.history(access, &scope, &params).await?;
 
     // The page size the Service applied (it clamps the same way).
     let config = state.service.config();

@@ -37,6 +37,8 @@ pub(crate) async fn instance_get(
 }
 
 /// An instance-level operation (`[type]/[id]/$name`) by POST.
+// An axum handler: one argument per extractor.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn instance_post(
     state: St, Caller(access): Caller,
     resource_type: String,
@@ -74,7 +76,7 @@ async fn instance(
     known_instance_operation(resource_type, operation)?;
     check_id(id)?;
     let subsetting = take_subsetting(&mut params)?;
-    let result = state.service.patient_everything(&access, id, &params, prefer(headers).handling).await?;
+    let result = state.service.patient_everything(access, id, &params, prefer(headers).handling).await?;
     let path = format!("{}/Patient/{id}/$everything", state.base);
     searchset(&state.base, &path, &result, &subsetting)
 }
@@ -97,7 +99,7 @@ pub(crate) async fn lastn_post(
 
 async fn lastn(state: St, access: &Access, mut params: Vec<(String, String)>, headers: &HeaderMap) -> Result<Response, ApiError> {
     let subsetting = take_subsetting(&mut params)?;
-    let result = state.service.observation_lastn(&access, &params, prefer(headers).handling).await?;
+    let result = state.service.observation_lastn(access, &params, prefer(headers).handling).await?;
     let path = format!("{}/Observation/$lastn", state.base);
     searchset(&state.base, &path, &result, &subsetting)
 }

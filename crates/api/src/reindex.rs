@@ -51,7 +51,7 @@ pub(crate) async fn type_level(state: St, Caller(access): Caller, Path(resource_
 async fn start(state: St, access: &Access, resource_type: Option<String>, headers: &HeaderMap) -> Result<Response, ApiError> {
     if !prefer(headers).respond_async {
         let progress = ReindexProgress::default();
-        let report = state.service.reindex(&access, resource_type.as_deref(), &progress).await?;
+        let report = state.service.reindex(access, resource_type.as_deref(), &progress).await?;
         return Ok(fhir_json_response(StatusCode::OK, report_json(&report).to_string().into()));
     }
     let id = uuid::Uuid::new_v4().to_string();

@@ -89,7 +89,7 @@ async fn run(
 ) -> Result<Response, ApiError> {
     let subsetting = take_subsetting(&mut params)?;
     let handling = prefer(headers).handling;
-    let result = state.service.search(&access, resource_type.as_deref(), &params, handling).await?;
+    let result = state.service.search(access, resource_type.as_deref(), &params, handling).await?;
 
     let path = match &resource_type {
         Some(t) => format!("{}/{t}", state.base),

@@ -253,7 +253,7 @@ pub async fn report(args: ReportArgs) -> anyhow::Result<usize> {
     };
     // Rows are written as they are read: a report may cover millions of entries.
     enum Sink {
-        Csv(csv::Writer<Box<dyn std::io::Write>>),
+        Csv(Box<csv::Writer<Box<dyn std::io::Write>>>),
         Json(Box<dyn std::io::Write>),
     }
     let mut sink = match args.format {
@@ -263,7 +263,7 @@ pub async fn report(args: ReportArgs) -> anyhow::Result<usize> {
                 "seq", "recorded", "user", "kind", "role", "client", "from", "action", "event", "resource_type",
                 "patients", "entities", "outcome", "detail", "emergency", "query",
             ])?;
-            Sink::Csv(w)
+            Sink::Csv(Box::new(w))
         }
         ReportFormat::Json => {
             let mut out = out;

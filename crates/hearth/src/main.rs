@@ -159,7 +159,7 @@ enum AuditCommand {
     /// Check every entry's link and the checkpoints; exits 1 naming the first bad entry.
     Verify(audit_cmd::StoreArgs),
     /// Entries by period, user, patient, action..., sorted, as CSV or JSON.
-    Report(audit_cmd::ReportArgs),
+    Report(Box<audit_cmd::ReportArgs>),
     /// Record the trail's head in the checkpoint file now (a server does so every minute).
     Checkpoint(audit_cmd::StoreArgs),
 }
@@ -316,7 +316,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     Ok(if audit_cmd::verify(args).await? { ExitCode::SUCCESS } else { ExitCode::FAILURE })
                 }
                 AuditCommand::Report(args) => {
-                    let rows = audit_cmd::report(args).await?;
+                    let rows = audit_cmd::report(*args).await?;
                     eprintln!("{rows} audit entries");
                     Ok(ExitCode::SUCCESS)
                 }

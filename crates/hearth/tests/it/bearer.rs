@@ -43,15 +43,15 @@ pub(crate) fn prepare(data_dir: &Path) {
         .output()
         .expect("hearth admin client add runs");
     assert!(output.status.success(), "client registration failed: {}", String::from_utf8_lossy(&output.stderr));
-    PENDING.lock().unwrap().push((data_dir.to_path_buf(), client_id, Arc::new(key)));
+    PENDING.lock().expect("the pending keys").push((data_dir.to_path_buf(), client_id, Arc::new(key)));
 }
 
 /// Notes the `hearth serve` child at `base` on `data_dir` (after [`prepare`]).
 pub(crate) fn remember(base: &str, data_dir: &Path) {
-    let mut pending = PENDING.lock().unwrap();
+    let mut pending = PENDING.lock().expect("the pending keys");
     if let Some(at) = pending.iter().rposition(|(dir, _, _)| dir == data_dir) {
         let registered = pending.remove(at);
-        SERVERS.lock().unwrap().push((base.to_string(), registered, None));
+        SERVERS.lock().expect("the servers").push((base.to_string(), registered, None));
     }
 }
 
@@ -59,14 +59,14 @@ pub(crate) fn remember(base: &str, data_dir: &Path) {
 /// when the server was not remembered).
 pub(crate) async fn authorized(request: RequestBuilder) -> RequestBuilder {
     let Some(url) = request.try_clone().and_then(|r| r.build().ok()).map(|r| r.url().to_string()) else { return request };
-    let found = SERVERS.lock().unwrap().iter().rev().find(|(base, _, _)| url.starts_with(base.as_str())).cloned();
+    let found = SERVERS.lock().expect("the servers").iter().rev().find(|(base, _, _)| url.starts_with(base.as_str())).cloned();
     let Some((base, (_, client_id, key), token)) = found else { return request };
     let token = match token {
         Some(token) => token,
         None => {
             let root = base.trim_end_matches('/').trim_end_matches("/fhir");
             let token = client_credentials(&format!("{root}/oauth2/token"), &client_id, &key).await;
-            for entry in SERVERS.lock().unwrap().iter_mut().filter(|(b, _, _)| *b == base) {
+            for entry in SERVERS.lock().expect("the servers").iter_mut().filter(|(b, _, _)| *b == base) {
                 entry.2 = Some(token.clone());
             }
             token
