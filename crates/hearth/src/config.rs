@@ -67,6 +67,9 @@ pub struct SecurityConfig {
     pub break_glass_minutes: u32,
     pub session_idle_minutes: u32,
     pub session_max_hours: u32,
+    /// The longest a read's audit entry waits for its batch to be committed
+    /// (milliseconds; 0 commits each before answering).
+    pub read_audit_window_ms: u64,
     /// Custom roles: name to (resource type or `*`) to SMART letters.
     pub roles: std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>>,
 }
@@ -85,6 +88,7 @@ impl Default for SecurityConfig {
             break_glass_minutes: users.break_glass_minutes,
             session_idle_minutes: sessions.idle_minutes,
             session_max_hours: sessions.absolute_hours,
+            read_audit_window_ms: domain::service::DEFAULT_READ_AUDIT_WINDOW.as_millis() as u64,
             roles: std::collections::BTreeMap::new(),
         }
     }
@@ -258,6 +262,7 @@ impl Config {
             default_page_size: self.fhir.default_page_size,
             max_page_size: self.fhir.max_page_size,
             max_bundle_entries: self.fhir.max_bundle_entries,
+            read_audit_window: std::time::Duration::from_millis(self.security.read_audit_window_ms),
         }
     }
 
@@ -265,6 +270,9 @@ impl Config {
         let s = &self.security;
         if s.lockout_failures == 0 || s.lockout_minutes == 0 {
             bail!("security.lockout_failures and security.lockout_minutes must be at least 1");
+        }
+        if s.read_audit_window_ms > 1000 {
+            bail!("security.read_audit_window_ms must be at most 1000");
         }
         if s.password_min_length < 8 {
             bail!("security.password_min_length must be at least 8");

@@ -262,6 +262,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let service = wiring::service(&config).await?;
             let options = import::ImportOptions { batch_size: batch_size.max(1), progress: !quiet };
             let summary = import::import_paths(&service, &paths, &options).await?;
+            // Reads it made (conditional references) are audited too.
+            service.flush_audit().await.map_err(|e| anyhow::anyhow!(e.message()))?;
             print!("{}", summary.render());
             Ok(if summary.rejected.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(3) })
         }

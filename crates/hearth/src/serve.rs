@@ -85,6 +85,10 @@ pub async fn serve(config: Config, with_demo: bool) -> anyhow::Result<()> {
         }
         None => axum::serve(api::FhirListener::new(listener), app).with_graceful_shutdown(shutdown_signal()).await?,
     }
+    // The entries of the last reads answered, then the seal over them.
+    if let Err(e) = service.flush_audit().await {
+        tracing::error!(error = %e, "the last read audit entries could not be written");
+    }
     if let Err(e) = audit_cmd::write_checkpoint(&**service.store(), &audit_key, &checkpoints).await {
         tracing::error!(error = %e, "final audit checkpoint not written");
     }

@@ -28,6 +28,7 @@
 //! Measured numbers and how to reproduce them: `examples/store_bench.rs`.
 
 mod audit;
+mod cache;
 pub mod cipher;
 mod fulltext;
 pub mod postgres;

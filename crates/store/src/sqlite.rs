@@ -23,7 +23,10 @@
 //! and puts the head back whenever what wrote them is rolled back (a savepoint
 //! or the whole group), so the stored chain has no gap and no wrong link.
 
+use crate::cache::ResourceCache;
 use crate::cipher::DbKey;
+use aes_gcm::aead::OsRng;
+use aes_gcm::aead::rand_core::RngCore;
 use crate::sql::{self, Dialect, Kind, SortKinds, Sql, SqlValue};
 use crate::{ResourceRow, method_code};
 use async_trait::async_trait;
@@ -51,6 +54,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (3, include_str!("../migrations/sqlite/0003_composite.sql")),
     (4, include_str!("../migrations/sqlite/0004_text.sql")),
     (5, include_str!("../migrations/sqlite/0005_audit.sql")),
+    (6, include_str!("../migrations/sqlite/0006_resource_writer.sql")),
 ];
 
 /// Tuning of a [`SqliteStore`].
@@ -76,6 +80,9 @@ pub struct SqliteOptions {
     pub key: Option<DbKey>,
     /// The key of the audit trail's chain digests (domain::audit).
     pub audit_chain: AuditChain,
+    /// Bytes of current resource versions kept in memory for reads by id
+    /// (cache.rs); 0 turns the cache off.
+    pub resource_cache_bytes: usize,
 }
 
 impl Default for SqliteOptions {
@@ -90,6 +97,7 @@ impl Default for SqliteOptions {
             page_size: 4096,
             key: None,
             audit_chain: AuditChain::random(),
+            resource_cache_bytes: 64 << 20,
         }
     }
 }
@@ -105,6 +113,8 @@ struct Inner {
     writer: Option<JoinHandle<()>>,
     checkpointer: Option<(Arc<Stop>, JoinHandle<()>)>,
     readers: ReaderPool,
+    /// Current versions for reads by id; `None` when turned off.
+    cache: Option<Arc<ResourceCache>>,
 }
 
 /// A stop flag a background thread sleeps on.
@@ -129,14 +139,16 @@ impl SqliteStore {
         let readers = ReaderPool::start(path, &options)?;
 
         let (sender, receiver) = mpsc::channel::<Job>(options.max_group_commits.max(1) * 4);
-        let writer = Writer::new(conn, options.max_group_commits.max(1), options.audit_chain.clone())?;
+        let cache = ResourceCache::new(options.resource_cache_bytes).map(Arc::new);
+        let owner = i64::from_ne_bytes(OsRng.next_u64().to_ne_bytes());
+        let writer = Writer::new(conn, options.max_group_commits.max(1), options.audit_chain.clone(), cache.clone(), owner)?;
         let handle = std::thread::Builder::new()
             .name("hearth-sqlite-writer".into())
             .spawn(move || writer.run(receiver))
             .map_err(|e| StoreError::Internal(format!("cannot start the sqlite writer thread: {e}")))?;
-        let checkpointer = start_checkpointer(path, &options)?;
+        let checkpointer = start_checkpointer(path, &options, cache.clone(), owner)?;
         Ok(SqliteStore {
-            inner: Arc::new(Inner { jobs: Some(sender), writer: Some(handle), checkpointer: Some(checkpointer), readers }),
+            inner: Arc::new(Inner { jobs: Some(sender), writer: Some(handle), checkpointer: Some(checkpointer), readers, cache }),
         })
     }
 
@@ -205,8 +217,14 @@ const CHECKPOINT_INTERVAL: std::time::Duration = std::time::Duration::from_milli
 /// caught up, the writer restarts the WAL from its beginning, so the file
 /// stays small. The writer keeps SQLite's own auto-checkpoint only as a
 /// backstop with a high threshold (see [`configure`]).
-fn start_checkpointer(path: &Path, options: &SqliteOptions) -> Result<(Arc<Stop>, JoinHandle<()>), StoreError> {
+fn start_checkpointer(
+    path: &Path,
+    options: &SqliteOptions,
+    cache: Option<Arc<ResourceCache>>,
+    owner: i64,
+) -> Result<(Arc<Stop>, JoinHandle<()>), StoreError> {
     let conn = open_connection(path, options, Role::Checkpointer)?;
+    let mut others = OtherWriters::read(&conn, owner);
     let stop = Arc::new(Stop::default());
     let flag = Arc::clone(&stop);
     let handle = std::thread::Builder::new()
@@ -223,11 +241,40 @@ fn start_checkpointer(path: &Path, options: &SqliteOptions) -> Result<(Arc<Stop>
                     if let Err(error) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
                         tracing::warn!(error = %db_error(error), "sqlite checkpoint failed");
                     }
+                    if let Some(cache) = &cache {
+                        let now = OtherWriters::read(&conn, owner);
+                        if now != others {
+                            // Another process wrote resources (or the count
+                            // could not be read): nothing cached is trusted.
+                            cache.clear();
+                            others = now;
+                        }
+                    }
                 });
             }
         })
         .map_err(|e| StoreError::Internal(format!("cannot start the sqlite checkpoint thread: {e}")))?;
     Ok((stop, handle))
+}
+
+/// The resource-writing commits of the other stores open on this file
+/// (`resource_writer`, migration 0006); `None` when they cannot be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct OtherWriters(Option<(i64, i64)>);
+
+impl OtherWriters {
+    fn read(conn: &Connection, owner: i64) -> OtherWriters {
+        let counts = conn
+            .prepare_cached("SELECT count(*), coalesce(sum(commits), 0) FROM resource_writer WHERE owner <> ?1")
+            .and_then(|mut s| s.query_row([owner], |r| Ok((r.get(0)?, r.get(1)?))));
+        match counts {
+            Ok(counts) => OtherWriters(Some(counts)),
+            Err(error) => {
+                tracing::warn!(error = %db_error(error), "cannot read the other resource writers; the cache is emptied");
+                OtherWriters(None)
+            }
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -489,6 +536,10 @@ struct Writer {
     /// Groups were committed without fsync since `last_fsync`.
     unsynced: bool,
     last_fsync: std::time::Instant,
+    /// The read cache, told of every resource written.
+    cache: Option<Arc<ResourceCache>>,
+    /// This store's row in `resource_writer`.
+    owner: i64,
 }
 
 /// The last entry of the audit trail: its number and digest.
@@ -522,7 +573,13 @@ fn audit_only(commit: &Commit) -> bool {
 }
 
 impl Writer {
-    fn new(conn: Connection, max_group: usize, chain: AuditChain) -> Result<Writer, StoreError> {
+    fn new(
+        conn: Connection,
+        max_group: usize,
+        chain: AuditChain,
+        cache: Option<Arc<ResourceCache>>,
+        owner: i64,
+    ) -> Result<Writer, StoreError> {
         let text_pending = crate::fulltext::sqlite_pending(&conn).unwrap_or(0);
         let head = AuditHead::load(&conn)?;
         Ok(Writer {
@@ -537,6 +594,8 @@ impl Writer {
             relaxed: false,
             unsynced: false,
             last_fsync: std::time::Instant::now(),
+            cache,
+            owner,
         })
     }
 
@@ -556,6 +615,10 @@ impl Writer {
             if self.text_pending >= crate::fulltext::FLUSH_ROWS {
                 self.flush_text();
             }
+        }
+        // The store is closing: its count of resource writes goes.
+        if let Err(error) = self.conn.execute("DELETE FROM resource_writer WHERE owner = ?1", [self.owner]) {
+            tracing::warn!(error = %db_error(error), "cannot remove this store's resource_writer row");
         }
         // The store is closing: fold the WAL into the database file and
         // truncate it, so a stopped server leaves one compact file behind.
@@ -623,9 +686,32 @@ impl Writer {
                 results.push(result);
             }
         }
+        // Other processes learn from this count that resources changed.
+        if group.iter().any(|job| !job.commit.writes.is_empty())
+            && let Err(e) = self
+                .conn
+                .prepare_cached(
+                    "INSERT INTO resource_writer (owner, commits) VALUES (?1, 1) \
+                     ON CONFLICT (owner) DO UPDATE SET commits = commits + 1",
+                )
+                .and_then(|mut s| s.execute([self.owner]))
+        {
+            self.abort_group(group, db_error(e), head);
+            return;
+        }
         match self.conn.execute_batch("COMMIT") {
             Ok(()) => {
                 tracing::debug!(commits = group.len(), micros = started.elapsed().as_micros() as u64, "sqlite group commit");
+                // Before anyone is answered, so that a writer reads its write.
+                if let Some(cache) = &self.cache {
+                    for (job, result) in group.iter().zip(&results) {
+                        if result.is_ok() {
+                            for write in &job.commit.writes {
+                                cache.invalidate(&write.resource_type, &write.id);
+                            }
+                        }
+                    }
+                }
                 for (job, result) in group.drain(..).zip(results) {
                     let _ = job.reply.send(result);
                 }
@@ -1366,8 +1452,19 @@ impl domain::Store for SqliteStore {
     }
 
     async fn read(&self, resource_type: &str, id: &str) -> Result<Option<StoredResource>, StoreError> {
+        let ticket = match &self.inner.cache {
+            Some(cache) => match cache.get(resource_type, id) {
+                Ok(hit) => return Ok(Some(hit)),
+                Err(ticket) => Some(ticket),
+            },
+            None => None,
+        };
         let (resource_type, id) = (resource_type.to_owned(), id.to_owned());
-        self.inner.with_reader(move |conn| read_current(conn, &resource_type, &id)).await
+        let found = self.inner.with_reader(move |conn| read_current(conn, &resource_type, &id)).await?;
+        if let (Some(cache), Some(ticket), Some(found)) = (&self.inner.cache, ticket, &found) {
+            cache.keep(ticket, found);
+        }
+        Ok(found)
     }
 
     async fn vread(

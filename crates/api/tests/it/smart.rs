@@ -801,6 +801,7 @@ async fn patient_users_and_break_the_glass_over_http() {
     assert_eq!(granted.status(), 200);
     assert_eq!(fhir_get(&s, &doctor, &format!("Patient/{restricted}")).await.status(), 200);
 
+    s.service.flush_audit().await.unwrap();
     let query = AuditQuery { patient: Some(restricted.clone()), count: 100, ..AuditQuery::default() };
     let records: Vec<_> = s.auth.store().audit_search(&query).await.unwrap().items.iter().map(|e| e.parse().unwrap()).collect();
     assert!(records.iter().any(|r| r.event == "read" && r.outcome == AuditOutcome::Denied && r.who.id == "dr-ade"));

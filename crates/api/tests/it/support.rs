@@ -46,6 +46,8 @@ pub(crate) struct Server {
     /// The suite client's access token (for raw requests).
     pub(crate) token: String,
     pub(crate) auth: Arc<Auth>,
+    /// The Service behind the API (to flush the queued read audit entries).
+    pub(crate) service: Arc<Service>,
 }
 
 /// A clock tests can move (token expiry).
@@ -119,7 +121,7 @@ impl Server {
         let users = Users::new(store.clone(), clock.clone(), Arc::new(Roles::builtin()), UserSettings::default());
         let auth = Arc::new(Auth::new(store, clock, users, AuthConfig::new(&base)));
         let state = AppState {
-            service,
+            service: service.clone(),
             config: Arc::new(ApiConfig { max_body_bytes: MAX_BODY, base_url: base.clone() }),
             auth: auth.clone(),
         };
@@ -144,7 +146,7 @@ impl Server {
         let mut headers = reqwest::header::HeaderMap::new();
         headers.insert(reqwest::header::AUTHORIZATION, format!("Bearer {token}").parse().unwrap());
         let client = reqwest::Client::builder().default_headers(headers).build().unwrap();
-        Server { base, root, addr, client, token, auth }
+        Server { base, root, addr, client, token, auth, service }
     }
     pub(crate) fn url(&self, path: &str) -> String {
         format!("{}/{}", self.base, path.trim_start_matches('/'))

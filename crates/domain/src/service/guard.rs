@@ -281,7 +281,7 @@ impl Service {
                 let mut record = self.record(access, "history", AuditAction::Read);
                 record.resource_type = resource_type;
                 fill_entities(&mut record, page.items.iter());
-                self.append_audit(vec![record]).await?;
+                self.append_read_audit(vec![record]).await?;
                 Ok(page)
             }
             Err(e) => Err(self.audit_error(access, "history", AuditAction::Read, resource_type.as_deref(), None, e).await),
@@ -404,6 +404,7 @@ impl Service {
         let result = async {
             self.require(access, Perms::READ, "AuditEvent")?;
             let seq = crate::audit::seq_of_audit_event_id(id).ok_or_else(|| super::not_found("AuditEvent"))?;
+            self.flush_audit().await?;
             let entry = self
                 .store
                 .audit_scan(seq.saturating_sub(1), 1)
@@ -436,6 +437,8 @@ impl Service {
                 }
                 query.patient = Some(patient.clone());
             }
+            // The trail shown includes every read answered before.
+            self.flush_audit().await?;
             let page = self.store.audit_search(&query).await?;
             let mut items = Vec::with_capacity(page.items.len());
             for entry in page.items {
@@ -710,12 +713,21 @@ impl Service {
         record
     }
 
-    /// Commits audit records on their own (reads, refusals) before returning.
+    /// Commits audit records on their own (refusals, operations) before returning.
     pub(crate) async fn append_audit(&self, records: Vec<AuditRecord>) -> Result<(), Error> {
-        self.store.commit(Commit { audit: records, ..Commit::default() }).await.map_err(|e| {
-            tracing::error!(error = %e, "the audit trail could not be written; the access is refused");
-            Error::new(ErrorKind::Unavailable, "the audit trail could not be written")
-        })
+        super::read_audit::commit(&self.store, records).await
+    }
+
+    /// Queues the entries of a successful read for their batch
+    /// (`read_audit.rs`); refused while the trail cannot be written.
+    async fn append_read_audit(&self, records: Vec<AuditRecord>) -> Result<(), Error> {
+        self.read_audit.push(&self.store, records).await
+    }
+
+    /// Commits the queued entries of answered reads now: before the trail
+    /// is read, and at shutdown.
+    pub async fn flush_audit(&self) -> Result<(), Error> {
+        self.read_audit.flush(&self.store).await
     }
 
     /// Records a failed interaction (a successful write audits itself in its
@@ -778,7 +790,7 @@ impl Service {
                 record.resource_type = Some(resource_type.to_string());
                 record.entities.push(entity(&found));
                 record.patients = patients_of_stored(&found);
-                self.append_audit(vec![record]).await?;
+                self.append_read_audit(vec![record]).await?;
                 Ok(found)
             }
             Err(e) => {
@@ -802,7 +814,7 @@ impl Service {
                 record.resource_type = resource_type.map(str::to_string);
                 record.query = Some(query_text(params));
                 fill_entities(&mut record, found.page.items.iter().chain(found.included.resources.iter()));
-                self.append_audit(vec![record]).await?;
+                self.append_read_audit(vec![record]).await?;
                 Ok(found)
             }
             Err(e) => Err(self.audit_error(access, event, AuditAction::Read, resource_type, None, e).await),

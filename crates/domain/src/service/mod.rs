@@ -7,12 +7,14 @@ mod guard;
 mod include;
 mod operations;
 mod paging;
+mod read_audit;
 mod reindex;
 mod terminology;
 
 pub use bundle::parse_etag;
 pub use include::{Included, MAX_INCLUDED};
 pub use paging::STABLE_PAGING_LIMIT;
+pub use read_audit::DEFAULT_WINDOW as DEFAULT_READ_AUDIT_WINDOW;
 pub use reindex::{ReindexProgress, ReindexReport};
 pub mod prepare;
 
@@ -65,11 +67,19 @@ pub struct ServiceConfig {
     pub max_page_size: usize,
     /// Largest number of entries in a batch or transaction.
     pub max_bundle_entries: usize,
+    /// The longest a successful read's audit entry waits before its batch
+    /// is committed (`read_audit.rs`); zero commits each before answering.
+    pub read_audit_window: std::time::Duration,
 }
 
 impl Default for ServiceConfig {
     fn default() -> ServiceConfig {
-        ServiceConfig { default_page_size: 20, max_page_size: 1000, max_bundle_entries: 10_000 }
+        ServiceConfig {
+            default_page_size: 20,
+            max_page_size: 1000,
+            max_bundle_entries: 10_000,
+            read_audit_window: read_audit::DEFAULT_WINDOW,
+        }
     }
 }
 
@@ -149,6 +159,8 @@ pub struct Service {
     registry: std::sync::RwLock<Arc<Registry>>,
     /// Result lists of searches that page stably.
     paging: paging::PagingCache,
+    /// The audit entries of answered reads, waiting for their batch.
+    read_audit: Arc<read_audit::ReadAuditQueue>,
 }
 
 impl Service {
@@ -162,11 +174,13 @@ impl Service {
         ids: Arc<dyn IdSource>,
         config: ServiceConfig,
     ) -> Service {
+        let read_audit = Arc::new(read_audit::ReadAuditQueue::new(config.read_audit_window));
         Service {
             store,
             clock,
             ids,
             config,
+            read_audit,
             registry: std::sync::RwLock::new(Registry::core()),
             paging: paging::PagingCache::default(),
         }

@@ -871,3 +871,62 @@ async fn postgres_reports_use_indexes() {
     })
     .await;
 }
+
+/// Reads' entries go through the Service's batch (service/read_audit.rs):
+/// they reach the trail within the window without anyone flushing, in one
+/// chain with the writes'; when the trail refuses them (a trigger planted
+/// through SQL), the read that queued them was answered but every later read
+/// is refused, and once the trail accepts entries again the queued ones land
+/// (none lost) and reads are served again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_read_entries_are_batched_and_fail_closed() {
+    use domain::access::Access;
+    use domain::error::ErrorKind;
+    use domain::service::{ServiceConfig, SystemClock, UuidIds};
+    use std::time::Duration;
+
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let path = dir.path().join("hearth.db");
+    let chain = AuditChain::random();
+    let options = SqliteOptions { audit_chain: chain.clone(), ..SqliteOptions::default() };
+    let trail = Trail { store: Arc::new(SqliteStore::open(&path, options).expect("open")), chain, db: Db::Sqlite(path.clone()) };
+    let window = Duration::from_millis(40);
+    let config = ServiceConfig { read_audit_window: window, ..ServiceConfig::default() };
+    let service = domain::Service::with(Arc::clone(&trail.store), Arc::new(SystemClock), Arc::new(UuidIds), config);
+    let access = Access::system("reader");
+    let body = serde_json::json!({"resourceType": "Patient", "id": "p1", "name": [{"family": "Batch"}]});
+    service.update(&access, "Patient", "p1", body, None).await.expect("create p1");
+    let reads_in_trail = |trail_records: Vec<AuditRecord>| trail_records.iter().filter(|r| r.event == "read").count();
+
+    for _ in 0..25 {
+        service.read(&access, "Patient", "p1").await.expect("read");
+    }
+    // No flush: the batch lands within the window.
+    let started = std::time::Instant::now();
+    while reads_in_trail(records_by(&trail.store, "reader").await) < 25 {
+        assert!(started.elapsed() < Duration::from_secs(3), "the read entries never reached the trail");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_intact(&trail, 26).await;
+
+    let conn = rusqlite::Connection::open(&path).expect("open the database file");
+    conn.busy_timeout(Duration::from_secs(5)).expect("busy timeout");
+    conn.execute_batch("CREATE TRIGGER planted_failure BEFORE INSERT ON audit_entry BEGIN SELECT RAISE(ABORT, 'planted failure'); END;")
+        .expect("plant a failure");
+    service.read(&access, "Patient", "p1").await.expect("answered; its entry waits in the queue");
+    let refused = service.flush_audit().await.expect_err("the batch cannot be written");
+    assert_eq!(refused.kind, ErrorKind::Unavailable);
+    let refused = service.read(&access, "Patient", "p1").await.expect_err("reads are refused while the trail fails");
+    assert_eq!(refused.kind, ErrorKind::Unavailable);
+
+    conn.execute_batch("DROP TRIGGER planted_failure;").expect("remove the planted failure");
+    // The retry (every window) lands the queued entry; reads are served again.
+    let started = std::time::Instant::now();
+    while service.read(&access, "Patient", "p1").await.is_err() {
+        assert!(started.elapsed() < Duration::from_secs(3), "reads stayed refused after the trail recovered");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    service.flush_audit().await.expect("flush");
+    assert_eq!(reads_in_trail(records_by(&trail.store, "reader").await), 27, "25 + the queued one + the last one");
+    assert_intact(&trail, 28).await;
+}

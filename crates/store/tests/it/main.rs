@@ -5,6 +5,7 @@
 //! search-value extraction.
 
 mod audit;
+mod cache;
 mod chains;
 mod commit;
 mod crud;
