@@ -100,10 +100,20 @@ pub(crate) fn search(dialect: Dialect, query: &AuditQuery) -> (Sql, Sql) {
         let p = bind(SqlValue::Text(patient.clone()));
         // One list of entry numbers from both indexes: an OR of the two
         // tests would make PostgreSQL read every entry.
-        conditions.push(format!(
-            "e.seq IN (SELECT seq FROM audit_entry WHERE patient = {p} \
-             UNION ALL SELECT seq FROM audit_patient WHERE patient = {p})"
-        ));
+        conditions.push(match dialect {
+            // The bulk-filled index up to `through`, the few entries after
+            // it by number (migration 0007), and the further patients.
+            Dialect::Sqlite => format!(
+                "e.seq IN (SELECT seq FROM audit_patient_index WHERE patient = {p} \
+                 UNION ALL SELECT seq FROM audit_entry \
+                 WHERE seq > (SELECT through FROM audit_index_state) AND patient = {p} \
+                 UNION ALL SELECT seq FROM audit_patient WHERE patient = {p})"
+            ),
+            Dialect::Postgres => format!(
+                "e.seq IN (SELECT seq FROM audit_entry WHERE patient = {p} \
+                 UNION ALL SELECT seq FROM audit_patient WHERE patient = {p})"
+            ),
+        });
     }
     if let Some(action) = query.action {
         conditions.push(format!("e.action = {}", bind(SqlValue::Text(action.code().to_string()))));

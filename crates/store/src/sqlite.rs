@@ -55,6 +55,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (4, include_str!("../migrations/sqlite/0004_text.sql")),
     (5, include_str!("../migrations/sqlite/0005_audit.sql")),
     (6, include_str!("../migrations/sqlite/0006_resource_writer.sql")),
+    (7, include_str!("../migrations/sqlite/0007_audit_patient_index.sql")),
 ];
 
 /// Tuning of a [`SqliteStore`].
@@ -563,6 +564,31 @@ impl AuditHead {
     }
 }
 
+/// Audit entries not yet in `audit_patient_index` after which the writer
+/// moves them there in one statement (migration 0007). A search by patient
+/// reads at most this many entries by number besides the index.
+const PATIENT_INDEX_BATCH: u64 = 4096;
+
+/// The last audit entry in `audit_patient_index`.
+fn patients_indexed(conn: &Connection) -> Result<u64, StoreError> {
+    let through: i64 = conn.query_row("SELECT through FROM audit_index_state", [], |r| r.get(0)).map_err(db_error)?;
+    crate::audit::version(through)
+}
+
+/// Moves the entries after `from` up to `to` into `audit_patient_index`.
+fn index_patients(conn: &Connection, from: u64, to: u64) -> Result<(), StoreError> {
+    let (from, to) = (crate::audit::to_i64(from)?, crate::audit::to_i64(to)?);
+    conn.prepare_cached(
+        "INSERT INTO audit_patient_index (patient, seq) \
+         SELECT patient, seq FROM audit_entry WHERE seq > ?1 AND seq <= ?2 AND patient IS NOT NULL",
+    )
+    .and_then(|mut s| s.execute([from, to]))
+    .and_then(|_| conn.prepare_cached("UPDATE audit_index_state SET through = ?1"))
+    .and_then(|mut s| s.execute([to]))
+    .map(|_| ())
+    .map_err(db_error)
+}
+
 /// The longest time read-audit entries may wait for an fsync (see `Writer::choose_sync`).
 const AUDIT_SYNC_WINDOW: std::time::Duration = std::time::Duration::from_millis(50);
 
@@ -650,6 +676,13 @@ impl Writer {
         }
         // The audit head as committed: what a rollback of the group restores.
         let head = self.head.clone();
+        let indexed = match patients_indexed(&self.conn) {
+            Ok(through) => through,
+            Err(error) => {
+                self.abort_group(group, error, head);
+                return;
+            }
+        };
         let mut results = Vec::with_capacity(group.len());
         if let [job] = group.as_slice() {
             // Alone in its group, a commit needs no savepoint: on failure the
@@ -685,6 +718,13 @@ impl Writer {
                 };
                 results.push(result);
             }
+        }
+        // Entries past the patient index are moved into it in bulk.
+        if self.head.seq >= indexed + PATIENT_INDEX_BATCH
+            && let Err(error) = index_patients(&self.conn, indexed, self.head.seq)
+        {
+            self.abort_group(group, error, head);
+            return;
         }
         // Other processes learn from this count that resources changed.
         if group.iter().any(|job| !job.commit.writes.is_empty())
