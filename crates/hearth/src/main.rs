@@ -202,18 +202,33 @@ enum MigrateCommand {
         /// The project folder (or its migration.toml).
         dir: PathBuf,
     },
-    /// Run the migration stages. Only the dry run exists: extract, convert
-    /// to FHIR and validate, print per-table dispositions and every issue,
-    /// and write DIR/reports/dry-run.json. Nothing is written to a store.
+    /// Run the migration stages: extract, convert to FHIR and validate
+    /// (per-table dispositions and every issue, DIR/reports/dry-run.json),
+    /// then load through the Service with a Provenance per source record
+    /// (DIR/reports/load.json). Loading is idempotent: a rerun, or a run
+    /// after a kill, writes only what is missing or changed.
     Run {
         /// The project folder (or its migration.toml).
         dir: PathBuf,
-        /// Convert and validate without loading (required: loading is not built yet).
+        /// Convert and validate without loading: nothing is written to a store.
         #[arg(long)]
         dry_run: bool,
-        /// The last stage to run: convert or validate (default).
+        /// The last stage to run: convert, validate or load (default).
         #[arg(long)]
         until: Option<String>,
+        /// Configuration file (default: ./hearth.toml when present).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        #[arg(long)]
+        database_url: Option<String>,
+        /// Source records per transaction.
+        #[arg(long, default_value_t = migrate::load::DEFAULT_BATCH_RECORDS)]
+        batch: usize,
+        /// No progress bar (for scripts and CI logs).
+        #[arg(long)]
+        quiet: bool,
     },
     /// Write a seeded, deliberately messy legacy CSV export for rehearsals and tests.
     Sample {
@@ -310,7 +325,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("{}", bench_search::run(&options).await?);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Migrate { command } => migrate_command(command),
+        Command::Migrate { command } => migrate_command(command, &env).await,
         Command::Audit { command } => {
             wiring::init_tracing("warn");
             match command {
@@ -346,7 +361,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn migrate_command(command: MigrateCommand) -> anyhow::Result<ExitCode> {
+async fn migrate_command(command: MigrateCommand, env: &[(String, String)]) -> anyhow::Result<ExitCode> {
     match command {
         MigrateCommand::Init { dir, preset } => {
             let file = migrate::project::init(&dir, preset.as_deref())?;
@@ -387,19 +402,17 @@ fn migrate_command(command: MigrateCommand) -> anyhow::Result<ExitCode> {
             }
             Ok(if bad == 0 { ExitCode::SUCCESS } else { ExitCode::from(3) })
         }
-        MigrateCommand::Run { dir, dry_run, until } => {
+        MigrateCommand::Run { dir, dry_run, until, config: config_file, data_dir, database_url, batch, quiet } => {
             use migrate::dryrun::Stage;
-            let until = match until.as_deref() {
-                None | Some("validate") => Stage::Validate,
-                Some("convert") => Stage::Convert,
-                Some(other @ ("extract" | "load" | "reconcile")) => {
-                    anyhow::bail!("--until {other} is not built yet; use --until convert or --until validate")
+            let (until, loads) = match until.as_deref() {
+                None | Some("load") => (Stage::Validate, !dry_run),
+                Some("validate") => (Stage::Validate, false),
+                Some("convert") => (Stage::Convert, false),
+                Some(other @ ("extract" | "reconcile")) => {
+                    anyhow::bail!("--until {other} is not built yet; use --until convert, validate or load")
                 }
-                Some(other) => anyhow::bail!("--until {other:?}: expected convert or validate"),
+                Some(other) => anyhow::bail!("--until {other:?}: expected convert, validate or load"),
             };
-            if !dry_run {
-                anyhow::bail!("loading is not built yet; use --dry-run (converts and validates, writes nothing)");
-            }
             let project = migrate::project::load(&dir)?;
             let project_dir = if dir.is_dir() { dir.clone() } else { dir.parent().map(PathBuf::from).unwrap_or_default() };
             let today = migrate::dryrun::today();
@@ -428,8 +441,52 @@ fn migrate_command(command: MigrateCommand) -> anyhow::Result<ExitCode> {
             std::fs::create_dir_all(&reports)?;
             let file = reports.join("dry-run.json");
             std::fs::write(&file, serde_json::to_vec_pretty(&run.to_json())?)?;
-            println!("dry run (until {}): nothing was written to a store; report: {}", until.as_str(), file.display());
-            Ok(if unaccounted == 0 && run.unreadable.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(3) })
+            let balanced = unaccounted == 0 && run.unreadable.is_empty();
+            if !loads {
+                println!("dry run (until {}): nothing was written to a store; report: {}", until.as_str(), file.display());
+                return Ok(if balanced { ExitCode::SUCCESS } else { ExitCode::from(3) });
+            }
+            if !balanced {
+                anyhow::bail!("the run does not account for every source record; nothing was loaded (see {})", file.display());
+            }
+            let overrides = config::Overrides { listen: None, data_dir, database_url };
+            let config = config::Config::load(config_file.as_deref(), env, &overrides)?;
+            wiring::init_tracing("warn");
+            let service = wiring::service(&config).await?;
+            let options = migrate::load::LoadOptions {
+                batch_records: batch.max(1),
+                project: project.project.name.clone(),
+                recorded: fhir::instant::Instant::now().to_fhir(),
+            };
+            let records: u64 = run.tables.values().map(|c| c.converted).sum();
+            let bar = if quiet { indicatif::ProgressBar::hidden() } else { indicatif::ProgressBar::new(records) };
+            bar.set_style(
+                indicatif::ProgressStyle::with_template("load {wide_bar} {pos}/{len} source records ({eta})")
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            let result = migrate::load::load(&service, &run, &options, |done| bar.set_position(done)).await;
+            bar.finish_and_clear();
+            service.flush_audit().await.map_err(|e| anyhow::anyhow!(e.message()))?;
+            let report = match result {
+                Ok(report) => report,
+                Err(error) => anyhow::bail!("{error}; run again to resume (what was loaded stays, nothing is loaded twice)"),
+            };
+            for (table, c) in &report.tables {
+                let records = if table == "provenance" { String::new() } else { format!("{} source records: ", c.records) };
+                println!("load {table}: {records}{} resources created, {} updated, {} unchanged", c.created, c.updated, c.unchanged);
+            }
+            let file = reports.join("load.json");
+            let tables: serde_json::Map<String, serde_json::Value> = report
+                .tables
+                .iter()
+                .map(|(t, c)| {
+                    (t.clone(), serde_json::json!({"records": c.records, "created": c.created, "updated": c.updated, "unchanged": c.unchanged}))
+                })
+                .collect();
+            let json = serde_json::json!({"project": options.project, "transactions": report.transactions, "written": report.written(), "tables": tables});
+            std::fs::write(&file, serde_json::to_vec_pretty(&json)?)?;
+            println!("loaded: {} resources written in {} transactions; report: {}", report.written(), report.transactions, file.display());
+            Ok(ExitCode::SUCCESS)
         }
         MigrateCommand::Sample { out, patients, seed } => {
             let options = migrate::sample::SampleOptions { patients, seed };

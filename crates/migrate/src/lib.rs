@@ -25,6 +25,7 @@ pub mod convert;
 pub mod csv_source;
 pub mod dates;
 pub mod dryrun;
+pub mod load;
 pub mod project;
 pub mod sample;
 pub mod source;

@@ -264,11 +264,11 @@ fn dry_run_converts_validates_and_accounts_for_every_record() {
         hearth(&["migrate", "sample", "--out", "proj/export", "--patients", "12", "--seed", "5"], dir);
     assert!(ok, "{stderr}");
 
-    // Without --dry-run: refused, nothing faked.
-    let (ok, _, stderr) = hearth(&["migrate", "run", "proj"], dir);
-    assert!(!ok);
-    assert!(stderr.contains("loading is not built yet; use --dry-run"), "{stderr}");
-    assert!(!dir.join("proj/reports").exists());
+    // --until validate without --dry-run stops before loading too.
+    let (ok, stdout, stderr) = hearth(&["migrate", "run", "proj", "--until", "validate", "--data-dir", "data"], dir);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("nothing was written to a store"), "{stdout}");
+    assert!(!dir.join("data").exists(), "no store was even opened");
 
     let (ok, stdout, stderr) = hearth(&["migrate", "run", "proj", "--dry-run"], dir);
     assert!(ok, "{stderr}\n{stdout}");
@@ -405,6 +405,110 @@ fn dry_run_converts_validates_and_accounts_for_every_record() {
     assert_eq!(report["until"], "convert");
     assert_eq!(report["totals"]["quarantined"], 0);
     assert_eq!(report["totals"]["unaccounted"], 0);
-    let (ok, _, stderr) = hearth(&["migrate", "run", "proj", "--dry-run", "--until", "load"], dir);
+    let (ok, _, stderr) = hearth(&["migrate", "run", "proj", "--dry-run", "--until", "reconcile"], dir);
     assert!(!ok && stderr.contains("not built yet"), "{stderr}");
+}
+
+/// Per table: (records, created, updated, unchanged) from a load's report.
+fn load_counts(dir: &Path) -> BTreeMap<String, [u64; 4]> {
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("proj/reports/load.json")).expect("load report")).expect("JSON");
+    report["tables"]
+        .as_object()
+        .expect("tables")
+        .iter()
+        .map(|(t, c)| {
+            let n = |k: &str| c[k].as_u64().expect("count");
+            (t.clone(), [n("records"), n("created"), n("updated"), n("unchanged")])
+        })
+        .collect()
+}
+
+fn load(dir: &Path, data: &str) -> BTreeMap<String, [u64; 4]> {
+    let (ok, stdout, stderr) = hearth(&["migrate", "run", "proj", "--data-dir", data, "--quiet", "--batch", "5"], dir);
+    assert!(ok, "{stderr}\n{stdout}");
+    load_counts(dir)
+}
+
+/// `migrate run` loads through the Service: every converted record's
+/// resources and a Provenance per record; a rerun writes nothing; a load
+/// killed (SIGKILL) at several points and run again ends with exactly what
+/// an uninterrupted load stores; a changed and an added source row are all
+/// a later run writes (a delta).
+#[test]
+fn load_is_idempotent_resumable_and_applies_deltas() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path();
+    assert!(hearth(&["migrate", "init", "proj", "--preset", "legacy-csv"], dir).0);
+    assert!(hearth(&["migrate", "sample", "--out", "proj/export", "--patients", "60", "--seed", "11"], dir).0);
+
+    // An uninterrupted load, then a rerun that finds everything in place.
+    let first = load(dir, "whole");
+    let created: BTreeMap<String, u64> = first.iter().map(|(t, c)| (t.clone(), c[1])).collect();
+    assert!(first.values().all(|c| c[2] == 0 && c[3] == 0), "{first:?}");
+    assert_eq!(created["patients"], first["patients"][0], "one Patient per converted patient row");
+    assert_eq!(created["provenance"], first.iter().filter(|(t, _)| *t != "provenance").map(|(_, c)| c[0]).sum::<u64>());
+    assert!(created["vitals"] > first["vitals"][0], "a vitals row makes several Observations, none dropped");
+    let again = load(dir, "whole");
+    for (table, c) in &again {
+        assert_eq!((c[1], c[2], c[3]), (0, 0, created[table]), "rerun of {table}");
+    }
+
+    // Killed at several points, then resumed.
+    for delay in [50u64, 300, 600] {
+        let mut child = Command::new(BIN)
+            .args(["migrate", "run", "proj", "--data-dir", "killed", "--quiet", "--batch", "5"])
+            .current_dir(dir)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stdout));
+        // The dry-run summary ends with the vitals table; loading follows.
+        for line in lines.by_ref() {
+            if line.expect("line").starts_with("vitals: ") {
+                break;
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(delay));
+        child.kill().expect("kill");
+        child.wait().expect("wait");
+    }
+    let resumed = load(dir, "killed");
+    let written: u64 = resumed.values().map(|c| c[1]).sum();
+    let total: u64 = created.values().sum();
+    assert!(written < total, "the kills left part of the load done ({written} of {total} written on resume)");
+    assert!(written > 0, "the kills came before the load ended ({total} resources)");
+    let check = load(dir, "killed");
+    for (table, c) in &check {
+        assert_eq!((c[1], c[2], c[3]), (0, 0, created[table]), "after kills and resume, {table} holds what an uninterrupted load does");
+    }
+
+    // A delta: one lab result changed, one added.
+    let labs_file = dir.join("proj/export/lab_results.csv");
+    let labs = std::fs::read_to_string(&labs_file).expect("labs");
+    let mut rows: Vec<String> = labs.lines().map(str::to_string).collect();
+    // Only the test name is ever quoted (it may hold a comma): the value is
+    // the fifth field from the end.
+    let fields = |row: &str| -> Vec<String> { row.rsplitn(6, ',').map(str::to_string).collect() };
+    let join = |mut f: Vec<String>| -> String {
+        f.reverse();
+        f.join(",")
+    };
+    let numeric = (1..rows.len())
+        .find(|&i| fields(&rows[i])[4].parse::<f64>().is_ok() && !rows[i].contains("L9999999"))
+        .expect("a numeric result");
+    let mut changed = fields(&rows[numeric]);
+    changed[4] = format!("{}", changed[4].parse::<f64>().expect("number") + 1.0);
+    rows[numeric] = join(changed);
+    let added = rows[numeric].replacen(&rows[numeric][..8].to_string(), "L9999999", 1);
+    rows.push(added);
+    std::fs::write(&labs_file, rows.join("\n") + "\n").expect("write labs");
+    let delta = load(dir, "whole");
+    assert_eq!(delta["lab_results"][1..], [1, 1, created["lab_results"] - 1], "{delta:?}");
+    assert_eq!(delta["provenance"][1], 1, "the added row's provenance");
+    for (table, c) in delta.iter().filter(|(t, _)| *t != "lab_results" && *t != "provenance") {
+        assert_eq!((c[1], c[2]), (0, 0), "{table} is untouched by the delta");
+    }
 }

@@ -1,0 +1,281 @@
+//! LOAD: the resources a validated run converted, written through the
+//! Service (validated again and audited under the migration's identity),
+//! each source record's resources with a Provenance that names the record.
+//!
+//! Records go in batches, one FHIR transaction each (all or nothing), with
+//! `PUT Type/id` under the ids derived from the source keys
+//! ([`crate::convert::resource_id`]). Before a batch is written, what the
+//! store holds under those ids is fetched (one `_id` search per type) and a
+//! resource equal to what is there (meta aside; for a Provenance, its
+//! `recorded` time too) is left alone. So:
+//! - a rerun of a finished load writes nothing (idempotent);
+//! - a load killed at any moment, run again, writes what is missing and ends
+//!   with the counts of an uninterrupted run (transactions leave no half
+//!   batch);
+//! - a run over a changed export writes only the records that changed (a
+//!   new version of each) and the new ones: a delta.
+
+use crate::dryrun::{DryRun, Output};
+use crate::source::Provenance;
+use domain::Service;
+use domain::access::Access;
+use domain::service::{Handling, Return};
+use serde_json::{Map, Value, json};
+use std::collections::{BTreeMap, HashMap};
+
+/// The identity the load is audited under.
+pub const MIGRATION_ACTOR: &str = "hearth migrate";
+
+/// Source records per transaction.
+pub const DEFAULT_BATCH_RECORDS: usize = 200;
+
+/// Ids per `_id` search when fetching what is stored (a search takes at
+/// most 64 values in its conditions).
+const IDS_PER_SEARCH: usize = 50;
+
+/// What the load did with the resources of one table.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LoadCounts {
+    /// Source records whose resources were loaded (or already were).
+    pub records: u64,
+    /// Resources written for the first time.
+    pub created: u64,
+    /// Resources written again because the source changed (a new version).
+    pub updated: u64,
+    /// Resources already stored as they are.
+    pub unchanged: u64,
+}
+
+/// The result of a load.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LoadReport {
+    /// Per table (Provenance resources under `provenance`).
+    pub tables: BTreeMap<String, LoadCounts>,
+    /// Transactions written.
+    pub transactions: u64,
+}
+
+impl LoadReport {
+    /// Resources written by this run.
+    pub fn written(&self) -> u64 {
+        self.tables.values().map(|c| c.created + c.updated).sum()
+    }
+}
+
+/// How a load runs.
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    /// Source records per transaction.
+    pub batch_records: usize,
+    /// The project's name, part of the source identifiers.
+    pub project: String,
+    /// `Provenance.recorded` of new provenance (FHIR instant).
+    pub recorded: String,
+}
+
+/// A load that stopped: nothing of the failing batch was written.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoadError {
+    /// The first and last source records of the batch.
+    pub first: String,
+    pub last: String,
+    pub message: String,
+    /// What had been loaded before it.
+    pub report: LoadReport,
+}
+
+impl std::fmt::Display for LoadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "the batch of source records {} to {} was not loaded: {}", self.first, self.last, self.message)
+    }
+}
+
+/// One source record and the resources it became.
+struct SourceRecord<'a> {
+    table: &'a str,
+    key: &'a str,
+    provenance: &'a Provenance,
+    resources: Vec<&'a Value>,
+}
+
+/// Loads every resource of `run` (a validated dry run) through `service`.
+/// `progress` is told the number of source records done after each batch.
+pub async fn load(
+    service: &Service,
+    run: &DryRun,
+    options: &LoadOptions,
+    mut progress: impl FnMut(u64),
+) -> Result<LoadReport, LoadError> {
+    let access = Access::system(MIGRATION_ACTOR);
+    let records = by_source_record(&run.resources);
+    let mut report = LoadReport::default();
+    let mut done = 0u64;
+    for batch in records.chunks(options.batch_records.max(1)) {
+        let fail = |message: String, report: &LoadReport| LoadError {
+            first: place(&batch[0]),
+            last: place(&batch[batch.len() - 1]),
+            message,
+            report: report.clone(),
+        };
+        // What the batch should leave in the store, with the table it counts under.
+        let mut wanted: Vec<(&str, Value)> = Vec::new();
+        for record in batch {
+            for resource in &record.resources {
+                wanted.push((record.table, (*resource).clone()));
+            }
+            wanted.push(("provenance", provenance(record, options)));
+            report.tables.entry(record.table.to_string()).or_default().records += 1;
+        }
+        let stored = fetch_stored(service, &access, &wanted).await.map_err(|m| fail(m, &report))?;
+        let mut entries = Vec::new();
+        let mut counted: Vec<(&str, bool)> = Vec::new();
+        for (table, resource) in &wanted {
+            let key = type_and_id(resource);
+            match stored.get(&key) {
+                Some(existing) if same(existing, resource) => {
+                    report.tables.entry(table.to_string()).or_default().unchanged += 1;
+                }
+                found => {
+                    counted.push((table, found.is_some()));
+                    entries.push(json!({
+                        "resource": resource,
+                        "request": {"method": "PUT", "url": format!("{}/{}", key.0, key.1)},
+                    }));
+                }
+            }
+        }
+        if !entries.is_empty() {
+            let bundle = json!({"resourceType": "Bundle", "type": "transaction", "entry": entries});
+            service
+                .bundle(&access, bundle, "urn:hearth:migrate", Some(Return::Minimal))
+                .await
+                .map_err(|e| fail(e.message(), &report))?;
+            report.transactions += 1;
+            for (table, existed) in counted {
+                let counts = report.tables.entry(table.to_string()).or_default();
+                if existed {
+                    counts.updated += 1;
+                } else {
+                    counts.created += 1;
+                }
+            }
+        }
+        done += batch.len() as u64;
+        progress(done);
+    }
+    Ok(report)
+}
+
+/// The resources of the run grouped by source record, in source order.
+fn by_source_record(outputs: &[Output]) -> Vec<SourceRecord<'_>> {
+    let mut records: Vec<SourceRecord<'_>> = Vec::new();
+    let mut at: HashMap<(&str, &str), usize> = HashMap::new();
+    for output in outputs {
+        let slot = *at.entry((output.table.as_str(), output.key.as_str())).or_insert_with(|| {
+            records.push(SourceRecord {
+                table: &output.table,
+                key: &output.key,
+                provenance: &output.provenance,
+                resources: Vec::new(),
+            });
+            records.len() - 1
+        });
+        records[slot].resources.push(&output.resource);
+    }
+    records
+}
+
+fn place(record: &SourceRecord<'_>) -> String {
+    format!("{} ({}, key {})", record.provenance, record.table, record.key)
+}
+
+/// The identifier system of a project's source records of one table.
+pub fn source_system(project: &str, table: &str) -> String {
+    format!("urn:hearth:migration:{project}:{table}")
+}
+
+/// The Provenance of one source record: its resources, where they came from,
+/// and that the migration put them there.
+fn provenance(record: &SourceRecord<'_>, options: &LoadOptions) -> Value {
+    let targets: Vec<Value> = record
+        .resources
+        .iter()
+        .map(|r| {
+            let (t, id) = type_and_id(r);
+            json!({"reference": format!("{t}/{id}")})
+        })
+        .collect();
+    json!({
+        "resourceType": "Provenance",
+        "id": crate::convert::resource_id(record.table, record.key, "provenance"),
+        "target": targets,
+        "recorded": options.recorded,
+        "activity": {"coding": [{
+            "system": "http://terminology.hl7.org/CodeSystem/v3-DataOperation",
+            "code": "CREATE",
+            "display": "create"
+        }]},
+        "agent": [{
+            "type": {"coding": [{
+                "system": "http://terminology.hl7.org/CodeSystem/provenance-participant-type",
+                "code": "assembler",
+                "display": "Assembler"
+            }]},
+            "who": {"display": MIGRATION_ACTOR}
+        }],
+        "entity": [{
+            "role": "source",
+            "what": {
+                "identifier": {"system": source_system(&options.project, record.table), "value": record.key},
+                "display": record.provenance.to_string()
+            }
+        }]
+    })
+}
+
+fn type_and_id(resource: &Value) -> (String, String) {
+    let text = |field: &str| resource.get(field).and_then(Value::as_str).unwrap_or_default().to_string();
+    (text("resourceType"), text("id"))
+}
+
+/// What the store holds under the ids of `wanted`, by (type, id).
+async fn fetch_stored(
+    service: &Service,
+    access: &Access,
+    wanted: &[(&str, Value)],
+) -> Result<HashMap<(String, String), Value>, String> {
+    let mut ids: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (_, resource) in wanted {
+        let (t, id) = type_and_id(resource);
+        ids.entry(t).or_default().push(id);
+    }
+    let mut stored = HashMap::new();
+    for (resource_type, ids) in ids {
+        for chunk in ids.chunks(IDS_PER_SEARCH) {
+            let params = vec![("_id".to_string(), chunk.join(",")), ("_count".to_string(), chunk.len().to_string())];
+            let found = service
+                .search(access, Some(&resource_type), &params, Handling::Strict)
+                .await
+                .map_err(|e| format!("reading what is stored: {}", e.message()))?;
+            for item in found.page.items {
+                let Some(body) = item.body.as_deref() else { continue };
+                let value: Value = serde_json::from_str(body).map_err(|e| format!("a stored resource is unreadable: {e}"))?;
+                stored.insert((item.resource_type.clone(), item.id.clone()), value);
+            }
+        }
+    }
+    Ok(stored)
+}
+
+/// The same resource, meta aside (and a Provenance's `recorded` time).
+fn same(stored: &Value, wanted: &Value) -> bool {
+    fn content(value: &Value) -> Map<String, Value> {
+        let mut map = value.as_object().cloned().unwrap_or_default();
+        map.remove("meta");
+        if map.get("resourceType").and_then(Value::as_str) == Some("Provenance") {
+            map.remove("recorded");
+        }
+        map
+    }
+    content(stored) == content(wanted)
+}
