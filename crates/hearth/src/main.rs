@@ -230,6 +230,26 @@ enum MigrateCommand {
         #[arg(long)]
         quiet: bool,
     },
+    /// Undo a load of this project's export: every resource it maps to that
+    /// is still stored as loaded is deleted (history and audit keep it), with
+    /// its Provenance; a resource changed since in Hearth is kept and listed.
+    Rollback {
+        /// The project folder (or its migration.toml).
+        dir: PathBuf,
+        /// Configuration file (default: ./hearth.toml when present).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        #[arg(long)]
+        database_url: Option<String>,
+        /// Source records per transaction.
+        #[arg(long, default_value_t = migrate::load::DEFAULT_BATCH_RECORDS)]
+        batch: usize,
+        /// No progress bar (for scripts and CI logs).
+        #[arg(long)]
+        quiet: bool,
+    },
     /// Write a seeded, deliberately messy legacy CSV export for rehearsals and tests.
     Sample {
         /// Output folder.
@@ -361,6 +381,28 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// The Service a migration loads through (the store of the configuration).
+async fn migration_service(
+    config_file: Option<&std::path::Path>,
+    env: &[(String, String)],
+    overrides: &config::Overrides,
+) -> anyhow::Result<std::sync::Arc<domain::Service>> {
+    let config = config::Config::load(config_file, env, overrides)?;
+    wiring::init_tracing("warn");
+    wiring::service(&config).await
+}
+
+/// A progress bar over the source records a run converted.
+fn record_bar(run: &migrate::dryrun::DryRun, quiet: bool, stage: &str) -> indicatif::ProgressBar {
+    let records: u64 = run.tables.values().map(|c| c.converted).sum();
+    let bar = if quiet { indicatif::ProgressBar::hidden() } else { indicatif::ProgressBar::new(records) };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(&format!("{stage} {{wide_bar}} {{pos}}/{{len}} source records ({{eta}})"))
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar
+}
+
 async fn migrate_command(command: MigrateCommand, env: &[(String, String)]) -> anyhow::Result<ExitCode> {
     match command {
         MigrateCommand::Init { dir, preset } => {
@@ -450,20 +492,13 @@ async fn migrate_command(command: MigrateCommand, env: &[(String, String)]) -> a
                 anyhow::bail!("the run does not account for every source record; nothing was loaded (see {})", file.display());
             }
             let overrides = config::Overrides { listen: None, data_dir, database_url };
-            let config = config::Config::load(config_file.as_deref(), env, &overrides)?;
-            wiring::init_tracing("warn");
-            let service = wiring::service(&config).await?;
+            let service = migration_service(config_file.as_deref(), env, &overrides).await?;
             let options = migrate::load::LoadOptions {
                 batch_records: batch.max(1),
                 project: project.project.name.clone(),
                 recorded: fhir::instant::Instant::now().to_fhir(),
             };
-            let records: u64 = run.tables.values().map(|c| c.converted).sum();
-            let bar = if quiet { indicatif::ProgressBar::hidden() } else { indicatif::ProgressBar::new(records) };
-            bar.set_style(
-                indicatif::ProgressStyle::with_template("load {wide_bar} {pos}/{len} source records ({eta})")
-                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-            );
+            let bar = record_bar(&run, quiet, "load");
             let result = migrate::load::load(&service, &run, &options, |done| bar.set_position(done)).await;
             bar.finish_and_clear();
             service.flush_audit().await.map_err(|e| anyhow::anyhow!(e.message()))?;
@@ -473,20 +508,73 @@ async fn migrate_command(command: MigrateCommand, env: &[(String, String)]) -> a
             };
             for (table, c) in &report.tables {
                 let records = if table == "provenance" { String::new() } else { format!("{} source records: ", c.records) };
-                println!("load {table}: {records}{} resources created, {} updated, {} unchanged", c.created, c.updated, c.unchanged);
+                println!(
+                    "load {table}: {records}{} resources created, {} updated, {} unchanged; {} read back as converted",
+                    c.created, c.updated, c.unchanged, c.verified
+                );
+            }
+            for (resource, source) in &report.mismatched {
+                println!("read-back: {resource} (from {source}) is not stored as converted");
             }
             let file = reports.join("load.json");
             let tables: serde_json::Map<String, serde_json::Value> = report
                 .tables
                 .iter()
                 .map(|(t, c)| {
-                    (t.clone(), serde_json::json!({"records": c.records, "created": c.created, "updated": c.updated, "unchanged": c.unchanged}))
+                    let counts = serde_json::json!({
+                        "records": c.records, "created": c.created, "updated": c.updated,
+                        "unchanged": c.unchanged, "verified": c.verified,
+                    });
+                    (t.clone(), counts)
                 })
                 .collect();
-            let json = serde_json::json!({"project": options.project, "transactions": report.transactions, "written": report.written(), "tables": tables});
+            let mismatched: Vec<serde_json::Value> =
+                report.mismatched.iter().map(|(r, s)| serde_json::json!({"resource": r, "source": s})).collect();
+            let json = serde_json::json!({
+                "project": options.project, "transactions": report.transactions,
+                "written": report.written(), "tables": tables, "mismatched": mismatched,
+            });
             std::fs::write(&file, serde_json::to_vec_pretty(&json)?)?;
-            println!("loaded: {} resources written in {} transactions; report: {}", report.written(), report.transactions, file.display());
-            Ok(ExitCode::SUCCESS)
+            println!(
+                "loaded: {} resources written in {} transactions, {} read back different; report: {}",
+                report.written(),
+                report.transactions,
+                report.mismatched.len(),
+                file.display()
+            );
+            Ok(if report.mismatched.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(3) })
+        }
+        MigrateCommand::Rollback { dir, config: config_file, data_dir, database_url, batch, quiet } => {
+            let project = migrate::project::load(&dir)?;
+            let project_dir = if dir.is_dir() { dir.clone() } else { dir.parent().map(PathBuf::from).unwrap_or_default() };
+            let today = migrate::dryrun::today();
+            let run = migrate::dryrun::run(&project, &project_dir, migrate::dryrun::Stage::Validate, &today)
+                .map_err(anyhow::Error::msg)?;
+            let overrides = config::Overrides { listen: None, data_dir, database_url };
+            let service = migration_service(config_file.as_deref(), env, &overrides).await?;
+            let options = migrate::load::LoadOptions {
+                batch_records: batch.max(1),
+                project: project.project.name.clone(),
+                recorded: String::new(),
+            };
+            let bar = record_bar(&run, quiet, "rollback");
+            let result = migrate::load::rollback(&service, &run, &options, |done| bar.set_position(done)).await;
+            bar.finish_and_clear();
+            service.flush_audit().await.map_err(|e| anyhow::anyhow!(e.message()))?;
+            let report = result.map_err(|e| anyhow::anyhow!("{e}; run again to continue"))?;
+            for (table, n) in &report.deleted {
+                println!("rollback {table}: {n} resources deleted");
+            }
+            for (resource, source) in &report.kept {
+                println!("kept {resource} (from {source}): changed in Hearth since it was loaded");
+            }
+            let deleted: u64 = report.deleted.values().sum();
+            println!(
+                "rolled back: {deleted} resources deleted, {} kept (changed since loaded), {} were not stored",
+                report.kept.len(),
+                report.absent
+            );
+            Ok(if report.kept.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(3) })
         }
         MigrateCommand::Sample { out, patients, seed } => {
             let options = migrate::sample::SampleOptions { patients, seed };

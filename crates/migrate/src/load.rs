@@ -44,6 +44,8 @@ pub struct LoadCounts {
     pub updated: u64,
     /// Resources already stored as they are.
     pub unchanged: u64,
+    /// Resources read back after the load and found as converted.
+    pub verified: u64,
 }
 
 /// The result of a load.
@@ -53,6 +55,9 @@ pub struct LoadReport {
     pub tables: BTreeMap<String, LoadCounts>,
     /// Transactions written.
     pub transactions: u64,
+    /// Resources read back different from what was converted, or missing
+    /// (`Type/id` and the source record): should be none.
+    pub mismatched: Vec<(String, String)>,
 }
 
 impl LoadReport {
@@ -163,7 +168,44 @@ pub async fn load(
         done += batch.len() as u64;
         progress(done);
     }
+    read_back(service, &access, &records, options, &mut report).await.map_err(|message| LoadError {
+        first: records.first().map(place).unwrap_or_default(),
+        last: records.last().map(place).unwrap_or_default(),
+        message,
+        report: report.clone(),
+    })?;
     Ok(report)
+}
+
+/// The proof: every resource of every record is read back from the store
+/// and compared, whole (meta aside), with what the conversion made.
+async fn read_back(
+    service: &Service,
+    access: &Access,
+    records: &[SourceRecord<'_>],
+    options: &LoadOptions,
+    report: &mut LoadReport,
+) -> Result<(), String> {
+    for batch in records.chunks(options.batch_records.max(1)) {
+        let mut wanted: Vec<(&str, Value, String)> = Vec::new();
+        for record in batch {
+            for resource in &record.resources {
+                wanted.push((record.table, (*resource).clone(), place(record)));
+            }
+            wanted.push(("provenance", provenance(record, options), place(record)));
+        }
+        let pairs: Vec<(&str, Value)> = wanted.iter().map(|(t, r, _)| (*t, r.clone())).collect();
+        let stored = fetch_stored(service, access, &pairs).await?;
+        for (table, resource, source) in wanted {
+            let key = type_and_id(&resource);
+            if stored.get(&key).is_some_and(|s| same(s, &resource)) {
+                report.tables.entry(table.to_string()).or_default().verified += 1;
+            } else {
+                report.mismatched.push((format!("{}/{}", key.0, key.1), source));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The resources of the run grouped by source record, in source order.
@@ -278,4 +320,79 @@ fn same(stored: &Value, wanted: &Value) -> bool {
         map
     }
     content(stored) == content(wanted)
+}
+
+/// What a rollback did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RollbackReport {
+    /// Resources deleted, per table (Provenance under `provenance`).
+    pub deleted: BTreeMap<String, u64>,
+    /// Resources kept because they changed since the load (`Type/id` and
+    /// the source record): someone worked on them in Hearth.
+    pub kept: Vec<(String, String)>,
+    /// Resources of the export that were not stored.
+    pub absent: u64,
+}
+
+/// Undoes a load of this export: every resource it maps to that is still
+/// stored as the load wrote it is deleted (a new, deleted version: history
+/// and audit keep what happened), with the Provenance of its record; one
+/// that changed since is kept and reported.
+pub async fn rollback(
+    service: &Service,
+    run: &DryRun,
+    options: &LoadOptions,
+    mut progress: impl FnMut(u64),
+) -> Result<RollbackReport, LoadError> {
+    let access = Access::system(MIGRATION_ACTOR);
+    let records = by_source_record(&run.resources);
+    let mut report = RollbackReport::default();
+    let mut done = 0u64;
+    for batch in records.chunks(options.batch_records.max(1)) {
+        let fail = |message: String| LoadError {
+            first: place(&batch[0]),
+            last: place(&batch[batch.len() - 1]),
+            message,
+            report: LoadReport::default(),
+        };
+        let mut wanted: Vec<(&str, Value, String)> = Vec::new();
+        for record in batch {
+            for resource in &record.resources {
+                wanted.push((record.table, (*resource).clone(), place(record)));
+            }
+            wanted.push(("provenance", provenance(record, options), place(record)));
+        }
+        let pairs: Vec<(&str, Value)> = wanted.iter().map(|(t, r, _)| (*t, r.clone())).collect();
+        let stored = fetch_stored(service, &access, &pairs).await.map_err(fail)?;
+        let mut entries = Vec::new();
+        let mut tables = Vec::new();
+        // A record with a resource kept keeps its Provenance too (it comes
+        // after the record's resources).
+        let mut keeping: std::collections::HashSet<&str> = std::collections::HashSet::new();
+        for (table, resource, source) in &wanted {
+            let key = type_and_id(resource);
+            match stored.get(&key) {
+                None => report.absent += 1,
+                Some(_) if *table == "provenance" && keeping.contains(source.as_str()) => {}
+                Some(existing) if same(existing, resource) => {
+                    entries.push(json!({"request": {"method": "DELETE", "url": format!("{}/{}", key.0, key.1)}}));
+                    tables.push(*table);
+                }
+                Some(_) => {
+                    keeping.insert(source);
+                    report.kept.push((format!("{}/{}", key.0, key.1), source.clone()));
+                }
+            }
+        }
+        if !entries.is_empty() {
+            let bundle = json!({"resourceType": "Bundle", "type": "transaction", "entry": entries});
+            service.bundle(&access, bundle, "urn:hearth:migrate", Some(Return::Minimal)).await.map_err(|e| fail(e.message()))?;
+            for table in tables {
+                *report.deleted.entry(table.to_string()).or_default() += 1;
+            }
+        }
+        done += batch.len() as u64;
+        progress(done);
+    }
+    Ok(report)
 }

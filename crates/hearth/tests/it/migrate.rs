@@ -444,6 +444,12 @@ fn load_is_idempotent_resumable_and_applies_deltas() {
 
     // An uninterrupted load, then a rerun that finds everything in place.
     let first = load(dir, "whole");
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("proj/reports/load.json")).expect("load report")).expect("JSON");
+    assert_eq!(report["mismatched"].as_array().map(Vec::len), Some(0), "every resource reads back as converted");
+    for (table, t) in report["tables"].as_object().expect("tables") {
+        assert_eq!(t["verified"], t["created"], "{table}: each created resource was read back");
+    }
     let created: BTreeMap<String, u64> = first.iter().map(|(t, c)| (t.clone(), c[1])).collect();
     assert!(first.values().all(|c| c[2] == 0 && c[3] == 0), "{first:?}");
     assert_eq!(created["patients"], first["patients"][0], "one Patient per converted patient row");
@@ -511,4 +517,36 @@ fn load_is_idempotent_resumable_and_applies_deltas() {
     for (table, c) in delta.iter().filter(|(t, _)| *t != "lab_results" && *t != "provenance") {
         assert_eq!((c[1], c[2]), (0, 0), "{table} is untouched by the delta");
     }
+}
+
+/// `migrate rollback` deletes what a load wrote and is still as loaded (a
+/// deleted version each, with the records' Provenance), keeps a resource
+/// changed in Hearth since (with its record's Provenance) and says so, and
+/// a second rollback finds nothing more to delete.
+#[test]
+fn rollback_deletes_what_was_loaded_and_keeps_what_changed_since() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path();
+    assert!(hearth(&["migrate", "init", "proj", "--preset", "legacy-csv"], dir).0);
+    assert!(hearth(&["migrate", "sample", "--out", "proj/export", "--patients", "8", "--seed", "3"], dir).0);
+    let loaded = load(dir, "data");
+    let total: u64 = loaded.values().map(|c| c[1]).sum();
+
+    // A clinician corrects one patient in Hearth after the load.
+    let id = migrate::convert::resource_id("patients", "P00002", "");
+    let bundle = serde_json::json!({"resourceType": "Bundle", "type": "transaction", "entry": [{
+        "resource": {"resourceType": "Patient", "id": id, "name": [{"family": "Corrected"}]},
+        "request": {"method": "PUT", "url": format!("Patient/{id}")}
+    }]});
+    std::fs::write(dir.join("fix.json"), bundle.to_string()).expect("bundle");
+    let (ok, stdout, stderr) = hearth(&["import", "fix.json", "--data-dir", "data", "--quiet"], dir);
+    assert!(ok, "{stderr}\n{stdout}");
+
+    let (ok, stdout, stderr) = hearth(&["migrate", "rollback", "proj", "--data-dir", "data", "--quiet"], dir);
+    assert!(!ok, "a kept resource makes the rollback exit non-zero: {stderr}");
+    assert!(stdout.contains(&format!("kept Patient/{id}")), "{stdout}");
+    assert!(stdout.contains(&format!("rolled back: {} resources deleted, 1 kept", total - 2)), "{stdout}");
+
+    let (_, stdout, _) = hearth(&["migrate", "rollback", "proj", "--data-dir", "data", "--quiet"], dir);
+    assert!(stdout.contains(&format!("rolled back: 0 resources deleted, 1 kept (changed since loaded), {} were not stored", total - 2)), "{stdout}");
 }
