@@ -21,6 +21,7 @@ mod synth;
 mod tls;
 mod wiring;
 
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 // The write path (parse, validate, index, serialise) allocates many small
@@ -229,6 +230,12 @@ enum MigrateCommand {
         /// No progress bar (for scripts and CI logs).
         #[arg(long)]
         quiet: bool,
+    },
+    /// Where the project stands: the last dry run's dispositions and the
+    /// last load's counts, from DIR/reports.
+    Status {
+        /// The project folder (or its migration.toml).
+        dir: PathBuf,
     },
     /// Undo a load of this project's export: every resource it maps to that
     /// is still stored as loaded is deleted (history and audit keep it), with
@@ -531,7 +538,8 @@ async fn migrate_command(command: MigrateCommand, env: &[(String, String)]) -> a
             let mismatched: Vec<serde_json::Value> =
                 report.mismatched.iter().map(|(r, s)| serde_json::json!({"resource": r, "source": s})).collect();
             let json = serde_json::json!({
-                "project": options.project, "transactions": report.transactions,
+                "project": options.project, "finished": fhir::instant::Instant::now().to_fhir(),
+                "transactions": report.transactions,
                 "written": report.written(), "tables": tables, "mismatched": mismatched,
             });
             std::fs::write(&file, serde_json::to_vec_pretty(&json)?)?;
@@ -543,6 +551,54 @@ async fn migrate_command(command: MigrateCommand, env: &[(String, String)]) -> a
                 file.display()
             );
             Ok(if report.mismatched.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(3) })
+        }
+        MigrateCommand::Status { dir } => {
+            let project = migrate::project::load(&dir)?;
+            let project_dir = if dir.is_dir() { dir.clone() } else { dir.parent().map(PathBuf::from).unwrap_or_default() };
+            let reports = project_dir.join("reports");
+            let read = |name: &str| -> anyhow::Result<Option<serde_json::Value>> {
+                match std::fs::read(reports.join(name)) {
+                    Ok(bytes) => Ok(Some(serde_json::from_slice(&bytes).with_context(|| format!("reading {}", reports.join(name).display()))?)),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                    Err(e) => Err(e.into()),
+                }
+            };
+            println!("project {}", project.project.name);
+            match read("dry-run.json")? {
+                None => println!("not run yet: hearth migrate run {} --dry-run", dir.display()),
+                Some(run) => {
+                    let t = &run["totals"];
+                    println!(
+                        "last run (until {}, {}): {} source records: {} converted, {} rejected, {} quarantined, {} unaccounted",
+                        run["until"].as_str().unwrap_or("?"),
+                        run["today"].as_str().unwrap_or("?"),
+                        t["source_records"],
+                        t["converted"],
+                        t["rejected"],
+                        t["quarantined"],
+                        t["unaccounted"]
+                    );
+                }
+            }
+            match read("load.json")? {
+                None => println!("not loaded yet"),
+                Some(load) => {
+                    println!(
+                        "last load (finished {}): {} resources written in {} transactions, {} read back different",
+                        load["finished"].as_str().unwrap_or("?"),
+                        load["written"],
+                        load["transactions"],
+                        load["mismatched"].as_array().map_or(0, Vec::len)
+                    );
+                    for (table, c) in load["tables"].as_object().into_iter().flatten() {
+                        println!(
+                            "  {table}: {} created, {} updated, {} unchanged, {} verified",
+                            c["created"], c["updated"], c["unchanged"], c["verified"]
+                        );
+                    }
+                }
+            }
+            Ok(ExitCode::SUCCESS)
         }
         MigrateCommand::Rollback { dir, config: config_file, data_dir, database_url, batch, quiet } => {
             let project = migrate::project::load(&dir)?;

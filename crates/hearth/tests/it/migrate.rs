@@ -443,7 +443,13 @@ fn load_is_idempotent_resumable_and_applies_deltas() {
     assert!(hearth(&["migrate", "sample", "--out", "proj/export", "--patients", "60", "--seed", "11"], dir).0);
 
     // An uninterrupted load, then a rerun that finds everything in place.
+    let (ok, stdout, _) = hearth(&["migrate", "status", "proj"], dir);
+    assert!(ok && stdout.contains("not run yet") && stdout.contains("not loaded yet"), "{stdout}");
     let first = load(dir, "whole");
+    let (ok, stdout, _) = hearth(&["migrate", "status", "proj"], dir);
+    assert!(ok, "{stdout}");
+    assert!(stdout.contains("unaccounted") && stdout.contains("0 read back different"), "{stdout}");
+    assert!(stdout.contains(&format!("  patients: {} created", first["patients"][1])), "{stdout}");
     let report: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.join("proj/reports/load.json")).expect("load report")).expect("JSON");
     assert_eq!(report["mismatched"].as_array().map(Vec::len), Some(0), "every resource reads back as converted");
