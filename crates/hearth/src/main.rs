@@ -217,19 +217,8 @@ enum MigrateCommand {
         /// The last stage to run: convert, validate or load (default).
         #[arg(long)]
         until: Option<String>,
-        /// Configuration file (default: ./hearth.toml when present).
-        #[arg(long)]
-        config: Option<PathBuf>,
-        #[arg(long)]
-        data_dir: Option<PathBuf>,
-        #[arg(long)]
-        database_url: Option<String>,
-        /// Source records per transaction.
-        #[arg(long, default_value_t = migrate::load::DEFAULT_BATCH_RECORDS)]
-        batch: usize,
-        /// No progress bar (for scripts and CI logs).
-        #[arg(long)]
-        quiet: bool,
+        #[command(flatten)]
+        target: MigrationTarget,
     },
     /// Where the project stands: the last dry run's dispositions and the
     /// last load's counts, from DIR/reports.
@@ -243,19 +232,8 @@ enum MigrateCommand {
     Rollback {
         /// The project folder (or its migration.toml).
         dir: PathBuf,
-        /// Configuration file (default: ./hearth.toml when present).
-        #[arg(long)]
-        config: Option<PathBuf>,
-        #[arg(long)]
-        data_dir: Option<PathBuf>,
-        #[arg(long)]
-        database_url: Option<String>,
-        /// Source records per transaction.
-        #[arg(long, default_value_t = migrate::load::DEFAULT_BATCH_RECORDS)]
-        batch: usize,
-        /// No progress bar (for scripts and CI logs).
-        #[arg(long)]
-        quiet: bool,
+        #[command(flatten)]
+        target: MigrationTarget,
     },
     /// Write a seeded, deliberately messy legacy CSV export for rehearsals and tests.
     Sample {
@@ -390,11 +368,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 
 /// The Service a migration loads through (the store of the configuration).
 async fn migration_service(
-    config_file: Option<&std::path::Path>,
+    target: &MigrationTarget,
     env: &[(String, String)],
-    overrides: &config::Overrides,
 ) -> anyhow::Result<std::sync::Arc<domain::Service>> {
-    let config = config::Config::load(config_file, env, overrides)?;
+    let overrides =
+        config::Overrides { listen: None, data_dir: target.data_dir.clone(), database_url: target.database_url.clone() };
+    let config = config::Config::load(target.config.as_deref(), env, &overrides)?;
     wiring::init_tracing("warn");
     wiring::service(&config).await
 }
@@ -408,6 +387,24 @@ fn record_bar(run: &migrate::dryrun::DryRun, quiet: bool, stage: &str) -> indica
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
     bar
+}
+
+/// The store a migration loads into or rolls back (`migrate run`, `migrate rollback`).
+#[derive(clap::Args, Debug)]
+struct MigrationTarget {
+    /// Configuration file (default: ./hearth.toml when present).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    #[arg(long)]
+    database_url: Option<String>,
+    /// Source records per transaction.
+    #[arg(long, default_value_t = migrate::load::DEFAULT_BATCH_RECORDS)]
+    batch: usize,
+    /// No progress bar (for scripts and CI logs).
+    #[arg(long)]
+    quiet: bool,
 }
 
 async fn migrate_command(command: MigrateCommand, env: &[(String, String)]) -> anyhow::Result<ExitCode> {
@@ -451,7 +448,7 @@ async fn migrate_command(command: MigrateCommand, env: &[(String, String)]) -> a
             }
             Ok(if bad == 0 { ExitCode::SUCCESS } else { ExitCode::from(3) })
         }
-        MigrateCommand::Run { dir, dry_run, until, config: config_file, data_dir, database_url, batch, quiet } => {
+        MigrateCommand::Run { dir, dry_run, until, target } => {
             use migrate::dryrun::Stage;
             let (until, loads) = match until.as_deref() {
                 None | Some("load") => (Stage::Validate, !dry_run),
@@ -498,14 +495,13 @@ async fn migrate_command(command: MigrateCommand, env: &[(String, String)]) -> a
             if !balanced {
                 anyhow::bail!("the run does not account for every source record; nothing was loaded (see {})", file.display());
             }
-            let overrides = config::Overrides { listen: None, data_dir, database_url };
-            let service = migration_service(config_file.as_deref(), env, &overrides).await?;
+            let service = migration_service(&target, env).await?;
             let options = migrate::load::LoadOptions {
-                batch_records: batch.max(1),
+                batch_records: target.batch.max(1),
                 project: project.project.name.clone(),
                 recorded: fhir::instant::Instant::now().to_fhir(),
             };
-            let bar = record_bar(&run, quiet, "load");
+            let bar = record_bar(&run, target.quiet, "load");
             let result = migrate::load::load(&service, &run, &options, |done| bar.set_position(done)).await;
             bar.finish_and_clear();
             service.flush_audit().await.map_err(|e| anyhow::anyhow!(e.message()))?;
@@ -600,20 +596,19 @@ async fn migrate_command(command: MigrateCommand, env: &[(String, String)]) -> a
             }
             Ok(ExitCode::SUCCESS)
         }
-        MigrateCommand::Rollback { dir, config: config_file, data_dir, database_url, batch, quiet } => {
+        MigrateCommand::Rollback { dir, target } => {
             let project = migrate::project::load(&dir)?;
             let project_dir = if dir.is_dir() { dir.clone() } else { dir.parent().map(PathBuf::from).unwrap_or_default() };
             let today = migrate::dryrun::today();
             let run = migrate::dryrun::run(&project, &project_dir, migrate::dryrun::Stage::Validate, &today)
                 .map_err(anyhow::Error::msg)?;
-            let overrides = config::Overrides { listen: None, data_dir, database_url };
-            let service = migration_service(config_file.as_deref(), env, &overrides).await?;
+            let service = migration_service(&target, env).await?;
             let options = migrate::load::LoadOptions {
-                batch_records: batch.max(1),
+                batch_records: target.batch.max(1),
                 project: project.project.name.clone(),
                 recorded: String::new(),
             };
-            let bar = record_bar(&run, quiet, "rollback");
+            let bar = record_bar(&run, target.quiet, "rollback");
             let result = migrate::load::rollback(&service, &run, &options, |done| bar.set_position(done)).await;
             bar.finish_and_clear();
             service.flush_audit().await.map_err(|e| anyhow::anyhow!(e.message()))?;

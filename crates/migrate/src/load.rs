@@ -116,25 +116,14 @@ pub async fn load(
     let mut report = LoadReport::default();
     let mut done = 0u64;
     for batch in records.chunks(options.batch_records.max(1)) {
-        let fail = |message: String, report: &LoadReport| LoadError {
-            first: place(&batch[0]),
-            last: place(&batch[batch.len() - 1]),
-            message,
-            report: report.clone(),
-        };
-        // What the batch should leave in the store, with the table it counts under.
-        let mut wanted: Vec<(&str, Value)> = Vec::new();
         for record in batch {
-            for resource in &record.resources {
-                wanted.push((record.table, (*resource).clone()));
-            }
-            wanted.push(("provenance", provenance(record, options)));
             report.tables.entry(record.table.to_string()).or_default().records += 1;
         }
-        let stored = fetch_stored(service, &access, &wanted).await.map_err(|m| fail(m, &report))?;
+        let wanted = batch_resources(batch, options);
+        let stored = fetch_stored(service, &access, &wanted).await.map_err(|m| batch_error(batch, m, &report))?;
         let mut entries = Vec::new();
         let mut counted: Vec<(&str, bool)> = Vec::new();
-        for (table, resource) in &wanted {
+        for (table, resource, _) in &wanted {
             let key = type_and_id(resource);
             match stored.get(&key) {
                 Some(existing) if same(existing, resource) => {
@@ -154,7 +143,7 @@ pub async fn load(
             service
                 .bundle(&access, bundle, "urn:hearth:migrate", Some(Return::Minimal))
                 .await
-                .map_err(|e| fail(e.message(), &report))?;
+                .map_err(|e| batch_error(batch, e.message(), &report))?;
             report.transactions += 1;
             for (table, existed) in counted {
                 let counts = report.tables.entry(table.to_string()).or_default();
@@ -168,12 +157,9 @@ pub async fn load(
         done += batch.len() as u64;
         progress(done);
     }
-    read_back(service, &access, &records, options, &mut report).await.map_err(|message| LoadError {
-        first: records.first().map(place).unwrap_or_default(),
-        last: records.last().map(place).unwrap_or_default(),
-        message,
-        report: report.clone(),
-    })?;
+    if let Err(message) = read_back(service, &access, &records, options, &mut report).await {
+        return Err(batch_error(&records, message, &report));
+    }
     Ok(report)
 }
 
@@ -187,15 +173,8 @@ async fn read_back(
     report: &mut LoadReport,
 ) -> Result<(), String> {
     for batch in records.chunks(options.batch_records.max(1)) {
-        let mut wanted: Vec<(&str, Value, String)> = Vec::new();
-        for record in batch {
-            for resource in &record.resources {
-                wanted.push((record.table, (*resource).clone(), place(record)));
-            }
-            wanted.push(("provenance", provenance(record, options), place(record)));
-        }
-        let pairs: Vec<(&str, Value)> = wanted.iter().map(|(t, r, _)| (*t, r.clone())).collect();
-        let stored = fetch_stored(service, access, &pairs).await?;
+        let wanted = batch_resources(batch, options);
+        let stored = fetch_stored(service, access, &wanted).await?;
         for (table, resource, source) in wanted {
             let key = type_and_id(&resource);
             if stored.get(&key).is_some_and(|s| same(s, &resource)) {
@@ -229,6 +208,30 @@ fn by_source_record(outputs: &[Output]) -> Vec<SourceRecord<'_>> {
 
 fn place(record: &SourceRecord<'_>) -> String {
     format!("{} ({}, key {})", record.provenance, record.table, record.key)
+}
+
+/// A failure of the batch `records`, with what was done before it.
+fn batch_error(records: &[SourceRecord<'_>], message: String, report: &LoadReport) -> LoadError {
+    LoadError {
+        first: records.first().map(place).unwrap_or_default(),
+        last: records.last().map(place).unwrap_or_default(),
+        message,
+        report: report.clone(),
+    }
+}
+
+/// What a batch of records leaves in the store: each resource with the
+/// table it counts under and its source record, each record's Provenance
+/// after its resources.
+fn batch_resources<'a>(batch: &[SourceRecord<'a>], options: &LoadOptions) -> Vec<(&'a str, Value, String)> {
+    let mut wanted = Vec::new();
+    for record in batch {
+        for resource in &record.resources {
+            wanted.push((record.table, (*resource).clone(), place(record)));
+        }
+        wanted.push(("provenance", provenance(record, options), place(record)));
+    }
+    wanted
 }
 
 /// The identifier system of a project's source records of one table.
@@ -284,10 +287,10 @@ fn type_and_id(resource: &Value) -> (String, String) {
 async fn fetch_stored(
     service: &Service,
     access: &Access,
-    wanted: &[(&str, Value)],
+    wanted: &[(&str, Value, String)],
 ) -> Result<HashMap<(String, String), Value>, String> {
     let mut ids: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for (_, resource) in wanted {
+    for (_, resource, _) in wanted {
         let (t, id) = type_and_id(resource);
         ids.entry(t).or_default().push(id);
     }
@@ -349,21 +352,9 @@ pub async fn rollback(
     let mut report = RollbackReport::default();
     let mut done = 0u64;
     for batch in records.chunks(options.batch_records.max(1)) {
-        let fail = |message: String| LoadError {
-            first: place(&batch[0]),
-            last: place(&batch[batch.len() - 1]),
-            message,
-            report: LoadReport::default(),
-        };
-        let mut wanted: Vec<(&str, Value, String)> = Vec::new();
-        for record in batch {
-            for resource in &record.resources {
-                wanted.push((record.table, (*resource).clone(), place(record)));
-            }
-            wanted.push(("provenance", provenance(record, options), place(record)));
-        }
-        let pairs: Vec<(&str, Value)> = wanted.iter().map(|(t, r, _)| (*t, r.clone())).collect();
-        let stored = fetch_stored(service, &access, &pairs).await.map_err(fail)?;
+        let fail = |message: String| batch_error(batch, message, &LoadReport::default());
+        let wanted = batch_resources(batch, options);
+        let stored = fetch_stored(service, &access, &wanted).await.map_err(fail)?;
         let mut entries = Vec::new();
         let mut tables = Vec::new();
         // A record with a resource kept keeps its Provenance too (it comes
