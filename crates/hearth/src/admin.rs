@@ -3,31 +3,17 @@
 //! audited with the actor `hearth admin` (and the OS user running it, when
 //! known). Passwords are read from standard input, never from arguments.
 
-use crate::config::Config;
+use crate::config::{Config, StoreArgs};
 use crate::wiring;
 use anyhow::{Context, bail};
 use auth::users::{NewUser, User, Users};
-use clap::{Args, Subcommand};
+use clap::Subcommand;
 use domain::audit::AuditActor;
 use domain::service::{Clock, SystemClock};
 use std::io::BufRead;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-
-/// Where the configuration and the store are.
-#[derive(Args, Debug, Clone, Default)]
-pub struct StoreArgs {
-    /// Configuration file (default: ./hearth.toml when present).
-    #[arg(long)]
-    pub config: Option<PathBuf>,
-    /// Data directory of the embedded store.
-    #[arg(long)]
-    pub data_dir: Option<PathBuf>,
-    /// PostgreSQL URL instead of the embedded store.
-    #[arg(long)]
-    pub database_url: Option<String>,
-}
 
 #[derive(Subcommand, Debug)]
 pub enum UserCommand {
@@ -137,17 +123,8 @@ pub fn actor() -> AuditActor {
     AuditActor { kind: "system".into(), id, role: None, client: None }
 }
 
-fn load_config(store: &StoreArgs, env: &[(String, String)]) -> anyhow::Result<Config> {
-    let overrides = crate::config::Overrides {
-        listen: None,
-        data_dir: store.data_dir.clone(),
-        database_url: store.database_url.clone(),
-    };
-    Config::load(store.config.as_deref(), env, &overrides)
-}
-
 async fn open(store: &StoreArgs, env: &[(String, String)]) -> anyhow::Result<(Config, Users)> {
-    let config = load_config(store, env)?;
+    let config = store.load(env)?;
     let roles = Arc::new(config.roles()?);
     let store = wiring::store(&config).await?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
@@ -287,7 +264,7 @@ pub fn role(command: RoleCommand, env: &[(String, String)]) -> anyhow::Result<Ex
     match command {
         RoleCommand::List { config } => {
             let store = StoreArgs { config, ..StoreArgs::default() };
-            let roles = load_config(&store, env)?.roles()?;
+            let roles = store.load(env)?.roles()?;
             let mut out = String::new();
             for role in roles.list() {
                 out.push_str(&format!(

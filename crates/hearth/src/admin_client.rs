@@ -3,7 +3,7 @@
 //! registration is audited as a privilege change by `hearth admin`. Secrets
 //! are read from standard input, never from arguments, and stored hashed.
 
-use crate::admin::StoreArgs;
+use crate::config::StoreArgs;
 use crate::config::{Config, Overrides};
 use crate::wiring;
 use anyhow::{Context, bail};

@@ -7,7 +7,7 @@
 //! `verify` notice a trail cut short: deleting the newest entries leaves a
 //! chain that is intact in itself but shorter than a checkpoint once saw.
 
-use crate::config::Config;
+use crate::config::{Config, StoreArgs};
 use crate::wiring;
 use anyhow::Context;
 use clap::{Args, ValueEnum};
@@ -19,18 +19,11 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-/// Where the store is, for the audit commands.
+/// Where the store and the checkpoints are, for `audit verify` and `audit checkpoint`.
 #[derive(Args, Debug, Clone)]
-pub struct StoreArgs {
-    /// Configuration file (default: ./hearth.toml when present).
-    #[arg(long)]
-    pub config: Option<PathBuf>,
-    /// Data directory of the embedded store.
-    #[arg(long)]
-    pub data_dir: Option<PathBuf>,
-    /// PostgreSQL URL instead of the embedded store.
-    #[arg(long)]
-    pub database_url: Option<String>,
+pub struct TrailArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
     /// The checkpoint file (default: <data-dir>/audit.checkpoints).
     #[arg(long)]
     pub checkpoints: Option<PathBuf>,
@@ -84,12 +77,7 @@ pub enum ReportFormat {
 }
 
 fn config_of(args: &StoreArgs) -> anyhow::Result<Config> {
-    let overrides = crate::config::Overrides {
-        listen: None,
-        data_dir: args.data_dir.clone(),
-        database_url: args.database_url.clone(),
-    };
-    Config::load(args.config.as_deref(), &crate::config::hearth_env(), &overrides)
+    args.load(&crate::config::hearth_env())
 }
 
 /// The checkpoint file of a configuration.
@@ -150,8 +138,8 @@ pub fn spawn_checkpoints(store: Arc<dyn Store>, chain: AuditChain, path: PathBuf
 }
 
 /// `hearth audit verify`: exit status 0 when intact, 1 naming the first bad entry.
-pub async fn verify(args: StoreArgs) -> anyhow::Result<bool> {
-    let config = config_of(&args)?;
+pub async fn verify(args: TrailArgs) -> anyhow::Result<bool> {
+    let config = config_of(&args.store)?;
     let keys = wiring::keys(&config)?;
     let store = wiring::store_with(&config, &keys).await?;
     let path = checkpoint_path(&config, args.checkpoints.as_deref());
@@ -189,8 +177,8 @@ pub async fn verify(args: StoreArgs) -> anyhow::Result<bool> {
 }
 
 /// `hearth audit checkpoint`: records the trail's head in the checkpoint file now.
-pub async fn checkpoint(args: StoreArgs) -> anyhow::Result<String> {
-    let config = config_of(&args)?;
+pub async fn checkpoint(args: TrailArgs) -> anyhow::Result<String> {
+    let config = config_of(&args.store)?;
     let keys = wiring::keys(&config)?;
     let store = wiring::store_with(&config, &keys).await?;
     let path = checkpoint_path(&config, args.checkpoints.as_deref());

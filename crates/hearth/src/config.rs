@@ -133,6 +133,30 @@ pub struct Overrides {
     pub database_url: Option<String>,
 }
 
+/// Where the configuration and the store are: the arguments every command
+/// that opens the store takes.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct StoreArgs {
+    /// Configuration file (default: ./hearth.toml when present).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Data directory of the embedded store.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// PostgreSQL URL instead of the embedded store.
+    #[arg(long)]
+    pub database_url: Option<String>,
+}
+
+impl StoreArgs {
+    /// The configuration these arguments select.
+    pub fn load(&self, env: &[(String, String)]) -> anyhow::Result<Config> {
+        let overrides =
+            Overrides { listen: None, data_dir: self.data_dir.clone(), database_url: self.database_url.clone() };
+        Config::load(self.config.as_deref(), env, &overrides)
+    }
+}
+
 impl Config {
     /// Parses a TOML document; unknown keys are errors, so typos are caught.
     pub fn from_toml(text: &str) -> anyhow::Result<Config> {

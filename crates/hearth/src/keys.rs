@@ -279,23 +279,16 @@ pub fn load(config: &Config, env: &[(String, String)]) -> anyhow::Result<Keys> {
 /// `hearth admin rotate-key`: new database and attachment keys.
 #[derive(clap::Args, Debug)]
 pub struct RotateKeyArgs {
-    /// Configuration file (default: ./hearth.toml when present).
-    #[arg(long)]
-    pub config: Option<PathBuf>,
-    /// Data directory of the embedded store (default ./hearth-data).
-    #[arg(long)]
-    pub data_dir: Option<PathBuf>,
-    /// The PostgreSQL database (its Binary bodies are re-sealed).
-    #[arg(long)]
-    pub database_url: Option<String>,
+    /// The store to re-key (on PostgreSQL, its Binary bodies are re-sealed).
+    #[command(flatten)]
+    pub store: config::StoreArgs,
 }
 
 /// Re-keys the SQLite database (or encrypts one written before encryption),
 /// re-seals every Binary version with a new attachment key, then replaces
 /// the key file. The audit-chain key is kept: the trail must stay verifiable.
 pub async fn rotate_key(args: RotateKeyArgs, env: &[(String, String)]) -> anyhow::Result<String> {
-    let overrides = config::Overrides { listen: None, data_dir: args.data_dir, database_url: args.database_url };
-    let config = Config::load(args.config.as_deref(), env, &overrides)?;
+    let config = args.store.load(env)?;
     let path = config.key_file();
     let lock = open_lock(&path)?;
     match lock.try_lock() {

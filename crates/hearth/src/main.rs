@@ -65,13 +65,8 @@ enum Command {
         /// Files or folders to import.
         #[arg(required = true)]
         paths: Vec<PathBuf>,
-        /// Configuration file (default: ./hearth.toml when present).
-        #[arg(long)]
-        config: Option<PathBuf>,
-        #[arg(long)]
-        data_dir: Option<PathBuf>,
-        #[arg(long)]
-        database_url: Option<String>,
+        #[command(flatten)]
+        store: config::StoreArgs,
         /// Resources per commit for NDJSON and collection bundles.
         #[arg(long, default_value_t = 1000)]
         batch_size: usize,
@@ -158,11 +153,11 @@ enum Command {
 #[derive(Subcommand)]
 enum AuditCommand {
     /// Check every entry's link and the checkpoints; exits 1 naming the first bad entry.
-    Verify(audit_cmd::StoreArgs),
+    Verify(audit_cmd::TrailArgs),
     /// Entries by period, user, patient, action..., sorted, as CSV or JSON.
     Report(Box<audit_cmd::ReportArgs>),
     /// Record the trail's head in the checkpoint file now (a server does so every minute).
-    Checkpoint(audit_cmd::StoreArgs),
+    Checkpoint(audit_cmd::TrailArgs),
 }
 
 #[derive(Subcommand)]
@@ -275,9 +270,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             serve::serve(config, demo).await?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Import { paths, config: config_file, data_dir, database_url, batch_size, quiet } => {
-            let overrides = config::Overrides { listen: None, data_dir, database_url };
-            let config = config::Config::load(config_file.as_deref(), &env, &overrides)?;
+        Command::Import { paths, store, batch_size, quiet } => {
+            let config = store.load(&env)?;
             wiring::init_tracing(&config.log.filter);
             let service = wiring::service(&config).await?;
             let options = import::ImportOptions { batch_size: batch_size.max(1), progress: !quiet };
@@ -371,9 +365,7 @@ async fn migration_service(
     target: &MigrationTarget,
     env: &[(String, String)],
 ) -> anyhow::Result<std::sync::Arc<domain::Service>> {
-    let overrides =
-        config::Overrides { listen: None, data_dir: target.data_dir.clone(), database_url: target.database_url.clone() };
-    let config = config::Config::load(target.config.as_deref(), env, &overrides)?;
+    let config = target.store.load(env)?;
     wiring::init_tracing("warn");
     wiring::service(&config).await
 }
@@ -392,13 +384,8 @@ fn record_bar(run: &migrate::dryrun::DryRun, quiet: bool, stage: &str) -> indica
 /// The store a migration loads into or rolls back (`migrate run`, `migrate rollback`).
 #[derive(clap::Args, Debug)]
 struct MigrationTarget {
-    /// Configuration file (default: ./hearth.toml when present).
-    #[arg(long)]
-    config: Option<PathBuf>,
-    #[arg(long)]
-    data_dir: Option<PathBuf>,
-    #[arg(long)]
-    database_url: Option<String>,
+    #[command(flatten)]
+    store: config::StoreArgs,
     /// Source records per transaction.
     #[arg(long, default_value_t = migrate::load::DEFAULT_BATCH_RECORDS)]
     batch: usize,
