@@ -12,7 +12,8 @@
 use auth::jwt::ClientKey;
 use reqwest::RequestBuilder;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 
 const BIN: &str = env!("CARGO_BIN_EXE_hearth");
@@ -109,4 +110,43 @@ pub(crate) async fn in_process(auth: &auth::Auth) -> String {
     let by = domain::audit::AuditActor { kind: "system".into(), id: "test".into(), role: None, client: None };
     auth.register_client(new, by).await.expect("register the test client");
     client_credentials(&auth.endpoints().token, client_id, &key).await
+}
+
+/// A running `hearth serve`, killed on drop.
+pub(crate) struct Server {
+    pub(crate) child: Child,
+    pub(crate) base: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `hearth serve` on a free loopback port and waits for its address.
+pub(crate) fn serve(data_dir: &Path, extra: &[&str]) -> Server {
+    prepare(data_dir);
+    let mut child = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data_dir)
+        .args(extra)
+        .env_remove("HEARTH_DATABASE_URL")
+        .env_remove("HEARTH_DB_KEY")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("hearth serve starts");
+    let stderr = child.stderr.take().expect("stderr");
+    let mut lines = BufReader::new(stderr).lines();
+    let base = loop {
+        let line = lines.next().expect("server printed its address").expect("readable");
+        if let Some(rest) = line.split("serving FHIR R4 at ").nth(1) {
+            break rest.split_whitespace().next().expect("url").to_string();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    remember(&base, data_dir);
+    Server { child, base }
 }

@@ -1,50 +1,11 @@
 //! The README's commands, run as a user would: `hearth serve` on a fresh data
 //! directory, `--demo`, `hearth import`, with real HTTP over loopback.
 
+use crate::bearer::serve;
 use serde_json::{Value, json};
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 
 const BIN: &str = env!("CARGO_BIN_EXE_hearth");
-
-/// A running `hearth serve`, killed on drop.
-struct Server {
-    child: Child,
-    base: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn serve(data_dir: &Path, extra: &[&str]) -> Server {
-    crate::bearer::prepare(data_dir);
-    let mut child = Command::new(BIN)
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(data_dir)
-        .args(extra)
-        .env_remove("HEARTH_DATABASE_URL")
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("hearth serve starts");
-    let stderr = child.stderr.take().expect("stderr");
-    let mut lines = BufReader::new(stderr).lines();
-    let base = loop {
-        let line = lines.next().expect("server printed its address").expect("readable");
-        if let Some(rest) = line.split("serving FHIR R4 at ").nth(1) {
-            break rest.split_whitespace().next().expect("url").to_string();
-        }
-    };
-    // Keep draining stderr so the server never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
-    crate::bearer::remember(&base, data_dir);
-    Server { child, base }
-}
 
 async fn get(url: &str) -> (u16, Value) {
     let response = crate::bearer::authorized(reqwest::Client::new().get(url)).await.send().await.expect("request");

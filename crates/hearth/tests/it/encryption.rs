@@ -4,11 +4,11 @@
 //! clean stop and after `kill -9`); `hearth admin rotate-key` re-keys a
 //! stopped store, which then serves the same data.
 
+use crate::bearer::serve;
 use serde_json::{Value, json};
-use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 
 const BIN: &str = env!("CARGO_BIN_EXE_hearth");
 
@@ -16,45 +16,6 @@ const FAMILY: &str = "Zyxwvutsrqfamily";
 const IDENTIFIER: &str = "ID-9876543210-UNIQUE";
 /// The Binary's content, in clear and as the base64 a client sends.
 const ATTACHMENT: &str = "Attachment-secret-content-Qz7Xw";
-
-/// A running `hearth serve`, killed on drop.
-pub(crate) struct Server {
-    pub(crate) child: Child,
-    pub(crate) base: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Starts `hearth serve` on a free loopback port and waits for its address.
-pub(crate) fn serve(data_dir: &Path, extra: &[&str]) -> Server {
-    crate::bearer::prepare(data_dir);
-    let mut child = Command::new(BIN)
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(data_dir)
-        .args(extra)
-        .env_remove("HEARTH_DATABASE_URL")
-        .env_remove("HEARTH_DB_KEY")
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("hearth serve starts");
-    let stderr = child.stderr.take().expect("stderr");
-    let mut lines = BufReader::new(stderr).lines();
-    let base = loop {
-        let line = lines.next().expect("server printed its address").expect("readable");
-        if let Some(rest) = line.split("serving FHIR R4 at ").nth(1) {
-            break rest.split_whitespace().next().expect("url").to_string();
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
-    crate::bearer::remember(&base, data_dir);
-    Server { child, base }
-}
 
 /// Whatever a request needs to be let in: the server's bearer token.
 async fn authorized(request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {

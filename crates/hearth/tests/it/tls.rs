@@ -1,7 +1,7 @@
 //! `hearth serve` over HTTPS with a self-signed certificate, the security
 //! headers, and the refusal of plain HTTP on a non-loopback address.
 
-use crate::encryption::serve;
+use crate::bearer::serve;
 use rustls::pki_types::{CertificateDer, ServerName};
 use std::process::Command;
 use std::sync::Arc;
