@@ -1,13 +1,10 @@
 //! Bearer tokens for the tests' servers: every /fhir request but
-//! `GET /fhir/metadata` needs one. A test helper that starts `hearth serve`
-//! calls [`prepare`] before the start (a backend client is registered on the
-//! store with `hearth admin client add`) and [`remember`] once the server
-//! printed its base URL; [`authorized`] then adds the token that client gets
-//! by client credentials (fetched once per server).
-//!
-//! The client is registered before the server starts because a server does
-//! not see audit entries another process appends meanwhile (the SQLite store
-//! keeps the trail's head in memory).
+//! `GET /fhir/metadata` needs one. [`serve`] starts `hearth serve` after
+//! [`prepare`] (a backend client is registered on the store with
+//! `hearth admin client add`, before the server holds the store) and calls
+//! [`remember`] once the server printed its base URL; [`authorized`] then
+//! adds the token that client gets by client credentials (fetched once per
+//! server).
 
 use auth::jwt::ClientKey;
 use reqwest::RequestBuilder;
