@@ -49,6 +49,11 @@ pub enum Disposition {
     Rejected,
     /// Held for review.
     Quarantined,
+    /// The same patient as another record (patient matching): folded into
+    /// that record, with a record of what was merged.
+    Merged,
+    /// Left out by a rule of the mapping (for example, entered in error).
+    Excluded,
 }
 
 impl Disposition {
@@ -58,8 +63,19 @@ impl Disposition {
             Disposition::Converted => "converted",
             Disposition::Rejected => "rejected",
             Disposition::Quarantined => "quarantined",
+            Disposition::Merged => "merged",
+            Disposition::Excluded => "excluded",
         }
     }
+
+    /// Every disposition, in report order.
+    pub const ALL: [Disposition; 5] = [
+        Disposition::Converted,
+        Disposition::Rejected,
+        Disposition::Quarantined,
+        Disposition::Merged,
+        Disposition::Excluded,
+    ];
 }
 
 /// One finding about one source record, with where it is.
@@ -109,6 +125,10 @@ pub struct TableCounts {
     pub rejected: u64,
     /// Records held for review.
     pub quarantined: u64,
+    /// Records folded into another (patient matching).
+    pub merged: u64,
+    /// Records left out by a rule of the mapping.
+    pub excluded: u64,
     /// Resources the converted records make.
     pub resources: u64,
 }
@@ -116,7 +136,18 @@ pub struct TableCounts {
 impl TableCounts {
     /// Source records not in any disposition (should be 0).
     pub fn unaccounted(&self) -> i64 {
-        self.source_records as i64 - (self.converted + self.rejected + self.quarantined) as i64
+        self.source_records as i64 - Disposition::ALL.iter().map(|d| self.count(*d)).sum::<u64>() as i64
+    }
+
+    /// The records in disposition `d`.
+    pub fn count(&self, d: Disposition) -> u64 {
+        match d {
+            Disposition::Converted => self.converted,
+            Disposition::Rejected => self.rejected,
+            Disposition::Quarantined => self.quarantined,
+            Disposition::Merged => self.merged,
+            Disposition::Excluded => self.excluded,
+        }
     }
 }
 
@@ -278,6 +309,8 @@ pub fn run(project: &Project, project_dir: &Path, until: Stage, today: &str) -> 
                 Disposition::Converted => counts.converted += 1,
                 Disposition::Rejected => counts.rejected += 1,
                 Disposition::Quarantined => counts.quarantined += 1,
+                Disposition::Merged => counts.merged += 1,
+                Disposition::Excluded => counts.excluded += 1,
             }
             for finding in s.converted.findings.iter().chain(&s.held) {
                 out.issues.push(Issue {
@@ -516,6 +549,8 @@ impl DryRun {
                         "converted": c.converted,
                         "rejected": c.rejected,
                         "quarantined": c.quarantined,
+                        "merged": c.merged,
+                        "excluded": c.excluded,
                         "unaccounted": c.unaccounted(),
                         "resources": c.resources,
                     }),
@@ -554,6 +589,8 @@ impl DryRun {
                 "converted": sum(|c| c.converted),
                 "rejected": sum(|c| c.rejected),
                 "quarantined": sum(|c| c.quarantined),
+                "merged": sum(|c| c.merged),
+                "excluded": sum(|c| c.excluded),
                 "unaccounted": self.tables.values().map(TableCounts::unaccounted).sum::<i64>(),
                 "resources": sum(|c| c.resources),
             },
