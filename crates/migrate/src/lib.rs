@@ -21,6 +21,7 @@
 //! Planned (not here yet): the load and reconcile stages, patient matching,
 //! SQL/NDJSON/HL7 v2/C-CDA sources, and document contents.
 
+pub mod codes;
 pub mod convert;
 pub mod csv_source;
 pub mod dates;
