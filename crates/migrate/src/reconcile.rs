@@ -102,6 +102,9 @@ pub struct Expected {
     pub path: String,
     /// The value, normalised as the mapping declares.
     pub value: String,
+    /// The value as the source has it (before the value map, date format,
+    /// unit map): what a clinician compares on paper.
+    pub raw: String,
 }
 
 /// The kind of critical field a mapped column is (`path`: its element path
@@ -167,7 +170,7 @@ pub fn expected(project: &Project, table_name: &str, record: &Record) -> Result<
         .collect();
     let row_parts: Vec<&str> = if per_column.is_empty() { vec![""] } else { per_column.clone() };
     let mut out = Vec::new();
-    let mut push = |parts: &[&str], field: &str, what: Critical, path: &str, value: String| {
+    let mut push = |parts: &[&str], field: &str, what: Critical, path: &str, value: String, raw: &str| {
         for part in parts {
             out.push(Expected {
                 part: (*part).to_owned(),
@@ -175,6 +178,7 @@ pub fn expected(project: &Project, table_name: &str, record: &Record) -> Result<
                 what,
                 path: path.to_owned(),
                 value: value.clone(),
+                raw: raw.to_owned(),
             });
         }
     };
@@ -209,28 +213,28 @@ pub fn expected(project: &Project, table_name: &str, record: &Record) -> Result<
             _ => value.to_owned(),
         };
         let what = if what == Critical::Date && normal.len() > 10 { Critical::DateTime } else { what };
-        push(parts, column, what, path, normal);
+        push(parts, column, what, path, normal, value);
         if what == Critical::Value
             && let Some(parent) = path.strip_suffix(".value")
         {
             let unit = match (&decl.unit, &decl.unit_column) {
-                (Some(unit), _) => Some(unit.clone()),
+                (Some(unit), _) => Some((unit.clone(), unit.as_str())),
                 (None, Some(unit_column)) => {
                     let spelled = raw(unit_column);
                     let map = decl.unit_map.as_ref().and_then(|m| project.unit_maps.get(m.get_ref()));
                     (!spelled.is_empty()).then(|| {
-                        map.and_then(|m| m.get(spelled)).cloned().unwrap_or_else(|| spelled.to_owned())
+                        (map.and_then(|m| m.get(spelled)).cloned().unwrap_or_else(|| spelled.to_owned()), spelled)
                     })
                 }
                 (None, None) => None,
             };
-            if let Some(unit) = unit {
+            if let Some((unit, spelled)) = unit {
                 let field = decl.unit_column.clone().unwrap_or_else(|| column.clone());
-                push(parts, &field, Critical::Unit, &format!("{parent}.unit"), unit);
+                push(parts, &field, Critical::Unit, &format!("{parent}.unit"), unit, spelled);
             }
         }
         if let Some((_, code)) = decl.code.as_ref().and_then(|c| c.get_ref().split_once('#')) {
-            push(parts, column, Critical::Code, "code.coding.code", code.to_owned());
+            push(parts, column, Critical::Code, "code.coding.code", code.to_owned(), decl.code.as_ref().map_or("", |c| c.get_ref()));
         }
     }
     for join in &table.joins {
@@ -246,7 +250,7 @@ pub fn expected(project: &Project, table_name: &str, record: &Record) -> Result<
             continue;
         }
         let reference = format!("{}/{}", target_decl.resource, resource_id(target, value, ""));
-        push(&row_parts, &join.column, Critical::Reference, path, reference);
+        push(&row_parts, &join.column, Critical::Reference, path, reference, value);
     }
     Ok(out)
 }
@@ -361,6 +365,8 @@ pub struct FieldCheck {
     pub what: Critical,
     /// The source value (normalised as the mapping declares).
     pub source: String,
+    /// The source value as written in the source.
+    pub raw: String,
     /// What the store holds (`None`: nothing, or no such resource).
     pub loaded: Option<String>,
     /// The two agree.
@@ -613,7 +619,15 @@ pub async fn reconcile(
                     loaded: if candidates.is_none() { None } else { shown.clone() },
                 });
             }
-            check.fields.push(FieldCheck { resource, field: e.field, what: e.what, source: e.value, loaded: shown, ok });
+            check.fields.push(FieldCheck {
+                resource,
+                field: e.field,
+                what: e.what,
+                source: e.value,
+                raw: e.raw,
+                loaded: shown,
+                ok,
+            });
         }
         counts.records += 1;
         if all_ok {

@@ -146,8 +146,8 @@ const BAR: &str = "#3f6fa8";
 
 /// A horizontal bar chart: one bar per `(label, value, shown)`.
 pub fn bar_chart(title: &str, items: &[(String, f64, String)]) -> String {
-    let (label_w, bar_w, row_h, top) = (170.0, 420.0, 22.0, 28.0);
-    let width = label_w + bar_w + 120.0;
+    let (label_w, bar_w, row_h, top) = (240.0, 380.0, 22.0, 28.0);
+    let width = label_w + bar_w + 140.0;
     let height = top + row_h * items.len().max(1) as f64 + 8.0;
     let max = items.iter().map(|i| i.1).fold(0.0_f64, f64::max);
     let mut svg = format!(
@@ -175,8 +175,8 @@ pub fn bar_chart(title: &str, items: &[(String, f64, String)]) -> String {
 
 /// A 100 % stacked bar per row (`(label, values per series)`), with a legend.
 pub fn stacked_chart(title: &str, series: &[&str], rows: &[(String, Vec<u64>)]) -> String {
-    let (label_w, bar_w, row_h, top) = (170.0, 420.0, 22.0, 48.0);
-    let width = label_w + bar_w + 120.0;
+    let (label_w, bar_w, row_h, top) = (240.0, 380.0, 22.0, 48.0);
+    let width = label_w + bar_w + 300.0;
     let height = top + row_h * rows.len().max(1) as f64 + 8.0;
     let mut svg = format!(
         r#"<svg xmlns="http://www.w3.org/2000/svg" class="chart" role="img" aria-label="{t}" width="{width}" height="{height}" viewBox="0 0 {width} {height}"><title>{t}</title><text x="0" y="16" class="title">{t}</text>"#,
@@ -213,7 +213,16 @@ pub fn stacked_chart(title: &str, series: &[&str], rows: &[(String, Vec<u64>)]) 
             );
             at += w;
         }
-        let _ = write!(svg, r#"<text x="{}" y="{}">{total}</text>"#, label_w + bar_w + 5.0, y + 15.0);
+        // The total, then every disposition after the first that is not 0.
+        let others: Vec<String> = values
+            .iter()
+            .zip(series)
+            .skip(1)
+            .filter(|(v, _)| **v > 0)
+            .map(|(v, name)| format!("{v} {name}"))
+            .collect();
+        let detail = if others.is_empty() { String::new() } else { format!(" ({})", others.join(", ")) };
+        let _ = write!(svg, r#"<text x="{}" y="{}">{total}{}</text>"#, label_w + bar_w + 5.0, y + 15.0, escape(&detail));
     }
     svg.push_str("</svg>");
     svg
@@ -478,15 +487,7 @@ pub fn spot_check_json(project: &str, reconciliation: &Reconciliation, sample: u
             .map(|p| {
                 let records: Vec<Value> = patients[p]
                     .iter()
-                    .map(|r| {
-                        json!({
-                            "source": place(&r.provenance), "key": r.key,
-                            "fields": r.fields.iter().map(|f| json!({
-                                "field": f.field, "what": f.what.as_str(), "resource": f.resource,
-                                "source": f.source, "loaded": f.loaded, "agrees": f.ok,
-                            })).collect::<Vec<_>>(),
-                        })
-                    })
+                    .map(|r| json!({ "source": place(&r.provenance), "key": r.key, "fields": worksheet_fields(r) }))
                     .collect();
                 json!({ "patient": p, "label": labels.get(p), "records": records })
             })
@@ -496,6 +497,41 @@ pub fn spot_check_json(project: &str, reconciliation: &Reconciliation, sample: u
     json!({
         "project": project, "generated": generated, "seed": seed, "per_table": sample, "categories": categories,
     })
+}
+
+/// The fields of a record as a clinician checks them: references left out
+/// (ids mean nothing on paper; the reconciliation checks them), and a row
+/// field repeated on each resource of a per-column table shown once when
+/// every copy agrees.
+fn worksheet_fields(r: &RecordCheck) -> Vec<Value> {
+    use crate::reconcile::Critical;
+    let mut groups: Vec<((&str, Critical), Vec<&crate::reconcile::FieldCheck>)> = Vec::new();
+    for f in r.fields.iter().filter(|f| f.what != Critical::Reference) {
+        match groups.iter_mut().find(|(k, _)| *k == (f.field.as_str(), f.what)) {
+            Some((_, list)) => list.push(f),
+            None => groups.push(((f.field.as_str(), f.what), vec![f])),
+        }
+    }
+    let mut out = Vec::new();
+    for ((field, what), list) in groups {
+        let label = match what {
+            Critical::Unit => format!("{field} (unit)"),
+            // The fixed code of a per-column resource (a vital sign's LOINC code).
+            Critical::Code if r.fields.iter().any(|g| g.field == field && g.what == Critical::Value) => {
+                format!("{field} (code)")
+            }
+            _ => field.to_owned(),
+        };
+        let same = list.iter().all(|f| f.source == list[0].source && f.loaded == list[0].loaded && f.ok == list[0].ok);
+        let shown: Vec<&&crate::reconcile::FieldCheck> = if same { list.iter().take(1).collect() } else { list.iter().collect() };
+        for f in shown {
+            out.push(json!({
+                "field": label, "what": what.as_str(), "resource": if same && list.len() > 1 { Value::Null } else { json!(f.resource) },
+                "source": f.raw, "mapped": f.source, "loaded": f.loaded, "agrees": f.ok,
+            }));
+        }
+    }
+    out
 }
 
 /// The worksheet's page, from its JSON ([`spot_check_json`]).
@@ -525,7 +561,7 @@ pub fn spot_check_html(sheet: &Value) -> String {
             let label = p["label"].as_str().map(|l| format!(": {}", escape(l))).unwrap_or_default();
             let _ = writeln!(
                 b,
-                "<div class=\"patient\"><h3>Patient {}{label}</h3>\n<table><tr><th>source record</th><th>field</th><th>source value</th><th>loaded value</th><th>agrees</th></tr>",
+                "<div class=\"patient\"><h3>Patient {}{label}</h3>\n<table><tr><th>source record</th><th>field</th><th>source value</th><th>mapped to</th><th>loaded value</th><th>agrees</th></tr>",
                 escape(&value_text(&p["patient"]))
             );
             for r in p["records"].as_array().into_iter().flatten() {
@@ -546,9 +582,10 @@ pub fn spot_check_html(sheet: &Value) -> String {
                     let ok = f["agrees"].as_bool().unwrap_or(false);
                     let _ = writeln!(
                         b,
-                        "<tr>{cell}<td>{}</td><td>{}</td><td>{}</td><td class=\"{}\">{}</td></tr>",
+                        "<tr>{cell}<td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"{}\">{}</td></tr>",
                         escape(&value_text(&f["field"])),
                         escape(&value_text(&f["source"])),
+                        escape(&if f["mapped"] == f["source"] { String::new() } else { value_text(&f["mapped"]) }),
                         escape(&f["loaded"].as_str().map_or_else(|| "(nothing stored)".to_owned(), str::to_owned)),
                         if ok { "ok" } else { "bad" },
                         if ok { "yes" } else { "NO" }
