@@ -40,6 +40,7 @@ use crate::source::{Provenance, Record, Source};
 use domain::Service;
 use domain::access::Access;
 use domain::service::Handling;
+use futures_util::StreamExt;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -47,6 +48,9 @@ use std::path::Path;
 
 /// Ids per `_id` search (a search takes at most 64 values in its conditions).
 const IDS_PER_SEARCH: usize = 50;
+
+/// Searches run at once (the stores serve reads in parallel).
+const SEARCHES_IN_FLIGHT: usize = 4;
 
 /// What kind of critical field a column holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -559,30 +563,42 @@ pub async fn reconcile(
         }
     }
     let access = Access::system(crate::load::MIGRATION_ACTOR);
-    let mut stored: HashMap<(String, String), Value> = HashMap::new();
-    let mut done = 0u64;
+    let mut searches: Vec<(String, Vec<String>)> = Vec::new();
     for (resource_type, mut list) in ids {
         list.sort_unstable();
         list.dedup();
         for chunk in list.chunks(IDS_PER_SEARCH) {
-            let params = vec![
-                ("_id".to_string(), chunk.join(",")),
-                ("_count".to_string(), chunk.len().to_string()),
-                ("_total".to_string(), "none".to_string()),
-            ];
-            let found = service
-                .search(&access, Some(&resource_type), &params, Handling::Strict)
-                .await
-                .map_err(|e| format!("reading what is stored: {}", e.message()))?;
-            for item in found.page.items {
-                let Some(body) = item.body.as_deref() else { continue };
-                let value: Value =
-                    serde_json::from_str(body).map_err(|e| format!("a stored resource is unreadable: {e}"))?;
-                stored.insert((item.resource_type.clone(), item.id.clone()), value);
-            }
-            done += chunk.len() as u64;
-            progress(done);
+            searches.push((resource_type.clone(), chunk.to_vec()));
         }
+    }
+    let access = &access;
+    let mut results = futures_util::stream::iter(searches.into_iter().map(|(resource_type, chunk)| async move {
+        let params = vec![
+            ("_id".to_string(), chunk.join(",")),
+            ("_count".to_string(), chunk.len().to_string()),
+            ("_total".to_string(), "none".to_string()),
+        ];
+        let found = service
+            .search(access, Some(&resource_type), &params, Handling::Strict)
+            .await
+            .map_err(|e| format!("reading what is stored: {}", e.message()))?;
+        let mut out = Vec::with_capacity(found.page.items.len());
+        for item in found.page.items {
+            let Some(body) = item.body.as_deref() else { continue };
+            let value: Value =
+                serde_json::from_str(body).map_err(|e| format!("a stored resource is unreadable: {e}"))?;
+            out.push(((item.resource_type.clone(), item.id.clone()), value));
+        }
+        Ok::<_, String>((chunk.len() as u64, out))
+    }))
+    .buffer_unordered(SEARCHES_IN_FLIGHT);
+    let mut stored: HashMap<(String, String), Value> = HashMap::new();
+    let mut done = 0u64;
+    while let Some(result) = results.next().await {
+        let (asked, found) = result?;
+        stored.extend(found);
+        done += asked;
+        progress(done);
     }
     // Pass 3: compare, digest.
     let mut out = Reconciliation::default();
@@ -592,9 +608,16 @@ pub async fn reconcile(
         let counts = out.tables.entry(check.table.clone()).or_default();
         let (source_hash, loaded_hash) = hashers.entry(check.table.clone()).or_insert_with(|| (Sha256::new(), Sha256::new()));
         let mut all_ok = true;
+        let mut ids: HashMap<String, (String, String)> = HashMap::new();
         for e in fields {
-            let id = resource_id(&check.table, &check.key, &e.part);
-            let resource = format!("{resource_type}/{id}");
+            let (id, resource) = ids
+                .entry(e.part.clone())
+                .or_insert_with(|| {
+                    let id = resource_id(&check.table, &check.key, &e.part);
+                    let resource = format!("{resource_type}/{id}");
+                    (id, resource)
+                })
+                .clone();
             let candidates = stored.get(&(resource_type.clone(), id)).map(|r| loaded(r, &e, &check.table));
             let found = candidates.as_ref().and_then(|c| c.iter().find(|v| agrees(&e, v)));
             let ok = found.is_some();
