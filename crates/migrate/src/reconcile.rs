@@ -238,7 +238,14 @@ pub fn expected(project: &Project, table_name: &str, record: &Record) -> Result<
             }
         }
         if let Some((_, code)) = decl.code.as_ref().and_then(|c| c.get_ref().split_once('#')) {
-            push(parts, column, Critical::Code, "code.coding.code", code.to_owned(), decl.code.as_ref().map_or("", |c| c.get_ref()));
+            push(
+                parts,
+                column,
+                Critical::Code,
+                "code.coding.code",
+                code.to_owned(),
+                decl.code.as_ref().map_or("", |c| c.get_ref()),
+            );
         }
     }
     for join in &table.joins {
@@ -280,9 +287,10 @@ fn leaves<'v>(resource: &'v Value, path: &str, table: &str, column: &str) -> Vec
         let mut next = Vec::new();
         for node in nodes {
             match node.get(name) {
-                Some(Value::Array(list)) => next.extend(
-                    list.iter().filter(|e| marker.as_ref().is_none_or(|m| e.get("system").and_then(Value::as_str) == Some(m))),
-                ),
+                Some(Value::Array(list)) => next
+                    .extend(list.iter().filter(|e| {
+                        marker.as_ref().is_none_or(|m| e.get("system").and_then(Value::as_str) == Some(m))
+                    })),
                 Some(v) => next.push(v),
                 None => {}
             }
@@ -606,7 +614,8 @@ pub async fn reconcile(
     for (mut check, fields) in pending {
         let resource_type = project.tables[&check.table].resource.clone();
         let counts = out.tables.entry(check.table.clone()).or_default();
-        let (source_hash, loaded_hash) = hashers.entry(check.table.clone()).or_insert_with(|| (Sha256::new(), Sha256::new()));
+        let (source_hash, loaded_hash) =
+            hashers.entry(check.table.clone()).or_insert_with(|| (Sha256::new(), Sha256::new()));
         let mut all_ok = true;
         let mut ids: HashMap<String, (String, String)> = HashMap::new();
         for e in fields {
@@ -626,7 +635,8 @@ pub async fn reconcile(
                 (None, Some(c)) if !c.is_empty() => Some(c.join(" | ")),
                 _ => None,
             };
-            let line = |value: &str| format!("{}\t{}\t{}\t{}\t{}\n", check.key, resource, e.field, e.what.as_str(), value);
+            let line =
+                |value: &str| format!("{}\t{}\t{}\t{}\t{}\n", check.key, resource, e.field, e.what.as_str(), value);
             source_hash.update(line(&e.value).as_bytes());
             loaded_hash.update(line(if ok { &e.value } else { shown.as_deref().unwrap_or("\u{0}absent") }).as_bytes());
             counts.fields += 1;
@@ -756,7 +766,10 @@ mod tests {
         resource["identifier"][1]["value"] = first;
         assert_eq!(loaded(&resource, id, "patients"), ["M1"], "swapped identifiers are found out");
         // An unmapped sex is kept in an extension, and found there.
-        let r = record("patients", &[("patient_id", "P2"), ("last_name", "Roe"), ("birth_date", "1990-01-01"), ("sex", "X")]);
+        let r = record(
+            "patients",
+            &[("patient_id", "P2"), ("last_name", "Roe"), ("birth_date", "1990-01-01"), ("sex", "X")],
+        );
         let fields = agrees_with_conversion(&project, "patients", &r);
         assert_eq!(find(&fields, "", "sex", Critical::Code).value, "X");
     }
@@ -797,7 +810,13 @@ mod tests {
         // A text result and an unmapped local code.
         let r = record(
             "lab_results",
-            &[("result_id", "L2"), ("patient_id", "P1"), ("test_code", "XLAB-9"), ("result_value", "positive"), ("collected_date", "2024-07-01")],
+            &[
+                ("result_id", "L2"),
+                ("patient_id", "P1"),
+                ("test_code", "XLAB-9"),
+                ("result_value", "positive"),
+                ("collected_date", "2024-07-01"),
+            ],
         );
         let fields = agrees_with_conversion(&project, "lab_results", &r);
         assert_eq!(find(&fields, "", "test_code", Critical::Code).value, "XLAB-9");
@@ -822,7 +841,11 @@ mod tests {
         );
         let fields = agrees_with_conversion(&project, "vitals", &r);
         let parts: HashSet<&str> = fields.iter().map(|e| e.part.as_str()).collect();
-        assert_eq!(parts, HashSet::from(["bp_systolic", "bp_diastolic", "temp_f"]), "an empty column makes no resource");
+        assert_eq!(
+            parts,
+            HashSet::from(["bp_systolic", "bp_diastolic", "temp_f"]),
+            "an empty column makes no resource"
+        );
         // The row's fields are on every resource; the date-time has the zone (daylight saving in July).
         for part in &parts {
             assert_eq!(find(&fields, part, "taken_at", Critical::DateTime).value, "2024-07-01T10:30:00-05:00");
@@ -835,13 +858,88 @@ mod tests {
         assert!(fields.iter().all(|e| e.field != "temp_f" || e.part == "temp_f"), "a value only on its own resource");
     }
 
+    /// Over a whole sample export (every planted defect included), each
+    /// loaded record's expectations, taken from the source, agree with the
+    /// resources the conversion made; a value the conversion got wrong
+    /// (here, a decimal losing its trailing zero, a given name changed) does not.
+    #[test]
+    fn the_whole_sample_agrees_with_its_conversion_and_a_wrong_value_does_not() {
+        let dir = tempfile::tempdir().expect("tmp");
+        crate::project::init(dir.path(), Some("legacy-csv")).expect("init");
+        let options = crate::sample::SampleOptions { patients: 15, seed: 4 };
+        crate::sample::write(&dir.path().join("export"), &options).expect("sample");
+        let project = crate::project::load(dir.path()).expect("project");
+        let run = crate::dryrun::run(&project, dir.path(), crate::dryrun::Stage::Validate, "2026-11-29").expect("run");
+        let mut by_id: HashMap<String, Value> = run
+            .resources
+            .iter()
+            .map(|o| (o.resource["id"].as_str().unwrap_or_default().to_owned(), o.resource.clone()))
+            .collect();
+        let loaded_records: HashSet<String> = run.resources.iter().map(|o| o.provenance.to_string()).collect();
+        let source = project.csv_source(dir.path(), "legacy").expect("source");
+        let mut checks: Vec<(String, Record, Vec<Expected>)> = Vec::new();
+        for table in source.tables() {
+            for row in source.rows(&table).expect("rows") {
+                let Ok(record) = row else { continue };
+                if loaded_records.contains(&record.provenance.to_string()) {
+                    let fields = expected(&project, &table, &record).expect("expected");
+                    checks.push((table.clone(), record, fields));
+                }
+            }
+        }
+        assert_eq!(checks.len(), loaded_records.len());
+        let disagreements = |by_id: &HashMap<String, Value>| -> Vec<String> {
+            let mut out = Vec::new();
+            for (table, record, fields) in &checks {
+                let key = record_key(&project.tables[table], record);
+                for e in fields {
+                    let found =
+                        by_id.get(&resource_id(table, &key, &e.part)).map(|r| loaded(r, e, table)).unwrap_or_default();
+                    if !found.iter().any(|v| agrees(e, v)) {
+                        out.push(format!(
+                            "{}: {} {:?} {:?} not in {found:?}",
+                            record.provenance, e.field, e.what, e.value
+                        ));
+                    }
+                }
+            }
+            out
+        };
+        assert_eq!(disagreements(&by_id), Vec::<String>::new());
+        let count: usize = checks.iter().map(|(_, _, f)| f.len()).sum();
+        assert!(count > checks.len() * 3, "{count} fields");
+
+        // A conversion that drops a decimal's trailing zero, and one that changes a given name.
+        let (table, record, fields) = checks
+            .iter()
+            .find(|(t, r, _)| t == "lab_results" && r.get("result_value").is_some_and(|v| v.contains('.')))
+            .expect("a decimal result");
+        let key = record_key(&project.tables[table], record);
+        let value = record.get("result_value").unwrap_or_default().to_owned();
+        let resource = by_id.get_mut(&resource_id(table, &key, "")).expect("resource");
+        resource["valueQuantity"]["value"] = serde_json::from_str(&format!("{value}0")).expect("number");
+        assert!(fields.iter().any(|e| e.field == "result_value"));
+        let patient = checks
+            .iter()
+            .find(|(t, r, _)| t == "patients" && r.get("first_name").is_some_and(|n| !n.is_empty()))
+            .expect("patient");
+        let key = record_key(&project.tables["patients"], &patient.1);
+        let resource = by_id.get_mut(&resource_id("patients", &key, "")).expect("patient resource");
+        resource["name"][0]["given"][0] = json!("Someone");
+        let found = disagreements(&by_id);
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert!(found[0].contains("result_value") || found[1].contains("result_value"), "{found:?}");
+        assert!(found.iter().any(|f| f.contains("first_name")), "{found:?}");
+    }
+
     #[test]
     fn which_columns_are_critical() {
         let project = preset();
         let kind = |table: &str, column: &str| {
             let c = &project.tables[table].columns[column];
             let rt = &project.tables[table].resource;
-            let path = c.element.as_deref().and_then(|e| e.strip_prefix(rt.as_str())).map(|p| p.trim_start_matches('.'));
+            let path =
+                c.element.as_deref().and_then(|e| e.strip_prefix(rt.as_str())).map(|p| p.trim_start_matches('.'));
             path.and_then(|p| critical(c, p))
         };
         assert_eq!(kind("patients", "mrn"), Some(Critical::Identifier));

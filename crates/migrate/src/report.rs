@@ -196,7 +196,8 @@ pub fn stacked_chart(title: &str, series: &[&str], rows: &[(String, Vec<u64>)]) 
     for (i, (label, values)) in rows.iter().enumerate() {
         let y = top + row_h * i as f64;
         let total: u64 = values.iter().sum();
-        let _ = write!(svg, r#"<text x="{}" y="{}" text-anchor="end">{}</text>"#, label_w - 6.0, y + 15.0, escape(label));
+        let _ =
+            write!(svg, r#"<text x="{}" y="{}" text-anchor="end">{}</text>"#, label_w - 6.0, y + 15.0, escape(label));
         let mut at = label_w;
         for (j, v) in values.iter().enumerate() {
             if *v == 0 || total == 0 {
@@ -214,15 +215,11 @@ pub fn stacked_chart(title: &str, series: &[&str], rows: &[(String, Vec<u64>)]) 
             at += w;
         }
         // The total, then every disposition after the first that is not 0.
-        let others: Vec<String> = values
-            .iter()
-            .zip(series)
-            .skip(1)
-            .filter(|(v, _)| **v > 0)
-            .map(|(v, name)| format!("{v} {name}"))
-            .collect();
+        let others: Vec<String> =
+            values.iter().zip(series).skip(1).filter(|(v, _)| **v > 0).map(|(v, name)| format!("{v} {name}")).collect();
         let detail = if others.is_empty() { String::new() } else { format!(" ({})", others.join(", ")) };
-        let _ = write!(svg, r#"<text x="{}" y="{}">{total}{}</text>"#, label_w + bar_w + 5.0, y + 15.0, escape(&detail));
+        let _ =
+            write!(svg, r#"<text x="{}" y="{}">{total}{}</text>"#, label_w + bar_w + 5.0, y + 15.0, escape(&detail));
     }
     svg.push_str("</svg>");
     svg
@@ -256,8 +253,7 @@ fn page(title: &str, body: &str) -> String {
 /// The report's page, from its JSON ([`reconciliation_json`]).
 pub fn reconciliation_html(report: &Value) -> String {
     let project = value_text(&report["project"]);
-    let dispositions: Vec<String> =
-        report["dispositions"].as_array().into_iter().flatten().map(value_text).collect();
+    let dispositions: Vec<String> = report["dispositions"].as_array().into_iter().flatten().map(value_text).collect();
     let totals = &report["totals"];
     let unaccounted = totals["unaccounted"].as_i64().unwrap_or(0);
     let balanced = report["balanced"].as_bool().unwrap_or(false);
@@ -322,7 +318,11 @@ pub fn reconciliation_html(report: &Value) -> String {
     for d in &dispositions {
         let _ = write!(b, "<th class=\"n\">{}</th>", totals[d]);
     }
-    let _ = writeln!(b, "<th class=\"n {}\">{unaccounted}</th><th></th></tr></table>", if unaccounted == 0 { "ok" } else { "bad" });
+    let _ = writeln!(
+        b,
+        "<th class=\"n {}\">{unaccounted}</th><th></th></tr></table>",
+        if unaccounted == 0 { "ok" } else { "bad" }
+    );
     for t in report["unreadable_tables"].as_array().into_iter().flatten() {
         let _ = writeln!(
             b,
@@ -421,7 +421,9 @@ pub fn reconciliation_html(report: &Value) -> String {
         }
         b.push_str("</table>\n");
     }
-    b.push_str("<h2>Reasons</h2>\n<table id=\"reasons\"><tr><th>kind</th><th>severity</th><th class=\"n\">issues</th></tr>\n");
+    b.push_str(
+        "<h2>Reasons</h2>\n<table id=\"reasons\"><tr><th>kind</th><th>severity</th><th class=\"n\">issues</th></tr>\n",
+    );
     for r in report["reasons"].as_array().into_iter().flatten() {
         let _ = writeln!(
             b,
@@ -447,14 +449,22 @@ fn place(p: &Provenance) -> String {
 /// The spot-check worksheet's JSON: per table, `sample` patients drawn with
 /// `seed` among those with a loaded record in it, and their records there
 /// with each critical field's source and loaded values.
-pub fn spot_check_json(project: &str, reconciliation: &Reconciliation, sample: usize, seed: u64, generated: &str) -> Value {
+pub fn spot_check_json(
+    project: &str,
+    reconciliation: &Reconciliation,
+    sample: usize,
+    seed: u64,
+    generated: &str,
+) -> Value {
     let mut by_table: BTreeMap<&str, BTreeMap<&str, Vec<&RecordCheck>>> = BTreeMap::new();
     let mut labels: BTreeMap<&str, String> = BTreeMap::new();
     for r in &reconciliation.records {
         if let Some(p) = r.patient.as_deref() {
             by_table.entry(r.table.as_str()).or_default().entry(p).or_default().push(r);
         }
-        if r.patient.as_deref() == Some(r.key.as_str()) && r.fields.iter().any(|f| f.what == crate::reconcile::Critical::Name) {
+        if r.patient.as_deref() == Some(r.key.as_str())
+            && r.fields.iter().any(|f| f.what == crate::reconcile::Critical::Name)
+        {
             let mut parts: Vec<&str> = Vec::new();
             let mut seen = BTreeSet::new();
             for f in r.fields.iter().filter(|f| f.what == crate::reconcile::Critical::Name) {
@@ -462,8 +472,12 @@ pub fn spot_check_json(project: &str, reconciliation: &Reconciliation, sample: u
                     parts.push(&f.source);
                 }
             }
-            let born: Vec<&str> =
-                r.fields.iter().filter(|f| f.what == crate::reconcile::Critical::Date).map(|f| f.source.as_str()).collect();
+            let born: Vec<&str> = r
+                .fields
+                .iter()
+                .filter(|f| f.what == crate::reconcile::Critical::Date)
+                .map(|f| f.source.as_str())
+                .collect();
             let mut label = parts.join(" ");
             if !born.is_empty() {
                 let _ = write!(label, ", born {}", born.join(", "));
@@ -523,7 +537,8 @@ fn worksheet_fields(r: &RecordCheck) -> Vec<Value> {
             _ => field.to_owned(),
         };
         let same = list.iter().all(|f| f.source == list[0].source && f.loaded == list[0].loaded && f.ok == list[0].ok);
-        let shown: Vec<&&crate::reconcile::FieldCheck> = if same { list.iter().take(1).collect() } else { list.iter().collect() };
+        let shown: Vec<&&crate::reconcile::FieldCheck> =
+            if same { list.iter().take(1).collect() } else { list.iter().collect() };
         for f in shown {
             out.push(json!({
                 "field": label, "what": what.as_str(), "resource": if same && list.len() > 1 { Value::Null } else { json!(f.resource) },
@@ -670,7 +685,8 @@ mod tests {
 
     #[test]
     fn the_balance_counts_every_disposition() {
-        let mut table = json!({ "file": "p.csv", "resource": "Patient", "source_records": 10, "resources": 5, "pending": 0 });
+        let mut table =
+            json!({ "file": "p.csv", "resource": "Patient", "source_records": 10, "resources": 5, "pending": 0 });
         for (i, d) in Disposition::ALL.iter().enumerate() {
             table[d.as_str()] = json!(if i == 0 { 10 - (Disposition::ALL.len() as u64 - 1) } else { 1 });
         }
