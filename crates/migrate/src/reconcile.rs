@@ -524,8 +524,10 @@ fn patient_of(project: &Project, table: &TableDecl, key: &str, record: &Record) 
 }
 
 /// Reconciles every source record that `run` converted (and so loaded) with
-/// what the store behind `service` holds. The source is read again; the
-/// run is used only for which records loaded.
+/// what the store behind `service` holds. The source is read again; of the
+/// run, only its issues are used: every readable record without an issue of
+/// another disposition than `converted` must be in the store (so a record
+/// the conversion dropped shows up as missing, not as unchecked).
 pub async fn reconcile(
     service: &Service,
     project: &Project,
@@ -534,8 +536,15 @@ pub async fn reconcile(
     mut progress: impl FnMut(u64),
 ) -> Result<Reconciliation, String> {
     let started = std::time::Instant::now();
-    let loaded_records: HashSet<(&str, String)> =
-        run.resources.iter().map(|o| (o.table.as_str(), o.provenance.to_string())).collect();
+    if run.until != crate::dryrun::Stage::Validate {
+        return Err(format!("reconcile needs a validated run, not one until {}", run.until.as_str()));
+    }
+    let held: HashSet<(&str, String)> = run
+        .issues
+        .iter()
+        .filter(|i| i.disposition != crate::dryrun::Disposition::Converted)
+        .map(|i| (i.table.as_str(), i.provenance.to_string()))
+        .collect();
     // Pass 1: the source's expectations.
     let mut pending: Vec<(RecordCheck, Vec<Expected>)> = Vec::new();
     for source_name in project.sources.keys() {
@@ -545,7 +554,7 @@ pub async fn reconcile(
             let rows = source.rows(&table_name).map_err(|e| e.to_string())?;
             for row in rows {
                 let Ok(record) = row else { continue };
-                if !loaded_records.contains(&(table_name.as_str(), record.provenance.to_string())) {
+                if held.contains(&(table_name.as_str(), record.provenance.to_string())) {
                     continue;
                 }
                 let key = record_key(table, &record);

@@ -98,13 +98,23 @@ pub fn reconciliation_json(
     let unreadable = dry_run["unreadable_tables"].as_array().cloned().unwrap_or_default();
     let read_back = load.map_or(0, |l| l["mismatched"].as_array().map_or(0, Vec::len));
     let mismatched = reconciliation.mismatches.len();
+    // Every converted record was reconciled, no more, no fewer.
+    let unreconciled: Vec<Value> = tables
+        .iter()
+        .filter_map(|(name, t)| {
+            let converted = t["dispositions"]["converted"].as_u64().unwrap_or(0);
+            let reconciled = t["reconcile"]["records"].as_u64().unwrap_or(0);
+            (converted != reconciled).then(|| json!({ "table": name, "converted": converted, "reconciled": reconciled }))
+        })
+        .collect();
     json!({
         "project": dry_run["project"],
         "generated": generated,
         "run": { "until": dry_run["until"], "today": dry_run["today"], "loaded": load.is_some(),
                  "load_finished": load.map(|l| l["finished"].clone()) },
         "balanced": unaccounted_total == 0 && unreadable.is_empty(),
-        "proved": load.is_some() && mismatched == 0 && read_back == 0,
+        "proved": load.is_some() && mismatched == 0 && read_back == 0 && unreconciled.is_empty(),
+        "unreconciled": unreconciled,
         "dispositions": dispositions,
         "totals": total,
         "tables": tables,
@@ -323,6 +333,15 @@ pub fn reconciliation_html(report: &Value) -> String {
         "<th class=\"n {}\">{unaccounted}</th><th></th></tr></table>",
         if unaccounted == 0 { "ok" } else { "bad" }
     );
+    for t in report["unreconciled"].as_array().into_iter().flatten() {
+        let _ = writeln!(
+            b,
+            "<p class=\"bad\">Table {}: {} records converted, {} reconciled: the export changed since the run, or records are missing.</p>",
+            escape(&value_text(&t["table"])),
+            t["converted"],
+            t["reconciled"]
+        );
+    }
     for t in report["unreadable_tables"].as_array().into_iter().flatten() {
         let _ = writeln!(
             b,
@@ -699,6 +718,9 @@ mod tests {
         assert_eq!(report["balanced"], true);
         assert_eq!(report["reasons"][0], json!({ "kind": "orphan", "severity": "error", "count": 2 }));
         assert_eq!(report["timings"].as_array().map(Vec::len), Some(2), "extract and reconcile");
+        assert_eq!(report["proved"], false, "nothing loaded");
+        assert_eq!(report["unreconciled"][0]["table"], "patients", "6 converted, none reconciled");
+        assert_eq!(report["unreconciled"][0]["reconciled"], 0);
         let mut dry = dry;
         dry["tables"]["patients"]["source_records"] = json!(11);
         let report = reconciliation_json(&dry, None, &Reconciliation::default(), "now");
