@@ -812,3 +812,42 @@ fn until_extract_only_counts_and_until_load_stops_before_reconciling() {
     let (ok, stdout, _) = hearth(&["migrate", "status", "proj"], dir);
     assert!(ok && stdout.contains("not reconciled yet"), "{stdout}");
 }
+
+/// The same proof on PostgreSQL: a load into its own schema reconciles with
+/// the source, field by field (decimals keep their written precision there
+/// too), and `migrate report` against it agrees.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconcile_proves_a_load_into_postgresql() {
+    let url = std::env::var("HEARTH_TEST_DATABASE_URL")
+        .expect("HEARTH_TEST_DATABASE_URL must name the test PostgreSQL server (CI sets it)");
+    let schema = format!("hearth_reconcile_{}", std::process::id());
+    let (admin, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.expect("connect to PostgreSQL");
+    tokio::spawn(connection);
+    admin.batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}")).await.expect("schema");
+    let separator = if url.contains('?') { '&' } else { '?' };
+    let database = format!("{url}{separator}options=-csearch_path%3D{schema}");
+
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path().to_path_buf();
+    let run = move |args: Vec<String>| {
+        let dir = dir.clone();
+        std::thread::spawn(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            hearth(&args, &dir)
+        })
+        .join()
+        .expect("hearth")
+    };
+    let strings = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    assert!(run(strings(&["migrate", "init", "proj", "--preset", "legacy-csv"])).0);
+    assert!(run(strings(&["migrate", "sample", "--out", "proj/export", "--patients", "8", "--seed", "6"])).0);
+    let (ok, stdout, stderr) = run(strings(&["migrate", "run", "proj", "--database-url", &database, "--quiet"]));
+    assert!(ok, "{stderr}\n{stdout}");
+    let (ok, stdout, stderr) = run(strings(&["migrate", "report", "proj", "--database-url", &database, "--quiet"]));
+    assert!(ok, "{stderr}\n{stdout}");
+    let report = read_json(&tmp.path().join("proj/reports/reconciliation.json"));
+    assert_eq!((report["balanced"].as_bool(), report["proved"].as_bool()), (Some(true), Some(true)), "{stdout}");
+    assert_eq!(report["reconcile"]["records"], report["totals"]["converted"]);
+    assert_eq!(report["reconcile"]["mismatched"], 0);
+    admin.batch_execute(&format!("DROP SCHEMA {schema} CASCADE")).await.expect("drop schema");
+}
