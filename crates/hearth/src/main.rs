@@ -450,8 +450,13 @@ async fn reconcile_and_report(
     bar.finish_and_clear();
     service.flush_audit().await.map_err(|e| anyhow::anyhow!(e.message()))?;
     let reconciliation = result.map_err(|e| anyhow::anyhow!("reconcile: {e}"))?;
-    for m in &reconciliation.mismatches {
+    // Every mismatch is in the report; the terminal gets the first ones.
+    const SHOWN: usize = 200;
+    for m in reconciliation.mismatches.iter().take(SHOWN) {
         println!("reconcile: {m}");
+    }
+    if reconciliation.mismatches.len() > SHOWN {
+        println!("reconcile: ... and {} more mismatches (all in the report)", reconciliation.mismatches.len() - SHOWN);
     }
     for (table, c) in &reconciliation.tables {
         println!(
