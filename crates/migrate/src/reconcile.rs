@@ -525,9 +525,9 @@ fn patient_of(project: &Project, table: &TableDecl, key: &str, record: &Record) 
 
 /// Reconciles every source record that `run` converted (and so loaded) with
 /// what the store behind `service` holds. The source is read again; of the
-/// run, only its issues are used: every readable record without an issue of
-/// another disposition than `converted` must be in the store (so a record
-/// the conversion dropped shows up as missing, not as unchecked).
+/// run, only which records made resources is used (the report checks that
+/// their number is the number of `converted` records, so a record the
+/// conversion dropped does not pass unnoticed).
 pub async fn reconcile(
     service: &Service,
     project: &Project,
@@ -539,12 +539,8 @@ pub async fn reconcile(
     if run.until != crate::dryrun::Stage::Validate {
         return Err(format!("reconcile needs a validated run, not one until {}", run.until.as_str()));
     }
-    let held: HashSet<(&str, String)> = run
-        .issues
-        .iter()
-        .filter(|i| i.disposition != crate::dryrun::Disposition::Converted)
-        .map(|i| (i.table.as_str(), i.provenance.to_string()))
-        .collect();
+    let loaded_records: HashSet<(&str, String)> =
+        run.resources.iter().map(|o| (o.table.as_str(), o.provenance.to_string())).collect();
     // Pass 1: the source's expectations.
     let mut pending: Vec<(RecordCheck, Vec<Expected>)> = Vec::new();
     for source_name in project.sources.keys() {
@@ -554,7 +550,7 @@ pub async fn reconcile(
             let rows = source.rows(&table_name).map_err(|e| e.to_string())?;
             for row in rows {
                 let Ok(record) = row else { continue };
-                if held.contains(&(table_name.as_str(), record.provenance.to_string())) {
+                if !loaded_records.contains(&(table_name.as_str(), record.provenance.to_string())) {
                     continue;
                 }
                 let key = record_key(table, &record);
