@@ -417,6 +417,8 @@ pub struct Mismatch {
     pub source: String,
     /// What is stored (`None`: absent).
     pub loaded: Option<String>,
+    /// Whether the resource itself is stored.
+    pub stored: bool,
 }
 
 impl std::fmt::Display for Mismatch {
@@ -429,7 +431,11 @@ impl std::fmt::Display for Mismatch {
             self.key,
             self.field,
             self.source,
-            self.loaded.as_ref().map_or_else(|| "nothing".to_owned(), |l| format!("{l:?}")),
+            match (&self.loaded, self.stored) {
+                (Some(l), _) => format!("{l:?}"),
+                (None, true) => "nothing".to_owned(),
+                (None, false) => "nothing (the resource is not stored)".to_owned(),
+            },
             self.resource
         )
     }
@@ -491,7 +497,7 @@ impl Reconciliation {
                 };
                 json!({
                     "table": m.table, "file": file, "line": line, "key": m.key, "field": m.field,
-                    "resource": m.resource, "source": m.source, "loaded": m.loaded,
+                    "resource": m.resource, "source": m.source, "loaded": m.loaded, "stored": m.stored,
                 })
             })
             .collect();
@@ -654,7 +660,8 @@ pub async fn reconcile(
                     field: e.field.clone(),
                     resource: resource.clone(),
                     source: e.value.clone(),
-                    loaded: if candidates.is_none() { None } else { shown.clone() },
+                    loaded: shown.clone(),
+                    stored: candidates.is_some(),
                 });
             }
             check.fields.push(FieldCheck {

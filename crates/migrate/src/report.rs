@@ -104,7 +104,8 @@ pub fn reconciliation_json(
         .filter_map(|(name, t)| {
             let converted = t["dispositions"]["converted"].as_u64().unwrap_or(0);
             let reconciled = t["reconcile"]["records"].as_u64().unwrap_or(0);
-            (converted != reconciled).then(|| json!({ "table": name, "converted": converted, "reconciled": reconciled }))
+            (converted != reconciled)
+                .then(|| json!({ "table": name, "converted": converted, "reconciled": reconciled }))
         })
         .collect();
     json!({
@@ -434,7 +435,11 @@ pub fn reconciliation_html(report: &Value) -> String {
                 escape(&value_text(&m["key"])),
                 escape(&value_text(&m["field"])),
                 escape(&value_text(&m["source"])),
-                escape(&m["loaded"].as_str().map_or_else(|| "(nothing stored)".to_owned(), str::to_owned)),
+                escape(&match (m["loaded"].as_str(), m["stored"].as_bool()) {
+                    (Some(l), _) => l.to_owned(),
+                    (None, Some(false)) => "(resource not stored)".to_owned(),
+                    (None, _) => "(nothing stored)".to_owned(),
+                }),
                 escape(&value_text(&m["resource"])),
             );
         }

@@ -769,6 +769,20 @@ fn a_value_changed_in_the_store_is_reported_as_a_mismatch() {
     assert!(html.contains("NOT PROVED"));
     let (_, stdout, _) = hearth(&["migrate", "status", "proj"], dir);
     assert!(stdout.contains("1 records with a mismatch; NOT balanced and proved"), "{stdout}");
+    // A loaded resource deleted since is reported as not stored.
+    let note = &rows["notes"][0];
+    let note_key = note.get("note_id").expect("note key").to_owned();
+    let note_id = migrate::convert::resource_id("notes", &note_key, "");
+    let bundle = serde_json::json!({"resourceType": "Bundle", "type": "transaction", "entry": [{
+        "request": {"method": "DELETE", "url": format!("DocumentReference/{note_id}")}
+    }]});
+    std::fs::write(dir.join("delete.json"), bundle.to_string()).expect("bundle");
+    let (ok, stdout, stderr) = hearth(&["import", "delete.json", "--data-dir", "data", "--quiet"], dir);
+    assert!(ok, "{stderr}\n{stdout}");
+    let (ok, stdout, _) = hearth(&["migrate", "report", "proj", "--data-dir", "data", "--quiet"], dir);
+    assert!(!ok);
+    let line = format!("reconcile: notes: {} [{note_key}]: note_id: source \"{note_key}\", loaded nothing (the resource is not stored)", note.provenance);
+    assert!(stdout.contains(&line), "{line} in {stdout}");
 }
 
 /// `--until extract` reads every table and counts rows and unreadable rows:
