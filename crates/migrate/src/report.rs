@@ -122,7 +122,10 @@ pub fn reconciliation_json(
         "unreadable_tables": unreadable,
         "reasons": reasons.iter().map(|((kind, severity), count)| json!({ "kind": kind, "severity": severity, "count": count })).collect::<Vec<_>>(),
         "timings": timings,
-        "load": load.map(|l| json!({ "transactions": l["transactions"], "written": l["written"], "read_back_mismatched": l["mismatched"] })),
+        "load": load.map(|l| json!({
+            "transactions": l["transactions"], "written": l["written"], "read_back_mismatched": l["mismatched"],
+            "provenance": l["tables"]["provenance"],
+        })),
         "reconcile": reconciled,
     })
 }
@@ -412,6 +415,14 @@ pub fn reconciliation_html(report: &Value) -> String {
             if same { "ok" } else { "bad" },
             escape(&value_text(&r["source_digest"])),
             escape(&value_text(&r["loaded_digest"])),
+        );
+    }
+    let p = &report["load"]["provenance"];
+    if p.is_object() {
+        let _ = writeln!(
+            b,
+            "<tr><td>Provenance (one per record)</td><td class=\"n\"></td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td colspan=\"5\"></td></tr>",
+            p["created"], p["updated"], p["unchanged"], p["verified"]
         );
     }
     b.push_str("</table>\n");
