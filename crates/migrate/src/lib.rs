@@ -17,9 +17,16 @@
 //!   [`zone`], references, ids derived from the source keys).
 //! - [`dryrun`]: `hearth migrate run --dry-run`: extract, convert and
 //!   validate, a disposition per record that balances, the JSON report.
+//! - [`load`]: the LOAD stage through the Service, idempotent and resumable,
+//!   a Provenance per source record, the read-back, and the rollback.
+//! - [`reconcile`]: the RECONCILE stage: the critical fields of every loaded
+//!   record, taken from the source record by the mapping, compared with what
+//!   the store holds (per-table digests, every mismatch with file and line).
+//! - [`report`]: the reconciliation report (JSON and a self-contained HTML
+//!   page with SVG charts) and the clinicians' spot-check worksheet.
 //!
-//! Planned (not here yet): the load and reconcile stages, patient matching,
-//! SQL/NDJSON/HL7 v2/C-CDA sources, and document contents.
+//! Planned (not here yet): patient matching, SQL/NDJSON/HL7 v2/C-CDA
+//! sources, and document contents.
 
 pub mod codes;
 pub mod convert;
@@ -28,6 +35,8 @@ pub mod dates;
 pub mod dryrun;
 pub mod load;
 pub mod project;
+pub mod reconcile;
+pub mod report;
 pub mod sample;
 pub mod source;
 pub mod zone;
