@@ -16,7 +16,7 @@
 
 use crate::convert::{Converted, Converter, Finding, Severity};
 use crate::project::Project;
-use crate::source::{Provenance, Source};
+use crate::source::Provenance;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -216,11 +216,11 @@ pub fn run(project: &Project, project_dir: &Path, until: Stage, today: &str) -> 
     let mut states: BTreeMap<String, Vec<State>> = BTreeMap::new();
     let mut unreadable = Vec::new();
     for source_name in project.sources.keys() {
-        let Some(source) = project.csv_source(project_dir, source_name) else {
+        let Some(source) = project.source(project_dir, source_name) else {
             continue;
         };
         for table in source.tables() {
-            let converter = Converter::new(project, &table)?;
+            let converter = Converter::new(project, &table)?.in_dir(project_dir);
             let list = states.entry(table.clone()).or_default();
             let rows = match source.rows(&table) {
                 Ok(rows) => rows,
@@ -631,6 +631,7 @@ mod tests {
                 "unit-variant" => Some(("unit-normalised", Disposition::Converted)),
                 "duplicate-patient" => Some(("possible-duplicate", Disposition::Converted)),
                 "free-text-medication" => Some(("text-only", Disposition::Converted)),
+                "document-mismatch" => Some(("document", Disposition::Rejected)),
                 _ => None,
             };
             if let Some((kind, disposition)) = expect {
@@ -659,7 +660,7 @@ mod tests {
         // Nothing but the planted defects (and what refers to them) is held
         // or rejected.
         for i in run.issues.iter().filter(|i| i.finding.severity == Severity::Error) {
-            let expected = ["orphan", "impossible-value", "required", "unresolved-reference"];
+            let expected = ["orphan", "impossible-value", "required", "unresolved-reference", "document"];
             assert!(expected.contains(&i.finding.kind), "{i}");
         }
         let json = run.to_json();

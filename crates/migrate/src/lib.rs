@@ -6,8 +6,13 @@
 //!   the presets `hearth migrate init` writes (`legacy-csv`, `synthea-csv`).
 //! - [`source`]: the [`source::Source`] trait every legacy source implements
 //!   (records with provenance; bad rows reported in the stream, never
-//!   dropped), and [`csv_source`], its CSV implementation (any delimiter,
-//!   any encoding).
+//!   dropped), and its implementations: [`csv_source`] (any delimiter, any
+//!   encoding), [`sql_source`] (a SQLite file or a PostgreSQL database, a
+//!   query per table) and [`fhir_source`] (FHIR NDJSON and Bundles, which
+//!   bypass the column mapping: new ids, references rewritten).
+//! - [`documents`]: document columns (PDF, TIFF, JPEG, PNG, TXT, RTF named
+//!   by an index table) checked by content and stored as a `Binary` the
+//!   DocumentReference's attachment points at.
 //! - [`dates`]: the date formats a mapping declares.
 //! - [`sample`]: a seeded, messy legacy CSV export for rehearsals and tests;
 //!   its module documentation lists every planted defect.
@@ -18,15 +23,21 @@
 //! - [`dryrun`]: `hearth migrate run --dry-run`: extract, convert and
 //!   validate, a disposition per record that balances, the JSON report.
 //!
-//! Planned (not here yet): the load and reconcile stages, patient matching,
-//! SQL/NDJSON/HL7 v2/C-CDA sources, and document contents.
+//! - [`load`]: the LOAD stage through the Service, idempotent and resumable,
+//!   with a Provenance per source record, read-back and rollback.
+//!
+//! Planned (not here yet): the reconcile stage, patient matching, HL7 v2 and
+//! C-CDA sources.
 
 pub mod convert;
 pub mod csv_source;
 pub mod dates;
+pub mod documents;
 pub mod dryrun;
+pub mod fhir_source;
 pub mod load;
 pub mod project;
 pub mod sample;
 pub mod source;
+pub mod sql_source;
 pub mod zone;
