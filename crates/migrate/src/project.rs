@@ -495,7 +495,7 @@ fn check(project: &Project, text: &str, file: &Path) -> Result<(), ProjectError>
 fn check_source(name: &str, source: &SourceDecl, text: &str, file: &Path) -> Result<(), ProjectError> {
     let kind = source.kind;
     let offset = header(text, "sources", name).unwrap_or(0);
-    let at_kind = |message: String| at(text, file, offset, message);
+    let at_kind = |message: String| ProjectError { field: format!("sources.{name}"), ..at(text, file, offset, message) };
     match kind {
         SourceKind::Postgres => {
             let Some(url) = &source.url else {
@@ -529,7 +529,13 @@ fn check_table_kind(
     file: &Path,
 ) -> Result<(), ProjectError> {
     let header = header(text, "tables", name).unwrap_or(table.source.span().start);
-    let fail = |offset: usize, message: String| Err(at(text, file, offset, message));
+    let fail = |offset: usize, message: String| {
+        let mut e = at(text, file, offset, message);
+        if offset == header {
+            e.field = format!("tables.{name}");
+        }
+        Err(e)
+    };
     let has_file = !table.file.trim().is_empty();
     match kind {
         SourceKind::Csv => {
@@ -810,6 +816,31 @@ mod tests {
         assert!(e.message.contains("unknown encoding"), "{e}");
         let e = parse_err(&BASE.replace("file = \"patients.csv\"", "file = \"patients.csv\"\ndelimiter = \";;\""));
         assert!(e.message.contains("delimiter"), "{e}");
+    }
+
+    #[test]
+    fn source_kinds_declare_what_they_need() {
+        let sql = BASE.replace("kind = \"csv\"\npath = \"export\"", "kind = \"sqlite\"\npath = \"old.db\"");
+        let e = parse_err(&sql);
+        assert_eq!((e.line, e.field.as_str()), (11, "tables.patients"), "{e}");
+        assert!(e.message.contains("needs `query`, not `file`"), "{e}");
+        let ok = sql.replace("file = \"patients.csv\"", "query = \"SELECT id FROM patient\"");
+        let p = parse(&ok, Path::new("m.toml")).expect("loads");
+        assert_eq!(p.tables["patients"].query.as_ref().map(|q| q.get_ref().as_str()), Some("SELECT id FROM patient"));
+        let e = parse_err(&sql.replace("file = \"patients.csv\"", ""));
+        assert!(e.message.contains("needs `query = \"SELECT ...\"`"), "{e}");
+        let e = parse_err(&sql.replace("file = \"patients.csv\"", "query = \"DELETE FROM patient\""));
+        assert_eq!((e.line, e.field.as_str()), (13, "tables.patients.query"), "{e}");
+        let e = parse_err(&BASE.replace("file = \"patients.csv\"", "query = \"SELECT 1\""));
+        assert!(e.message.contains("`query` is for sqlite and postgres"), "{e}");
+        let e = parse_err(&BASE.replace("kind = \"csv\"\npath = \"export\"", "kind = \"postgres\""));
+        assert_eq!((e.line, e.field.as_str()), (4, "sources.legacy"), "{e}");
+        assert!(e.message.contains("needs `url`"), "{e}");
+        let e = parse_err(&BASE.replace("path = \"export\"", "path = \"export\"\nurl = \"postgres://x/y\""));
+        assert!(e.message.contains("`url` is for postgres sources"), "{e}");
+        let fhir = BASE.replace("kind = \"csv\"", "kind = \"fhir\"");
+        let e = parse_err(&fhir);
+        assert!(e.message.contains("takes neither `file` nor `query`"), "{e}");
     }
 
     #[test]
