@@ -403,7 +403,6 @@ async fn migrate_command(command: MigrateCommand, env: &[(String, String)]) -> a
             Ok(ExitCode::SUCCESS)
         }
         MigrateCommand::Check { dir } => {
-            use migrate::source::Source;
             let project = migrate::project::load(&dir)?;
             let project_dir = if dir.is_dir() { dir.clone() } else { dir.parent().map(PathBuf::from).unwrap_or_default() };
             let mut bad = 0u64;

@@ -44,7 +44,12 @@ pub struct Document {
 /// The content type and name of a file's content, by its first bytes;
 /// `None` when no binary format matches (text, or unknown).
 pub fn sniff(bytes: &[u8]) -> Option<(&'static str, &'static str)> {
-    let t = |ext: &str| TYPES.iter().find(|(e, _, _)| e.contains(&ext)).map(|(_, c, n)| (*c, *n));
+    let t = |ext: &str| {
+        TYPES
+            .iter()
+            .find(|(e, _, _)| e.contains(&ext))
+            .map(|(_, c, n)| (*c, *n))
+    };
     if bytes.starts_with(b"%PDF-") {
         t("pdf")
     } else if bytes.starts_with(b"\x89PNG\r\n\x1a\n") {
@@ -64,17 +69,33 @@ pub fn sniff(bytes: &[u8]) -> Option<(&'static str, &'static str)> {
 /// against its extension. The error says what is wrong with the file.
 pub fn read(dir: &Path, name: &str) -> Result<Document, String> {
     let relative = Path::new(name);
-    if relative.components().any(|c| !matches!(c, Component::Normal(_) | Component::CurDir)) {
-        return Err(format!("{name}: a document is named relative to the source folder, inside it"));
+    if relative
+        .components()
+        .any(|c| !matches!(c, Component::Normal(_) | Component::CurDir))
+    {
+        return Err(format!(
+            "{name}: a document is named relative to the source folder, inside it"
+        ));
     }
-    let ext = relative.extension().map(|e| e.to_string_lossy().to_ascii_lowercase()).unwrap_or_default();
-    let Some((_, declared, declared_name)) = TYPES.iter().find(|(e, _, _)| e.contains(&ext.as_str())) else {
-        return Err(format!("{name}: not a supported document type (PDF, TIFF, JPEG, PNG, TXT, RTF)"));
+    let ext = relative
+        .extension()
+        .map(|e| e.to_string_lossy().to_ascii_lowercase())
+        .unwrap_or_default();
+    let Some((_, declared, declared_name)) =
+        TYPES.iter().find(|(e, _, _)| e.contains(&ext.as_str()))
+    else {
+        return Err(format!(
+            "{name}: not a supported document type (PDF, TIFF, JPEG, PNG, TXT, RTF)"
+        ));
     };
     let path = dir.join(relative);
-    let size = std::fs::metadata(&path).map_err(|e| unreadable(name, &e))?.len();
+    let size = std::fs::metadata(&path)
+        .map_err(|e| unreadable(name, &e))?
+        .len();
     if size > MAX_BYTES {
-        return Err(format!("{name}: {size} bytes, more than the {MAX_BYTES} a document may have"));
+        return Err(format!(
+            "{name}: {size} bytes, more than the {MAX_BYTES} a document may have"
+        ));
     }
     let bytes = std::fs::read(&path).map_err(|e| unreadable(name, &e))?;
     if bytes.is_empty() {
@@ -89,14 +110,21 @@ pub fn read(dir: &Path, name: &str) -> Result<Document, String> {
         }
         None if *declared == "text/plain" => {
             if bytes.contains(&0) {
-                return Err(format!("{name}: named as text, but the content is binary (NUL bytes)"));
+                return Err(format!(
+                    "{name}: named as text, but the content is binary (NUL bytes)"
+                ));
             }
         }
         None => {
-            return Err(format!("{name}: the content is not a {declared_name}: its first bytes match no document type"));
+            return Err(format!(
+                "{name}: the content is not a {declared_name}: its first bytes match no document type"
+            ));
         }
     }
-    Ok(Document { content_type: declared, bytes })
+    Ok(Document {
+        content_type: declared,
+        bytes,
+    })
 }
 
 fn unreadable(name: &str, e: &std::io::Error) -> String {
@@ -124,7 +152,12 @@ pub fn binary(id: &str, document: &Document) -> Value {
 }
 
 /// The attachment pointing at `Binary/<binary_id>`.
-pub fn attachment(binary_id: &str, document: &Document, title: &str, creation: Option<&str>) -> Value {
+pub fn attachment(
+    binary_id: &str,
+    document: &Document,
+    title: &str,
+    creation: Option<&str>,
+) -> Value {
     let mut a = json!({
         "contentType": document.content_type,
         "url": format!("Binary/{binary_id}"),
@@ -143,7 +176,10 @@ pub fn attachment(binary_id: &str, document: &Document, title: &str, creation: O
 pub mod tiny {
     /// A one-page PDF saying `text` (ASCII letters, digits and spaces).
     pub fn pdf(text: &str) -> Vec<u8> {
-        let text: String = text.chars().filter(|c| c.is_ascii_alphanumeric() || *c == ' ').collect();
+        let text: String = text
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric() || *c == ' ')
+            .collect();
         let stream = format!("BT /F1 12 Tf 72 720 Td ({text}) Tj ET");
         let objects = [
             "<< /Type /Catalog /Pages 2 0 R >>".to_owned(),
@@ -159,12 +195,18 @@ pub mod tiny {
             out.extend_from_slice(format!("{} 0 obj\n{body}\nendobj\n", i + 1).as_bytes());
         }
         let xref = out.len();
-        out.extend_from_slice(format!("xref\n0 {}\n0000000000 65535 f \n", objects.len() + 1).as_bytes());
+        out.extend_from_slice(
+            format!("xref\n0 {}\n0000000000 65535 f \n", objects.len() + 1).as_bytes(),
+        );
         for o in offsets {
             out.extend_from_slice(format!("{o:010} 00000 n \n").as_bytes());
         }
         out.extend_from_slice(
-            format!("trailer\n<< /Size {} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n", objects.len() + 1).as_bytes(),
+            format!(
+                "trailer\n<< /Size {} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n",
+                objects.len() + 1
+            )
+            .as_bytes(),
         );
         out
     }
@@ -174,7 +216,11 @@ pub mod tiny {
         for &b in bytes {
             crc ^= u32::from(b);
             for _ in 0..8 {
-                crc = if crc & 1 == 1 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
+                crc = if crc & 1 == 1 {
+                    (crc >> 1) ^ 0xEDB8_8320
+                } else {
+                    crc >> 1
+                };
             }
         }
         !crc
@@ -214,14 +260,14 @@ pub mod tiny {
     /// A 1×1 grey baseline TIFF (little-endian, uncompressed) of `grey`.
     pub fn tiff(grey: u8) -> Vec<u8> {
         let entries: [(u16, u16, u32); 8] = [
-            (256, 3, 1),   // ImageWidth
-            (257, 3, 1),   // ImageLength
-            (258, 3, 8),   // BitsPerSample
-            (259, 3, 1),   // Compression: none
-            (262, 3, 1),   // PhotometricInterpretation: black is zero
-            (273, 4, 0),   // StripOffsets (set below)
-            (278, 3, 1),   // RowsPerStrip
-            (279, 4, 1),   // StripByteCounts
+            (256, 3, 1), // ImageWidth
+            (257, 3, 1), // ImageLength
+            (258, 3, 8), // BitsPerSample
+            (259, 3, 1), // Compression: none
+            (262, 3, 1), // PhotometricInterpretation: black is zero
+            (273, 4, 0), // StripOffsets (set below)
+            (278, 3, 1), // RowsPerStrip
+            (279, 4, 1), // StripByteCounts
         ];
         let ifd_len = 2 + entries.len() * 12 + 4;
         let pixel_at = (8 + ifd_len) as u32;
@@ -250,7 +296,9 @@ pub mod tiny {
     /// COM segment (so files differ).
     pub fn jpeg(comment: &str) -> Vec<u8> {
         let mut out = vec![0xFF, 0xD8];
-        out.extend_from_slice(&[0xFF, 0xE0, 0x00, 0x10, b'J', b'F', b'I', b'F', 0, 1, 1, 0, 0, 1, 0, 1, 0, 0]);
+        out.extend_from_slice(&[
+            0xFF, 0xE0, 0x00, 0x10, b'J', b'F', b'I', b'F', 0, 1, 1, 0, 0, 1, 0, 1, 0, 0,
+        ]);
         let comment = comment.as_bytes();
         out.extend_from_slice(&[0xFF, 0xFE]);
         out.extend_from_slice(&((comment.len() + 2) as u16).to_be_bytes());
@@ -278,7 +326,8 @@ mod tests {
     #[test]
     fn content_is_checked_against_the_extension() {
         let dir = tempfile::tempdir().expect("tmp");
-        let write = |name: &str, bytes: &[u8]| std::fs::write(dir.path().join(name), bytes).expect("write");
+        let write =
+            |name: &str, bytes: &[u8]| std::fs::write(dir.path().join(name), bytes).expect("write");
         write("a.pdf", &tiny::pdf("Referral letter 1"));
         write("b.png", &tiny::png(200));
         write("c.TIF", &tiny::tiff(90));
@@ -303,8 +352,14 @@ mod tests {
             assert_eq!(d.bytes, std::fs::read(dir.path().join(name)).expect("read"));
         }
         let e = |name: &str| read(dir.path(), name).expect_err(name);
-        assert_eq!(e("wrong.pdf"), "wrong.pdf: the content is a PNG image (image/png), but the name says PDF (application/pdf)");
-        assert_eq!(e("missing.png"), "missing.png: no such file in the source folder");
+        assert_eq!(
+            e("wrong.pdf"),
+            "wrong.pdf: the content is a PNG image (image/png), but the name says PDF (application/pdf)"
+        );
+        assert_eq!(
+            e("missing.png"),
+            "missing.png: no such file in the source folder"
+        );
         assert_eq!(e("empty.jpg"), "empty.jpg: the file is empty");
         assert!(e("bin.txt").contains("binary"));
         assert!(e("g.docx").contains("not a supported document type"));
@@ -316,17 +371,22 @@ mod tests {
     fn the_hash_is_base64_sha1() {
         // SHA-1("abc") = a9993e364706816aba3e25717850c26c9cd0d89d
         assert_eq!(attachment_hash(b"abc"), "qZk+NkcGgWq6PiVxeFDCbJzQ2J0=");
-        let d = Document { content_type: "text/plain", bytes: b"abc".to_vec() };
+        let d = Document {
+            content_type: "text/plain",
+            bytes: b"abc".to_vec(),
+        };
         let a = attachment("b1", &d, "t", Some("2020-01-01"));
         assert_eq!(a["size"], 3);
         assert_eq!(a["url"], "Binary/b1");
         assert_eq!(binary("b1", &d)["data"], "YWJj");
-        for r in [binary("b1", &d)] {
-            assert!(fhir::validation::validate(&r).iter().all(|i| !matches!(
-                i.severity,
-                fhir::outcome::Severity::Error | fhir::outcome::Severity::Fatal
-            )));
-        }
+        assert!(
+            fhir::validation::validate(&binary("b1", &d))
+                .iter()
+                .all(|i| !matches!(
+                    i.severity,
+                    fhir::outcome::Severity::Error | fhir::outcome::Severity::Fatal
+                ))
+        );
     }
 
     #[test]
@@ -336,7 +396,12 @@ mod tests {
         assert_eq!(&png[29..33], &[0x3A, 0x7E, 0x9B, 0x55]);
         let pdf = tiny::pdf("x");
         let text = String::from_utf8(pdf.clone()).expect("ascii");
-        let xref: usize = text.rsplit("startxref\n").next().and_then(|t| t.lines().next()).and_then(|n| n.parse().ok()).expect("startxref");
+        let xref: usize = text
+            .rsplit("startxref\n")
+            .next()
+            .and_then(|t| t.lines().next())
+            .and_then(|n| n.parse().ok())
+            .expect("startxref");
         assert!(text[xref..].starts_with("xref"));
         let tiff = tiny::tiff(5);
         assert_eq!(tiff.len(), 8 + 2 + 8 * 12 + 4 + 1);

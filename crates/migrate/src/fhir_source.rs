@@ -47,8 +47,11 @@ pub struct FhirSource {
     /// (table, resource type), in declaration order.
     tables: Vec<(String, String)>,
     base_url: Option<String>,
-    read: OnceLock<Result<HashMap<String, Vec<Result<Record, RowError>>>, SourceError>>,
+    read: OnceLock<Result<ByTable, SourceError>>,
 }
+
+/// Every row read, by table.
+type ByTable = HashMap<String, Vec<Result<Record, RowError>>>;
 
 /// One resource found, before its references are resolved.
 struct Found {
@@ -61,13 +64,28 @@ struct Found {
 impl FhirSource {
     /// A source reading the folder `dir`; `tables` pairs each table with
     /// its resource type.
-    pub fn new(name: &str, dir: PathBuf, tables: Vec<(String, String)>, base_url: Option<String>) -> Self {
-        Self { name: name.to_owned(), dir, tables, base_url, read: OnceLock::new() }
+    pub fn new(
+        name: &str,
+        dir: PathBuf,
+        tables: Vec<(String, String)>,
+        base_url: Option<String>,
+    ) -> Self {
+        Self {
+            name: name.to_owned(),
+            dir,
+            tables,
+            base_url,
+            read: OnceLock::new(),
+        }
     }
 
-    fn read_all(&self) -> Result<HashMap<String, Vec<Result<Record, RowError>>>, SourceError> {
-        let unreadable = |message: String| SourceError { location: self.dir.display().to_string(), message };
-        let listing = std::fs::read_dir(&self.dir).map_err(|e| unreadable(format!("cannot read the folder: {e}")))?;
+    fn read_all(&self) -> Result<ByTable, SourceError> {
+        let unreadable = |message: String| SourceError {
+            location: self.dir.display().to_string(),
+            message,
+        };
+        let listing = std::fs::read_dir(&self.dir)
+            .map_err(|e| unreadable(format!("cannot read the folder: {e}")))?;
         let mut files: Vec<String> = listing
             .filter_map(Result::ok)
             .filter(|e| e.path().is_file())
@@ -83,7 +101,11 @@ impl FhirSource {
         let mut errors: Vec<(Option<String>, RowError)> = Vec::new();
         let mut bundles: Vec<HashMap<String, String>> = Vec::new();
         let mut bases: Vec<String> = self.base_url.iter().map(|b| with_slash(b)).collect();
-        let first_table = self.tables.first().map(|(t, _)| t.clone()).unwrap_or_default();
+        let first_table = self
+            .tables
+            .first()
+            .map(|(t, _)| t.clone())
+            .unwrap_or_default();
         let row_error = |provenance: Provenance, message: String| RowError {
             table: first_table.clone(),
             provenance,
@@ -91,37 +113,59 @@ impl FhirSource {
             message,
         };
         for file in &files {
-            let bytes = std::fs::read(self.dir.join(file))
-                .map_err(|e| SourceError { location: file.clone(), message: format!("cannot read: {e}") })?;
+            let bytes = std::fs::read(self.dir.join(file)).map_err(|e| SourceError {
+                location: file.clone(),
+                message: format!("cannot read: {e}"),
+            })?;
             let text = String::from_utf8(bytes).map_err(|e| SourceError {
                 location: file.clone(),
-                message: format!("not UTF-8 (FHIR JSON is UTF-8): invalid byte at offset {}", e.utf8_error().valid_up_to()),
+                message: format!(
+                    "not UTF-8 (FHIR JSON is UTF-8): invalid byte at offset {}",
+                    e.utf8_error().valid_up_to()
+                ),
             })?;
             let hint = file_type(file);
             if file.to_ascii_lowercase().ends_with(".ndjson") {
                 for (i, line) in text.lines().enumerate() {
-                    let provenance = Provenance::FileLine { file: file.clone(), line: i as u64 + 1 };
+                    let provenance = Provenance::FileLine {
+                        file: file.clone(),
+                        line: i as u64 + 1,
+                    };
                     if line.trim().is_empty() {
                         continue;
                     }
                     match serde_json::from_str::<Value>(line) {
-                        Ok(resource) if resource["resourceType"].is_string() => {
-                            found.push(Found { provenance, resource, bundle: None })
-                        }
-                        Ok(_) => errors.push((hint.clone(), row_error(provenance, "not a FHIR resource (no resourceType)".into()))),
+                        Ok(resource) if resource["resourceType"].is_string() => found.push(Found {
+                            provenance,
+                            resource,
+                            bundle: None,
+                        }),
+                        Ok(_) => errors.push((
+                            hint.clone(),
+                            row_error(provenance, "not a FHIR resource (no resourceType)".into()),
+                        )),
                         Err(e) => errors.push((
                             hint.clone(),
-                            row_error(provenance, format!("not JSON at column {}: {e}", e.column())),
+                            row_error(
+                                provenance,
+                                format!("not JSON at column {}: {e}", e.column()),
+                            ),
                         )),
                     }
                 }
                 continue;
             }
-            let whole = Provenance::FileLine { file: file.clone(), line: 1 };
+            let whole = Provenance::FileLine {
+                file: file.clone(),
+                line: 1,
+            };
             let value = match serde_json::from_str::<Value>(&text) {
                 Ok(v) => v,
                 Err(e) => {
-                    let provenance = Provenance::FileLine { file: file.clone(), line: e.line() as u64 };
+                    let provenance = Provenance::FileLine {
+                        file: file.clone(),
+                        line: e.line() as u64,
+                    };
                     errors.push((hint, row_error(provenance, format!("not JSON: {e}"))));
                     continue;
                 }
@@ -141,17 +185,31 @@ impl FhirSource {
                     let mut full_urls = HashMap::new();
                     let entries = value["entry"].as_array().cloned().unwrap_or_default();
                     for (i, entry) in entries.into_iter().enumerate() {
-                        let provenance = Provenance::TableKey { table: file.clone(), key: format!("entry[{i}]") };
-                        let Some(mut resource) = entry.get("resource").filter(|r| r["resourceType"].is_string()).cloned()
+                        let provenance = Provenance::TableKey {
+                            table: file.clone(),
+                            key: format!("entry[{i}]"),
+                        };
+                        let Some(mut resource) = entry
+                            .get("resource")
+                            .filter(|r| r["resourceType"].is_string())
+                            .cloned()
                         else {
-                            let method = entry["request"]["method"].as_str().unwrap_or("no request");
-                            let message = format!("an entry without a resource ({method}): nothing to migrate here");
-                            let rtype = entry["request"]["url"].as_str().and_then(|u| u.split(['/', '?']).next());
+                            let method =
+                                entry["request"]["method"].as_str().unwrap_or("no request");
+                            let message = format!(
+                                "an entry without a resource ({method}): nothing to migrate here"
+                            );
+                            let rtype = entry["request"]["url"]
+                                .as_str()
+                                .and_then(|u| u.split(['/', '?']).next());
                             errors.push((rtype.map(str::to_owned), row_error(provenance, message)));
                             continue;
                         };
                         let full_url = entry["fullUrl"].as_str().unwrap_or_default();
-                        let rtype = resource["resourceType"].as_str().unwrap_or_default().to_owned();
+                        let rtype = resource["resourceType"]
+                            .as_str()
+                            .unwrap_or_default()
+                            .to_owned();
                         if resource["id"].as_str().is_none_or(str::is_empty) {
                             if let Some(uuid) = full_url.strip_prefix("urn:uuid:") {
                                 resource["id"] = json!(uuid);
@@ -170,22 +228,50 @@ impl FhirSource {
                                 bases.push(base.to_owned());
                             }
                         }
-                        found.push(Found { provenance, resource, bundle: Some(index) });
+                        found.push(Found {
+                            provenance,
+                            resource,
+                            bundle: Some(index),
+                        });
                     }
                     bundles.push(full_urls);
                 }
-                Some(_) => found.push(Found { provenance: whole, resource: value, bundle: None }),
-                None => errors.push((hint, row_error(whole, "not a FHIR resource or Bundle (no resourceType)".into()))),
+                Some(_) => found.push(Found {
+                    provenance: whole,
+                    resource: value,
+                    bundle: None,
+                }),
+                None => errors.push((
+                    hint,
+                    row_error(
+                        whole,
+                        "not a FHIR resource or Bundle (no resourceType)".into(),
+                    ),
+                )),
             }
         }
 
-        let mut out: HashMap<String, Vec<Result<Record, RowError>>> = HashMap::new();
+        let mut out: ByTable = HashMap::new();
         let columns: Arc<[String]> = Arc::from(vec![RESOURCE_COLUMN.to_owned()]);
         for mut item in found {
-            let rtype = item.resource["resourceType"].as_str().unwrap_or_default().to_owned();
-            let table = self.tables.iter().find(|(_, t)| *t == rtype).map(|(n, _)| n.clone());
-            let Some(id) = item.resource["id"].as_str().filter(|id| !id.is_empty()).map(str::to_owned) else {
-                errors.push((Some(rtype.clone()), row_error(item.provenance, format!("a {rtype} without an id"))));
+            let rtype = item.resource["resourceType"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            let table = self
+                .tables
+                .iter()
+                .find(|(_, t)| *t == rtype)
+                .map(|(n, _)| n.clone());
+            let Some(id) = item.resource["id"]
+                .as_str()
+                .filter(|id| !id.is_empty())
+                .map(str::to_owned)
+            else {
+                errors.push((
+                    Some(rtype.clone()),
+                    row_error(item.provenance, format!("a {rtype} without an id")),
+                ));
                 continue;
             };
             let Some(table) = table else {
@@ -208,7 +294,12 @@ impl FhirSource {
         }
         for (rtype, mut error) in errors {
             let table = rtype
-                .and_then(|t| self.tables.iter().find(|(_, r)| *r == t).map(|(n, _)| n.clone()))
+                .and_then(|t| {
+                    self.tables
+                        .iter()
+                        .find(|(_, r)| *r == t)
+                        .map(|(n, _)| n.clone())
+                })
                 .unwrap_or_else(|| first_table.clone());
             error.table = table.clone();
             out.entry(table).or_default().push(Err(error));
@@ -232,14 +323,22 @@ fn order(p: &Provenance) -> (String, u64) {
     match p {
         Provenance::FileLine { file, line } => (file.clone(), *line),
         Provenance::TableKey { table, key } => {
-            let n = key.trim_start_matches("entry[").trim_end_matches(']').parse::<u64>().unwrap_or(0);
+            let n = key
+                .trim_start_matches("entry[")
+                .trim_end_matches(']')
+                .parse::<u64>()
+                .unwrap_or(0);
             (table.clone(), n)
         }
     }
 }
 
 fn with_slash(base: &str) -> String {
-    if base.ends_with('/') { base.to_owned() } else { format!("{base}/") }
+    if base.ends_with('/') {
+        base.to_owned()
+    } else {
+        format!("{base}/")
+    }
 }
 
 /// The resource type a Bulk Data file name announces (`Patient.ndjson`,
@@ -262,12 +361,17 @@ fn split_type_id(reference: &str) -> Option<(String, String)> {
     let mut parts = trimmed.rsplit('/');
     let id = parts.next()?;
     let rtype = parts.next()?;
-    (fhir::definitions::is_resource_type(rtype) && !id.is_empty()).then(|| (rtype.to_owned(), id.to_owned()))
+    (fhir::definitions::is_resource_type(rtype) && !id.is_empty())
+        .then(|| (rtype.to_owned(), id.to_owned()))
 }
 
 /// Rewrites `urn:uuid:` references and absolute references to the source
 /// server as relative `Type/id`; drops `/_history/n`.
-fn resolve_references(value: &mut Value, full_urls: Option<&HashMap<String, String>>, bases: &[String]) {
+fn resolve_references(
+    value: &mut Value,
+    full_urls: Option<&HashMap<String, String>>,
+    bases: &[String],
+) {
     match value {
         Value::Object(map) => {
             for (key, child) in map.iter_mut() {
@@ -290,7 +394,11 @@ fn resolve_references(value: &mut Value, full_urls: Option<&HashMap<String, Stri
     }
 }
 
-fn resolve(reference: &str, full_urls: Option<&HashMap<String, String>>, bases: &[String]) -> Option<String> {
+fn resolve(
+    reference: &str,
+    full_urls: Option<&HashMap<String, String>>,
+    bases: &[String],
+) -> Option<String> {
     if let Some(target) = full_urls.and_then(|m| m.get(reference)) {
         return Some(target.clone());
     }
@@ -319,9 +427,16 @@ impl Source for FhirSource {
 
     fn rows(&self, table: &str) -> Result<Rows<'_>, SourceError> {
         if !self.tables.iter().any(|(t, _)| t == table) {
-            return Err(SourceError { location: table.to_owned(), message: "no such table in this source".into() });
+            return Err(SourceError {
+                location: table.to_owned(),
+                message: "no such table in this source".into(),
+            });
         }
-        let all = self.read.get_or_init(|| self.read_all()).as_ref().map_err(Clone::clone)?;
+        let all = self
+            .read
+            .get_or_init(|| self.read_all())
+            .as_ref()
+            .map_err(Clone::clone)?;
         let rows = all.get(table).cloned().unwrap_or_default();
         Ok(Box::new(rows.into_iter()))
     }
@@ -342,11 +457,15 @@ fn takes_identifiers(rtype: &str) -> bool {
     {
         return *answer;
     }
-    let probe = json!({ "resourceType": rtype, "identifier": [{ "system": "urn:x", "value": "x" }] });
+    let probe =
+        json!({ "resourceType": rtype, "identifier": [{ "system": "urn:x", "value": "x" }] });
     let prefix = format!("{rtype}.identifier");
-    let answer = fhir::validation::validate(&probe)
-        .iter()
-        .all(|i| !i.expression.as_deref().is_some_and(|e| e.starts_with(&prefix)) && !i.diagnostics.contains("identifier"));
+    let answer = fhir::validation::validate(&probe).iter().all(|i| {
+        !i.expression
+            .as_deref()
+            .is_some_and(|e| e.starts_with(&prefix))
+            && !i.diagnostics.contains("identifier")
+    });
     if let Ok(mut known) = cache.lock() {
         known.insert(rtype.to_owned(), answer);
     }
@@ -377,10 +496,17 @@ pub fn convert(project: &Project, table: &str, record: &Record) -> Converted {
             return out;
         }
     };
-    let rtype = resource["resourceType"].as_str().unwrap_or_default().to_owned();
+    let rtype = resource["resourceType"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
     let source_id = resource["id"].as_str().unwrap_or_default().to_owned();
     out.key = format!("{rtype}/{source_id}");
-    let Some(source) = project.tables.get(table).map(|t| t.source.get_ref().clone()) else {
+    let Some(source) = project
+        .tables
+        .get(table)
+        .map(|t| t.source.get_ref().clone())
+    else {
         return out;
     };
     // The tables of this source by resource type.
@@ -417,10 +543,17 @@ pub fn convert(project: &Project, table: &str, record: &Record) -> Converted {
 }
 
 /// Rewrites every reference (and `Binary/id` attachment URL) under `value`.
-fn rewrite(value: &mut Value, path: &mut Vec<String>, tables: &HashMap<&str, &str>, out: &mut Converted) {
+fn rewrite(
+    value: &mut Value,
+    path: &mut Vec<String>,
+    tables: &HashMap<&str, &str>,
+    out: &mut Converted,
+) {
     match value {
         Value::Object(map) => {
-            let is_attachment = path.last().is_some_and(|p| p == "attachment" || p == "content");
+            let is_attachment = path
+                .last()
+                .is_some_and(|p| p == "attachment" || p == "content");
             for (key, child) in map.iter_mut() {
                 let rewritable = key == "reference" || (is_attachment && key == "url");
                 if rewritable && let Value::String(reference) = child {
@@ -464,7 +597,9 @@ fn rewrite_one(
                 severity: Severity::Warning,
                 kind: "external-reference",
                 field: Some(field.to_owned()),
-                message: format!("{field}: an absolute reference outside the export, kept as it is"),
+                message: format!(
+                    "{field}: an absolute reference outside the export, kept as it is"
+                ),
             });
         }
         return None;
@@ -472,9 +607,14 @@ fn rewrite_one(
     if is_url && !reference.starts_with("Binary/") {
         return None;
     }
-    let Some((rtype, id)) = split_type_id(reference).filter(|_| !reference.starts_with("urn:")) else {
+    let Some((rtype, id)) = split_type_id(reference).filter(|_| !reference.starts_with("urn:"))
+    else {
         if reference.starts_with("urn:") {
-            out.links.push(Link { column: field.to_owned(), table: "urn".into(), key: reference.to_owned() });
+            out.links.push(Link {
+                column: field.to_owned(),
+                table: "urn".into(),
+                key: reference.to_owned(),
+            });
         } else if !is_url {
             out.findings.push(Finding {
                 severity: Severity::Warning,
@@ -486,8 +626,15 @@ fn rewrite_one(
         return None;
     };
     let key = format!("{rtype}/{id}");
-    let table = tables.get(rtype.as_str()).copied().unwrap_or(rtype.as_str());
-    out.links.push(Link { column: field.to_owned(), table: table.to_owned(), key: key.clone() });
+    let table = tables
+        .get(rtype.as_str())
+        .copied()
+        .unwrap_or(rtype.as_str());
+    out.links.push(Link {
+        column: field.to_owned(),
+        table: table.to_owned(),
+        key: key.clone(),
+    });
     Some(format!("{rtype}/{}", resource_id(table, &key, "")))
 }
 
@@ -559,17 +706,36 @@ resource = "Observation"
             .collect();
         assert_eq!(places.len(), 4, "{places:?}");
         assert_eq!(places[0], "Patient.ndjson:1");
-        assert!(places[1].starts_with("error Patient.ndjson:3: not JSON"), "{places:?}");
+        assert!(
+            places[1].starts_with("error Patient.ndjson:3: not JSON"),
+            "{places:?}"
+        );
         assert_eq!(places[2], "tx.json[entry[0]]");
-        assert!(places[3].contains("tx.json[entry[2]]") && places[3].contains("DELETE"), "{places:?}");
+        assert!(
+            places[3].contains("tx.json[entry[2]]") && places[3].contains("DELETE"),
+            "{places:?}"
+        );
         // A type no table declares: rejected in the source's first table.
         let observations: Vec<_> = source.rows("observations").expect("rows").collect();
         assert_eq!(observations.len(), 2);
         let e = observations[1].as_ref().expect_err("undeclared");
-        assert!(e.to_string().contains("tx.json[entry[3]]: Immunization/i1: no table"), "{e}");
-        let obs: Value =
-            serde_json::from_str(observations[0].as_ref().expect("ok").get(RESOURCE_COLUMN).expect("col")).expect("json");
-        assert_eq!(obs["subject"]["reference"], "Patient/0b7b4f26-7c1e-4a55-9a0e-6a5b0c1d2e3f");
+        assert!(
+            e.to_string()
+                .contains("tx.json[entry[3]]: Immunization/i1: no table"),
+            "{e}"
+        );
+        let obs: Value = serde_json::from_str(
+            observations[0]
+                .as_ref()
+                .expect("ok")
+                .get(RESOURCE_COLUMN)
+                .expect("col"),
+        )
+        .expect("json");
+        assert_eq!(
+            obs["subject"]["reference"],
+            "Patient/0b7b4f26-7c1e-4a55-9a0e-6a5b0c1d2e3f"
+        );
         assert_eq!(obs["performer"][0]["reference"], "Patient/p1");
     }
 
@@ -577,35 +743,73 @@ resource = "Observation"
     fn conversion_gives_hearth_ids_rewrites_references_and_finds_orphans() {
         let (dir, project) = setup();
         let source = project.source(dir.path(), "bulk").expect("source");
-        let record = source.rows("observations").expect("rows").next().expect("one").expect("ok");
+        let record = source
+            .rows("observations")
+            .expect("rows")
+            .next()
+            .expect("one")
+            .expect("ok");
         let c = convert(&project, "observations", &record);
         assert_eq!(c.key, "Observation/1c8c5f37-8d2f-4b66-8b1f-7b6c1d2e3f40");
         let r = &c.resources[0];
         assert_eq!(r["id"], json!(resource_id("observations", &c.key, "")));
-        let patient = resource_id("patients", "Patient/0b7b4f26-7c1e-4a55-9a0e-6a5b0c1d2e3f", "");
-        assert_eq!(r["subject"]["reference"], json!(format!("Patient/{patient}")));
-        assert_eq!(r["performer"][0]["reference"], json!(format!("Patient/{}", resource_id("patients", "Patient/p1", ""))));
+        let patient = resource_id(
+            "patients",
+            "Patient/0b7b4f26-7c1e-4a55-9a0e-6a5b0c1d2e3f",
+            "",
+        );
+        assert_eq!(
+            r["subject"]["reference"],
+            json!(format!("Patient/{patient}"))
+        );
+        assert_eq!(
+            r["performer"][0]["reference"],
+            json!(format!(
+                "Patient/{}",
+                resource_id("patients", "Patient/p1", "")
+            ))
+        );
         assert_eq!(
             r["identifier"],
             json!([{ "system": "urn:hearth:migration:t:bulk", "value": "1c8c5f37-8d2f-4b66-8b1f-7b6c1d2e3f40" }])
         );
-        let links: Vec<(&str, &str, &str)> =
-            c.links.iter().map(|l| (l.column.as_str(), l.table.as_str(), l.key.as_str())).collect();
+        let links: Vec<(&str, &str, &str)> = c
+            .links
+            .iter()
+            .map(|l| (l.column.as_str(), l.table.as_str(), l.key.as_str()))
+            .collect();
         assert_eq!(
             links,
             [
-                ("Observation.subject", "patients", "Patient/0b7b4f26-7c1e-4a55-9a0e-6a5b0c1d2e3f"),
+                (
+                    "Observation.subject",
+                    "patients",
+                    "Patient/0b7b4f26-7c1e-4a55-9a0e-6a5b0c1d2e3f"
+                ),
                 ("Observation.performer", "patients", "Patient/p1"),
-                ("Observation.hasMember", "observations", "Observation/missing"),
+                (
+                    "Observation.hasMember",
+                    "observations",
+                    "Observation/missing"
+                ),
             ]
         );
-        let patient = source.rows("patients").expect("rows").next().expect("one").expect("ok");
+        let patient = source
+            .rows("patients")
+            .expect("rows")
+            .next()
+            .expect("one")
+            .expect("ok");
         let p = convert(&project, "patients", &patient);
         assert!(p.resources[0].get("meta").is_none(), "{}", p.resources[0]);
-        assert!(fhir::validation::validate(&p.resources[0]).iter().all(|i| !matches!(
-            i.severity,
-            fhir::outcome::Severity::Error | fhir::outcome::Severity::Fatal
-        )));
+        assert!(
+            fhir::validation::validate(&p.resources[0])
+                .iter()
+                .all(|i| !matches!(
+                    i.severity,
+                    fhir::outcome::Severity::Error | fhir::outcome::Severity::Fatal
+                ))
+        );
         assert!(!takes_identifiers("Binary"));
         assert!(takes_identifiers("Patient"));
     }
@@ -613,26 +817,57 @@ resource = "Observation"
     #[test]
     fn a_dry_run_quarantines_the_orphan_and_balances() {
         let (dir, project) = setup();
-        let run = crate::dryrun::run(&project, dir.path(), crate::dryrun::Stage::Validate, "2026-11-29").expect("run");
+        let run = crate::dryrun::run(
+            &project,
+            dir.path(),
+            crate::dryrun::Stage::Validate,
+            "2026-11-29",
+        )
+        .expect("run");
         let p = &run.tables["patients"];
-        assert_eq!((p.source_records, p.converted, p.rejected, p.unaccounted()), (4, 2, 2, 0));
+        assert_eq!(
+            (p.source_records, p.converted, p.rejected, p.unaccounted()),
+            (4, 2, 2, 0)
+        );
         let o = &run.tables["observations"];
-        assert_eq!((o.source_records, o.quarantined, o.rejected, o.unaccounted()), (2, 1, 1, 0));
-        let orphan = run.issues.iter().find(|i| i.finding.kind == "orphan").expect("orphan");
-        assert_eq!(orphan.finding.field.as_deref(), Some("Observation.hasMember"));
+        assert_eq!(
+            (o.source_records, o.quarantined, o.rejected, o.unaccounted()),
+            (2, 1, 1, 0)
+        );
+        let orphan = run
+            .issues
+            .iter()
+            .find(|i| i.finding.kind == "orphan")
+            .expect("orphan");
+        assert_eq!(
+            orphan.finding.field.as_deref(),
+            Some("Observation.hasMember")
+        );
         assert_eq!(orphan.provenance.to_string(), "tx.json[entry[1]]");
     }
 
     #[test]
     fn file_names_and_references() {
         assert_eq!(file_type("Patient.ndjson").as_deref(), Some("Patient"));
-        assert_eq!(file_type("Observation_2.ndjson").as_deref(), Some("Observation"));
-        assert_eq!(file_type("1.Encounter.ndjson").as_deref(), Some("Encounter"));
+        assert_eq!(
+            file_type("Observation_2.ndjson").as_deref(),
+            Some("Observation")
+        );
+        assert_eq!(
+            file_type("1.Encounter.ndjson").as_deref(),
+            Some("Encounter")
+        );
         assert_eq!(file_type("export.ndjson"), None);
-        assert_eq!(split_type_id("Patient/1/_history/2"), Some(("Patient".into(), "1".into())));
+        assert_eq!(
+            split_type_id("Patient/1/_history/2"),
+            Some(("Patient".into(), "1".into()))
+        );
         assert_eq!(split_type_id("Nope/1"), None);
         let bases = vec!["http://a/fhir/".to_owned()];
-        assert_eq!(resolve("http://a/fhir/Patient/1", None, &bases).as_deref(), Some("Patient/1"));
+        assert_eq!(
+            resolve("http://a/fhir/Patient/1", None, &bases).as_deref(),
+            Some("Patient/1")
+        );
         assert_eq!(resolve("http://b/fhir/Patient/1", None, &bases), None);
         assert_eq!(resolve("Patient/1", None, &bases), None);
     }

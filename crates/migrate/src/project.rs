@@ -553,7 +553,7 @@ fn check_table_kind(
             let Some(q) = &table.query else {
                 return fail(header, format!("table {name:?} reads a {} source: it needs `query = \"SELECT ...\"`", kind.as_str()));
             };
-            let first = q.get_ref().trim_start().split_whitespace().next().unwrap_or_default().to_ascii_lowercase();
+            let first = q.get_ref().split_whitespace().next().unwrap_or_default().to_ascii_lowercase();
             if first != "select" && first != "with" {
                 return fail(q.span().start, "a table's query is one SELECT (or WITH ... SELECT) statement".into());
             }

@@ -652,7 +652,8 @@ pub fn generate(options: &SampleOptions) -> Result<(BTreeMap<String, Vec<u8>>, S
     // Scanned documents (no draw from the generator, so the rest of the
     // export is the same as before they existed), then one whose content is
     // not what its name says.
-    let scans: [(&str, fn(usize) -> Vec<u8>); 4] = [
+    type Scan = (&'static str, fn(usize) -> Vec<u8>);
+    let scans: [Scan; 4] = [
         ("pdf", |i| crate::documents::tiny::pdf(&format!("Scanned referral letter {i}"))),
         ("png", |i| crate::documents::tiny::png(40 * i as u8)),
         ("tif", |i| crate::documents::tiny::tiff(50 * i as u8)),

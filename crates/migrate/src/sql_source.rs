@@ -59,7 +59,11 @@ struct ResultSet {
 impl SqlSource {
     /// A source reading `database` with `tables`.
     pub fn new(name: &str, database: Database, tables: Vec<SqlTable>) -> Self {
-        Self { name: name.to_owned(), database, tables }
+        Self {
+            name: name.to_owned(),
+            database,
+            tables,
+        }
     }
 
     fn run(&self, query: &str) -> Result<ResultSet, String> {
@@ -73,7 +77,9 @@ impl SqlSource {
         match &self.database {
             Database::Sqlite(path) => format!(
                 "{}: table {table}",
-                path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default()
+                path.file_name()
+                    .map(|f| f.to_string_lossy().into_owned())
+                    .unwrap_or_default()
             ),
             Database::Postgres(_) => format!("{}: table {table}", self.name),
         }
@@ -94,24 +100,36 @@ impl Source for SqlSource {
             .tables
             .iter()
             .find(|t| t.name == table)
-            .ok_or_else(|| SourceError { location: table.to_owned(), message: "no such table in this source".into() })?;
-        let result = self
-            .run(&decl.query)
-            .map_err(|message| SourceError { location: self.location(table), message: format!("query failed: {message}") })?;
+            .ok_or_else(|| SourceError {
+                location: table.to_owned(),
+                message: "no such table in this source".into(),
+            })?;
+        let result = self.run(&decl.query).map_err(|message| SourceError {
+            location: self.location(table),
+            message: format!("query failed: {message}"),
+        })?;
         let mut seen = std::collections::HashSet::new();
         for c in &result.columns {
             if c.is_empty() || !seen.insert(c.as_str()) {
                 return Err(SourceError {
                     location: self.location(table),
-                    message: format!("the query's columns must have distinct names (column {c:?}): use AS"),
+                    message: format!(
+                        "the query's columns must have distinct names (column {c:?}): use AS"
+                    ),
                 });
             }
         }
-        let key_index = decl.key.as_ref().and_then(|k| result.columns.iter().position(|c| c == k));
+        let key_index = decl
+            .key
+            .as_ref()
+            .and_then(|k| result.columns.iter().position(|c| c == k));
         if let (Some(k), None) = (&decl.key, key_index) {
             return Err(SourceError {
                 location: self.location(table),
-                message: format!("the query returns no key column {k:?} (columns: {})", result.columns.join(", ")),
+                message: format!(
+                    "the query returns no key column {k:?} (columns: {})",
+                    result.columns.join(", ")
+                ),
             });
         }
         let columns: Arc<[String]> = result.columns.into();
@@ -123,7 +141,10 @@ impl Source for SqlSource {
                 .filter(|k| !k.trim().is_empty())
                 .map(|k| k.trim().to_owned())
                 .unwrap_or_else(|| format!("row {}", i + 1));
-            let provenance = Provenance::TableKey { table: table.clone(), key };
+            let provenance = Provenance::TableKey {
+                table: table.clone(),
+                key,
+            };
             let mut values = Vec::with_capacity(cells.len());
             for (cell, column) in cells.into_iter().zip(columns.iter()) {
                 match cell {
@@ -138,7 +159,12 @@ impl Source for SqlSource {
                     }
                 }
             }
-            Ok(Record { table: table.clone(), provenance, columns: Arc::clone(&columns), values })
+            Ok(Record {
+                table: table.clone(),
+                provenance,
+                columns: Arc::clone(&columns),
+                values,
+            })
         });
         Ok(Box::new(rows))
     }
@@ -161,13 +187,19 @@ fn sqlite_query(path: &std::path::Path, query: &str) -> Result<ResultSet, String
     if !path.is_file() {
         return Err(format!("no database file {}", path.display()));
     }
-    let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
-    let connection = rusqlite::Connection::open_with_flags(path, flags).map_err(|e| e.to_string())?;
+    let flags =
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let connection =
+        rusqlite::Connection::open_with_flags(path, flags).map_err(|e| e.to_string())?;
     let mut statement = connection.prepare(query).map_err(|e| e.to_string())?;
     if !statement.readonly() {
         return Err("the query would change the database: a table's query only reads".into());
     }
-    let columns: Vec<String> = statement.column_names().into_iter().map(str::to_owned).collect();
+    let columns: Vec<String> = statement
+        .column_names()
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
     let count = columns.len();
     let mut rows = statement.query([]).map_err(|e| e.to_string())?;
     let mut out = Vec::new();
@@ -178,8 +210,12 @@ fn sqlite_query(path: &std::path::Path, query: &str) -> Result<ResultSet, String
                 ValueRef::Null => Ok(String::new()),
                 ValueRef::Integer(n) => Ok(n.to_string()),
                 ValueRef::Real(x) => Ok(real_text(x)),
-                ValueRef::Text(bytes) => String::from_utf8(bytes.to_vec())
-                    .map_err(|e| format!("text that is not valid UTF-8 (at byte {})", e.utf8_error().valid_up_to())),
+                ValueRef::Text(bytes) => String::from_utf8(bytes.to_vec()).map_err(|e| {
+                    format!(
+                        "text that is not valid UTF-8 (at byte {})",
+                        e.utf8_error().valid_up_to()
+                    )
+                }),
                 ValueRef::Blob(bytes) => Err(blob_message(bytes.len())),
             };
             cells.push(cell);
@@ -233,8 +269,16 @@ async fn postgres_async(url: &str, query: &str) -> Result<ResultSet, String> {
     // Preparing checks the query and gives the columns' types; the rows are
     // then read in the text format (numerics keep every digit).
     let statement = client.prepare(query).await.map_err(pg_error)?;
-    let types: Vec<Type> = statement.columns().iter().map(|c| c.type_().clone()).collect();
-    let columns: Vec<String> = statement.columns().iter().map(|c| c.name().to_owned()).collect();
+    let types: Vec<Type> = statement
+        .columns()
+        .iter()
+        .map(|c| c.type_().clone())
+        .collect();
+    let columns: Vec<String> = statement
+        .columns()
+        .iter()
+        .map(|c| c.name().to_owned())
+        .collect();
     let messages = client.simple_query(query).await.map_err(pg_error)?;
     let mut rows = Vec::new();
     for message in messages {
@@ -260,7 +304,11 @@ fn pg_text(ty: &tokio_postgres::types::Type, text: Option<&str>) -> Cell {
     };
     match *ty {
         Type::BYTEA => Err(blob_message(text.len().saturating_sub(2) / 2)),
-        Type::BOOL => Ok(if text == "t" { "true".into() } else { "false".into() }),
+        Type::BOOL => Ok(if text == "t" {
+            "true".into()
+        } else {
+            "false".into()
+        }),
         Type::TIMESTAMP => Ok(text.replacen(' ', "T", 1)),
         Type::TIMESTAMPTZ => Ok(utc_timestamp(text)),
         _ => Ok(text.to_owned()),
@@ -310,7 +358,13 @@ mod tests {
         let rows: Vec<_> = source.rows("patients").expect("rows").collect();
         assert_eq!(rows.len(), 3);
         let first = rows[0].as_ref().expect("record");
-        assert_eq!(first.provenance, Provenance::TableKey { table: "patients".into(), key: "P1".into() });
+        assert_eq!(
+            first.provenance,
+            Provenance::TableKey {
+                table: "patients".into(),
+                key: "P1".into()
+            }
+        );
         assert_eq!(first.values, ["P1", "1980-02-03", "70.125", "3", "José"]);
         let second = rows[1].as_ref().expect("record");
         assert_eq!(second.provenance.to_string(), "patients[row 2]");
@@ -318,14 +372,21 @@ mod tests {
         let third = rows[2].as_ref().expect("record");
         assert_eq!(third.get("weight"), Some("0.0000001"));
         assert_eq!(third.get("visits"), Some("9007199254740993"));
-        assert_eq!(third.get("weight").map(|w| w.parse::<f64>().ok()), Some(Some(1e-7)));
+        assert_eq!(
+            third.get("weight").map(|w| w.parse::<f64>().ok()),
+            Some(Some(1e-7))
+        );
     }
 
     #[test]
     fn blobs_are_refused_and_bad_queries_make_the_table_unreadable() {
         let dir = tempfile::tempdir().expect("tmp");
         let path = legacy_db(dir.path());
-        let table = |name: &str, query: &str| SqlTable { name: name.into(), query: query.into(), key: Some("id".into()) };
+        let table = |name: &str, query: &str| SqlTable {
+            name: name.into(),
+            query: query.into(),
+            key: Some("id".into()),
+        };
         let source = SqlSource::new(
             "old",
             Database::Sqlite(path.clone()),
@@ -343,7 +404,11 @@ mod tests {
         assert_eq!(e.provenance.to_string(), "photos[P3]");
         assert!(e.message.contains("BLOB, 4 bytes"), "{e}");
         let e = source.rows("broken").err().expect("unreadable");
-        assert!(e.to_string().starts_with("legacy.db: table broken: query failed:"), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("legacy.db: table broken: query failed:"),
+            "{e}"
+        );
         assert!(e.message.contains("nope"), "{e}");
         let e = source.rows("nokey").err().expect("no key");
         assert!(e.message.contains("no key column \"id\""), "{e}");
@@ -351,20 +416,45 @@ mod tests {
         assert!(e.message.contains("only reads"), "{e}");
         // Nothing was deleted, and a missing file is named.
         let c = rusqlite::Connection::open(&path).expect("open");
-        let n: i64 = c.query_row("SELECT count(*) FROM patient", [], |r| r.get(0)).expect("count");
+        let n: i64 = c
+            .query_row("SELECT count(*) FROM patient", [], |r| r.get(0))
+            .expect("count");
         assert_eq!(n, 3);
-        let gone = SqlSource::new("old", Database::Sqlite(dir.path().join("gone.db")), vec![table("t", "SELECT 1")]);
-        assert!(gone.rows("t").err().expect("missing").message.contains("no database file"));
+        let gone = SqlSource::new(
+            "old",
+            Database::Sqlite(dir.path().join("gone.db")),
+            vec![table("t", "SELECT 1")],
+        );
+        assert!(
+            gone.rows("t")
+                .err()
+                .expect("missing")
+                .message
+                .contains("no database file")
+        );
     }
 
     #[test]
     fn postgres_values_become_text() {
         use tokio_postgres::types::Type;
-        assert_eq!(pg_text(&Type::TIMESTAMPTZ, Some("2020-01-02 03:04:05.25+00")), Ok("2020-01-02T03:04:05.25Z".into()));
-        assert_eq!(pg_text(&Type::TIMESTAMP, Some("2020-01-02 03:04:05")), Ok("2020-01-02T03:04:05".into()));
-        assert_eq!(pg_text(&Type::NUMERIC, Some("12.3400")), Ok("12.3400".into()));
+        assert_eq!(
+            pg_text(&Type::TIMESTAMPTZ, Some("2020-01-02 03:04:05.25+00")),
+            Ok("2020-01-02T03:04:05.25Z".into())
+        );
+        assert_eq!(
+            pg_text(&Type::TIMESTAMP, Some("2020-01-02 03:04:05")),
+            Ok("2020-01-02T03:04:05".into())
+        );
+        assert_eq!(
+            pg_text(&Type::NUMERIC, Some("12.3400")),
+            Ok("12.3400".into())
+        );
         assert_eq!(pg_text(&Type::BOOL, Some("f")), Ok("false".into()));
         assert_eq!(pg_text(&Type::INT4, None), Ok(String::new()));
-        assert!(pg_text(&Type::BYTEA, Some("\\x0102")).expect_err("blob").contains("2 bytes"));
+        assert!(
+            pg_text(&Type::BYTEA, Some("\\x0102"))
+                .expect_err("blob")
+                .contains("2 bytes")
+        );
     }
 }
