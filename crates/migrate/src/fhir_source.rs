@@ -442,6 +442,21 @@ impl Source for FhirSource {
     }
 }
 
+/// Top-level clinical date elements checked like a mapped date column.
+const CLINICAL_DATES: [&str; 11] = [
+    "effectiveDateTime",
+    "effectivePeriod.start",
+    "issued",
+    "onsetDateTime",
+    "recordedDate",
+    "authoredOn",
+    "performedDateTime",
+    "performedPeriod.start",
+    "occurrenceDateTime",
+    "period.start",
+    "dateWritten",
+];
+
 /// The identifier system that keeps a migrated resource's source id.
 pub fn source_system(project: &str, source: &str) -> String {
     format!("urn:hearth:migration:{project}:{source}")
@@ -526,6 +541,17 @@ pub fn convert(project: &Project, table: &str, record: &Record) -> Converted {
     }
     let mut path = vec![rtype.clone()];
     rewrite(&mut resource, &mut path, &tables, &mut out);
+    // The clinical dates the dry run's sanity checks look at (in the
+    // future, before the patient's birth).
+    for element in CLINICAL_DATES {
+        let value = element
+            .split('.')
+            .try_fold(&resource, |v, part| v.get(part));
+        if let Some(date) = value.and_then(Value::as_str) {
+            out.dates
+                .push((format!("{rtype}.{element}"), date.to_owned()));
+        }
+    }
     let system = source_system(&project.project.name, &source);
     if takes_identifiers(&rtype)
         && let Some(map) = resource.as_object_mut()
@@ -844,6 +870,32 @@ resource = "Observation"
             Some("Observation.hasMember")
         );
         assert_eq!(orphan.provenance.to_string(), "tx.json[entry[1]]");
+    }
+
+    #[test]
+    fn clinical_dates_are_checked() {
+        let (dir, project) = setup();
+        std::fs::write(
+            dir.path().join("bulk/Observation.ndjson"),
+            r#"{"resourceType":"Observation","id":"late","status":"final","code":{"text":"x"},"subject":{"reference":"Patient/p1"},"effectiveDateTime":"2031-01-01"}"#,
+        )
+        .expect("ndjson");
+        let run = crate::dryrun::run(
+            &project,
+            dir.path(),
+            crate::dryrun::Stage::Validate,
+            "2026-11-29",
+        )
+        .expect("run");
+        let late = run
+            .issues
+            .iter()
+            .find(|i| i.key == "Observation/late")
+            .expect("held");
+        assert_eq!(
+            (late.finding.kind, late.finding.field.as_deref()),
+            ("future-date", Some("Observation.effectiveDateTime"))
+        );
     }
 
     #[test]

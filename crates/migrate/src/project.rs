@@ -91,6 +91,10 @@ pub struct SourceDecl {
     /// `postgres`: the connection URL of the legacy database.
     #[serde(default)]
     pub url: Option<Spanned<String>>,
+    /// `postgres`: the environment variable holding the connection URL
+    /// instead (keeps a password out of `migration.toml`).
+    #[serde(default)]
+    pub url_env: Option<String>,
     /// `fhir`: the base URL of the server the export comes from; absolute
     /// references under it are references into the export. Bundle entries'
     /// `fullUrl`s add their own bases.
@@ -499,8 +503,16 @@ fn check_source(name: &str, source: &SourceDecl, text: &str, file: &Path) -> Res
     match kind {
         SourceKind::Postgres => {
             let Some(url) = &source.url else {
-                return Err(at_kind(format!("source {name:?} of kind postgres needs `url` (postgres://...)")));
+                if source.url_env.as_deref().is_some_and(|v| !v.trim().is_empty()) {
+                    return Ok(());
+                }
+                return Err(at_kind(format!(
+                    "source {name:?} of kind postgres needs `url` (postgres://...) or `url_env` (a variable holding it)"
+                )));
             };
+            if source.url_env.is_some() {
+                return Err(at(text, file, url.span().start, "`url` or `url_env`, not both".into()));
+            }
             let u = url.get_ref();
             if !(u.starts_with("postgres://") || u.starts_with("postgresql://")) {
                 return Err(at(text, file, url.span().start, "not a postgres:// or postgresql:// URL".into()));
@@ -516,6 +528,9 @@ fn check_source(name: &str, source: &SourceDecl, text: &str, file: &Path) -> Res
         && let Some(url) = &source.url
     {
         return Err(at(text, file, url.span().start, format!("`url` is for postgres sources, not {}", kind.as_str())));
+    }
+    if kind != SourceKind::Postgres && source.url_env.is_some() {
+        return Err(at_kind(format!("`url_env` is for postgres sources, not {}", kind.as_str())));
     }
     Ok(())
 }
@@ -639,8 +654,10 @@ impl Project {
                     .collect();
                 let database = if decl.kind == SourceKind::Sqlite {
                     crate::sql_source::Database::Sqlite(project_dir.join(&decl.path))
+                } else if let Some(url) = &decl.url {
+                    crate::sql_source::Database::Postgres(url.get_ref().clone())
                 } else {
-                    crate::sql_source::Database::Postgres(decl.url.as_ref().map(|u| u.get_ref().clone()).unwrap_or_default())
+                    crate::sql_source::Database::PostgresEnv(decl.url_env.clone().unwrap_or_default())
                 };
                 Box::new(crate::sql_source::SqlSource::new(name, database, queries))
             }
@@ -836,6 +853,9 @@ mod tests {
         let e = parse_err(&BASE.replace("kind = \"csv\"\npath = \"export\"", "kind = \"postgres\""));
         assert_eq!((e.line, e.field.as_str()), (4, "sources.legacy"), "{e}");
         assert!(e.message.contains("needs `url`"), "{e}");
+        let env = BASE.replace("kind = \"csv\"\npath = \"export\"", "kind = \"postgres\"\nurl_env = \"OLD_DB\"");
+        let e = parse_err(&env);
+        assert!(e.message.contains("needs `query`"), "{e}");
         let e = parse_err(&BASE.replace("path = \"export\"", "path = \"export\"\nurl = \"postgres://x/y\""));
         assert!(e.message.contains("`url` is for postgres sources"), "{e}");
         let fhir = BASE.replace("kind = \"csv\"", "kind = \"fhir\"");

@@ -26,6 +26,8 @@ pub enum Database {
     Sqlite(PathBuf),
     /// A PostgreSQL connection URL.
     Postgres(String),
+    /// A PostgreSQL connection URL in this environment variable.
+    PostgresEnv(String),
 }
 
 /// One table of a SQL source: its query and key column.
@@ -70,6 +72,12 @@ impl SqlSource {
         match &self.database {
             Database::Sqlite(path) => sqlite_query(path, query),
             Database::Postgres(url) => postgres_query(url, query),
+            Database::PostgresEnv(name) => match std::env::var(name) {
+                Ok(url) if !url.trim().is_empty() => postgres_query(&url, query),
+                _ => Err(format!(
+                    "the environment variable {name} (url_env) holds no database URL"
+                )),
+            },
         }
     }
 
@@ -81,7 +89,9 @@ impl SqlSource {
                     .map(|f| f.to_string_lossy().into_owned())
                     .unwrap_or_default()
             ),
-            Database::Postgres(_) => format!("{}: table {table}", self.name),
+            Database::Postgres(_) | Database::PostgresEnv(_) => {
+                format!("{}: table {table}", self.name)
+            }
         }
     }
 }

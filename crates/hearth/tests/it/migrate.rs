@@ -764,7 +764,7 @@ fn a_postgresql_legacy_database_gives_the_same_dispositions() {
     let proj = dir.join("proj");
     std::fs::create_dir_all(&proj).expect("proj");
     let mapping = SQL_MAPPING
-        .replace("SOURCE", &format!("kind = \"postgres\"\nurl = \"{url}\""))
+        .replace("SOURCE", "kind = \"postgres\"\nurl_env = \"HEARTH_TEST_DATABASE_URL\"")
         .replace("S.", &format!("{schema}."));
     std::fs::write(proj.join("migration.toml"), mapping).expect("mapping");
     let (report, stdout) = dry_run_report(dir, "proj");
