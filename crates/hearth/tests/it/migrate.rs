@@ -963,6 +963,9 @@ async fn documents_load_as_binaries_the_document_references_point_at() {
         assert_eq!(attachment["contentType"], kind);
         assert_eq!(attachment["size"], bytes.len());
         assert_eq!(attachment["hash"], migrate::documents::attachment_hash(&bytes).as_str(), "{key}");
+        assert_eq!(attachment["creation"], doc["date"], "{key}: the index's date");
+        assert_eq!(attachment["title"], doc["description"], "{key}: the index's title");
+        assert_eq!(doc["subject"]["reference"].as_str().map(|r| r.starts_with("Patient/")), Some(true));
         let (status, binary) = fhir_get(&server.base, &format!("Binary/{binary_id}")).await;
         assert_eq!(status, 200, "{key}: {binary}");
         assert_eq!(binary["contentType"], kind);
