@@ -301,7 +301,8 @@ pub fn run(project: &Project, project_dir: &Path, until: Stage, today: &str) -> 
     };
     for (table, list) in states {
         let decl = &project.tables[&table];
-        let mut counts = TableCounts { file: decl.file.clone(), resource: decl.resource.clone(), ..Default::default() };
+        let file = project.table_origin(&table);
+        let mut counts = TableCounts { file, resource: decl.resource.clone(), ..Default::default() };
         for s in list {
             counts.source_records += 1;
             let disposition = s.disposition();

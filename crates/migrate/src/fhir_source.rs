@@ -90,10 +90,7 @@ impl FhirSource {
             .filter_map(Result::ok)
             .filter(|e| e.path().is_file())
             .map(|e| e.file_name().to_string_lossy().into_owned())
-            .filter(|f| {
-                let f = f.to_ascii_lowercase();
-                f.ends_with(".ndjson") || f.ends_with(".json")
-            })
+            .filter(|f| !f.starts_with('.'))
             .collect();
         files.sort();
         let mut found: Vec<Found> = Vec::new();
@@ -113,7 +110,15 @@ impl FhirSource {
             message,
         };
         for file in &files {
-            let bytes = std::fs::read(self.dir.join(file)).map_err(|e| SourceError {
+            let lower = file.to_ascii_lowercase();
+            let readable =
+                lower.ends_with(".ndjson") || lower.ends_with(".jsonl") || lower.ends_with(".json");
+            let bytes = if readable {
+                std::fs::read(self.dir.join(file))
+            } else {
+                Ok(Vec::new())
+            };
+            let bytes = bytes.map_err(|e| SourceError {
                 location: file.clone(),
                 message: format!("cannot read: {e}"),
             })?;
@@ -125,7 +130,24 @@ impl FhirSource {
                 ),
             })?;
             let hint = file_type(file);
-            if file.to_ascii_lowercase().ends_with(".ndjson") {
+            let lower = file.to_ascii_lowercase();
+            let ndjson = lower.ends_with(".ndjson") || lower.ends_with(".jsonl");
+            if !ndjson && !lower.ends_with(".json") {
+                // Never skipped silently: a compressed export would be lost.
+                let message = "not read: a FHIR source reads .ndjson, .jsonl and .json files (decompress a .gz export first)";
+                errors.push((
+                    hint,
+                    row_error(
+                        Provenance::FileLine {
+                            file: file.clone(),
+                            line: 1,
+                        },
+                        message.into(),
+                    ),
+                ));
+                continue;
+            }
+            if ndjson {
                 for (i, line) in text.lines().enumerate() {
                     let provenance = Provenance::FileLine {
                         file: file.clone(),
@@ -713,6 +735,7 @@ resource = "Observation"
             ]
         });
         std::fs::write(bulk.join("tx.json"), bundle.to_string()).expect("bundle");
+        std::fs::write(bulk.join("zz-export.ndjson.gz"), b"\x1f\x8b").expect("gz");
         std::fs::write(dir.path().join("migration.toml"), PROJECT).expect("toml");
         let project = crate::project::load(dir.path()).expect("project");
         (dir, project)
@@ -741,9 +764,16 @@ resource = "Observation"
             places[3].contains("tx.json[entry[2]]") && places[3].contains("DELETE"),
             "{places:?}"
         );
-        // A type no table declares: rejected in the source's first table.
+        // A type no table declares: rejected in the source's first table;
+        // a file that is not read is said so.
         let observations: Vec<_> = source.rows("observations").expect("rows").collect();
-        assert_eq!(observations.len(), 2);
+        assert_eq!(observations.len(), 3);
+        let e = observations[2].as_ref().expect_err("compressed");
+        assert!(
+            e.to_string()
+                .starts_with("zz-export.ndjson.gz:1: not read"),
+            "{e}"
+        );
         let e = observations[1].as_ref().expect_err("undeclared");
         assert!(
             e.to_string()
@@ -858,7 +888,7 @@ resource = "Observation"
         let o = &run.tables["observations"];
         assert_eq!(
             (o.source_records, o.quarantined, o.rejected, o.unaccounted()),
-            (2, 1, 1, 0)
+            (3, 1, 2, 0)
         );
         let orphan = run
             .issues

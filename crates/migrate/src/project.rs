@@ -673,6 +673,21 @@ impl Project {
         })
     }
 
+    /// Where table `name`'s rows come from, as reports name it: its file
+    /// (csv), `SOURCE query` (sqlite, postgres), or the source's folder
+    /// (fhir).
+    pub fn table_origin(&self, name: &str) -> String {
+        let Some(table) = self.tables.get(name) else {
+            return String::new();
+        };
+        let source = table.source.get_ref();
+        match self.sources.get(source).map(|s| (s.kind, s.path.as_str())) {
+            Some((SourceKind::Sqlite | SourceKind::Postgres, _)) => format!("{source} query"),
+            Some((SourceKind::Fhir, path)) => path.to_owned(),
+            _ => table.file.clone(),
+        }
+    }
+
     /// The folder of source `name` (relative paths in its tables start
     /// there); `None` for a database source.
     pub fn source_dir(&self, project_dir: &Path, name: &str) -> Option<PathBuf> {

@@ -713,6 +713,7 @@ fn a_sqlite_legacy_database_mapped_by_queries_loads() {
     let (report, stdout) = dry_run_report(dir, "proj");
     assert_eq!(dispositions(&report), expected_sql_dispositions(), "{stdout}");
     assert!(stdout.contains("results: results[R3] [R3]: patient_id: error orphan"), "{stdout}");
+    assert_eq!(report["tables"]["results"]["file"], "old query");
 
     let first = load(dir, "data");
     assert_eq!(first["patients"], [2, 2, 0, 0]);
