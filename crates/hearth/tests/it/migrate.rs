@@ -1077,3 +1077,51 @@ fn the_official_transaction_bundle_example_is_accounted_for_entry_by_entry() {
         ]
     );
 }
+
+/// Documents loaded into PostgreSQL: every Binary body is stored sealed
+/// (the store's AES-256-GCM envelope, never the document's base64), and
+/// still reads back as converted.
+#[test]
+fn documents_loaded_into_postgresql_are_sealed_at_rest() {
+    let url = std::env::var("HEARTH_TEST_DATABASE_URL")
+        .expect("HEARTH_TEST_DATABASE_URL must name the test PostgreSQL server (CI sets it)");
+    let schema = format!("migrate_docs_{}", std::process::id());
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let query = |sql: String| -> Vec<String> {
+        runtime.block_on(async {
+            let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.expect("connect");
+            let task = tokio::spawn(connection);
+            let mut out = Vec::new();
+            for message in client.simple_query(&sql).await.expect("sql") {
+                if let tokio_postgres::SimpleQueryMessage::Row(row) = message {
+                    out.push(row.get(0).unwrap_or_default().to_owned());
+                }
+            }
+            drop(client);
+            let _ = task.await;
+            out
+        })
+    };
+    query(format!("DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}"));
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path();
+    assert!(hearth(&["migrate", "init", "proj", "--preset", "legacy-csv"], dir).0);
+    assert!(hearth(&["migrate", "sample", "--out", "proj/export", "--patients", "4", "--seed", "1"], dir).0);
+    let separator = if url.contains('?') { '&' } else { '?' };
+    let target = format!("{url}{separator}options=-csearch_path%3D{schema}");
+    let (ok, stdout, stderr) =
+        hearth(&["migrate", "run", "proj", "--database-url", &target, "--data-dir", "keys", "--quiet"], dir);
+    let bodies = query(format!("SELECT v.body::text FROM {schema}.resource_version v WHERE v.type = 'Binary'"));
+    query(format!("DROP SCHEMA {schema} CASCADE"));
+    assert!(ok, "{stderr}\n{stdout}");
+    assert!(stdout.contains("0 read back different"), "{stdout}");
+    let pdf = std::fs::read(dir.join("proj/export/scans/S0001.pdf")).expect("scan");
+    let document = migrate::documents::Document { content_type: "application/pdf", bytes: pdf };
+    let data = migrate::documents::binary("x", &document)["data"].as_str().expect("data").to_owned();
+    // 4 TXT notes and 3 scans (the bad scan is rejected).
+    assert_eq!(bodies.len(), 7, "{bodies:?}");
+    for body in &bodies {
+        assert!(body.starts_with("hearth-aead:1:"), "sealed: {}", &body[..40.min(body.len())]);
+        assert!(!body.contains(&data[..24]), "no document bytes in clear");
+    }
+}
