@@ -204,6 +204,19 @@ pub trait Store: Send + Sync + 'static {
     /// The current version of a resource, deleted or not; `None` if it never existed.
     async fn read(&self, resource_type: &str, id: &str) -> Result<Option<StoredResource>, StoreError>;
 
+    /// The current versions of several resources (deleted or not), in the
+    /// order asked; absent ones are left out. Backends answer in one round
+    /// trip where they can (bulk comparisons: migration loads).
+    async fn read_many(&self, keys: &[(String, String)]) -> Result<Vec<StoredResource>, StoreError> {
+        let mut found = Vec::with_capacity(keys.len());
+        for (resource_type, id) in keys {
+            if let Some(r) = self.read(resource_type, id).await? {
+                found.push(r);
+            }
+        }
+        Ok(found)
+    }
+
     /// One version of a resource.
     async fn vread(&self, resource_type: &str, id: &str, version_id: u64)
     -> Result<Option<StoredResource>, StoreError>;

@@ -19,7 +19,7 @@ use crate::dryrun::{DryRun, Output};
 use crate::source::Provenance;
 use domain::Service;
 use domain::access::Access;
-use domain::service::{Handling, Return};
+use domain::service::Return;
 use serde_json::{Map, Value, json};
 use std::collections::{BTreeMap, HashMap};
 
@@ -28,10 +28,6 @@ pub const MIGRATION_ACTOR: &str = "hearth migrate";
 
 /// Source records per transaction.
 pub const DEFAULT_BATCH_RECORDS: usize = 200;
-
-/// Ids per `_id` search when fetching what is stored (a search takes at
-/// most 64 values in its conditions).
-const IDS_PER_SEARCH: usize = 50;
 
 /// What the load did with the resources of one table.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -105,6 +101,14 @@ struct SourceRecord<'a> {
     resources: Vec<&'a Value>,
 }
 
+/// Batches in flight at once: while one batch is committed by the store's
+/// writer, the next is fetched, compared and validated.
+const BATCHES_IN_FLIGHT: usize = 2;
+
+/// What one batch did: per table (created, updated, unchanged), and whether
+/// it wrote anything.
+type BatchCounts<'a> = (Vec<(&'a str, u64, u64, u64)>, bool);
+
 /// Loads every resource of `run` (a validated dry run) through `service`.
 /// `progress` is told the number of source records done after each batch.
 pub async fn load(
@@ -113,58 +117,97 @@ pub async fn load(
     options: &LoadOptions,
     mut progress: impl FnMut(u64),
 ) -> Result<LoadReport, LoadError> {
+    use futures_util::StreamExt;
     let access = Access::system(MIGRATION_ACTOR);
     let records = by_source_record(&run.resources);
     let mut report = LoadReport::default();
+    for record in &records {
+        report.tables.entry(record.table.to_string()).or_default().records += 1;
+    }
+    let access_ref = &access;
+    let mut batches = futures_util::stream::iter(records.chunks(options.batch_records.max(1)).map(|batch| async move {
+        let result = load_batch(service, access_ref, batch, options).await;
+        (batch, result)
+    }))
+    .buffered(BATCHES_IN_FLIGHT);
     let mut done = 0u64;
-    for batch in records.chunks(options.batch_records.max(1)) {
-        for record in batch {
-            report.tables.entry(record.table.to_string()).or_default().records += 1;
+    while let Some((batch, result)) = batches.next().await {
+        let (counts, wrote) = result.map_err(|m| batch_error(batch, m, &report))?;
+        for (table, created, updated, unchanged) in counts {
+            let c = report.tables.entry(table.to_string()).or_default();
+            c.created += created;
+            c.updated += updated;
+            c.unchanged += unchanged;
         }
-        let wanted = batch_resources(batch, options);
-        let stored = fetch_stored(service, &access, &wanted).await.map_err(|m| batch_error(batch, m, &report))?;
-        let mut entries = Vec::new();
-        let mut counted: Vec<(&str, bool)> = Vec::new();
-        for (table, resource, _) in &wanted {
-            let key = type_and_id(resource);
-            match stored.get(&key) {
-                Some(existing) if same(existing, resource) => {
-                    report.tables.entry(table.to_string()).or_default().unchanged += 1;
-                }
-                found => {
-                    counted.push((table, found.is_some()));
-                    entries.push(json!({
-                        "resource": resource,
-                        "request": {"method": "PUT", "url": format!("{}/{}", key.0, key.1)},
-                    }));
-                }
-            }
-        }
-        if !entries.is_empty() {
-            let bundle = json!({"resourceType": "Bundle", "type": "transaction", "entry": entries});
-            service
-                .bundle(&access, bundle, "urn:hearth:migrate", Some(Return::Minimal))
-                .await
-                .map_err(|e| batch_error(batch, e.message(), &report))?;
+        if wrote {
             report.transactions += 1;
-            for (table, existed) in counted {
-                let counts = report.tables.entry(table.to_string()).or_default();
-                if existed {
-                    counts.updated += 1;
-                } else {
-                    counts.created += 1;
-                }
-            }
         }
         done += batch.len() as u64;
         progress(done);
     }
+    drop(batches);
     let started = std::time::Instant::now();
     if let Err(message) = read_back(service, &access, &records, options, &mut report).await {
         return Err(batch_error(&records, message, &report));
     }
     report.read_back = started.elapsed();
     Ok(report)
+}
+
+/// One batch: what the store holds under its ids is fetched; what differs
+/// is written in one commit through the Service (validated, audited), all
+/// of it or nothing.
+async fn load_batch<'a>(
+    service: &Service,
+    access: &Access,
+    batch: &[SourceRecord<'a>],
+    options: &LoadOptions,
+) -> Result<BatchCounts<'a>, String> {
+    let wanted = batch_resources(batch, options);
+    let stored = fetch_stored(service, access, &wanted).await?;
+    let mut counts: Vec<(&'a str, u64, u64, u64)> = Vec::new();
+    let mut count = |table: &'a str, created: u64, updated: u64, unchanged: u64| {
+        match counts.iter_mut().find(|c| c.0 == table) {
+            Some(c) => {
+                c.1 += created;
+                c.2 += updated;
+                c.3 += unchanged;
+            }
+            None => counts.push((table, created, updated, unchanged)),
+        }
+    };
+    let mut writes: Vec<Value> = Vec::new();
+    let mut places: Vec<String> = Vec::new();
+    for (table, resource, place) in wanted {
+        match stored.get(&type_and_id(&resource)) {
+            Some(existing) if same(existing, &resource) => count(table, 0, 0, 1),
+            Some(_) => {
+                count(table, 0, 1, 0);
+                writes.push(resource);
+                places.push(place);
+            }
+            None => {
+                count(table, 1, 0, 0);
+                writes.push(resource);
+                places.push(place);
+            }
+        }
+    }
+    let wrote = !writes.is_empty();
+    if wrote {
+        service.load_all(access, writes).await.map_err(|e| {
+            // "resource N" in the error's location names the record.
+            let message = e.message();
+            let at = places
+                .iter()
+                .enumerate()
+                .find(|(i, _)| message.contains(&format!("resource {i}")))
+                .map(|(_, p)| format!(" (the record at {p})"))
+                .unwrap_or_default();
+            format!("{message}{at}")
+        })?;
+    }
+    Ok((counts, wrote))
 }
 
 /// The proof: every resource of every record is read back from the store
@@ -287,35 +330,23 @@ fn type_and_id(resource: &Value) -> (String, String) {
     (text("resourceType"), text("id"))
 }
 
-/// What the store holds under the ids of `wanted`, by (type, id).
+/// What the store holds under the ids of `wanted`, by (type, id): one
+/// batch read through the Service (audited, as every read).
 async fn fetch_stored(
     service: &Service,
     access: &Access,
     wanted: &[(&str, Value, String)],
 ) -> Result<HashMap<(String, String), Value>, String> {
-    let mut ids: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for (_, resource, _) in wanted {
-        let (t, id) = type_and_id(resource);
-        ids.entry(t).or_default().push(id);
-    }
-    let mut stored = HashMap::new();
-    for (resource_type, ids) in ids {
-        for chunk in ids.chunks(IDS_PER_SEARCH) {
-            let params = vec![
-                ("_id".to_string(), chunk.join(",")),
-                ("_count".to_string(), chunk.len().to_string()),
-                ("_total".to_string(), "none".to_string()),
-            ];
-            let found = service
-                .search(access, Some(&resource_type), &params, Handling::Strict)
-                .await
-                .map_err(|e| format!("reading what is stored: {}", e.message()))?;
-            for item in found.page.items {
-                let Some(body) = item.body.as_deref() else { continue };
-                let value: Value = serde_json::from_str(body).map_err(|e| format!("a stored resource is unreadable: {e}"))?;
-                stored.insert((item.resource_type.clone(), item.id.clone()), value);
-            }
-        }
+    let keys: Vec<(String, String)> = wanted.iter().map(|(_, resource, _)| type_and_id(resource)).collect();
+    let found = service
+        .read_many(access, &keys)
+        .await
+        .map_err(|e| format!("reading what is stored: {}", e.message()))?;
+    let mut stored = HashMap::with_capacity(found.len());
+    for item in found {
+        let Some(body) = item.body.as_deref() else { continue };
+        let value: Value = serde_json::from_str(body).map_err(|e| format!("a stored resource is unreadable: {e}"))?;
+        stored.insert((item.resource_type, item.id), value);
     }
     Ok(stored)
 }

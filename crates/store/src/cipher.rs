@@ -242,6 +242,10 @@ impl Store for EncryptedBinaries {
         self.inner.read(resource_type, id).await?.map(|r| self.cipher.open_stored(r)).transpose()
     }
 
+    async fn read_many(&self, keys: &[(String, String)]) -> Result<Vec<StoredResource>, StoreError> {
+        self.inner.read_many(keys).await?.into_iter().map(|r| self.cipher.open_stored(r)).collect()
+    }
+
     async fn vread(
         &self,
         resource_type: &str,

@@ -1507,6 +1507,35 @@ impl domain::Store for SqliteStore {
         Ok(found)
     }
 
+    async fn read_many(&self, keys: &[(String, String)]) -> Result<Vec<StoredResource>, StoreError> {
+        // Cache hits first; the misses in one reader call.
+        let mut found: Vec<Option<StoredResource>> = vec![None; keys.len()];
+        let mut missing: Vec<(usize, String, String, Option<crate::cache::Ticket>)> = Vec::new();
+        for (i, (resource_type, id)) in keys.iter().enumerate() {
+            match self.inner.cache.as_ref().map(|c| c.get(resource_type, id)) {
+                Some(Ok(hit)) => found[i] = Some(hit),
+                Some(Err(ticket)) => missing.push((i, resource_type.clone(), id.clone(), Some(ticket))),
+                None => missing.push((i, resource_type.clone(), id.clone(), None)),
+            }
+        }
+        if !missing.is_empty() {
+            let wanted: Vec<(String, String)> = missing.iter().map(|(_, t, id, _)| (t.clone(), id.clone())).collect();
+            let rows = self
+                .inner
+                .with_reader(move |conn| {
+                    wanted.iter().map(|(t, id)| read_current(conn, t, id)).collect::<Result<Vec<_>, _>>()
+                })
+                .await?;
+            for ((i, _, _, ticket), row) in missing.into_iter().zip(rows) {
+                if let (Some(cache), Some(ticket), Some(row)) = (&self.inner.cache, ticket, &row) {
+                    cache.keep(ticket, row);
+                }
+                found[i] = row;
+            }
+        }
+        Ok(found.into_iter().flatten().collect())
+    }
+
     async fn vread(
         &self,
         resource_type: &str,

@@ -29,7 +29,7 @@ use fhir::search::IndexValue;
 use serde_json::Value;
 
 /// Most entities one audit record lists (a search page can be large).
-const MAX_AUDITED_ENTITIES: usize = 200;
+pub(crate) const MAX_AUDITED_ENTITIES: usize = 200;
 
 /// Why a resource is withheld.
 enum Withheld {
@@ -175,6 +175,24 @@ impl Service {
         self.load_unchecked(access, resources).await
     }
 
+    /// Bulk load as one unit (migrations): every resource is validated as on
+    /// the API and written as an update of its own id, all in one commit, or
+    /// none is (the first invalid resource is the error, with its index in
+    /// `resources`). The same rights as [`Service::load`].
+    pub async fn load_all(&self, access: &Access, resources: Vec<Value>) -> Result<Vec<StoredResource>, Error> {
+        for body in &resources {
+            let rt = body.get("resourceType").and_then(Value::as_str).unwrap_or_default();
+            let allowed = access.decide(Perms::CREATE, rt).is_unrestricted()
+                && access.decide(Perms::UPDATE, rt).is_unrestricted()
+                && access.patient.is_none();
+            if !allowed {
+                let e = forbidden(&format!("bulk loading {rt} needs unrestricted create and update rights"));
+                return Err(self.audit_error(access, "create", AuditAction::Create, Some(rt), None, e).await);
+            }
+        }
+        self.load_all_unchecked(access, resources).await
+    }
+
     /// A transaction's write, checked as the interaction it stands for.
     pub(crate) async fn check_transaction_write(&self, access: &Access, write: &Write) -> Result<(), Error> {
         let rt = write.resource_type.as_str();
@@ -216,6 +234,48 @@ impl Service {
         .await;
         let target = format!("{resource_type}/{id}");
         self.audit_read(access, "read", resource_type, &target, result, |r| format!("{}/{}", r.resource_type, r.id)).await
+    }
+
+    /// The current versions of many resources at once (what a migration
+    /// compares before writing and reads back after): absent and deleted
+    /// ones are left out. As for `read`, each type needs read rights and
+    /// each resource must be visible to the caller; the reads are audited
+    /// in records of at most 200 resources each, so every one is named.
+    pub async fn read_many(&self, access: &Access, keys: &[(String, String)]) -> Result<Vec<StoredResource>, Error> {
+        let result = async {
+            let mut types: Vec<&str> = keys.iter().map(|(t, _)| t.as_str()).collect();
+            types.sort_unstable();
+            types.dedup();
+            for rt in types {
+                if rt == "AuditEvent" {
+                    return Err(forbidden("the audit trail is read through AuditEvent searches"));
+                }
+                self.require_type_ok(rt)?;
+                self.require(access, Perms::READ, rt)?;
+            }
+            let mut found = self.store.read_many(keys).await?;
+            found.retain(|r| !r.is_deleted());
+            for r in &found {
+                self.check_visible(access, Perms::READ, r).await?;
+            }
+            Ok(found)
+        }
+        .await;
+        match result {
+            Ok(found) => {
+                let records = found
+                    .chunks(MAX_AUDITED_ENTITIES)
+                    .map(|chunk| {
+                        let mut record = self.record(access, "read", AuditAction::Read);
+                        fill_entities(&mut record, chunk.iter());
+                        record
+                    })
+                    .collect();
+                self.append_read_audit(records).await?;
+                Ok(found)
+            }
+            Err(e) => Err(self.audit_error(access, "read", AuditAction::Read, None, None, e).await),
+        }
     }
 
     /// `GET [base]/[type]/[id]/_history/[vid]`.

@@ -756,6 +756,28 @@ impl Service {
             .collect()
     }
 
+    /// [`Service::load_all`]: every resource valid, committed together, or nothing.
+    pub(crate) async fn load_all_unchecked(&self, access: &Access, resources: Vec<Value>) -> Result<Vec<StoredResource>, Error> {
+        let mut pending: Vec<(usize, String, String, Value)> = Vec::with_capacity(resources.len());
+        for (index, body) in resources.into_iter().enumerate() {
+            let rt = body.get("resourceType").and_then(Value::as_str).unwrap_or_default().to_string();
+            let id = prepare::check_type(&rt)
+                .and_then(|()| prepare::validate(&rt, &body, None))
+                .and_then(|()| match body.get("id").and_then(Value::as_str) {
+                    Some(id) => prepare::check_id(id).map(|()| id.to_string()).map_err(|e| e.at("id")),
+                    None => Err(Error::new(ErrorKind::BadRequest, "a resource loaded as a unit needs its id").at("id")),
+                })
+                .map_err(|e| e.at(format!("resource {index}")))?;
+            pending.push((index, rt, id, body));
+        }
+        let mut results: Vec<Option<LoadResult>> = (0..pending.len()).map(|_| None).collect();
+        self.load_together(access, &pending, &mut results).await?;
+        results
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(Error::new(ErrorKind::Internal, "resource was not processed"))))
+            .collect()
+    }
+
     async fn load_together(
         &self,
         access: &Access,
@@ -786,7 +808,13 @@ impl Service {
         if commit.writes.is_empty() {
             return Ok(());
         }
-        commit.audit.push(self.writes_record(access, "create", AuditAction::Create, &commit.writes));
+        // One audit record per slice of writes, so that every resource is named.
+        let records: Vec<_> = commit
+            .writes
+            .chunks(guard::MAX_AUDITED_ENTITIES)
+            .map(|writes| self.writes_record(access, "create", AuditAction::Create, writes))
+            .collect();
+        commit.audit.extend(records);
         self.store.commit(commit).await?;
         for (index, s) in stored {
             if let Some(slot) = results.get_mut(index) {
