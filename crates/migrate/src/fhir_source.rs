@@ -486,7 +486,7 @@ pub fn source_system(project: &str, source: &str) -> String {
 
 /// Whether resources of `rtype` take a list of identifiers (asked of
 /// Hearth's validator once per type).
-fn takes_identifiers(rtype: &str) -> bool {
+pub(crate) fn takes_identifiers(rtype: &str) -> bool {
     static CACHE: OnceLock<Mutex<HashMap<String, bool>>> = OnceLock::new();
     let cache = CACHE.get_or_init(|| Mutex::new(HashMap::new()));
     if let Ok(known) = cache.lock()
@@ -507,6 +507,35 @@ fn takes_identifiers(rtype: &str) -> bool {
         known.insert(rtype.to_owned(), answer);
     }
     answer
+}
+
+/// The `(Type, id)` a reference of a resource read from a FHIR source names
+/// inside the export: a relative `Type/id` (the reader has made `urn:uuid:`
+/// and source-server URLs relative, and dropped `/_history/n`). `None` for
+/// a contained (`#id`), absolute, `urn:` or malformed reference.
+pub fn source_target(reference: &str) -> Option<(String, String)> {
+    if reference.starts_with('#') || reference.starts_with("urn:") || reference.contains("://") {
+        return None;
+    }
+    split_type_id(reference)
+}
+
+/// The table of source `source` whose records are the resources of type
+/// `rtype`, the first declared (the one [`FhirSource`] reads them into).
+pub fn table_of(project: &Project, source: &str, rtype: &str) -> Option<String> {
+    project
+        .tables
+        .iter()
+        .find(|(_, t)| t.source.get_ref() == source && t.resource == rtype)
+        .map(|(n, _)| n.clone())
+}
+
+/// The Hearth `(Type, id)` of the record `Type/id` of source `source`: the
+/// id derived from its table and key like every migrated resource. `None`
+/// when no table of the source holds that type.
+pub fn hearth_target(project: &Project, source: &str, rtype: &str, id: &str) -> Option<(String, String)> {
+    let table = table_of(project, source, rtype)?;
+    Some((rtype.to_owned(), resource_id(&table, &format!("{rtype}/{id}"), "")))
 }
 
 /// Converts one resource of a FHIR source's `table`: Hearth id, references
