@@ -28,6 +28,12 @@
 //! its row's fields checked on each resource the row made, and each
 //! measured column's value, unit and code on that column's resource.
 //!
+//! A record of a FHIR source (no mapping) is checked against the source
+//! resource itself ([`fhir_expected`]): every leaf at the same place with
+//! the same JSON value, except the `id` and `meta.versionId`/`lastUpdated`;
+//! each reference into the export as the Hearth `Type/id` of the record it
+//! names, that resource stored; the identifier keeping the source id.
+//!
 //! Each table gets two SHA-256 digests, of its expected fields (source) and
 //! of the fields found (loaded), over the same canonical lines: equal
 //! digests mean every critical field of every loaded record is as the
@@ -661,7 +667,7 @@ fn fhir_found(field: &FhirField, resource: &Value, stored: &dyn Fn(&str, &str) -
                 .filter(|i| i["system"].as_str() == Some(system.as_str()))
                 .map(|i| leaf_text(&i["value"]))
                 .collect();
-            let ok = values.iter().any(|v| *v == field.expected.value);
+            let ok = values.contains(&field.expected.value);
             let shown = if ok { Some(field.expected.value.clone()) } else { (!values.is_empty()).then(|| values.join(" | ")) };
             (ok, shown)
         }
@@ -798,7 +804,7 @@ impl Reconciliation {
                     Provenance::TableKey { table, .. } => (json!(table), Value::Null),
                 };
                 json!({
-                    "table": m.table, "file": file, "line": line, "key": m.key, "field": m.field,
+                    "table": m.table, "file": file, "line": line, "place": m.provenance.to_string(), "key": m.key, "field": m.field,
                     "resource": m.resource, "source": m.source, "loaded": m.loaded, "stored": m.stored,
                 })
             })
