@@ -533,6 +533,14 @@ fn fhir_leaves(value: &Value, steps: &mut Vec<Step>, out: &mut Vec<(Vec<Step>, V
     }
 }
 
+/// The value at `steps` in `resource`.
+fn value_at<'v>(resource: &'v Value, steps: &[Step]) -> Option<&'v Value> {
+    steps.iter().try_fold(resource, |v, s| match s {
+        Step::Key(k) => v.get(k.as_str()),
+        Step::Index(i) => v.get(*i),
+    })
+}
+
 /// The source reference at `steps`, when it is one into the export: a
 /// `reference` string, or an attachment's `url` naming a Binary.
 fn reference_at(steps: &[Step], value: &Value) -> Option<(String, String)> {
@@ -593,7 +601,17 @@ pub fn fhir_expected(project: &Project, table_name: &str, record: &Record) -> Re
                 };
                 (Critical::Reference, expected, LeafCheck::Reference(steps, target))
             }
-            None => (fhir_kind(&steps, &value), raw.clone(), LeafCheck::Same(steps, value)),
+            None => {
+                let mut kind = fhir_kind(&steps, &value);
+                // The text of any CodeableConcept (one with codings) names a coded thing.
+                if kind == Critical::Element
+                    && steps.last() == Some(&Step::Key("text".into()))
+                    && value_at(&resource, &steps[..steps.len() - 1]).is_some_and(|parent| parent.get("coding").is_some())
+                {
+                    kind = Critical::CodeText;
+                }
+                (kind, raw.clone(), LeafCheck::Same(steps, value))
+            }
         };
         fields.push(FhirField {
             expected: Expected { part: String::new(), field: format!("{rtype}.{path}"), what, path, value, raw },
@@ -634,12 +652,7 @@ pub fn fhir_expected(project: &Project, table_name: &str, record: &Record) -> Re
 /// Whether the loaded `resource` holds `field`, and what it holds there
 /// (`stored`: whether a resource `(Type, id)` is in the store).
 fn fhir_found(field: &FhirField, resource: &Value, stored: &dyn Fn(&str, &str) -> bool) -> (bool, Option<String>) {
-    let at = |steps: &[Step]| {
-        steps.iter().try_fold(resource, |v, s| match s {
-            Step::Key(k) => v.get(k.as_str()),
-            Step::Index(i) => v.get(*i),
-        })
-    };
+    let at = |steps: &[Step]| value_at(resource, steps);
     match &field.check {
         LeafCheck::Same(steps, value) => match at(steps) {
             None | Some(Value::Null) => (false, None),
@@ -1325,6 +1338,7 @@ resource = "Observation"
             "meta":{"versionId":"4","lastUpdated":"2020-01-01T00:00:00Z","tag":[{"code":"t"}]},
             "identifier":[{"system":"urn:old","value":"X1"}],
             "status":"final",
+            "category":[{"coding":[{"code":"vital-signs"}],"text":"Vital Signs"}],
             "code":{"coding":[{"system":"http://loinc.org","code":"29463-7"}],"text":"weight"},
             "subject":{"reference":"Patient/p1"},
             "effectiveDateTime":"2024-07-01T10:30:00-05:00",
@@ -1362,7 +1376,7 @@ resource = "Observation"
         };
         assert_eq!(failing(&loaded, &stored), Vec::new(), "identical but for id, meta and references");
         let paths: Vec<(&str, Critical)> = f.fields.iter().map(|x| (x.expected.field.as_str(), x.expected.what)).collect();
-        assert_eq!(paths.len(), 14, "every leaf but id and meta's versionId and lastUpdated, and the source id: {paths:?}");
+        assert_eq!(paths.len(), 16, "every leaf but id and meta's versionId and lastUpdated, and the source id: {paths:?}");
         for expected in [
             ("Observation.meta.tag[0].code", Critical::Code),
             ("Observation.identifier[0].value", Critical::Identifier),
@@ -1370,6 +1384,7 @@ resource = "Observation"
             ("Observation.code.coding[0].code", Critical::Code),
             ("Observation.code.coding[0].system", Critical::Code),
             ("Observation.code.text", Critical::CodeText),
+            ("Observation.category[0].text", Critical::CodeText),
             ("Observation.subject.reference", Critical::Reference),
             ("Observation.effectiveDateTime", Critical::DateTime),
             ("Observation.valueQuantity.value", Critical::Value),
