@@ -486,7 +486,7 @@ pub fn source_system(project: &str, source: &str) -> String {
 
 /// Whether resources of `rtype` take a list of identifiers (asked of
 /// Hearth's validator once per type).
-fn takes_identifiers(rtype: &str) -> bool {
+pub(crate) fn takes_identifiers(rtype: &str) -> bool {
     static CACHE: OnceLock<Mutex<HashMap<String, bool>>> = OnceLock::new();
     let cache = CACHE.get_or_init(|| Mutex::new(HashMap::new()));
     if let Ok(known) = cache.lock()
@@ -507,6 +507,43 @@ fn takes_identifiers(rtype: &str) -> bool {
         known.insert(rtype.to_owned(), answer);
     }
     answer
+}
+
+/// The `(Type, id)` a reference of a resource read from a FHIR source names
+/// inside the export: a relative `Type/id` (the reader has made `urn:uuid:`
+/// and source-server URLs relative, and dropped `/_history/n`). `None` for
+/// a contained (`#id`), absolute, `urn:` or malformed reference.
+pub fn source_target(reference: &str) -> Option<(String, String)> {
+    if reference.starts_with('#') || reference.starts_with("urn:") || reference.contains("://") {
+        return None;
+    }
+    split_type_id(reference)
+}
+
+/// The table of source `source` whose records are the resources of type
+/// `rtype`, the first declared (the one [`FhirSource`] reads them into).
+pub fn table_of(project: &Project, source: &str, rtype: &str) -> Option<String> {
+    project
+        .tables
+        .iter()
+        .find(|(_, t)| t.source.get_ref() == source && t.resource == rtype)
+        .map(|(n, _)| n.clone())
+}
+
+/// The Hearth `(Type, id)` of the record `Type/id` of source `source`: the
+/// id derived from its table and key like every migrated resource. `None`
+/// when no table of the source holds that type.
+pub fn hearth_target(
+    project: &Project,
+    source: &str,
+    rtype: &str,
+    id: &str,
+) -> Option<(String, String)> {
+    let table = table_of(project, source, rtype)?;
+    Some((
+        rtype.to_owned(),
+        resource_id(&table, &format!("{rtype}/{id}"), ""),
+    ))
 }
 
 /// Converts one resource of a FHIR source's `table`: Hearth id, references
@@ -546,13 +583,16 @@ pub fn convert(project: &Project, table: &str, record: &Record) -> Converted {
     else {
         return out;
     };
-    // The tables of this source by resource type.
-    let tables: HashMap<&str, &str> = project
+    // The tables of this source by resource type: the first declared, the
+    // one the reader puts that type's records in.
+    let mut tables: HashMap<&str, &str> = HashMap::new();
+    for (n, t) in project
         .tables
         .iter()
         .filter(|(_, t)| *t.source.get_ref() == source)
-        .map(|(n, t)| (t.resource.as_str(), n.as_str()))
-        .collect();
+    {
+        tables.entry(t.resource.as_str()).or_insert(n.as_str());
+    }
     resource["id"] = json!(resource_id(table, &out.key, ""));
     if let Some(meta) = resource.get_mut("meta").and_then(Value::as_object_mut) {
         meta.remove("versionId");
@@ -900,6 +940,34 @@ resource = "Observation"
             Some("Observation.hasMember")
         );
         assert_eq!(orphan.provenance.to_string(), "tx.json[entry[1]]");
+    }
+
+    /// Two tables of one source declaring the same type: the records are
+    /// read into the first, and references resolve to it (not orphans).
+    #[test]
+    fn a_type_declared_twice_resolves_to_the_table_holding_its_records() {
+        let (dir, _) = setup();
+        let text = format!(
+            "{PROJECT}\n[tables.patients_too]\nsource = \"bulk\"\nresource = \"Patient\"\n"
+        );
+        std::fs::write(dir.path().join("migration.toml"), text).expect("toml");
+        let project = crate::project::load(dir.path()).expect("project");
+        let run = crate::dryrun::run(
+            &project,
+            dir.path(),
+            crate::dryrun::Stage::Validate,
+            "2026-11-29",
+        )
+        .expect("run");
+        assert_eq!(run.tables["patients"].converted, 2);
+        assert_eq!(run.tables["patients_too"].source_records, 0);
+        let orphans: Vec<Option<&str>> = run
+            .issues
+            .iter()
+            .filter(|i| i.finding.kind == "orphan")
+            .map(|i| i.finding.field.as_deref())
+            .collect();
+        assert_eq!(orphans, [Some("Observation.hasMember")], "only the real orphan");
     }
 
     #[test]

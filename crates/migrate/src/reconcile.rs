@@ -28,6 +28,12 @@
 //! its row's fields checked on each resource the row made, and each
 //! measured column's value, unit and code on that column's resource.
 //!
+//! A record of a FHIR source (no mapping) is checked against the source
+//! resource itself ([`fhir_expected`]): every leaf at the same place with
+//! the same JSON value, except the `id` and `meta.versionId`/`lastUpdated`;
+//! each reference into the export as the Hearth `Type/id` of the record it
+//! names, that resource stored; the identifier keeping the source id.
+//!
 //! Each table gets two SHA-256 digests, of its expected fields (source) and
 //! of the fields found (loaded), over the same canonical lines: equal
 //! digests mean every critical field of every loaded record is as the
@@ -35,8 +41,8 @@
 
 use crate::convert::{local_system, resource_id};
 use crate::dryrun::DryRun;
-use crate::project::{ColumnDecl, ColumnType, Project, TableDecl};
-use crate::source::{Provenance, Record, Source};
+use crate::project::{ColumnDecl, ColumnType, Project, SourceKind, TableDecl};
+use crate::source::{Provenance, Record};
 use domain::Service;
 use domain::access::Access;
 use domain::service::Handling;
@@ -73,10 +79,13 @@ pub enum Critical {
     Unit,
     /// A reference to another resource (`Type/id`).
     Reference,
+    /// Any other element of a resource read from a FHIR source (a status,
+    /// a display, the narrative).
+    Element,
 }
 
 impl Critical {
-    /// `identifier`, `name`, `code-text`, `code`, `date`, `datetime`, `value`, `unit`, `reference`.
+    /// `identifier`, `name`, `code-text`, `code`, `date`, `datetime`, `value`, `unit`, `reference`, `element`.
     pub fn as_str(self) -> &'static str {
         match self {
             Critical::Identifier => "identifier",
@@ -88,6 +97,7 @@ impl Critical {
             Critical::Value => "value",
             Critical::Unit => "unit",
             Critical::Reference => "reference",
+            Critical::Element => "element",
         }
     }
 }
@@ -368,6 +378,315 @@ fn agrees(e: &Expected, candidate: &str) -> bool {
     }
 }
 
+/// The fields to check of one source record.
+#[derive(Debug, Clone)]
+enum Fields {
+    /// A mapped record's critical fields ([`expected`]).
+    Mapped(Vec<Expected>),
+    /// A FHIR source's resource, leaf by leaf ([`fhir_expected`]).
+    Fhir(Vec<FhirField>),
+}
+
+/// Whether `table` reads a FHIR source (its resources bypass the mapping).
+fn reads_fhir(project: &Project, table: &TableDecl) -> bool {
+    project.sources.get(table.source.get_ref()).is_some_and(|s| s.kind == SourceKind::Fhir)
+}
+
+/// A step of an element path: a key, or an index into a list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Step {
+    Key(String),
+    Index(usize),
+}
+
+/// How a leaf of a FHIR source's resource is found in the loaded one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum LeafCheck {
+    /// The same JSON value (same type, same text: `70.50` is not `70.5`)
+    /// at the same place.
+    Same(Vec<Step>, Value),
+    /// A reference into the export: at the same place, the Hearth
+    /// `Type/id` of the record it names (`None`: no table of the source
+    /// holds its type), and that resource is stored.
+    Reference(Vec<Step>, Option<(String, String)>),
+    /// The identifier keeping the source id (the value is the expected one).
+    SourceId(String),
+}
+
+/// One field of a resource read from a FHIR source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FhirField {
+    /// The field as every check reports it (`field`: the element path
+    /// with the resource type, `Observation.code.coding[0].code`).
+    pub expected: Expected,
+    check: LeafCheck,
+}
+
+/// What a record of a FHIR source must be in the store ([`fhir_expected`]).
+#[derive(Debug, Clone)]
+pub struct FhirRecord {
+    /// `Type/id` as the source names it (the key the conversion gives).
+    pub key: String,
+    /// The patient it belongs to: its own key for a Patient, else the
+    /// `Patient/id` of its `subject` or `patient`.
+    pub patient: Option<String>,
+    /// Every leaf, reference and the source-id identifier.
+    pub fields: Vec<FhirField>,
+}
+
+/// The element path of `steps` (`name[0].given[1]`).
+fn path_text(steps: &[Step]) -> String {
+    let mut out = String::new();
+    for step in steps {
+        match step {
+            Step::Key(k) => {
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                out.push_str(k);
+            }
+            Step::Index(i) => {
+                out.push('[');
+                out.push_str(&i.to_string());
+                out.push(']');
+            }
+        }
+    }
+    out
+}
+
+/// A leaf value as a person reads it: a string as it is, else its JSON.
+fn leaf_text(value: &Value) -> String {
+    match value {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// `YYYY`, `YYYY-MM`, `YYYY-MM-DD` (a FHIR date) or a date-time (`...T hh:mm`).
+fn date_kind(text: &str) -> Option<Critical> {
+    let b = text.as_bytes();
+    let digits = |r: std::ops::Range<usize>| b.get(r).is_some_and(|s| s.iter().all(u8::is_ascii_digit));
+    let date = match b.len() {
+        4 => digits(0..4),
+        7 => digits(0..4) && b[4] == b'-' && digits(5..7),
+        10 => digits(0..4) && b[4] == b'-' && digits(5..7) && b[7] == b'-' && digits(8..10),
+        _ => false,
+    };
+    if date {
+        return Some(Critical::Date);
+    }
+    (b.len() > 16 && digits(0..4) && b[4] == b'-' && b[7] == b'-' && b[10] == b'T' && b[13] == b':')
+        .then_some(Critical::DateTime)
+}
+
+/// The kind of a FHIR leaf, by where it is and what it holds.
+fn fhir_kind(steps: &[Step], value: &Value) -> Critical {
+    let keys: Vec<&str> = steps
+        .iter()
+        .filter_map(|s| match s {
+            Step::Key(k) => Some(k.as_str()),
+            Step::Index(_) => None,
+        })
+        .collect();
+    let last = keys.last().copied().unwrap_or("");
+    let parent = keys.len().checked_sub(2).map_or("", |i| keys[i]);
+    let in_quantity = keys.iter().any(|k| k.ends_with("Quantity") || *k == "quantity");
+    if keys.first() == Some(&"identifier") {
+        Critical::Identifier
+    } else if keys.first() == Some(&"name") && matches!(last, "family" | "given" | "prefix" | "suffix" | "text") {
+        Critical::Name
+    } else if last == "unit" || (in_quantity && matches!(last, "code" | "system")) {
+        Critical::Unit
+    } else if matches!(last, "code" | "system") || keys == ["gender"] {
+        Critical::Code
+    } else if last == "text" && (parent == "code" || parent.ends_with("CodeableConcept")) {
+        Critical::CodeText
+    } else if let Some(kind) = value.as_str().and_then(date_kind) {
+        kind
+    } else if value.is_number() || value.is_boolean() || last.starts_with("value") {
+        Critical::Value
+    } else {
+        Critical::Element
+    }
+}
+
+/// Every leaf under `value` (nulls are no value), with its steps.
+fn fhir_leaves(value: &Value, steps: &mut Vec<Step>, out: &mut Vec<(Vec<Step>, Value)>) {
+    match value {
+        Value::Object(map) => {
+            for (k, v) in map {
+                steps.push(Step::Key(k.clone()));
+                fhir_leaves(v, steps, out);
+                steps.pop();
+            }
+        }
+        Value::Array(items) => {
+            for (i, v) in items.iter().enumerate() {
+                steps.push(Step::Index(i));
+                fhir_leaves(v, steps, out);
+                steps.pop();
+            }
+        }
+        Value::Null => {}
+        leaf => out.push((steps.clone(), leaf.clone())),
+    }
+}
+
+/// The value at `steps` in `resource`.
+fn value_at<'v>(resource: &'v Value, steps: &[Step]) -> Option<&'v Value> {
+    steps.iter().try_fold(resource, |v, s| match s {
+        Step::Key(k) => v.get(k.as_str()),
+        Step::Index(i) => v.get(*i),
+    })
+}
+
+/// The source reference at `steps`, when it is one into the export: a
+/// `reference` string, or an attachment's `url` naming a Binary.
+fn reference_at(steps: &[Step], value: &Value) -> Option<(String, String)> {
+    let text = value.as_str()?;
+    let mut keys = steps.iter().rev().filter_map(|s| match s {
+        Step::Key(k) => Some(k.as_str()),
+        Step::Index(_) => None,
+    });
+    let is_reference = match keys.next()? {
+        "reference" => true,
+        "url" => text.starts_with("Binary/") && keys.next().is_some_and(|p| p == "attachment" || p == "content"),
+        _ => false,
+    };
+    if is_reference { crate::fhir_source::source_target(text) } else { None }
+}
+
+/// What a record of a FHIR source must be in the store, taken from the
+/// source resource alone: every leaf at the same place with the same value,
+/// except the resource's `id` and `meta.versionId`/`meta.lastUpdated`
+/// (Hearth's own); each reference into the export as the Hearth `Type/id`
+/// of the record it names; and, on a type that takes identifiers, the
+/// identifier keeping the source id.
+pub fn fhir_expected(project: &Project, table_name: &str, record: &Record) -> Result<FhirRecord, String> {
+    let table = project.tables.get(table_name).ok_or_else(|| format!("no table {table_name:?}"))?;
+    let source = table.source.get_ref();
+    let text = record.get(crate::fhir_source::RESOURCE_COLUMN).unwrap_or_default();
+    let resource: Value =
+        serde_json::from_str(text).map_err(|e| format!("{}: {table_name}: not JSON now: {e}", record.provenance))?;
+    let rtype = resource["resourceType"].as_str().unwrap_or_default().to_owned();
+    let source_id = resource["id"].as_str().unwrap_or_default().to_owned();
+    let key = format!("{rtype}/{source_id}");
+    let mut leaves = Vec::new();
+    if let Some(map) = resource.as_object() {
+        for (k, v) in map {
+            match k.as_str() {
+                "resourceType" | "id" => {}
+                "meta" => {
+                    for (m, v) in v.as_object().into_iter().flatten() {
+                        if m != "versionId" && m != "lastUpdated" {
+                            fhir_leaves(v, &mut vec![Step::Key("meta".into()), Step::Key(m.clone())], &mut leaves);
+                        }
+                    }
+                }
+                _ => fhir_leaves(v, &mut vec![Step::Key(k.clone())], &mut leaves),
+            }
+        }
+    }
+    let mut fields = Vec::with_capacity(leaves.len() + 1);
+    for (steps, value) in leaves {
+        let path = path_text(&steps);
+        let raw = leaf_text(&value);
+        let (what, value, check) = match reference_at(&steps, &value) {
+            Some((t, id)) => {
+                let target = crate::fhir_source::hearth_target(project, source, &t, &id);
+                let expected = match &target {
+                    Some((t, id)) => format!("{t}/{id}"),
+                    None => format!("{raw} (no table of source {source} holds {t})"),
+                };
+                (Critical::Reference, expected, LeafCheck::Reference(steps, target))
+            }
+            None => {
+                let mut kind = fhir_kind(&steps, &value);
+                // The text of any CodeableConcept (one with codings) names a coded thing.
+                if kind == Critical::Element
+                    && steps.last() == Some(&Step::Key("text".into()))
+                    && value_at(&resource, &steps[..steps.len() - 1]).is_some_and(|parent| parent.get("coding").is_some())
+                {
+                    kind = Critical::CodeText;
+                }
+                (kind, raw.clone(), LeafCheck::Same(steps, value))
+            }
+        };
+        fields.push(FhirField {
+            expected: Expected { part: String::new(), field: format!("{rtype}.{path}"), what, path, value, raw },
+            check,
+        });
+    }
+    let system = crate::fhir_source::source_system(&project.project.name, source);
+    let has_own = resource["identifier"]
+        .as_array()
+        .is_some_and(|list| list.iter().any(|i| i["system"].as_str() == Some(system.as_str())));
+    if !has_own && crate::fhir_source::takes_identifiers(&rtype) {
+        let path = format!("identifier.where(system='{system}').value");
+        fields.push(FhirField {
+            expected: Expected {
+                part: String::new(),
+                field: format!("{rtype}.{path}"),
+                what: Critical::Identifier,
+                path,
+                value: source_id.clone(),
+                raw: key.clone(),
+            },
+            check: LeafCheck::SourceId(system),
+        });
+    }
+    let patient = if rtype == "Patient" {
+        Some(key.clone())
+    } else {
+        ["subject", "patient"]
+            .iter()
+            .filter_map(|e| resource[*e]["reference"].as_str())
+            .filter_map(crate::fhir_source::source_target)
+            .find(|(t, _)| t == "Patient")
+            .map(|(t, id)| format!("{t}/{id}"))
+    };
+    Ok(FhirRecord { key, patient, fields })
+}
+
+/// Whether the loaded `resource` holds `field`, and what it holds there
+/// (`stored`: whether a resource `(Type, id)` is in the store).
+fn fhir_found(field: &FhirField, resource: &Value, stored: &dyn Fn(&str, &str) -> bool) -> (bool, Option<String>) {
+    let at = |steps: &[Step]| value_at(resource, steps);
+    match &field.check {
+        LeafCheck::Same(steps, value) => match at(steps) {
+            None | Some(Value::Null) => (false, None),
+            Some(found) => {
+                let same_kind = std::mem::discriminant(found) == std::mem::discriminant(value);
+                let shown = if same_kind { leaf_text(found) } else { found.to_string() };
+                (found == value, Some(shown))
+            }
+        },
+        LeafCheck::Reference(steps, target) => {
+            let Some(found) = at(steps).and_then(Value::as_str) else { return (false, None) };
+            let named = target.as_ref().is_some_and(|(t, id)| found == format!("{t}/{id}"));
+            let resolves = target.as_ref().is_some_and(|(t, id)| stored(t, id));
+            match (named, resolves) {
+                (true, true) => (true, Some(found.to_owned())),
+                (true, false) => (false, Some(format!("{found} (not stored)"))),
+                _ => (false, Some(found.to_owned())),
+            }
+        }
+        LeafCheck::SourceId(system) => {
+            let values: Vec<String> = resource["identifier"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|i| i["system"].as_str() == Some(system.as_str()))
+                .map(|i| leaf_text(&i["value"]))
+                .collect();
+            let ok = values.contains(&field.expected.value);
+            let shown = if ok { Some(field.expected.value.clone()) } else { (!values.is_empty()).then(|| values.join(" | ")) };
+            (ok, shown)
+        }
+    }
+}
+
 /// One critical field, source and loaded side by side.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FieldCheck {
@@ -498,7 +817,7 @@ impl Reconciliation {
                     Provenance::TableKey { table, .. } => (json!(table), Value::Null),
                 };
                 json!({
-                    "table": m.table, "file": file, "line": line, "key": m.key, "field": m.field,
+                    "table": m.table, "file": file, "line": line, "place": m.provenance.to_string(), "key": m.key, "field": m.field,
                     "resource": m.resource, "source": m.source, "loaded": m.loaded, "stored": m.stored,
                 })
             })
@@ -550,7 +869,7 @@ pub async fn reconcile(
     let loaded_records: HashSet<(&str, String)> =
         run.resources.iter().map(|o| (o.table.as_str(), o.provenance.to_string())).collect();
     // Pass 1: the source's expectations.
-    let mut pending: Vec<(RecordCheck, Vec<Expected>)> = Vec::new();
+    let mut pending: Vec<(RecordCheck, Fields)> = Vec::new();
     for source_name in project.sources.keys() {
         let Some(source) = project.source(project_dir, source_name) else { continue };
         for table_name in source.tables() {
@@ -561,11 +880,17 @@ pub async fn reconcile(
                 if !loaded_records.contains(&(table_name.as_str(), record.provenance.to_string())) {
                     continue;
                 }
-                let key = record_key(table, &record);
-                let fields = expected(project, &table_name, &record)?;
+                let (key, patient, fields) = if reads_fhir(project, table) {
+                    let f = fhir_expected(project, &table_name, &record)?;
+                    (f.key, f.patient, Fields::Fhir(f.fields))
+                } else {
+                    let key = record_key(table, &record);
+                    let patient = patient_of(project, table, &key, &record);
+                    (key, patient, Fields::Mapped(expected(project, &table_name, &record)?))
+                };
                 let check = RecordCheck {
                     table: table_name.clone(),
-                    patient: patient_of(project, table, &key, &record),
+                    patient,
                     key,
                     provenance: record.provenance.clone(),
                     fields: Vec::new(),
@@ -578,9 +903,22 @@ pub async fn reconcile(
     let mut ids: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for (check, fields) in &pending {
         let table = &project.tables[&check.table];
-        let parts: HashSet<&str> = fields.iter().map(|f| f.part.as_str()).collect();
-        for part in parts {
-            ids.entry(table.resource.clone()).or_default().push(resource_id(&check.table, &check.key, part));
+        match fields {
+            Fields::Mapped(fields) => {
+                let parts: HashSet<&str> = fields.iter().map(|f| f.part.as_str()).collect();
+                for part in parts {
+                    ids.entry(table.resource.clone()).or_default().push(resource_id(&check.table, &check.key, part));
+                }
+            }
+            Fields::Fhir(fields) => {
+                ids.entry(table.resource.clone()).or_default().push(resource_id(&check.table, &check.key, ""));
+                // The resources its references name must be stored too.
+                for f in fields {
+                    if let LeafCheck::Reference(_, Some((rtype, id))) = &f.check {
+                        ids.entry(rtype.clone()).or_default().push(id.clone());
+                    }
+                }
+            }
         }
     }
     let access = Access::system(crate::load::MIGRATION_ACTOR);
@@ -630,24 +968,49 @@ pub async fn reconcile(
         let (source_hash, loaded_hash) =
             hashers.entry(check.table.clone()).or_insert_with(|| (Sha256::new(), Sha256::new()));
         let mut all_ok = true;
-        let mut ids: HashMap<String, (String, String)> = HashMap::new();
-        for e in fields {
-            let (id, resource) = ids
-                .entry(e.part.clone())
-                .or_insert_with(|| {
-                    let id = resource_id(&check.table, &check.key, &e.part);
-                    let resource = format!("{resource_type}/{id}");
-                    (id, resource)
-                })
-                .clone();
-            let candidates = stored.get(&(resource_type.clone(), id)).map(|r| loaded(r, &e, &check.table));
-            let found = candidates.as_ref().and_then(|c| c.iter().find(|v| agrees(&e, v)));
-            let ok = found.is_some();
-            let shown = match (&found, &candidates) {
-                (Some(v), _) => Some((*v).clone()),
-                (None, Some(c)) if !c.is_empty() => Some(c.join(" | ")),
-                _ => None,
-            };
+        // Per field: what was expected, of which resource, whether it
+        // agrees, what is stored, whether the resource is stored.
+        let outcomes: Vec<(Expected, String, bool, Option<String>, bool)> = match fields {
+            Fields::Mapped(fields) => {
+                let mut ids: HashMap<String, (String, String)> = HashMap::new();
+                let mut outcomes = Vec::with_capacity(fields.len());
+                for e in fields {
+                    let (id, resource) = ids
+                        .entry(e.part.clone())
+                        .or_insert_with(|| {
+                            let id = resource_id(&check.table, &check.key, &e.part);
+                            let resource = format!("{resource_type}/{id}");
+                            (id, resource)
+                        })
+                        .clone();
+                    let candidates = stored.get(&(resource_type.clone(), id)).map(|r| loaded(r, &e, &check.table));
+                    let found = candidates.as_ref().and_then(|c| c.iter().find(|v| agrees(&e, v)));
+                    let ok = found.is_some();
+                    let shown = match (&found, &candidates) {
+                        (Some(v), _) => Some((*v).clone()),
+                        (None, Some(c)) if !c.is_empty() => Some(c.join(" | ")),
+                        _ => None,
+                    };
+                    let is_stored = candidates.is_some();
+                    outcomes.push((e, resource, ok, shown, is_stored));
+                }
+                outcomes
+            }
+            Fields::Fhir(fields) => {
+                let id = resource_id(&check.table, &check.key, "");
+                let resource = format!("{resource_type}/{id}");
+                let held = stored.get(&(resource_type.clone(), id));
+                let is_stored = |rtype: &str, id: &str| stored.contains_key(&(rtype.to_owned(), id.to_owned()));
+                fields
+                    .into_iter()
+                    .map(|f| {
+                        let (ok, shown) = held.map_or((false, None), |r| fhir_found(&f, r, &is_stored));
+                        (f.expected, resource.clone(), ok, shown, held.is_some())
+                    })
+                    .collect()
+            }
+        };
+        for (e, resource, ok, shown, is_stored) in outcomes {
             let line =
                 |value: &str| format!("{}\t{}\t{}\t{}\t{}\n", check.key, resource, e.field, e.what.as_str(), value);
             source_hash.update(line(&e.value).as_bytes());
@@ -663,7 +1026,7 @@ pub async fn reconcile(
                     resource: resource.clone(),
                     source: e.value.clone(),
                     loaded: shown.clone(),
-                    stored: candidates.is_some(),
+                    stored: is_stored,
                 });
             }
             check.fields.push(FieldCheck {
@@ -702,6 +1065,7 @@ fn hex(bytes: &[u8]) -> String {
 mod tests {
     use super::*;
     use crate::convert::Converter;
+    use crate::source::Source;
     use std::sync::Arc;
 
     fn preset() -> Project {
@@ -944,6 +1308,140 @@ mod tests {
         assert_eq!(found.len(), 2, "{found:?}");
         assert!(found[0].contains("result_value") || found[1].contains("result_value"), "{found:?}");
         assert!(found.iter().any(|f| f.contains("first_name")), "{found:?}");
+    }
+
+    const FHIR_PROJECT: &str = r#"
+[project]
+name = "t"
+
+[sources.bulk]
+kind = "fhir"
+path = "bulk"
+
+[tables.patients]
+source = "bulk"
+resource = "Patient"
+
+[tables.observations]
+source = "bulk"
+resource = "Observation"
+"#;
+
+    /// A FHIR source's resource is compared leaf by leaf with the loaded
+    /// one: id and meta versionId/lastUpdated aside, references as the
+    /// Hearth ids of the records they name (stored), the source id kept as
+    /// an identifier; one changed code is one mismatch naming its path.
+    #[test]
+    fn a_fhir_resource_is_compared_leaf_by_leaf_with_the_loaded_one() {
+        let project = crate::project::parse(FHIR_PROJECT, Path::new("t")).expect("project");
+        let text = r#"{"resourceType":"Observation","id":"o1",
+            "meta":{"versionId":"4","lastUpdated":"2020-01-01T00:00:00Z","tag":[{"code":"t"}]},
+            "identifier":[{"system":"urn:old","value":"X1"}],
+            "status":"final",
+            "category":[{"coding":[{"code":"vital-signs"}],"text":"Vital Signs"}],
+            "code":{"coding":[{"system":"http://loinc.org","code":"29463-7"}],"text":"weight"},
+            "subject":{"reference":"Patient/p1"},
+            "effectiveDateTime":"2024-07-01T10:30:00-05:00",
+            "valueQuantity":{"value":70.50,"unit":"kg","system":"http://unitsofmeasure.org","code":"kg"}}"#;
+        let source: Value = serde_json::from_str(text).expect("json");
+        let record = Record {
+            table: "observations".into(),
+            provenance: Provenance::FileLine { file: "Observation.ndjson".into(), line: 3 },
+            columns: Arc::from(vec![crate::fhir_source::RESOURCE_COLUMN.to_owned()]),
+            values: vec![source.to_string()],
+        };
+        let f = expected_fhir(&project, &record);
+        assert_eq!(f.key, "Observation/o1");
+        assert_eq!(f.patient.as_deref(), Some("Patient/p1"));
+        let patient = resource_id("patients", "Patient/p1", "");
+        // The loaded resource, written by hand: Hearth's id and meta, the
+        // reference rewritten, the source id added as an identifier.
+        let mut loaded: Value = serde_json::from_str(text).expect("json");
+        loaded["id"] = json!(resource_id("observations", "Observation/o1", ""));
+        loaded["meta"] = json!({ "versionId": "1", "lastUpdated": "2026-11-29T10:00:00Z", "tag": [{ "code": "t" }] });
+        loaded["subject"]["reference"] = json!(format!("Patient/{patient}"));
+        loaded["identifier"] = json!([
+            { "system": "urn:old", "value": "X1" },
+            { "system": "urn:hearth:migration:t:bulk", "value": "o1" }
+        ]);
+        let stored = |t: &str, id: &str| t == "Patient" && id == patient;
+        let failing = |resource: &Value, stored: &dyn Fn(&str, &str) -> bool| -> Vec<(String, String, Option<String>)> {
+            f.fields
+                .iter()
+                .filter_map(|field| {
+                    let (ok, shown) = fhir_found(field, resource, stored);
+                    (!ok).then(|| (field.expected.field.clone(), field.expected.value.clone(), shown))
+                })
+                .collect()
+        };
+        assert_eq!(failing(&loaded, &stored), Vec::new(), "identical but for id, meta and references");
+        let paths: Vec<(&str, Critical)> = f.fields.iter().map(|x| (x.expected.field.as_str(), x.expected.what)).collect();
+        assert_eq!(paths.len(), 16, "every leaf but id and meta's versionId and lastUpdated, and the source id: {paths:?}");
+        for expected in [
+            ("Observation.meta.tag[0].code", Critical::Code),
+            ("Observation.identifier[0].value", Critical::Identifier),
+            ("Observation.status", Critical::Element),
+            ("Observation.code.coding[0].code", Critical::Code),
+            ("Observation.code.coding[0].system", Critical::Code),
+            ("Observation.code.text", Critical::CodeText),
+            ("Observation.category[0].text", Critical::CodeText),
+            ("Observation.subject.reference", Critical::Reference),
+            ("Observation.effectiveDateTime", Critical::DateTime),
+            ("Observation.valueQuantity.value", Critical::Value),
+            ("Observation.valueQuantity.unit", Critical::Unit),
+            ("Observation.identifier.where(system='urn:hearth:migration:t:bulk').value", Critical::Identifier),
+        ] {
+            assert!(paths.contains(&expected), "{expected:?} in {paths:?}");
+        }
+        assert!(!paths.iter().any(|(p, _)| p.contains("versionId") || p.contains("lastUpdated") || *p == "Observation.id"));
+
+        // One coded value changed: one mismatch, naming its path.
+        let mut changed = loaded.clone();
+        changed["code"]["coding"][0]["code"] = json!("3141-9");
+        assert_eq!(
+            failing(&changed, &stored),
+            [("Observation.code.coding[0].code".to_owned(), "29463-7".to_owned(), Some("3141-9".to_owned()))]
+        );
+        // A decimal that lost its trailing zero, a number that became a string.
+        let mut changed = loaded.clone();
+        changed["valueQuantity"]["value"] = serde_json::from_str("70.5").expect("number");
+        changed["valueQuantity"]["unit"] = json!(1);
+        assert_eq!(
+            failing(&changed, &stored),
+            [
+                ("Observation.valueQuantity.value".to_owned(), "70.50".to_owned(), Some("70.5".to_owned())),
+                ("Observation.valueQuantity.unit".to_owned(), "kg".to_owned(), Some("1".to_owned())),
+            ]
+        );
+        // The reference left as the source had it, or naming a resource not stored.
+        let mut changed = loaded.clone();
+        changed["subject"]["reference"] = json!("Patient/p1");
+        let reference = format!("Patient/{patient}");
+        assert_eq!(
+            failing(&changed, &stored),
+            [("Observation.subject.reference".to_owned(), reference.clone(), Some("Patient/p1".to_owned()))]
+        );
+        assert_eq!(
+            failing(&loaded, &|_: &str, _: &str| false),
+            [("Observation.subject.reference".to_owned(), reference.clone(), Some(format!("{reference} (not stored)")))]
+        );
+        // The source id not kept; a leaf dropped.
+        let mut changed = loaded.clone();
+        changed["identifier"] = json!([{ "system": "urn:old", "value": "X1" }]);
+        changed.as_object_mut().expect("object").remove("effectiveDateTime");
+        let found = failing(&changed, &stored);
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert_eq!(found[0], ("Observation.effectiveDateTime".to_owned(), "2024-07-01T10:30:00-05:00".to_owned(), None));
+        assert_eq!(found[1].1, "o1");
+
+        // The conversion's output agrees (the two are independent).
+        let converted = crate::fhir_source::convert(&project, "observations", &record);
+        assert!(!converted.failed(), "{:?}", converted.findings);
+        assert_eq!(failing(&converted.resources[0], &stored), Vec::new(), "{}", converted.resources[0]);
+    }
+
+    fn expected_fhir(project: &Project, record: &Record) -> FhirRecord {
+        fhir_expected(project, "observations", record).expect("fields")
     }
 
     #[test]

@@ -1194,6 +1194,18 @@ async fn a_fhir_export_of_ndjson_and_a_bundle_loads_with_its_references_rewritte
     let report: serde_json::Value =
         serde_json::from_slice(&std::fs::read(proj.join("reports/load.json")).expect("load report")).expect("JSON");
     assert_eq!(report["mismatched"].as_array().map(Vec::len), Some(0));
+    // Reconciled leaf by leaf against the source resources: balanced and proved.
+    let reconciled = assert_fhir_proved(&proj, &[("patients", 2), ("encounters", 1), ("observations", 2)]);
+    assert!(reconciled["reconcile"]["tables"]["observations"]["fields"].as_u64() > Some(10), "{reconciled}");
+    let sheet = read_json(&proj.join("reports/spot-check.json"));
+    let categories = sheet["categories"].as_array().expect("categories");
+    let patients = categories.iter().find(|c| c["table"] == "patients").expect("patients sampled");
+    assert!(
+        patients["patients"].as_array().expect("sampled").iter().any(|p| p["label"] == "Lee, born 1970-01-01"),
+        "{patients}"
+    );
+    let observations = categories.iter().find(|c| c["table"] == "observations").expect("observations sampled");
+    assert_eq!(observations["patients_with_records"], 2, "{observations}");
     let again = load(dir, "data");
     assert!(again.values().all(|c| c[1] == 0 && c[2] == 0), "a rerun writes nothing: {again:?}");
 
@@ -1219,6 +1231,56 @@ async fn a_fhir_export_of_ndjson_and_a_bundle_loads_with_its_references_rewritte
     assert_eq!(weight["valueQuantity"]["value"].to_string(), "70.50", "the decimal as written");
     let (status, _) = fhir_get(&server.base, &format!("Observation/{}", id("observations", "Observation/o2"))).await;
     assert_eq!(status, 404, "the orphan is held, not loaded");
+    drop(server);
+
+    // The pulse changed in the store: the report names the Bundle entry,
+    // the element path, the source value and the loaded one.
+    let mut tampered = obs.clone();
+    tampered["valueQuantity"]["value"] = serde_json::json!(79);
+    tampered.as_object_mut().expect("object").remove("meta");
+    let bundle = serde_json::json!({"resourceType": "Bundle", "type": "transaction", "entry": [{
+        "resource": tampered, "request": {"method": "PUT", "url": format!("Observation/{pulse}")}
+    }]});
+    std::fs::write(dir.join("tamper.json"), bundle.to_string()).expect("bundle");
+    let (ok, stdout, stderr) = hearth(&["import", "tamper.json", "--data-dir", "data", "--quiet"], dir);
+    assert!(ok, "{stderr}\n{stdout}");
+    let (ok, stdout, stderr) = hearth(&["migrate", "report", "proj", "--data-dir", "data", "--quiet"], dir);
+    assert!(!ok, "a mismatch makes the report exit non-zero: {stderr}\n{stdout}");
+    let line = format!(
+        "reconcile: observations: visit.json[entry[1]] [Observation/9d0c5b1e-2f3a-4c6d-8e7f-0a1b2c3d4e5f]: Observation.valueQuantity.value: source \"72\", loaded \"79\" (Observation/{pulse})"
+    );
+    assert!(stdout.contains(&line), "{line} in {stdout}");
+    let report = read_json(&proj.join("reports/reconciliation.json"));
+    assert_eq!((&report["balanced"], &report["proved"]), (&serde_json::json!(true), &serde_json::json!(false)));
+    let mismatches = report["reconcile"]["mismatches"].as_array().expect("mismatches");
+    assert_eq!(mismatches.len(), 1, "{mismatches:?}");
+    assert_eq!(
+        (&mismatches[0]["place"], &mismatches[0]["field"], &mismatches[0]["source"], &mismatches[0]["loaded"]),
+        (
+            &serde_json::json!("visit.json[entry[1]]"),
+            &serde_json::json!("Observation.valueQuantity.value"),
+            &serde_json::json!("72"),
+            &serde_json::json!("79")
+        )
+    );
+}
+
+/// The last run's `reconciliation.json`: balanced and proved, each table's
+/// reconciled records the number given, every one matched, fields compared
+/// and the source and loaded digests equal.
+fn assert_fhir_proved(proj: &Path, tables: &[(&str, u64)]) -> serde_json::Value {
+    let report = read_json(&proj.join("reports/reconciliation.json"));
+    assert_eq!(report["balanced"], true, "{report}");
+    assert_eq!(report["proved"], true, "{report}");
+    assert!(report["reconcile"]["fields"].as_u64() > Some(0), "{report}");
+    assert_eq!(report["reconcile"]["mismatched"], 0);
+    for (table, records) in tables {
+        let r = &report["reconcile"]["tables"][table];
+        assert_eq!((&r["records"], &r["matched"]), (&serde_json::json!(records), &serde_json::json!(records)), "{table}");
+        assert!(r["fields"].as_u64() > Some(*records), "{table}: {r}");
+        assert_eq!(r["source_digest"], r["loaded_digest"], "{table}");
+    }
+    report
 }
 
 /// The sample's notes index lists TXT notes and scans (PDF, PNG, TIFF,
@@ -1329,6 +1391,10 @@ fn synthetic_ndjson_and_bundle_exports_load_whole() {
         assert_eq!(t["verified"], t["created"], "{table}");
     }
     assert_eq!(first["bulk_patient"], [3, 3, 0, 0]);
+    let tables: Vec<(String, u64)> = first.iter().filter(|(t, c)| *t != "provenance" && c[0] > 0).map(|(t, c)| (t.clone(), c[0])).collect();
+    let tables: Vec<(&str, u64)> = tables.iter().map(|(t, n)| (t.as_str(), *n)).collect();
+    assert!(tables.len() >= types.len(), "{tables:?}");
+    assert_fhir_proved(&dir.join("proj"), &tables);
     let again = load(dir, "data");
     assert!(again.values().all(|c| c[1] == 0 && c[2] == 0), "a rerun writes nothing: {again:?}");
 }
@@ -1367,6 +1433,7 @@ fn the_official_transaction_bundle_example_is_accounted_for_entry_by_entry() {
     assert!(stdout.contains("[bundle-transaction.json[entry[7]]]: row: error unreadable: Parameters/"), "{stdout}");
     let loaded = load(dir, "data");
     assert_eq!(loaded["patients"], [5, 5, 0, 0]);
+    assert_fhir_proved(&dir.join("proj"), &[("patients", 5)]);
     let run = migrate::dryrun::run(
         &project::load(&dir.join("proj")).expect("project"),
         &dir.join("proj"),
