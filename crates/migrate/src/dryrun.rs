@@ -9,12 +9,19 @@
 //! - `quarantined`: it converts and validates but is held for review: a
 //!   reference that does not resolve (a result without its patient, or whose
 //!   patient or encounter is itself held), a date in the future or before the
-//!   patient's birth, an impossible vital sign.
+//!   patient's birth, an impossible vital sign;
+//! - `merged`: a patient record that is the same patient as an earlier one
+//!   (patient matching, [`crate::matching`]): the earlier record loads and
+//!   gains its identifiers, and every record that referred to it refers to
+//!   the survivor. Pairs in the grey zone are listed for review and both load;
+//! - `excluded`: left out by an `exclude` rule of its table (entered in
+//!   error, deleted), with the rule's reason.
 //!
-//! Per table, source records = converted + rejected + quarantined; the report
-//! counts unaccounted records instead of assuming zero.
+//! Per table, source records = converted + rejected + quarantined + merged +
+//! excluded; the report counts unaccounted records instead of assuming zero.
 
 use crate::convert::{Converted, Converter, Finding, Severity};
+use crate::matching::{self, Other, Pair, RecordRef, Verdict};
 use crate::project::Project;
 use crate::source::{Provenance, Source};
 use serde_json::{Value, json};
@@ -181,6 +188,11 @@ pub struct DryRun {
     pub unreadable: Vec<(String, String)>,
     /// Every resource that would load.
     pub resources: Vec<Output>,
+    /// Patient records merged into another (within the source, or into a
+    /// patient already in Hearth), with their scores.
+    pub merges: Vec<Pair>,
+    /// Pairs of patient records for human review (never merged).
+    pub reviews: Vec<Pair>,
 }
 
 struct State {
@@ -190,12 +202,20 @@ struct State {
     rejected: bool,
     /// Quarantine reasons.
     held: Vec<Finding>,
+    /// Left out by an exclude rule.
+    excluded: bool,
+    /// Merged into another patient record.
+    merged: bool,
 }
 
 impl State {
     fn disposition(&self) -> Disposition {
-        if self.rejected {
+        if self.excluded {
+            Disposition::Excluded
+        } else if self.rejected {
             Disposition::Rejected
+        } else if self.merged {
+            Disposition::Merged
         } else if !self.held.is_empty() {
             Disposition::Quarantined
         } else {
@@ -229,9 +249,40 @@ pub fn run(project: &Project, project_dir: &Path, until: Stage, today: &str) -> 
                     continue;
                 }
             };
+            let rules = &project.tables[&table].exclude;
             for row in rows {
                 match row {
                     Ok(record) => {
+                        let rule = rules.iter().find(|r| {
+                            record.get(r.column.get_ref()).is_some_and(|v| {
+                                r.values.get_ref().iter().any(|x| x.trim().eq_ignore_ascii_case(v.trim()))
+                            })
+                        });
+                        if let Some(rule) = rule {
+                            let column = rule.column.get_ref();
+                            let value = record.get(column).unwrap_or_default().trim();
+                            list.push(State {
+                                provenance: record.provenance.clone(),
+                                converted: Converted {
+                                    key: converter.key(&record),
+                                    resources: Vec::new(),
+                                    findings: vec![Finding {
+                                        severity: Severity::Information,
+                                        kind: "excluded",
+                                        field: Some(column.clone()),
+                                        message: format!("{column} is {value}: {}", rule.reason.get_ref()),
+                                    }],
+                                    links: Vec::new(),
+                                    dates: Vec::new(),
+                                    columns: Vec::new(),
+                                },
+                                rejected: false,
+                                held: Vec::new(),
+                                excluded: true,
+                                merged: false,
+                            });
+                            continue;
+                        }
                         let converted = converter.convert(&record);
                         let rejected = converted.failed();
                         list.push(State {
@@ -239,6 +290,8 @@ pub fn run(project: &Project, project_dir: &Path, until: Stage, today: &str) -> 
                             converted,
                             rejected,
                             held: Vec::new(),
+                            excluded: false,
+                            merged: false,
                         });
                     }
                     Err(e) => {
@@ -261,6 +314,8 @@ pub fn run(project: &Project, project_dir: &Path, until: Stage, today: &str) -> 
                             converted,
                             rejected: true,
                             held: Vec::new(),
+                            excluded: false,
+                            merged: false,
                         });
                     }
                 }
@@ -271,7 +326,7 @@ pub fn run(project: &Project, project_dir: &Path, until: Stage, today: &str) -> 
     // Duplicate keys would make the same resource id twice.
     for (table, list) in &mut states {
         let mut seen: HashMap<String, Provenance> = HashMap::new();
-        for s in list.iter_mut() {
+        for s in list.iter_mut().filter(|s| !s.excluded) {
             if let Some(first) = seen.get(&s.converted.key) {
                 s.rejected = true;
                 s.converted.findings.push(Finding {
@@ -286,9 +341,8 @@ pub fn run(project: &Project, project_dir: &Path, until: Stage, today: &str) -> 
         }
     }
 
-    if until == Stage::Validate {
-        validate(project, &mut states, today);
-    }
+    let (merges, reviews) =
+        if until == Stage::Validate { validate(project, &mut states, today) } else { (Vec::new(), Vec::new()) };
 
     let mut out = DryRun {
         project: project.project.name.clone(),
@@ -298,6 +352,8 @@ pub fn run(project: &Project, project_dir: &Path, until: Stage, today: &str) -> 
         issues: Vec::new(),
         unreadable,
         resources: Vec::new(),
+        merges,
+        reviews,
     };
     for (table, list) in states {
         let decl = &project.tables[&table];
@@ -352,7 +408,7 @@ const VITAL_RANGES: &[(&str, &str, f64, f64, &str)] = &[
     ("8302-2", "cm", 20.0, 275.0, "body height"),
 ];
 
-fn validate(project: &Project, states: &mut BTreeMap<String, Vec<State>>, today: &str) {
+fn validate(project: &Project, states: &mut BTreeMap<String, Vec<State>>, today: &str) -> (Vec<Pair>, Vec<Pair>) {
     // Hearth's validator on every resource.
     for list in states.values_mut() {
         for s in list.iter_mut().filter(|s| !s.rejected) {
@@ -375,6 +431,10 @@ fn validate(project: &Project, states: &mut BTreeMap<String, Vec<State>>, today:
             }
         }
     }
+
+    // Patient matching: duplicates merged, grey-zone pairs flagged, before
+    // the references are checked (they follow the merges).
+    let matched = match_patients(project, states);
 
     // Birth dates of Patient rows, by table and key.
     let mut births: HashMap<(String, String), String> = HashMap::new();
@@ -499,38 +559,125 @@ fn validate(project: &Project, states: &mut BTreeMap<String, Vec<State>>, today:
         }
     }
 
-    // Possible duplicate patients (same family name, birth date and gender):
-    // flagged for review, not merged (patient matching is still to come).
-    for list in states.values_mut() {
-        let mut seen: HashMap<String, Provenance> = HashMap::new();
-        for s in list.iter_mut().filter(|s| !s.rejected) {
-            let Some(r) = s.converted.resources.first() else {
-                continue;
-            };
-            if r["resourceType"] != "Patient" {
+    matched
+}
+
+/// Matches the patient records of each Patient table among themselves
+/// ([`crate::matching`]): a match merges the later record into the earlier
+/// (which gains what it lacks, and to which every reference is redirected);
+/// a grey-zone pair gets a `possible-duplicate` warning on both records.
+fn match_patients(project: &Project, states: &mut BTreeMap<String, Vec<State>>) -> (Vec<Pair>, Vec<Pair>) {
+    let config = matching::Config::of(project);
+    let mut merges = Vec::new();
+    let mut reviews = Vec::new();
+    let tables: Vec<String> =
+        states.keys().filter(|t| project.tables.get(*t).is_some_and(|d| d.resource == "Patient")).cloned().collect();
+    for table in tables {
+        let resource_type = project.tables[&table].resource.clone();
+        let Some(list) = states.get_mut(&table) else { continue };
+        let members: Vec<usize> = list
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| {
+                s.disposition() == Disposition::Converted
+                    && s.converted.resources.first().is_some_and(|r| r["resourceType"] == "Patient")
+            })
+            .map(|(i, _)| i)
+            .collect();
+        let features: Vec<matching::Features> =
+            members.iter().map(|&i| matching::Features::of(&list[i].converted.resources[0], &config)).collect();
+        let mut found = matching::find(&features, &config);
+        found.sort_by_key(|(a, b, _)| (*b, *a));
+        let mut parent: Vec<usize> = (0..members.len()).collect();
+        fn root(parent: &mut [usize], mut x: usize) -> usize {
+            while parent[x] != x {
+                parent[x] = parent[parent[x]];
+                x = parent[x];
+            }
+            x
+        }
+        let mut gone: Vec<(usize, matching::Score)> = Vec::new();
+        for (a, b, score) in found.iter().filter(|(_, _, s)| s.verdict == Verdict::Match) {
+            let (ra, rb) = (root(&mut parent, *a), root(&mut parent, *b));
+            if ra != rb {
+                let (keep, lose) = (ra.min(rb), ra.max(rb));
+                parent[lose] = keep;
+                gone.push((lose, score.clone()));
+            }
+        }
+        let reference = |i: usize, list: &[State]| RecordRef {
+            table: table.clone(),
+            provenance: list[members[i]].provenance.clone(),
+            key: list[members[i]].converted.key.clone(),
+        };
+        for (a, b, score) in found.iter().filter(|(_, _, s)| s.verdict == Verdict::Review) {
+            if root(&mut parent, *a) == root(&mut parent, *b) {
                 continue;
             }
-            let family = r["name"][0]["family"].as_str().unwrap_or_default().to_lowercase();
-            let birth = r["birthDate"].as_str().unwrap_or_default();
-            if family.is_empty() || birth.is_empty() {
-                continue;
-            }
-            let signature = format!("{family}|{birth}|{}", r["gender"].as_str().unwrap_or_default());
-            match seen.get(&signature) {
-                Some(first) => s.converted.findings.push(Finding {
+            let (first, second) = (reference(*a, list), reference(*b, list));
+            for (i, other) in [(*a, &second), (*b, &first)] {
+                list[members[i]].converted.findings.push(Finding {
                     severity: Severity::Warning,
                     kind: "possible-duplicate",
                     field: Some("patient".into()),
                     message: format!(
-                        "same family name, birth date and gender as the patient at {first}: review before go-live"
+                        "may be the same patient as {other} ({}): both load, not merged; review before go-live",
+                        score.summary()
                     ),
-                }),
-                None => {
-                    seen.insert(signature, s.provenance.clone());
+                });
+            }
+            reviews.push(Pair { record: second, other: Other::Source(first), score: score.clone() });
+        }
+        // The merges: survivor gains what it lacks; keys redirected.
+        let mut redirect: HashMap<String, (String, String)> = HashMap::new();
+        for (lose, score) in gone {
+            let keep = root(&mut parent, lose);
+            let (dup, survivor) = (reference(lose, list), reference(keep, list));
+            let duplicate = list[members[lose]].converted.resources[0].clone();
+            let s = &mut list[members[lose]];
+            s.merged = true;
+            s.converted.findings.push(Finding {
+                severity: Severity::Information,
+                kind: "merged-duplicate",
+                field: Some("patient".into()),
+                message: format!(
+                    "the same patient as {survivor} ({}): merged into it; its identifiers are kept there and its records refer to it",
+                    score.summary()
+                ),
+            });
+            matching::enrich(&mut list[members[keep]].converted.resources[0], &duplicate);
+            redirect.insert(dup.key.clone(), (survivor.key.clone(), survivor.provenance.to_string()));
+            merges.push(Pair { record: dup, other: Other::Source(survivor), score });
+        }
+        if redirect.is_empty() {
+            continue;
+        }
+        for list in states.values_mut() {
+            for s in list.iter_mut().filter(|s| !s.merged) {
+                let mut notes = Vec::new();
+                for link in s.converted.links.iter_mut().filter(|l| l.table == table) {
+                    let Some((to, at)) = redirect.get(&link.key) else { continue };
+                    let from = format!("{resource_type}/{}", crate::convert::resource_id(&table, &link.key, ""));
+                    let target = format!("{resource_type}/{}", crate::convert::resource_id(&table, to, ""));
+                    for r in &mut s.converted.resources {
+                        matching::redirect(r, &from, &target);
+                    }
+                    notes.push(Finding {
+                        severity: Severity::Information,
+                        kind: "redirected",
+                        field: Some(link.column.clone()),
+                        message: format!(
+                            "{} {} was merged into {to} ({at}): the reference points at that patient",
+                            link.column, link.key
+                        ),
+                    });
+                    link.key = to.clone();
                 }
+                s.converted.findings.extend(notes);
             }
         }
     }
+    (merges, reviews)
 }
 
 impl DryRun {
@@ -596,6 +743,8 @@ impl DryRun {
             },
             "tables": tables,
             "unreadable_tables": self.unreadable.iter().map(|(t, e)| json!({ "table": t, "error": e })).collect::<Vec<_>>(),
+            "merges": self.merges.iter().map(|m| m.to_json("into")).collect::<Vec<_>>(),
+            "reviews": self.reviews.iter().map(|r| r.to_json("with")).collect::<Vec<_>>(),
             "issues": issues,
         })
     }

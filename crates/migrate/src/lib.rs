@@ -26,6 +26,7 @@ pub mod csv_source;
 pub mod dates;
 pub mod dryrun;
 pub mod load;
+pub mod matching;
 pub mod project;
 pub mod sample;
 pub mod source;

@@ -6,7 +6,7 @@
 //!
 //! | file | rows | dialect |
 //! | --- | --- | --- |
-//! | `patients.csv` | one per patient, plus one duplicate | **Windows-1252**, `,` |
+//! | `patients.csv` | one per patient, plus a duplicate and a near duplicate | **Windows-1252**, `,` |
 //! | `encounters.csv` | 2 to 4 per patient | UTF-8 **with a byte-order mark**, `,` |
 //! | `problems.csv` | 1 to 3 per patient | UTF-8, **`;`** |
 //! | `allergies.csv` | 0 to 2 per patient, 3 for the first | UTF-8, `,` |
@@ -29,8 +29,16 @@
 //!   `XLAB-9` and problem codes with system `LOCAL` (`LOC-...`).
 //! - `free-text-medication`: medications with no code, a drug name only.
 //! - `unit-variant`: lab units spelt `mg/dl` as well as `mg/dL`.
-//! - `duplicate-patient`: the last patient row is the second patient again
-//!   under a new key and record number, with a typo in the given name.
+//! - `duplicate-patient`: the second patient again under a new key and
+//!   record number, with a typo in the given name, and a medication recorded
+//!   under that duplicate chart: patient matching merges it (its medication
+//!   then refers to the second patient).
+//! - `near-duplicate-patient`: the first patient's name and sex again under a
+//!   new key, with the day and month of the birth date transposed (or one
+//!   digit off when they cannot be) and another address and phone: a pair
+//!   for human review, not merged.
+//! - `entered-in-error`: a problem whose status is `E` (entered in error in
+//!   the legacy system): excluded by the `legacy-csv` preset's rule.
 //! - `orphan`: a lab result whose patient key exists nowhere.
 //! - `impossible-vital`: a temperature of 986 °F (98.6 typed without its
 //!   decimal point).
@@ -278,6 +286,7 @@ fn typo(name: &str) -> String {
     if typo == name { format!("{name}h") } else { typo }
 }
 
+#[derive(Clone)]
 struct Patient {
     id: String,
     mrn: String,
@@ -398,6 +407,7 @@ pub fn generate(options: &SampleOptions) -> Result<(BTreeMap<String, Vec<u8>>, S
     let (mut n_enc, mut n_prob, mut n_all, mut n_med, mut n_lab, mut n_vit) = (0u32, 0u32, 0u32, 0u32, 0u32, 0u32);
     let mut mixed_dates = (false, false);
     let mut second_patient: Option<Patient> = None;
+    let mut first_patient: Option<Patient> = None;
     for p in 0..options.patients {
         let female = rng.random_bool(0.5);
         let (city, state, zip3) = *pick(&mut rng, CITIES);
@@ -641,6 +651,9 @@ pub fn generate(options: &SampleOptions) -> Result<(BTreeMap<String, Vec<u8>>, S
             note_files.push((file, body));
         }
 
+        if p == 0 {
+            first_patient = Some(patient.clone());
+        }
         if p == 1 {
             second_patient = Some(patient);
         }
@@ -688,15 +701,76 @@ pub fn generate(options: &SampleOptions) -> Result<(BTreeMap<String, Vec<u8>>, S
             ..original
         };
         let line = patients_t.row(&duplicate.fields());
+        // A prescription recorded under the duplicate chart: after the merge
+        // it must refer to the original patient, not be lost.
+        n_med += 1;
+        let med_id = format!("RX{n_med:06}");
+        let (code, name, sig) = *pick(&mut rng, DRUGS);
+        let start = Date::draw(&mut rng, after(&duplicate.birth, 2015)..2025).us();
+        let med_line = medications_t.row(&[&med_id, &duplicate.id, code, name, sig, &start, "", "ACTIVE"]);
         defect(
             "duplicate-patient",
             patients_t.file,
             line,
             &duplicate.id,
             "first_name",
-            format!("same person as {} (given name {:?} typed {:?})", original.id, original.first, duplicate.first),
+            format!(
+                "same person as {} (given name {:?} typed {:?}); medication {med_id} at {}:{med_line} is recorded under the duplicate",
+                original.id, original.first, duplicate.first, medications_t.file
+            ),
         );
     }
+
+    // The near duplicate: the first patient's name and sex, the birth date's
+    // day and month transposed (or one digit off), another address and phone.
+    if let Some(original) = first_patient {
+        let (m, d, y) = (&original.birth[0..2], &original.birth[3..5], &original.birth[6..10]);
+        let (mm, dd): (u32, u32) = (m.parse().unwrap_or(1), d.parse().unwrap_or(1));
+        let (birth, how) = if dd <= 12 && dd != mm {
+            (format!("{d}/{m}/{y}"), "day and month transposed")
+        } else {
+            let day = if dd % 10 == 0 || dd == 1 { dd + 1 } else { dd - 1 };
+            (format!("{m}/{day:02}/{y}"), "one digit off")
+        };
+        let (city, state, zip3) = *CITIES.iter().find(|c| c.0 != original.city).unwrap_or(&CITIES[0]);
+        let near = Patient {
+            id: format!("P{:05}", options.patients + 2),
+            mrn: format!("{:07}", 1_000_000 + rng.random_range(0..9_000_000u32)),
+            birth: birth.clone(),
+            address: format!("{} {}", 10_000 + rng.random_range(0..9000), pick(&mut rng, STREETS)),
+            city,
+            state,
+            zip: format!("{zip3}{:02}", rng.random_range(1..99)),
+            phone: format!("({}) 555-02{:02}", 200 + rng.random_range(0..700), rng.random_range(0..100)),
+            ..original.clone()
+        };
+        let line = patients_t.row(&near.fields());
+        defect(
+            "near-duplicate-patient",
+            patients_t.file,
+            line,
+            &near.id,
+            "birth_date",
+            format!(
+                "the name and sex of {} with the birth date {} ({how}) and another address and phone: for review, not merged",
+                original.id, near.birth
+            ),
+        );
+    }
+
+    // A problem entered in error in the legacy system: excluded by rule.
+    n_prob += 1;
+    let eie_id = format!("DX{n_prob:06}");
+    let (code, system, text) = PROBLEMS[1];
+    let line = problems_t.row(&[&eie_id, "P00001", code, system, text, &Date::draw(&mut rng, 2020..2024).iso(), "E"]);
+    defect(
+        "entered-in-error",
+        problems_t.file,
+        line,
+        &eie_id,
+        "status",
+        "status E: entered in error in the legacy system, excluded by the mapping's rule".into(),
+    );
 
     defect("delimiter", problems_t.file, 0, "", "", "semicolon-separated".into());
     defect("bom", encounters_t.file, 0, "", "", "UTF-8 with a byte-order mark".into());
@@ -809,6 +883,8 @@ mod tests {
             "free-text-medication",
             "unit-variant",
             "duplicate-patient",
+            "near-duplicate-patient",
+            "entered-in-error",
             "orphan",
             "impossible-vital",
             "blank-required",
@@ -826,7 +902,7 @@ mod tests {
         assert!(problems.starts_with("problem_id;patient_id;"));
         let labs = String::from_utf8(files["lab_results.csv"].clone()).expect("utf-8");
         assert!(labs.contains(",mg/dl,") && labs.contains(",mg/dL,"));
-        assert_eq!(report.rows["patients.csv"], 11, "ten patients and the duplicate");
+        assert_eq!(report.rows["patients.csv"], 12, "ten patients, the duplicate and the near duplicate");
         assert!(files.keys().any(|f| f.starts_with("notes/") && f.ends_with(".txt")));
     }
 
