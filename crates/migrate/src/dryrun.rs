@@ -778,7 +778,9 @@ mod tests {
                 "blank-required" => Some(("required", Disposition::Rejected)),
                 "unmapped-code" => Some(("unmapped-code", Disposition::Converted)),
                 "unit-variant" => Some(("unit-normalised", Disposition::Converted)),
-                "duplicate-patient" => Some(("possible-duplicate", Disposition::Converted)),
+                "duplicate-patient" => Some(("merged-duplicate", Disposition::Merged)),
+                "near-duplicate-patient" => Some(("possible-duplicate", Disposition::Converted)),
+                "entered-in-error" => Some(("excluded", Disposition::Excluded)),
                 "free-text-medication" => Some(("text-only", Disposition::Converted)),
                 _ => None,
             };
@@ -790,7 +792,7 @@ mod tests {
                 if d.kind != "unmapped-code" || d.file != "lab_results.csv" {
                     assert_eq!(issue.disposition, disposition, "{}", d.kind);
                 }
-                if kind != "possible-duplicate" {
+                if !d.kind.contains("duplicate") {
                     assert_eq!(issue.finding.field.as_deref(), Some(d.column.as_str()), "{}", d.kind);
                 }
             }
@@ -811,8 +813,54 @@ mod tests {
             let expected = ["orphan", "impossible-value", "required", "unresolved-reference"];
             assert!(expected.contains(&i.finding.kind), "{i}");
         }
+        // The duplicate is merged into the second patient: its medication
+        // refers to that patient, which carries the duplicate's identifiers.
+        let dup = report.defects.iter().find(|d| d.kind == "duplicate-patient").expect("planted");
+        assert_eq!(run.merges.len(), 1, "{:?}", run.merges);
+        assert_eq!(run.merges[0].record.key, dup.key);
+        assert_eq!(run.merges[0].other, matching::Other::Source(RecordRef {
+            table: "patients".into(),
+            provenance: Provenance::FileLine { file: "patients.csv".into(), line: 3 },
+            key: "P00002".into(),
+        }));
+        let survivor = crate::convert::resource_id("patients", "P00002", "");
+        let patient = run.resources.iter().find(|o| o.resource["id"] == survivor.as_str()).expect("survivor loads");
+        let ids: Vec<&str> =
+            patient.resource["identifier"].as_array().into_iter().flatten().filter_map(|i| i["value"].as_str()).collect();
+        assert!(ids.contains(&dup.key.as_str()), "the duplicate's key still finds the patient: {ids:?}");
+        let dup_ref = format!("Patient/{}", crate::convert::resource_id("patients", &dup.key, ""));
+        assert!(run.resources.iter().all(|o| !o.resource.to_string().contains(&dup_ref)), "nothing refers to the duplicate");
+        let meds: Vec<_> = run
+            .resources
+            .iter()
+            .filter(|o| o.table == "medications" && o.resource["subject"]["reference"] == format!("Patient/{survivor}"))
+            .collect();
+        assert!(
+            meds.iter().any(|o| run.issues.iter().any(|i| i.key == o.key && i.finding.kind == "redirected")),
+            "the duplicate's medication now refers to the survivor"
+        );
+        assert_eq!(run.tables["patients"].merged, 1);
+        assert_eq!(run.tables["problems"].excluded, 1);
+        // The near duplicate: reviewed, both load, a warning on both.
+        let near = report.defects.iter().find(|d| d.kind == "near-duplicate-patient").expect("planted");
+        assert_eq!(run.reviews.len(), 1, "{:?}", run.reviews);
+        assert_eq!(run.reviews[0].record.key, near.key);
+        assert!(matches!(&run.reviews[0].other, matching::Other::Source(r) if r.key == "P00001"));
+        for key in ["P00001", near.key.as_str()] {
+            assert!(
+                run.issues.iter().any(|i| i.key == key
+                    && i.finding.kind == "possible-duplicate"
+                    && i.disposition == Disposition::Converted
+                    && i.finding.severity == Severity::Warning),
+                "{key}"
+            );
+        }
         let json = run.to_json();
         assert_eq!(json["totals"]["unaccounted"], 0);
+        assert_eq!(json["totals"]["merged"], 1);
+        assert_eq!(json["merges"][0]["into"]["key"], "P00002");
+        assert!(json["merges"][0]["agreed"].as_array().is_some_and(|a| a.contains(&json!("birth_date"))));
+        assert_eq!(json["reviews"][0]["with"]["key"], "P00001");
         // --until convert: nothing is quarantined.
         let run = super::run(&project, dir.path(), Stage::Convert, "2026-11-29").expect("convert");
         assert!(run.tables.values().all(|c| c.quarantined == 0 && c.unaccounted() == 0));
@@ -909,5 +957,96 @@ values = { OV = "AMB" }
         let class =
             run.resources.iter().find(|o| o.key == "V5").map(|o| o.resource["class"].clone()).expect("V5 loads");
         assert_eq!(class, json!({ "system": "urn:hearth:local:visits:kind", "code": "XX" }));
+    }
+
+    #[test]
+    fn exclude_rules_leave_records_out_with_their_reason_and_are_checked() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let toml = r#"
+[project]
+name = "t"
+
+[defaults]
+date_formats = ["YYYY-MM-DD"]
+
+[sources.s]
+kind = "csv"
+path = "."
+
+[tables.patients]
+source = "s"
+file = "patients.csv"
+resource = "Patient"
+key = "id"
+
+[tables.patients.columns]
+id = { element = "Patient.identifier.value", required = true }
+family = { element = "Patient.name.family" }
+born = { element = "Patient.birthDate", type = "date", required = true }
+state = { }
+
+[[tables.patients.exclude]]
+column = "state"
+values = ["deleted", "test"]
+reason = "deleted or test patients in the legacy system"
+
+[tables.visits]
+source = "s"
+file = "visits.csv"
+resource = "Encounter"
+key = "id"
+
+[tables.visits.columns]
+id = { element = "Encounter.identifier.value", required = true }
+patient = { type = "reference", required = true }
+kind = { element = "Encounter.class", type = "code", value_map = "kinds" }
+
+[[tables.visits.joins]]
+column = "patient"
+table = "patients"
+element = "Encounter.subject"
+
+[code_systems]
+act = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
+
+[value_maps.kinds]
+system = "act"
+values = { OV = "AMB" }
+"#;
+        std::fs::write(dir.path().join("migration.toml"), toml).expect("toml");
+        std::fs::write(
+            dir.path().join("patients.csv"),
+            "id,family,born,state\nP1,Smith,1980-01-01,\nP2,Test,,TEST\nP1,Roe,1990-01-01,Deleted\n",
+        )
+        .expect("patients");
+        std::fs::write(dir.path().join("visits.csv"), "id,patient,kind\nV1,P1,OV\nV2,P2,OV\n").expect("visits");
+        let project = crate::project::load(dir.path()).expect("project");
+        let run = run(&project, dir.path(), Stage::Validate, "2026-01-01").expect("run");
+        let p = &run.tables["patients"];
+        // An excluded record is not converted (its blank birth date is not an
+        // error) and does not count as a duplicate key.
+        assert_eq!((p.source_records, p.converted, p.excluded, p.rejected, p.unaccounted()), (3, 1, 2, 0, 0));
+        let excluded: Vec<_> = run.issues.iter().filter(|i| i.disposition == Disposition::Excluded).collect();
+        assert_eq!(excluded.len(), 2);
+        assert!(excluded.iter().all(|i| i.finding.kind == "excluded"
+            && i.finding.severity == Severity::Information
+            && i.finding.field.as_deref() == Some("state")
+            && i.finding.message.contains("deleted or test patients")));
+        // A visit of an excluded patient is held, saying why.
+        let v2: Vec<_> = run.issues.iter().filter(|i| i.key == "V2").collect();
+        assert_eq!(v2.len(), 1);
+        assert_eq!((v2[0].finding.kind, v2[0].disposition), ("unresolved-reference", Disposition::Quarantined));
+        assert!(v2[0].finding.message.contains("excluded"), "{}", v2[0].finding.message);
+
+        // The rule is checked where it is written.
+        let bad = toml.replace("column = \"state\"", "column = \"status\"");
+        let e = crate::project::parse(&bad, Path::new("m.toml")).expect_err("unknown column");
+        assert_eq!((e.line, e.field.as_str()), (25, "tables.patients.exclude.column"), "{e}");
+        let bad = toml.replace("values = [\"deleted\", \"test\"]", "values = []");
+        let e = crate::project::parse(&bad, Path::new("m.toml")).expect_err("no values");
+        assert_eq!(e.line, 26, "{e}");
+        let bad = toml.replace("reason = ", "why = ");
+        let e = crate::project::parse(&bad, Path::new("m.toml")).expect_err("unknown key");
+        assert!(e.message.contains("unknown field") && e.line == 27, "{e}");
     }
 }

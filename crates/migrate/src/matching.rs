@@ -1144,7 +1144,7 @@ mod tests {
     fn patient(family: &str, given: &str, birth: &str, sex: &str, line: &str, zip: &str, phone: &str) -> Value {
         json!({
             "resourceType": "Patient",
-            "identifier": [{ "system": "urn:hearth:local:patients:mrn", "value": format!("M-{family}-{given}-{birth}") }],
+            "identifier": [{ "system": "urn:hearth:local:patients:mrn", "value": format!("M-{family}-{given}-{birth}-{sex}-{line}-{phone}") }],
             "name": [{ "family": family, "given": [given] }],
             "birthDate": birth,
             "gender": sex,
