@@ -449,9 +449,27 @@ async fn migrate_command(command: MigrateCommand, env: &[(String, String)]) -> a
             let project = migrate::project::load(&dir)?;
             let project_dir = if dir.is_dir() { dir.clone() } else { dir.parent().map(PathBuf::from).unwrap_or_default() };
             let today = migrate::dryrun::today();
-            let run = migrate::dryrun::run(&project, &project_dir, until, &today).map_err(anyhow::Error::msg)?;
+            let mut run = migrate::dryrun::run(&project, &project_dir, until, &today).map_err(anyhow::Error::msg)?;
+            // Loading: the source patients are matched against Hearth's first.
+            let accounted = run.unreadable.is_empty() && run.tables.values().all(|c| c.unaccounted() == 0);
+            let service = if loads && accounted { Some(migration_service(&target, env).await?) } else { None };
+            if let Some(service) = &service {
+                let outcome = migrate::matching::against_hearth(service, &project, &mut run, true)
+                    .await
+                    .map_err(anyhow::Error::msg)?;
+                println!(
+                    "matched against Hearth: {} source patients compared, {} merged into existing patients ({} given the legacy identifiers), {} held for review",
+                    outcome.compared, outcome.merged, outcome.patients_updated, outcome.held
+                );
+            }
             for issue in &run.issues {
                 println!("{issue}");
+            }
+            for m in &run.merges {
+                println!("merged: {} {} into {} ({})", m.record.table, m.record, m.other, m.score.summary());
+            }
+            for r in &run.reviews {
+                println!("review: {} {} and {} ({})", r.record.table, r.record, r.other, r.score.summary());
             }
             for (table, error) in &run.unreadable {
                 println!("{table}: cannot read: {error}");
@@ -460,11 +478,13 @@ async fn migrate_command(command: MigrateCommand, env: &[(String, String)]) -> a
             for (table, c) in &run.tables {
                 unaccounted += c.unaccounted().abs();
                 println!(
-                    "{table}: {} source records: {} converted, {} rejected, {} quarantined, {} unaccounted ({} {} resources)",
+                    "{table}: {} source records: {} converted, {} rejected, {} quarantined, {} merged, {} excluded, {} unaccounted ({} {} resources)",
                     c.source_records,
                     c.converted,
                     c.rejected,
                     c.quarantined,
+                    c.merged,
+                    c.excluded,
                     c.unaccounted(),
                     c.resources,
                     c.resource
@@ -482,7 +502,9 @@ async fn migrate_command(command: MigrateCommand, env: &[(String, String)]) -> a
             if !balanced {
                 anyhow::bail!("the run does not account for every source record; nothing was loaded (see {})", file.display());
             }
-            let service = migration_service(&target, env).await?;
+            let Some(service) = service else {
+                anyhow::bail!("no store to load into; nothing was loaded");
+            };
             let options = migrate::load::LoadOptions {
                 batch_records: target.batch.max(1),
                 project: project.project.name.clone(),
@@ -552,15 +574,19 @@ async fn migrate_command(command: MigrateCommand, env: &[(String, String)]) -> a
                 Some(run) => {
                     let t = &run["totals"];
                     println!(
-                        "last run (until {}, {}): {} source records: {} converted, {} rejected, {} quarantined, {} unaccounted",
+                        "last run (until {}, {}): {} source records: {} converted, {} rejected, {} quarantined, {} merged, {} excluded, {} unaccounted",
                         run["until"].as_str().unwrap_or("?"),
                         run["today"].as_str().unwrap_or("?"),
                         t["source_records"],
                         t["converted"],
                         t["rejected"],
                         t["quarantined"],
+                        t["merged"],
+                        t["excluded"],
                         t["unaccounted"]
                     );
+                    let (merges, reviews) = (run["merges"].as_array().map_or(0, Vec::len), run["reviews"].as_array().map_or(0, Vec::len));
+                    println!("patient matching: {merges} merged, {reviews} pairs for review (listed in reports/dry-run.json)");
                 }
             }
             match read("load.json")? {
@@ -587,9 +613,12 @@ async fn migrate_command(command: MigrateCommand, env: &[(String, String)]) -> a
             let project = migrate::project::load(&dir)?;
             let project_dir = if dir.is_dir() { dir.clone() } else { dir.parent().map(PathBuf::from).unwrap_or_default() };
             let today = migrate::dryrun::today();
-            let run = migrate::dryrun::run(&project, &project_dir, migrate::dryrun::Stage::Validate, &today)
+            let mut run = migrate::dryrun::run(&project, &project_dir, migrate::dryrun::Stage::Validate, &today)
                 .map_err(anyhow::Error::msg)?;
             let service = migration_service(&target, env).await?;
+            // The same matching against Hearth as the load (without writing):
+            // the records it merged refer to the patients they were merged into.
+            migrate::matching::against_hearth(&service, &project, &mut run, false).await.map_err(anyhow::Error::msg)?;
             let options = migrate::load::LoadOptions {
                 batch_records: target.batch.max(1),
                 project: project.project.name.clone(),
