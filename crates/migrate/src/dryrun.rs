@@ -818,18 +818,28 @@ mod tests {
         let dup = report.defects.iter().find(|d| d.kind == "duplicate-patient").expect("planted");
         assert_eq!(run.merges.len(), 1, "{:?}", run.merges);
         assert_eq!(run.merges[0].record.key, dup.key);
-        assert_eq!(run.merges[0].other, matching::Other::Source(RecordRef {
-            table: "patients".into(),
-            provenance: Provenance::FileLine { file: "patients.csv".into(), line: 3 },
-            key: "P00002".into(),
-        }));
+        assert_eq!(
+            run.merges[0].other,
+            matching::Other::Source(RecordRef {
+                table: "patients".into(),
+                provenance: Provenance::FileLine { file: "patients.csv".into(), line: 3 },
+                key: "P00002".into(),
+            })
+        );
         let survivor = crate::convert::resource_id("patients", "P00002", "");
         let patient = run.resources.iter().find(|o| o.resource["id"] == survivor.as_str()).expect("survivor loads");
-        let ids: Vec<&str> =
-            patient.resource["identifier"].as_array().into_iter().flatten().filter_map(|i| i["value"].as_str()).collect();
+        let ids: Vec<&str> = patient.resource["identifier"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|i| i["value"].as_str())
+            .collect();
         assert!(ids.contains(&dup.key.as_str()), "the duplicate's key still finds the patient: {ids:?}");
         let dup_ref = format!("Patient/{}", crate::convert::resource_id("patients", &dup.key, ""));
-        assert!(run.resources.iter().all(|o| !o.resource.to_string().contains(&dup_ref)), "nothing refers to the duplicate");
+        assert!(
+            run.resources.iter().all(|o| !o.resource.to_string().contains(&dup_ref)),
+            "nothing refers to the duplicate"
+        );
         let meds: Vec<_> = run
             .resources
             .iter()

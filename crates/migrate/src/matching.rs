@@ -24,8 +24,8 @@
 //! the work grows with the records, not with their square.
 
 use crate::convert::resource_id;
-use crate::dryrun::{Disposition, DryRun, Issue};
 use crate::convert::{Finding, Severity};
+use crate::dryrun::{Disposition, DryRun, Issue};
 use crate::project::{FieldWeightDecl, Project};
 use crate::source::Provenance;
 use serde_json::{Value, json};
@@ -187,7 +187,9 @@ impl Config {
     }
 
     fn strong(&self, system: &str) -> bool {
-        self.identifiers.iter().any(|e| system == e || system.strip_suffix(e.as_str()).is_some_and(|p| p.ends_with(':')))
+        self.identifiers
+            .iter()
+            .any(|e| system == e || system.strip_suffix(e.as_str()).is_some_and(|p| p.ends_with(':')))
     }
 }
 
@@ -619,8 +621,8 @@ pub fn compare(a: &Features, b: &Features, config: &Config) -> Score {
     let mut score = Score { total, fields, deterministic: false, verdict: Verdict::Distinct };
     score.deterministic = score.level(Field::Identifier) == Some(&Level::Agree);
     let veto = [Field::Given, Field::Sex, Field::BirthDate].iter().any(|f| score.level(*f) == Some(&Level::Disagree));
-    let unlike = score.level(Field::BirthDate) == Some(&Level::Disagree)
-        && score.level(Field::Family) == Some(&Level::Disagree);
+    let unlike =
+        score.level(Field::BirthDate) == Some(&Level::Disagree) && score.level(Field::Family) == Some(&Level::Disagree);
     score.verdict = if score.deterministic {
         if unlike { Verdict::Review } else { Verdict::Match }
     } else if score.total >= config.upper && !veto {
@@ -764,7 +766,8 @@ pub fn enrich(survivor: &mut Value, duplicate: &Value) -> bool {
         let Some(list) = list.as_array_mut() else { continue };
         let digits = |v: &Value| phone_digits(v.as_str().unwrap_or_default());
         let present = list.iter().any(|u| {
-            u["system"] == t["system"] && (u["value"] == t["value"] || (t["system"] == "phone" && digits(&u["value"]) == digits(&t["value"])))
+            u["system"] == t["system"]
+                && (u["value"] == t["value"] || (t["system"] == "phone" && digits(&u["value"]) == digits(&t["value"])))
         });
         if !present {
             list.push(t.clone());
@@ -989,10 +992,9 @@ pub async fn against_hearth(
                         "resource": existing,
                         "request": {"method": "PUT", "url": format!("Patient/{cid}")},
                     }]});
-                    service
-                        .bundle(&access, bundle, "urn:hearth:migrate", Some(Return::Minimal))
-                        .await
-                        .map_err(|e| format!("adding the legacy identifiers of {record} to Patient/{cid}: {}", e.message()))?;
+                    service.bundle(&access, bundle, "urn:hearth:migrate", Some(Return::Minimal)).await.map_err(
+                        |e| format!("adding the legacy identifiers of {record} to Patient/{cid}: {}", e.message()),
+                    )?;
                     outcome.patients_updated += 1;
                 }
                 let message = format!(
@@ -1041,7 +1043,13 @@ pub async fn against_hearth(
             .resources
             .iter()
             .filter(|o| held_records.contains(&(o.table.clone(), o.key.clone())))
-            .map(|o| format!("{}/{}", o.resource["resourceType"].as_str().unwrap_or_default(), o.resource["id"].as_str().unwrap_or_default()))
+            .map(|o| {
+                format!(
+                    "{}/{}",
+                    o.resource["resourceType"].as_str().unwrap_or_default(),
+                    o.resource["id"].as_str().unwrap_or_default()
+                )
+            })
             .collect();
         let mut added: Vec<(RecordRef, String, String)> = Vec::new();
         for o in &run.resources {
@@ -1063,7 +1071,9 @@ pub async fn against_hearth(
         }
         for (r, path, target) in added {
             held_records.insert((r.table.clone(), r.key.clone()));
-            let message = format!("{path} refers to {target}, which is held for review (a possible duplicate of a patient in Hearth)");
+            let message = format!(
+                "{path} refers to {target}, which is held for review (a possible duplicate of a patient in Hearth)"
+            );
             push_issue_field(run, &r, Severity::Error, "unresolved-reference", &path, message);
         }
     }
@@ -1078,7 +1088,8 @@ pub async fn against_hearth(
     for r in &held_list {
         set_disposition(run, r, Disposition::Quarantined);
     }
-    run.issues.sort_by(|a, b| (a.table.as_str(), line_of(&a.provenance)).cmp(&(b.table.as_str(), line_of(&b.provenance))));
+    run.issues
+        .sort_by(|a, b| (a.table.as_str(), line_of(&a.provenance)).cmp(&(b.table.as_str(), line_of(&b.provenance))));
     Ok(outcome)
 }
 
@@ -1105,7 +1116,14 @@ fn push_issue(run: &mut DryRun, r: &RecordRef, severity: Severity, kind: &'stati
     push_issue_field(run, r, severity, kind, "patient", message);
 }
 
-fn push_issue_field(run: &mut DryRun, r: &RecordRef, severity: Severity, kind: &'static str, field: &str, message: String) {
+fn push_issue_field(
+    run: &mut DryRun,
+    r: &RecordRef,
+    severity: Severity,
+    kind: &'static str,
+    field: &str,
+    message: String,
+) {
     run.issues.push(Issue {
         table: r.table.clone(),
         provenance: r.provenance.clone(),

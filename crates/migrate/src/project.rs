@@ -545,7 +545,8 @@ fn check_matching(
     err: &dyn Fn(std::ops::Range<usize>, String) -> ProjectError,
 ) -> Result<(), ProjectError> {
     let w = &m.weights;
-    for weight in [&w.family, &w.given, &w.birth_date, &w.sex, &w.address, &w.phone, &w.identifier].into_iter().flatten()
+    for weight in
+        [&w.family, &w.given, &w.birth_date, &w.sex, &w.address, &w.phone, &w.identifier].into_iter().flatten()
     {
         let FieldWeightDecl { m: pm, u } = *weight.get_ref();
         if !(pm > 0.0 && pm < 1.0 && u > 0.0 && u < 1.0 && pm > u) {
@@ -562,7 +563,10 @@ fn check_matching(
         && m.lower.is_none()
         && *up.get_ref() <= crate::matching::DEFAULT_LOWER
     {
-        return Err(err(up.span(), format!("upper ({}) must be above lower ({})", up.get_ref(), crate::matching::DEFAULT_LOWER)));
+        return Err(err(
+            up.span(),
+            format!("upper ({}) must be above lower ({})", up.get_ref(), crate::matching::DEFAULT_LOWER),
+        ));
     }
     Ok(())
 }
