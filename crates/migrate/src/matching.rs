@@ -11,8 +11,9 @@
 //! when missing. The sum is the score:
 //!
 //! - a **deterministic** rule first: the same value of a strong identifier
-//!   (an SSN, the MRN of the same system) is a match, unless the birth date
-//!   and the family name both disagree (then the pair is reviewed);
+//!   (an SSN, the MRN of the same system) is a match when the birth date
+//!   and the family or given name agree or are close (otherwise the pair is
+//!   reviewed: a mistyped or reused number);
 //! - score ≥ `upper`: the same patient (merged), unless the given name, the
 //!   sex or the birth date plainly disagrees (twins, a parent and a child of
 //!   the same name): such a pair is only ever reviewed;
@@ -34,7 +35,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 /// Default score at or above which a pair is merged.
 pub const DEFAULT_UPPER: f64 = 25.0;
 /// Default score at or above which a pair is listed for review.
-pub const DEFAULT_LOWER: f64 = 12.0;
+pub const DEFAULT_LOWER: f64 = 14.0;
 /// Default strong identifier systems (a URI, or a mapped identifier's name).
 pub const DEFAULT_IDENTIFIERS: &[&str] = &["mrn", "ssn", "http://hl7.org/fhir/sid/us-ssn"];
 /// A blocking value shared by more records than this (a placeholder phone
@@ -559,7 +560,9 @@ fn compare_dates(a: &str, b: &str) -> (Level, f64) {
             return (Level::Similar("day and month transposed"), 0.93);
         }
         if a.chars().zip(b.chars()).filter(|(x, y)| x != y).count() == 1 {
-            return (Level::Similar("one digit off"), 0.93);
+            // Weaker than a transposition: some forty dates are one digit
+            // away from any date, one is its transposition.
+            return (Level::Similar("one digit off"), 0.88);
         }
     }
     (Level::Disagree, 0.0)
@@ -621,10 +624,13 @@ pub fn compare(a: &Features, b: &Features, config: &Config) -> Score {
     let mut score = Score { total, fields, deterministic: false, verdict: Verdict::Distinct };
     score.deterministic = score.level(Field::Identifier) == Some(&Level::Agree);
     let veto = [Field::Given, Field::Sex, Field::BirthDate].iter().any(|f| score.level(*f) == Some(&Level::Disagree));
-    let unlike =
-        score.level(Field::BirthDate) == Some(&Level::Disagree) && score.level(Field::Family) == Some(&Level::Disagree);
+    // A shared strong identifier confirms a person whose birth date and one
+    // of whose names are the same or close; otherwise the number was
+    // mistyped or reused, and a human looks.
+    let close = |f: Field| matches!(score.level(f), Some(Level::Agree | Level::Similar(_)));
+    let confirmed = close(Field::BirthDate) && (close(Field::Family) || close(Field::Given));
     score.verdict = if score.deterministic {
-        if unlike { Verdict::Review } else { Verdict::Match }
+        if confirmed { Verdict::Match } else { Verdict::Review }
     } else if score.total >= config.upper && !veto {
         Verdict::Match
     } else if score.total >= config.lower {

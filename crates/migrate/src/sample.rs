@@ -34,9 +34,8 @@
 //!   under that duplicate chart: patient matching merges it (its medication
 //!   then refers to the second patient).
 //! - `near-duplicate-patient`: the first patient's name and sex again under a
-//!   new key, with the day and month of the birth date transposed (or one
-//!   digit off when they cannot be) and another address and phone: a pair
-//!   for human review, not merged.
+//!   new key, with the day and month of the birth date transposed and
+//!   another address and phone: a pair for human review, not merged.
 //! - `entered-in-error`: a problem whose status is `E` (entered in error in
 //!   the legacy system): excluded by the `legacy-csv` preset's rule.
 //! - `orphan`: a lab result whose patient key exists nowhere.
@@ -428,8 +427,20 @@ pub fn generate(options: &SampleOptions) -> Result<(BTreeMap<String, Vec<u8>>, S
             zip: format!("{zip3}{:02}", rng.random_range(1..99)),
             phone: format!("({}) 555-01{:02}", 200 + rng.random_range(0..700), rng.random_range(0..100)),
         };
-        let patient =
-            if p == 0 { Patient { first: "José".into(), last: "Müller".into(), ..patient } } else { patient };
+        // Record numbers are unique in the legacy system: the drawn prefix,
+        // then the patient's position.
+        let patient = Patient { mrn: format!("{}{:05}", &patient.mrn[..2], p + 1), ..patient };
+        // The first patient's birth day is at most 12 and not its month, so
+        // the near duplicate can transpose them.
+        let patient = if p == 0 {
+            let (m, d) = (patient.birth[0..2].to_owned(), patient.birth[3..5].to_owned());
+            let (mm, dd) = (m.parse::<u32>().unwrap_or(1), d.parse::<u32>().unwrap_or(1));
+            let day = if dd <= 12 && dd != mm { dd } else { mm % 12 + 1 };
+            let birth = format!("{m}/{day:02}/{}", &patient.birth[6..10]);
+            Patient { first: "José".into(), last: "Müller".into(), birth, ..patient }
+        } else {
+            patient
+        };
         let line = patients_t.row(&patient.fields());
         if p == 0 {
             defect(
@@ -696,7 +707,7 @@ pub fn generate(options: &SampleOptions) -> Result<(BTreeMap<String, Vec<u8>>, S
     if let Some(original) = second_patient {
         let duplicate = Patient {
             id: format!("P{:05}", options.patients + 1),
-            mrn: format!("{:07}", 1_000_000 + rng.random_range(0..9_000_000u32)),
+            mrn: format!("{}{:05}", 10 + rng.random_range(0..90u32), options.patients + 1),
             first: typo(&original.first),
             ..original
         };
@@ -722,20 +733,15 @@ pub fn generate(options: &SampleOptions) -> Result<(BTreeMap<String, Vec<u8>>, S
     }
 
     // The near duplicate: the first patient's name and sex, the birth date's
-    // day and month transposed (or one digit off), another address and phone.
+    // day and month transposed, another address and phone.
     if let Some(original) = first_patient {
+        // The first patient's day is at most 12 and not its month.
         let (m, d, y) = (&original.birth[0..2], &original.birth[3..5], &original.birth[6..10]);
-        let (mm, dd): (u32, u32) = (m.parse().unwrap_or(1), d.parse().unwrap_or(1));
-        let (birth, how) = if dd <= 12 && dd != mm {
-            (format!("{d}/{m}/{y}"), "day and month transposed")
-        } else {
-            let day = if dd % 10 == 0 || dd == 1 { dd + 1 } else { dd - 1 };
-            (format!("{m}/{day:02}/{y}"), "one digit off")
-        };
+        let birth = format!("{d}/{m}/{y}");
         let (city, state, zip3) = *CITIES.iter().find(|c| c.0 != original.city).unwrap_or(&CITIES[0]);
         let near = Patient {
             id: format!("P{:05}", options.patients + 2),
-            mrn: format!("{:07}", 1_000_000 + rng.random_range(0..9_000_000u32)),
+            mrn: format!("{}{:05}", 10 + rng.random_range(0..90u32), options.patients + 2),
             birth: birth.clone(),
             address: format!("{} {}", 10_000 + rng.random_range(0..9000), pick(&mut rng, STREETS)),
             city,
@@ -752,7 +758,7 @@ pub fn generate(options: &SampleOptions) -> Result<(BTreeMap<String, Vec<u8>>, S
             &near.id,
             "birth_date",
             format!(
-                "the name and sex of {} with the birth date {} ({how}) and another address and phone: for review, not merged",
+                "the name and sex of {} with the birth date {} (day and month transposed) and another address and phone: for review, not merged",
                 original.id, near.birth
             ),
         );
@@ -909,6 +915,22 @@ mod tests {
     #[test]
     fn too_few_patients_is_an_error() {
         assert!(generate(&opts(1, 1)).is_err());
+    }
+
+    #[test]
+    fn record_numbers_are_unique_and_the_near_duplicate_transposes_the_birth_date() {
+        for seed in 0..20 {
+            let (files, report) = generate(&opts(30, seed)).expect("sample");
+            let (text, _, _) = encoding_rs::WINDOWS_1252.decode(&files["patients.csv"]);
+            let rows: Vec<Vec<&str>> = text.lines().skip(1).map(|l| l.split(',').collect()).collect();
+            let mrns: std::collections::HashSet<&str> = rows.iter().map(|r| r[1]).collect();
+            assert_eq!(mrns.len(), rows.len(), "seed {seed}");
+            let near = report.defects.iter().find(|d| d.kind == "near-duplicate-patient").expect("near");
+            let near = &rows[near.line as usize - 2];
+            let (a, b) = (rows[0][4], near[4]);
+            assert_eq!((&a[0..2], &a[3..5], &a[6..]), (&b[3..5], &b[0..2], &b[6..]), "seed {seed}");
+            assert_ne!(a, b, "seed {seed}");
+        }
     }
 
     #[test]
