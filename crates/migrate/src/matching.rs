@@ -21,8 +21,9 @@
 //! - below `lower`: different patients.
 //!
 //! Records are compared within blocks (same birth date; same family-name
-//! Soundex and given-name initial; same phone; same strong identifier), so
-//! the work grows with the records, not with their square.
+//! Soundex, given-name initial and birth year; same family and given-name
+//! Soundex, birth month and day; same phone; same strong identifier), so the
+//! work grows with the records, not with their square.
 
 use crate::convert::resource_id;
 use crate::convert::{Finding, Severity};
@@ -338,8 +339,14 @@ impl Features {
         if !self.birth.is_empty() {
             keys.push(format!("b:{}", self.birth));
         }
-        if !self.family.is_empty() {
-            keys.push(format!("n:{}:{}", soundex(&self.family), self.given.chars().next().unwrap_or('-')));
+        if !self.family.is_empty() && self.birth.len() >= 4 {
+            // A birth date with its day and month transposed or mistyped.
+            let initial = self.given.chars().next().unwrap_or('-');
+            keys.push(format!("n:{}:{initial}:{}", soundex(&self.family), &self.birth[..4]));
+        }
+        if !self.family.is_empty() && !self.given.is_empty() && self.birth.len() == 10 {
+            // A birth year mistyped.
+            keys.push(format!("y:{}:{}:{}", soundex(&self.family), soundex(&self.given), &self.birth[5..]));
         }
         if self.phone.len() >= 7 {
             keys.push(format!("p:{}", self.phone));
