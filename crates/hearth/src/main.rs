@@ -586,7 +586,7 @@ async fn migrate_command(command: MigrateCommand, env: &[(String, String)]) -> a
                         t["unaccounted"]
                     );
                     let (merges, reviews) = (run["merges"].as_array().map_or(0, Vec::len), run["reviews"].as_array().map_or(0, Vec::len));
-                    println!("patient matching: {merges} merged, {reviews} pairs for review (listed in reports/dry-run.json)");
+                    println!("patient matching: {merges} merged, {reviews} pair(s) for review (listed in reports/dry-run.json)");
                 }
             }
             match read("load.json")? {

@@ -18,8 +18,13 @@
 //! - [`dryrun`]: `hearth migrate run --dry-run`: extract, convert and
 //!   validate, a disposition per record that balances, the JSON report.
 //!
-//! Planned (not here yet): the load and reconcile stages, patient matching,
-//! SQL/NDJSON/HL7 v2/C-CDA sources, and document contents.
+//! - [`matching`]: patient matching (blocking, Fellegi–Sunter scores,
+//!   deterministic strong identifiers): duplicates within the export are
+//!   merged, grey-zone pairs listed for review, and source patients matched
+//!   against Hearth's before loading.
+//!
+//! Planned (not here yet): the reconcile stage, SQL/NDJSON/HL7 v2/C-CDA
+//! sources, and document contents.
 
 pub mod convert;
 pub mod csv_source;
