@@ -381,6 +381,18 @@ fn record_bar(run: &migrate::dryrun::DryRun, quiet: bool, stage: &str) -> indica
     bar
 }
 
+/// A progress bar over the source patients matched against Hearth (those
+/// not yet stored: a rerun ends early).
+fn patient_bar(run: &migrate::dryrun::DryRun, quiet: bool) -> indicatif::ProgressBar {
+    let patients = run.resources.iter().filter(|o| o.resource["resourceType"] == "Patient").count() as u64;
+    let bar = if quiet { indicatif::ProgressBar::hidden() } else { indicatif::ProgressBar::new(patients) };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("matching against Hearth {wide_bar} {pos}/{len} source patients ({eta})")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar
+}
+
 /// The store a migration loads into or rolls back (`migrate run`, `migrate rollback`).
 #[derive(clap::Args, Debug)]
 struct MigrationTarget {
@@ -454,9 +466,11 @@ async fn migrate_command(command: MigrateCommand, env: &[(String, String)]) -> a
             let accounted = run.unreadable.is_empty() && run.tables.values().all(|c| c.unaccounted() == 0);
             let service = if loads && accounted { Some(migration_service(&target, env).await?) } else { None };
             if let Some(service) = &service {
-                let outcome = migrate::matching::against_hearth(service, &project, &mut run, true)
-                    .await
-                    .map_err(anyhow::Error::msg)?;
+                let bar = patient_bar(&run, target.quiet);
+                let outcome =
+                    migrate::matching::against_hearth(service, &project, &mut run, true, |n| bar.set_position(n)).await;
+                bar.finish_and_clear();
+                let outcome = outcome.map_err(anyhow::Error::msg)?;
                 println!(
                     "matched against Hearth: {} source patients compared, {} merged into existing patients ({} given the legacy identifiers), {} held for review",
                     outcome.compared, outcome.merged, outcome.patients_updated, outcome.held
@@ -618,7 +632,10 @@ async fn migrate_command(command: MigrateCommand, env: &[(String, String)]) -> a
             let service = migration_service(&target, env).await?;
             // The same matching against Hearth as the load (without writing):
             // the records it merged refer to the patients they were merged into.
-            migrate::matching::against_hearth(&service, &project, &mut run, false).await.map_err(anyhow::Error::msg)?;
+            let bar = patient_bar(&run, target.quiet);
+            let matched = migrate::matching::against_hearth(&service, &project, &mut run, false, |n| bar.set_position(n)).await;
+            bar.finish_and_clear();
+            matched.map_err(anyhow::Error::msg)?;
             let options = migrate::load::LoadOptions {
                 batch_records: target.batch.max(1),
                 project: project.project.name.clone(),

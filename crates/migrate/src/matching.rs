@@ -870,8 +870,9 @@ const CANDIDATES: usize = 100;
 /// Matches the run's source patients against the patients already in
 /// Hearth, before loading. A source patient whose Patient is already stored
 /// under its derived id (a rerun) is not matched: it is ours. Candidates are
-/// Hearth patients of the same birth date or family name, other than this
-/// export's own patients (those were matched within the source). Then:
+/// Hearth patients of the same birth date, or of the same family name born
+/// the same year, other than this export's own patients (those were matched
+/// within the source); `progress` is told how many were compared. Then:
 ///
 /// - a match: the source patient is `merged` into the Hearth patient (its
 ///   Patient is not created; every resource of the run that referred to it
@@ -887,6 +888,7 @@ pub async fn against_hearth(
     project: &Project,
     run: &mut DryRun,
     update_existing: bool,
+    mut progress: impl FnMut(u64),
 ) -> Result<HearthOutcome, String> {
     use domain::access::Access;
     use domain::service::{Handling, Return};
@@ -958,8 +960,18 @@ pub async fn against_hearth(
                 candidates.insert(cid, value);
             }
         }
-        if let Some(family) = patient["name"][0]["family"].as_str() {
-            for (cid, value) in search(vec![("family".into(), family.to_owned()), count.clone()]).await? {
+        // The same family name born the same year (a transposed or mistyped
+        // day or month).
+        if let Some(family) = patient["name"][0]["family"].as_str()
+            && let Some(year) = patient["birthDate"].as_str().and_then(|b| b.get(..4))
+        {
+            let params = vec![
+                ("family".into(), family.to_owned()),
+                ("birthdate".into(), format!("ge{year}-01-01")),
+                ("birthdate".into(), format!("le{year}-12-31")),
+                count.clone(),
+            ];
+            for (cid, value) in search(params).await? {
                 candidates.insert(cid, value);
             }
         }
@@ -981,6 +993,7 @@ pub async fn against_hearth(
         let output = &run.resources[i];
         let record =
             RecordRef { table: output.table.clone(), provenance: output.provenance.clone(), key: output.key.clone() };
+        progress(outcome.compared);
         match best {
             Some((cid, value, score)) if score.verdict == Verdict::Match => {
                 decisions.push((record, patient.clone(), Decision::Merge(cid, value, score)));
