@@ -783,6 +783,16 @@ async fn matching_merges_duplicates_and_holds_near_matches_within_the_export_and
     assert!(ok, "{stderr}\n{stdout}");
     assert!(stdout.contains("loaded: 0 resources written"), "{stdout}");
     assert!(stdout.contains("1 merged into existing patients (0 given the legacy identifiers), 1 held for review"), "{stdout}");
+
+    // A rollback of the second export makes the same decisions: it deletes
+    // the visit redirected to the existing patient, never that patient.
+    let (ok, stdout, stderr) = hearth(&["migrate", "rollback", "proj2", "--data-dir", "data", "--quiet"], dir);
+    assert!(ok, "{stderr}\n{stdout}");
+    assert!(stdout.contains("rolled back: 6 resources deleted, 0 kept"), "Q00003, EQ1, EQ3 and their Provenance: {stdout}");
+    let server = crate::bearer::serve(&dir.join("data"), &[]);
+    let base = &server.base;
+    assert_eq!(get(&format!("{base}/Patient/{same_id}")).await.0, 200, "the existing patient stays");
+    assert_ne!(get(&format!("{base}/Encounter/{}", id("encounters", "EQ1"))).await.0, 200);
 }
 
 /// The `name` element the sample's row makes.
