@@ -8,9 +8,9 @@
 //! | --- | --- | --- |
 //! | `patients.csv` | one per patient, plus a duplicate and a near duplicate | **Windows-1252**, `,` |
 //! | `encounters.csv` | 2 to 4 per patient | UTF-8 **with a byte-order mark**, `,` |
-//! | `problems.csv` | 1 to 3 per patient | UTF-8, **`;`** |
+//! | `problems.csv` | 1 to 3 per patient, plus one entered in error | UTF-8, **`;`** |
 //! | `allergies.csv` | 0 to 2 per patient, 3 for the first | UTF-8, `,` |
-//! | `medications.csv` | 1 to 3 per patient | UTF-8, `,`, quoted sigs |
+//! | `medications.csv` | 1 to 3 per patient, plus one under the duplicate | UTF-8, `,`, quoted sigs |
 //! | `lab_results.csv` | 2 to 4 per encounter, plus an orphan | UTF-8, `,` |
 //! | `vitals.csv` | 1 or 2 sets per encounter, 3 for the first | UTF-8, `,` |
 //! | `notes.csv` + `notes/*.txt` | up to 5 notes | UTF-8, `,`, quoted titles |
