@@ -201,19 +201,40 @@ enum MigrateCommand {
     /// Run the migration stages: extract, convert to FHIR and validate
     /// (per-table dispositions and every issue, DIR/reports/dry-run.json),
     /// then load through the Service with a Provenance per source record
-    /// (DIR/reports/load.json). Loading is idempotent: a rerun, or a run
-    /// after a kill, writes only what is missing or changed.
+    /// (DIR/reports/load.json), then reconcile the store with the source and
+    /// write the report (DIR/reports/reconciliation.html, spot-check.html).
+    /// Loading is idempotent: a rerun, or a run after a kill, writes only
+    /// what is missing or changed.
     Run {
         /// The project folder (or its migration.toml).
         dir: PathBuf,
         /// Convert and validate without loading: nothing is written to a store.
         #[arg(long)]
         dry_run: bool,
-        /// The last stage to run: convert, validate or load (default).
+        /// The last stage to run: extract, convert, validate, load or
+        /// reconcile (default; with --dry-run: validate).
         #[arg(long)]
         until: Option<String>,
         #[command(flatten)]
         target: MigrationTarget,
+        #[command(flatten)]
+        sheet: SpotCheckArgs,
+    },
+    /// Reconcile the store with the source again and write the report of the
+    /// last run: DIR/reports/reconciliation.json and .html (balance,
+    /// dispositions, load, reconciliation, reasons, timings, SVG charts) and
+    /// the clinicians' spot-check worksheet (spot-check.json and .html).
+    /// These hold patient data: they are written with mode 0600.
+    Report {
+        /// The project folder (or its migration.toml).
+        dir: PathBuf,
+        #[command(flatten)]
+        store: config::StoreArgs,
+        #[command(flatten)]
+        sheet: SpotCheckArgs,
+        /// No progress bar (for scripts and CI logs).
+        #[arg(long)]
+        quiet: bool,
     },
     /// Where the project stands: the last dry run's dispositions and the
     /// last load's counts, from DIR/reports.
@@ -406,6 +427,79 @@ struct MigrationTarget {
     quiet: bool,
 }
 
+/// The clinicians' spot-check sample (`migrate report`, `migrate run --until reconcile`).
+#[derive(clap::Args, Debug)]
+struct SpotCheckArgs {
+    /// Patients sampled per table for the spot-check worksheet.
+    #[arg(long, default_value_t = migrate::report::DEFAULT_SAMPLE)]
+    sample: usize,
+    /// Seed of the spot-check sample (the same seed draws the same patients).
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+}
+
+/// RECONCILE and the report: the store behind `service` against the source
+/// records `run` converted; writes DIR/reports/reconciliation.{json,html} and
+/// spot-check.{json,html}. Exits 3 when a record is unaccounted for, or a
+/// loaded value does not agree with its source.
+#[allow(clippy::too_many_arguments)]
+async fn reconcile_and_report(
+    service: &domain::Service,
+    project: &migrate::project::Project,
+    project_dir: &std::path::Path,
+    run: &migrate::dryrun::DryRun,
+    dry_json: &serde_json::Value,
+    load_json: Option<&serde_json::Value>,
+    sheet: &SpotCheckArgs,
+    quiet: bool,
+) -> anyhow::Result<ExitCode> {
+    let bar = if quiet { indicatif::ProgressBar::hidden() } else { indicatif::ProgressBar::new(run.resources.len() as u64) };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("reconcile {wide_bar} {pos}/{len} resources ({eta})")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let result = migrate::reconcile::reconcile(service, project, project_dir, run, |done| bar.set_position(done)).await;
+    bar.finish_and_clear();
+    service.flush_audit().await.map_err(|e| anyhow::anyhow!(e.message()))?;
+    let reconciliation = result.map_err(|e| anyhow::anyhow!("reconcile: {e}"))?;
+    // Every mismatch is in the report; the terminal gets the first ones.
+    const SHOWN: usize = 200;
+    for m in reconciliation.mismatches.iter().take(SHOWN) {
+        println!("reconcile: {m}");
+    }
+    if reconciliation.mismatches.len() > SHOWN {
+        println!("reconcile: ... and {} more mismatches (all in the report)", reconciliation.mismatches.len() - SHOWN);
+    }
+    for (table, c) in &reconciliation.tables {
+        println!(
+            "reconcile {table}: {} loaded records, {} critical fields compared, {} records with a mismatch",
+            c.records, c.fields, c.mismatched
+        );
+    }
+    let reports = project_dir.join("reports");
+    let written = migrate::report::write(
+        &reports,
+        dry_json,
+        load_json,
+        &reconciliation,
+        sheet.sample,
+        sheet.seed,
+        &fhir::instant::Instant::now().to_fhir(),
+    )?;
+    let report = &written.report;
+    let unaccounted = report["totals"]["unaccounted"].as_i64().unwrap_or(0);
+    println!(
+        "reconciled: {} source records, {unaccounted} unaccounted; {} loaded records, {} with a mismatch; report: {}, spot check: {} (patient data, mode 0600)",
+        report["totals"]["source_records"],
+        report["reconcile"]["records"],
+        reconciliation.mismatches.iter().map(|m| (&m.table, &m.key)).collect::<std::collections::HashSet<_>>().len(),
+        reports.join("reconciliation.html").display(),
+        reports.join("spot-check.html").display(),
+    );
+    let ok = report["balanced"].as_bool() == Some(true) && report["proved"].as_bool() == Some(true);
+    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(3) })
+}
+
 async fn migrate_command(command: MigrateCommand, env: &[(String, String)]) -> anyhow::Result<ExitCode> {
     match command {
         MigrateCommand::Init { dir, preset } => {
@@ -447,16 +541,19 @@ async fn migrate_command(command: MigrateCommand, env: &[(String, String)]) -> a
             }
             Ok(if bad == 0 { ExitCode::SUCCESS } else { ExitCode::from(3) })
         }
-        MigrateCommand::Run { dir, dry_run, until, target } => {
+        MigrateCommand::Run { dir, dry_run, until, target, sheet } => {
             use migrate::dryrun::Stage;
-            let (until, loads) = match until.as_deref() {
-                None | Some("load") => (Stage::Validate, !dry_run),
-                Some("validate") => (Stage::Validate, false),
-                Some("convert") => (Stage::Convert, false),
-                Some(other @ ("extract" | "reconcile")) => {
-                    anyhow::bail!("--until {other} is not built yet; use --until convert, validate or load")
+            let (until, loads, reconciles) = match until.as_deref() {
+                None if dry_run => (Stage::Validate, false, false),
+                Some(other @ ("load" | "reconcile")) if dry_run => {
+                    anyhow::bail!("--until {other} writes to a store: drop --dry-run, or stop at --until validate")
                 }
-                Some(other) => anyhow::bail!("--until {other:?}: expected convert, validate or load"),
+                None | Some("reconcile") => (Stage::Validate, true, true),
+                Some("load") => (Stage::Validate, true, false),
+                Some("validate") => (Stage::Validate, false, false),
+                Some("convert") => (Stage::Convert, false, false),
+                Some("extract") => (Stage::Extract, false, false),
+                Some(other) => anyhow::bail!("--until {other:?}: expected extract, convert, validate, load or reconcile"),
             };
             let project = migrate::project::load(&dir)?;
             let project_dir = if dir.is_dir() { dir.clone() } else { dir.parent().map(PathBuf::from).unwrap_or_default() };
@@ -491,6 +588,10 @@ async fn migrate_command(command: MigrateCommand, env: &[(String, String)]) -> a
             let mut unaccounted = 0i64;
             for (table, c) in &run.tables {
                 unaccounted += c.unaccounted().abs();
+                if until == Stage::Extract {
+                    println!("{table}: {} source records: {} read, {} unreadable", c.source_records, c.pending, c.rejected);
+                    continue;
+                }
                 println!(
                     "{table}: {} source records: {} converted, {} rejected, {} quarantined, {} merged, {} excluded, {} unaccounted ({} {} resources)",
                     c.source_records,
@@ -507,7 +608,8 @@ async fn migrate_command(command: MigrateCommand, env: &[(String, String)]) -> a
             let reports = project_dir.join("reports");
             std::fs::create_dir_all(&reports)?;
             let file = reports.join("dry-run.json");
-            std::fs::write(&file, serde_json::to_vec_pretty(&run.to_json())?)?;
+            let dry_json = run.to_json();
+            std::fs::write(&file, serde_json::to_vec_pretty(&dry_json)?)?;
             let balanced = unaccounted == 0 && run.unreadable.is_empty();
             if !loads {
                 println!("dry run (until {}): nothing was written to a store; report: {}", until.as_str(), file.display());
@@ -525,7 +627,9 @@ async fn migrate_command(command: MigrateCommand, env: &[(String, String)]) -> a
                 recorded: fhir::instant::Instant::now().to_fhir(),
             };
             let bar = record_bar(&run, target.quiet, "load");
+            let started = std::time::Instant::now();
             let result = migrate::load::load(&service, &run, &options, |done| bar.set_position(done)).await;
+            let load_time = started.elapsed();
             bar.finish_and_clear();
             service.flush_audit().await.map_err(|e| anyhow::anyhow!(e.message()))?;
             let report = match result {
@@ -560,6 +664,10 @@ async fn migrate_command(command: MigrateCommand, env: &[(String, String)]) -> a
                 "project": options.project, "finished": fhir::instant::Instant::now().to_fhir(),
                 "transactions": report.transactions,
                 "written": report.written(), "tables": tables, "mismatched": mismatched,
+                "timings": [
+                    {"stage": "load", "seconds": load_time.saturating_sub(report.read_back).as_secs_f64()},
+                    {"stage": "read-back", "seconds": report.read_back.as_secs_f64()},
+                ],
             });
             std::fs::write(&file, serde_json::to_vec_pretty(&json)?)?;
             println!(
@@ -569,7 +677,57 @@ async fn migrate_command(command: MigrateCommand, env: &[(String, String)]) -> a
                 report.mismatched.len(),
                 file.display()
             );
-            Ok(if report.mismatched.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(3) })
+            let read_back = if report.mismatched.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(3) };
+            if !reconciles {
+                return Ok(read_back);
+            }
+            let code = reconcile_and_report(
+                &service,
+                &project,
+                &project_dir,
+                &run,
+                &dry_json,
+                Some(&json),
+                &sheet,
+                target.quiet,
+            )
+            .await?;
+            Ok(if report.mismatched.is_empty() { code } else { read_back })
+        }
+        MigrateCommand::Report { dir, store, sheet, quiet } => {
+            let project = migrate::project::load(&dir)?;
+            let project_dir = if dir.is_dir() { dir.clone() } else { dir.parent().map(PathBuf::from).unwrap_or_default() };
+            let reports = project_dir.join("reports");
+            let read = |name: &str| -> anyhow::Result<serde_json::Value> {
+                let file = reports.join(name);
+                let bytes = std::fs::read(&file).with_context(|| {
+                    format!("reading {}: the report needs a load (hearth migrate run {})", file.display(), dir.display())
+                })?;
+                serde_json::from_slice(&bytes).with_context(|| format!("reading {}", file.display()))
+            };
+            let dry_json = read("dry-run.json")?;
+            let load_json = read("load.json")?;
+            let today = migrate::dryrun::today();
+            let mut run = migrate::dryrun::run(&project, &project_dir, migrate::dryrun::Stage::Validate, &today)
+                .map_err(anyhow::Error::msg)?;
+            let config = store.load(env)?;
+            wiring::init_tracing("warn");
+            let service = wiring::service(&config).await?;
+            // The same matching against Hearth as the load (without writing).
+            let bar = patient_bar(&run, quiet);
+            let matched = migrate::matching::against_hearth(&service, &project, &mut run, false, |n| bar.set_position(n)).await;
+            bar.finish_and_clear();
+            matched.map_err(anyhow::Error::msg)?;
+            let now = run.to_json();
+            for count in ["source_records", "converted"] {
+                if now["totals"][count] != dry_json["totals"][count] {
+                    eprintln!(
+                        "hearth: the export changed since the last run ({count}: {} then, {} now): the report counts the last run, the reconciliation checks the export as it is; run hearth migrate run again",
+                        dry_json["totals"][count], now["totals"][count]
+                    );
+                }
+            }
+            reconcile_and_report(&service, &project, &project_dir, &run, &dry_json, Some(&load_json), &sheet, quiet).await
         }
         MigrateCommand::Status { dir } => {
             let project = migrate::project::load(&dir)?;
@@ -619,6 +777,20 @@ async fn migrate_command(command: MigrateCommand, env: &[(String, String)]) -> a
                             c["created"], c["updated"], c["unchanged"], c["verified"]
                         );
                     }
+                }
+            }
+            match read("reconciliation.json")? {
+                None => println!("not reconciled yet"),
+                Some(r) => {
+                    println!(
+                        "last reconcile ({}): {} unaccounted; {} loaded records, {} critical fields compared, {} records with a mismatch; {}",
+                        r["generated"].as_str().unwrap_or("?"),
+                        r["totals"]["unaccounted"],
+                        r["reconcile"]["records"],
+                        r["reconcile"]["fields"],
+                        r["reconcile"]["mismatched"],
+                        if r["balanced"] == true && r["proved"] == true { "balanced and proved" } else { "NOT balanced and proved" }
+                    );
                 }
             }
             Ok(ExitCode::SUCCESS)

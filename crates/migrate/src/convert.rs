@@ -15,6 +15,7 @@
 //! - A column with a fixed `code` yields its own resource (a vitals set: one
 //!   Observation per measured column): every set, every column is kept.
 
+use crate::codes;
 use crate::dates;
 use crate::project::{ColumnDecl, ColumnType, Project, TableDecl};
 use crate::source::Record;
@@ -392,6 +393,21 @@ impl<'a> Converter<'a> {
                         unit_column,
                         format!("{column}: a value without a unit"),
                     )),
+                    Some(unit) if !codes::is_ucum(unit) => {
+                        out.findings.push(Finding::new(
+                            Severity::Warning,
+                            "unit-unmapped",
+                            unit_column,
+                            format!("unit {raw:?} maps to {unit:?}, which is not a UCUM unit: kept as text, no UCUM code"),
+                        ));
+                        q.insert("unit".into(), json!(raw));
+                    }
+                    // A unit the map does not list but that is UCUM already.
+                    None if codes::is_ucum(raw) => {
+                        q.insert("unit".into(), json!(raw));
+                        q.insert("system".into(), json!(UCUM));
+                        q.insert("code".into(), json!(raw));
+                    }
                     Some(unit) => {
                         if unit != raw {
                             out.findings.push(Finding::new(
@@ -436,17 +452,39 @@ impl<'a> Converter<'a> {
         let systems = &self.project.code_systems;
         let column_system = decl.system.as_ref().and_then(|s| systems.get(s.get_ref())).cloned();
         let map = decl.value_map.as_ref().and_then(|m| self.project.value_maps.get(m.get_ref()));
+        // Why a code that claims a standard system is not one of its codes.
+        let mut unfit: Option<String> = None;
         // (system, code, mapped)
         let (system, code, mapped) = match map {
             Some(map) => match map.values.get(raw) {
                 Some(standard) => {
-                    (map.system.as_ref().and_then(|s| systems.get(s.get_ref())).cloned(), standard.clone(), true)
+                    let system = map.system.as_ref().and_then(|s| systems.get(s.get_ref())).cloned();
+                    if let Some(system) = &system
+                        && let codes::Check::Invalid(why) | codes::Check::Warning(why) = codes::check(system, standard)
+                    {
+                        out.findings.push(Finding::new(
+                            Severity::Warning,
+                            "code-check",
+                            column,
+                            format!("value map entry {raw:?} = {standard:?}: {why}"),
+                        ));
+                    }
+                    (system, standard.clone(), true)
                 }
                 None => (column_system.filter(|s| s.starts_with("urn:")), raw.to_owned(), false),
             },
             None => match column_system {
-                Some(system) if fits_system(&system, raw) => (Some(system), raw.to_owned(), true),
-                Some(_) => (None, raw.to_owned(), false),
+                Some(system) => match codes::check(&system, raw) {
+                    codes::Check::Valid => (Some(system), raw.to_owned(), true),
+                    codes::Check::Warning(why) => {
+                        out.findings.push(Finding::new(Severity::Warning, "code-check", column, why));
+                        (Some(system), raw.to_owned(), true)
+                    }
+                    codes::Check::Invalid(why) => {
+                        unfit = Some(why);
+                        (None, raw.to_owned(), false)
+                    }
+                },
                 None => (None, raw.to_owned(), true),
             },
         };
@@ -460,9 +498,10 @@ impl<'a> Converter<'a> {
                     Some(_) => {
                         format!("local code {raw:?} has no entry in the value map: kept as a local code with text")
                     }
-                    None => {
-                        format!("code {raw:?} does not fit the column's code system: kept as a local code with text")
-                    }
+                    None => format!(
+                        "code {raw:?} is not a code of the column's code system ({}): kept as a local code with text",
+                        unfit.as_deref().unwrap_or("unknown")
+                    ),
                 },
             ));
         }
@@ -549,31 +588,10 @@ fn defaults(resource: &mut Map<String, Value>, resource_type: &str, per_column: 
     }
 }
 
-/// Whether `code` fits the format of a standard `system` Hearth checks.
+/// Whether `code` is a code of a standard `system` Hearth checks
+/// ([`codes::check`]; a warning still fits).
 pub fn fits_system(system: &str, code: &str) -> bool {
-    let b = code.as_bytes();
-    match system {
-        "http://hl7.org/fhir/sid/icd-10-cm" => {
-            let (head, tail) = code.split_once('.').unwrap_or((code, ""));
-            head.len() == 3
-                && b[0].is_ascii_uppercase()
-                && b[1].is_ascii_digit()
-                && head.bytes().skip(2).all(|c| c.is_ascii_digit() || c.is_ascii_uppercase())
-                && tail.len() <= 4
-                && tail.bytes().all(|c| c.is_ascii_digit() || c.is_ascii_uppercase())
-                && (tail.is_empty() != code.contains('.'))
-        }
-        "http://loinc.org" => code.split_once('-').is_some_and(|(n, d)| {
-            (1..=7).contains(&n.len())
-                && n.bytes().all(|c| c.is_ascii_digit())
-                && d.len() == 1
-                && d.bytes().all(|c| c.is_ascii_digit())
-        }),
-        "http://snomed.info/sct" | "http://www.nlm.nih.gov/research/umls/rxnorm" => {
-            !code.is_empty() && code.len() <= 18 && b.iter().all(u8::is_ascii_digit)
-        }
-        _ => true,
-    }
+    !matches!(codes::check(system, code), codes::Check::Invalid(_))
 }
 
 fn is_number(text: &str, integer: bool) -> bool {

@@ -31,6 +31,9 @@ use std::path::Path;
 /// The last stage a dry run goes through.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stage {
+    /// Extract only: every table read, rows and unreadable rows counted;
+    /// nothing converted (readable records stay `pending`).
+    Extract,
     /// Extract and convert only: no validation, nothing quarantined.
     Convert,
     /// Extract, convert and validate.
@@ -41,6 +44,7 @@ impl Stage {
     /// `convert` or `validate`.
     pub fn as_str(self) -> &'static str {
         match self {
+            Stage::Extract => "extract",
             Stage::Convert => "convert",
             Stage::Validate => "validate",
         }
@@ -138,12 +142,17 @@ pub struct TableCounts {
     pub excluded: u64,
     /// Resources the converted records make.
     pub resources: u64,
+    /// Records read but not converted: an `--until extract` run stops
+    /// before any disposition but `rejected` (unreadable).
+    pub pending: u64,
 }
 
 impl TableCounts {
     /// Source records not in any disposition (should be 0).
     pub fn unaccounted(&self) -> i64 {
-        self.source_records as i64 - Disposition::ALL.iter().map(|d| self.count(*d)).sum::<u64>() as i64
+        self.source_records as i64
+            - Disposition::ALL.iter().map(|d| self.count(*d)).sum::<u64>() as i64
+            - self.pending as i64
     }
 
     /// The records in disposition `d`.
@@ -193,6 +202,8 @@ pub struct DryRun {
     pub merges: Vec<Pair>,
     /// Pairs of patient records for human review (never merged).
     pub reviews: Vec<Pair>,
+    /// Wall time of each stage run (`extract`, `convert`, `validate`), in seconds.
+    pub timings: Vec<(&'static str, f64)>,
 }
 
 struct State {
@@ -235,6 +246,8 @@ pub fn today() -> String {
 pub fn run(project: &Project, project_dir: &Path, until: Stage, today: &str) -> Result<DryRun, String> {
     let mut states: BTreeMap<String, Vec<State>> = BTreeMap::new();
     let mut unreadable = Vec::new();
+    let started = std::time::Instant::now();
+    let mut converting = std::time::Duration::ZERO;
     for source_name in project.sources.keys() {
         let Some(source) = project.csv_source(project_dir, source_name) else {
             continue;
@@ -252,6 +265,21 @@ pub fn run(project: &Project, project_dir: &Path, until: Stage, today: &str) -> 
             let rules = &project.tables[&table].exclude;
             for row in rows {
                 match row {
+                    Ok(record) if until == Stage::Extract => list.push(State {
+                        provenance: record.provenance.clone(),
+                        converted: Converted {
+                            key: converter.key(&record),
+                            resources: Vec::new(),
+                            findings: Vec::new(),
+                            links: Vec::new(),
+                            dates: Vec::new(),
+                            columns: Vec::new(),
+                        },
+                        rejected: false,
+                        held: Vec::new(),
+                        excluded: false,
+                        merged: false,
+                    }),
                     Ok(record) => {
                         let rule = rules.iter().find(|r| {
                             record.get(r.column.get_ref()).is_some_and(|v| {
@@ -283,7 +311,9 @@ pub fn run(project: &Project, project_dir: &Path, until: Stage, today: &str) -> 
                             });
                             continue;
                         }
+                        let at = std::time::Instant::now();
                         let converted = converter.convert(&record);
+                        converting += at.elapsed();
                         let rejected = converted.failed();
                         list.push(State {
                             provenance: record.provenance.clone(),
@@ -323,8 +353,10 @@ pub fn run(project: &Project, project_dir: &Path, until: Stage, today: &str) -> 
         }
     }
 
+    let mut timings = vec![("extract", started.elapsed().saturating_sub(converting).as_secs_f64())];
+    let started = std::time::Instant::now();
     // Duplicate keys would make the same resource id twice.
-    for (table, list) in &mut states {
+    for (table, list) in states.iter_mut().filter(|_| until != Stage::Extract) {
         let mut seen: HashMap<String, Provenance> = HashMap::new();
         for s in list.iter_mut().filter(|s| !s.excluded) {
             if let Some(first) = seen.get(&s.converted.key) {
@@ -341,8 +373,17 @@ pub fn run(project: &Project, project_dir: &Path, until: Stage, today: &str) -> 
         }
     }
 
-    let (merges, reviews) =
-        if until == Stage::Validate { validate(project, &mut states, today) } else { (Vec::new(), Vec::new()) };
+    if until != Stage::Extract {
+        timings.push(("convert", (converting + started.elapsed()).as_secs_f64()));
+    }
+    let (merges, reviews) = if until == Stage::Validate {
+        let started = std::time::Instant::now();
+        let matched = validate(project, &mut states, today);
+        timings.push(("validate", started.elapsed().as_secs_f64()));
+        matched
+    } else {
+        (Vec::new(), Vec::new())
+    };
 
     let mut out = DryRun {
         project: project.project.name.clone(),
@@ -354,12 +395,17 @@ pub fn run(project: &Project, project_dir: &Path, until: Stage, today: &str) -> 
         resources: Vec::new(),
         merges,
         reviews,
+        timings,
     };
     for (table, list) in states {
         let decl = &project.tables[&table];
         let mut counts = TableCounts { file: decl.file.clone(), resource: decl.resource.clone(), ..Default::default() };
         for s in list {
             counts.source_records += 1;
+            if until == Stage::Extract && !s.rejected {
+                counts.pending += 1;
+                continue;
+            }
             let disposition = s.disposition();
             match disposition {
                 Disposition::Converted => counts.converted += 1,
@@ -700,6 +746,7 @@ impl DryRun {
                         "excluded": c.excluded,
                         "unaccounted": c.unaccounted(),
                         "resources": c.resources,
+                        "pending": c.pending,
                     }),
                 )
             })
@@ -740,7 +787,9 @@ impl DryRun {
                 "excluded": sum(|c| c.excluded),
                 "unaccounted": self.tables.values().map(TableCounts::unaccounted).sum::<i64>(),
                 "resources": sum(|c| c.resources),
+                "pending": sum(|c| c.pending),
             },
+            "timings": self.timings.iter().map(|(stage, s)| json!({ "stage": stage, "seconds": s })).collect::<Vec<_>>(),
             "tables": tables,
             "unreadable_tables": self.unreadable.iter().map(|(t, e)| json!({ "table": t, "error": e })).collect::<Vec<_>>(),
             "merges": self.merges.iter().map(|m| m.to_json("into")).collect::<Vec<_>>(),

@@ -17,15 +17,23 @@
 //!   [`zone`], references, ids derived from the source keys).
 //! - [`dryrun`]: `hearth migrate run --dry-run`: extract, convert and
 //!   validate, a disposition per record that balances, the JSON report.
+//! - [`load`]: the LOAD stage through the Service, idempotent and resumable,
+//!   a Provenance per source record, the read-back, and the rollback.
+//! - [`reconcile`]: the RECONCILE stage: the critical fields of every loaded
+//!   record, taken from the source record by the mapping, compared with what
+//!   the store holds (per-table digests, every mismatch with file and line).
+//! - [`report`]: the reconciliation report (JSON and a self-contained HTML
+//!   page with SVG charts) and the clinicians' spot-check worksheet.
 //!
 //! - [`matching`]: patient matching (blocking, Fellegi–Sunter scores,
 //!   deterministic strong identifiers): duplicates within the export are
 //!   merged, grey-zone pairs listed for review, and source patients matched
 //!   against Hearth's before loading.
 //!
-//! Planned (not here yet): the reconcile stage, SQL/NDJSON/HL7 v2/C-CDA
+//! Planned (not here yet): SQL/NDJSON/HL7 v2/C-CDA
 //! sources, and document contents.
 
+pub mod codes;
 pub mod convert;
 pub mod csv_source;
 pub mod dates;
@@ -33,6 +41,8 @@ pub mod dryrun;
 pub mod load;
 pub mod matching;
 pub mod project;
+pub mod reconcile;
+pub mod report;
 pub mod sample;
 pub mod source;
 pub mod zone;

@@ -58,6 +58,8 @@ pub struct LoadReport {
     /// Resources read back different from what was converted, or missing
     /// (`Type/id` and the source record): should be none.
     pub mismatched: Vec<(String, String)>,
+    /// Wall time of the read-back (the rest of the load's time is loading).
+    pub read_back: std::time::Duration,
 }
 
 impl LoadReport {
@@ -157,9 +159,11 @@ pub async fn load(
         done += batch.len() as u64;
         progress(done);
     }
+    let started = std::time::Instant::now();
     if let Err(message) = read_back(service, &access, &records, options, &mut report).await {
         return Err(batch_error(&records, message, &report));
     }
+    report.read_back = started.elapsed();
     Ok(report)
 }
 

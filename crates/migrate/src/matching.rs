@@ -798,6 +798,22 @@ pub fn enrich(survivor: &mut Value, duplicate: &Value) -> bool {
     changed
 }
 
+/// Where the references to merged records point now: `Patient/<id of the
+/// merged record>` to `Patient/<id of the survivor>` (in the export, or
+/// already in Hearth).
+pub fn redirects(run: &DryRun) -> HashMap<String, String> {
+    run.merges
+        .iter()
+        .map(|m| {
+            let to = match &m.other {
+                Other::Source(r) => resource_id(&r.table, &r.key, ""),
+                Other::Hearth(id) => id.clone(),
+            };
+            (format!("Patient/{}", resource_id(&m.record.table, &m.record.key, "")), format!("Patient/{to}"))
+        })
+        .collect()
+}
+
 /// Replaces every reference `from` (`Patient/<id>`) in `value` by `to`;
 /// returns the JSON path of the first replaced (the element name).
 pub fn redirect(value: &mut Value, from: &str, to: &str) -> Option<String> {

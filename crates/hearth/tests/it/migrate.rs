@@ -425,7 +425,7 @@ fn dry_run_converts_validates_and_accounts_for_every_record() {
     assert_eq!(report["totals"]["quarantined"], 0);
     assert_eq!(report["totals"]["unaccounted"], 0);
     let (ok, _, stderr) = hearth(&["migrate", "run", "proj", "--dry-run", "--until", "reconcile"], dir);
-    assert!(!ok && stderr.contains("not built yet"), "{stderr}");
+    assert!(!ok && stderr.contains("writes to a store"), "{stderr}");
 }
 
 /// Per table: (records, created, updated, unchanged) from a load's report.
@@ -574,6 +574,315 @@ fn rollback_deletes_what_was_loaded_and_keeps_what_changed_since() {
 
     let (_, stdout, _) = hearth(&["migrate", "rollback", "proj", "--data-dir", "data", "--quiet"], dir);
     assert!(stdout.contains(&format!("rolled back: 0 resources deleted, 1 kept (changed since loaded), {} were not stored", total - 2)), "{stdout}");
+}
+
+fn read_json(path: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))).expect("JSON")
+}
+
+/// Readable and writable by the owner only (the reports hold patient data).
+fn assert_private(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path).expect("metadata").permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "{}", path.display());
+}
+
+/// `migrate run --until reconcile` loads, reconciles every loaded record's
+/// critical fields with the source, and writes the report: it balances to
+/// zero unaccounted records (each table's source records are the sum of
+/// every disposition), the page carries the SVG charts and every table, and
+/// the spot-check worksheet holds the drawn patients with their source and
+/// loaded values side by side; the same seed draws the same patients.
+#[test]
+fn reconcile_writes_a_report_that_balances_and_a_spot_check_worksheet() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path();
+    assert!(hearth(&["migrate", "init", "proj", "--preset", "legacy-csv"], dir).0);
+    assert!(hearth(&["migrate", "sample", "--out", "proj/export", "--patients", "12", "--seed", "5"], dir).0);
+    let (ok, stdout, stderr) = hearth(
+        &["migrate", "run", "proj", "--data-dir", "data", "--quiet", "--until", "reconcile", "--sample", "3", "--seed", "9"],
+        dir,
+    );
+    assert!(ok, "{stderr}\n{stdout}");
+    assert!(stdout.contains("reconciled: ") && stdout.contains(", 0 unaccounted;"), "{stdout}");
+    let reports = dir.join("proj/reports");
+    for name in ["reconciliation.json", "reconciliation.html", "spot-check.json", "spot-check.html"] {
+        assert_private(&reports.join(name));
+    }
+
+    // The balance: per table and in total, source records = the sum of the dispositions.
+    let report = read_json(&reports.join("reconciliation.json"));
+    let dry = read_json(&reports.join("dry-run.json"));
+    let dispositions: Vec<String> =
+        report["dispositions"].as_array().expect("dispositions").iter().map(|d| d.as_str().expect("name").to_owned()).collect();
+    assert!(dispositions.len() >= 3 && dispositions[..3] == ["converted", "rejected", "quarantined"], "{dispositions:?}");
+    let tables = report["tables"].as_object().expect("tables");
+    assert_eq!(tables.len(), 8);
+    let mut totals: BTreeMap<String, u64> = BTreeMap::new();
+    for (name, t) in tables {
+        assert_eq!(t["unaccounted"], 0, "{name}");
+        let source = t["source_records"].as_u64().expect("n");
+        assert_eq!(source, dry["tables"][name]["source_records"].as_u64().expect("n"), "{name}");
+        let sum: u64 = dispositions.iter().map(|d| t["dispositions"][d].as_u64().expect("n")).sum();
+        assert_eq!(sum, source, "{name}: every record has one disposition");
+        assert!(t["balance"].as_str().expect("balance").ends_with("+ 0 unaccounted"), "{name}");
+        for d in &dispositions {
+            *totals.entry(d.clone()).or_default() += t["dispositions"][d].as_u64().expect("n");
+        }
+        *totals.entry("source_records".into()).or_default() += source;
+        // Every converted record loaded and was reconciled, field by field.
+        let r = &t["reconcile"];
+        assert_eq!(r["records"], t["dispositions"]["converted"], "{name}");
+        assert_eq!(r["mismatched"], 0, "{name}");
+        assert!(r["fields"].as_u64().expect("n") >= r["records"].as_u64().expect("n") * 2, "{name}");
+        assert_eq!(r["source_digest"], r["loaded_digest"], "{name}");
+        assert_eq!(t["load"]["records"], t["dispositions"]["converted"], "{name}");
+    }
+    for (k, v) in &totals {
+        assert_eq!(report["totals"][k], *v, "total {k}");
+    }
+    assert_eq!(report["totals"]["unaccounted"], 0);
+    assert_eq!((report["balanced"].as_bool(), report["proved"].as_bool()), (Some(true), Some(true)));
+    let stages: Vec<&str> = report["timings"].as_array().expect("timings").iter().map(|t| t["stage"].as_str().expect("stage")).collect();
+    assert_eq!(stages, ["extract", "convert", "validate", "load", "read-back", "reconcile"]);
+    assert!(report["reasons"].as_array().expect("reasons").iter().any(|r| r["kind"] == "orphan" && r["count"] == 1));
+
+    // The page: self-contained, the four charts, every table.
+    let html = std::fs::read_to_string(reports.join("reconciliation.html")).expect("html");
+    assert_eq!(html.matches("<svg").count(), 4, "four charts");
+    for title in ["Source records by table", "Dispositions by table", "Reasons (issues by kind)", "Time per stage"] {
+        assert!(html.contains(&format!("<title>{title}")), "{title}");
+    }
+    for name in tables.keys() {
+        assert!(html.contains(&format!("<td>{name}</td>")), "{name}");
+    }
+    assert!(html.contains("<strong>0 unaccounted</strong>"));
+    assert!(!html.contains("<script") && !html.contains(" src=") && !html.contains("<link"), "self-contained");
+
+    // The worksheet: 3 patients per table, source and loaded values side by side.
+    let sheet = read_json(&reports.join("spot-check.json"));
+    let categories = sheet["categories"].as_array().expect("categories");
+    assert_eq!(categories.len(), 8);
+    let project = project::load(&dir.join("proj")).expect("project");
+    let source = project.csv_source(&dir.join("proj"), "legacy").expect("source");
+    let rows = read_all(&source);
+    let page = std::fs::read_to_string(reports.join("spot-check.html")).expect("html");
+    for c in categories {
+        let table = c["table"].as_str().expect("table");
+        let patients = c["patients"].as_array().expect("patients");
+        assert_eq!(patients.len() as u64, 3.min(c["patients_with_records"].as_u64().expect("n")), "{table}");
+        for p in patients {
+            let key = p["patient"].as_str().expect("key");
+            assert!(page.contains(&format!("Patient {key}")), "{table}: {key}");
+            for r in p["records"].as_array().expect("records") {
+                let place = r["source"].as_str().expect("place");
+                let line: u64 = place.rsplit(':').next().and_then(|l| l.parse().ok()).expect("line");
+                let file = &project.tables[table].file;
+                let row = at_line(&rows[table], file, line);
+                for f in r["fields"].as_array().expect("fields") {
+                    assert_eq!(f["agrees"], true, "{place}: {f}");
+                    let column = f["field"].as_str().expect("field");
+                    if let Some(value) = row.get(column) {
+                        assert_eq!(f["source"].as_str(), Some(value.trim()), "{place}: {column} is the source value");
+                    }
+                    assert!(f["loaded"].is_string(), "{place}: {column}");
+                }
+            }
+        }
+    }
+    // A patient's name is on the worksheet (its label), from the source.
+    let patient = categories.iter().find(|c| c["table"] == "patients").expect("patients")["patients"][0].clone();
+    let key = patient["patient"].as_str().expect("key");
+    let record = rows["patients"].iter().find(|r| r.get("patient_id") == Some(key)).expect("patient row");
+    let family = record.get("last_name").expect("family");
+    assert!(patient["label"].as_str().expect("label").contains(family));
+    assert!(page.contains("initials") && page.contains("class=\"box\""), "a sign-off per patient");
+
+    // `migrate report` again with the same seed draws the same patients; status tells the result.
+    let (ok, stdout, stderr) =
+        hearth(&["migrate", "report", "proj", "--data-dir", "data", "--quiet", "--sample", "3", "--seed", "9"], dir);
+    assert!(ok, "{stderr}\n{stdout}");
+    assert_eq!(read_json(&reports.join("spot-check.json"))["categories"], sheet["categories"]);
+    let (ok, stdout, _) = hearth(&["migrate", "status", "proj"], dir);
+    assert!(ok && stdout.contains("last reconcile (") && stdout.contains("balanced and proved"), "{stdout}");
+    assert!(!stdout.contains("NOT balanced"), "{stdout}");
+}
+
+/// A value changed in the store after the load (here a vital sign, through
+/// `hearth import`) is found by `migrate report`: the mismatch names the
+/// table, file and line, key, field, source and loaded values, and the
+/// command exits non-zero.
+#[test]
+fn a_value_changed_in_the_store_is_reported_as_a_mismatch() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path();
+    assert!(hearth(&["migrate", "init", "proj", "--preset", "legacy-csv"], dir).0);
+    assert!(hearth(&["migrate", "sample", "--out", "proj/export", "--patients", "8", "--seed", "3"], dir).0);
+    let (ok, stdout, stderr) = hearth(&["migrate", "run", "proj", "--data-dir", "data", "--quiet"], dir);
+    assert!(ok, "the default is --until reconcile: {stderr}\n{stdout}");
+    assert!(dir.join("proj/reports/reconciliation.html").exists());
+
+    // A vitals row that loaded (no issue at its line), with a pulse.
+    let dry = read_json(&dir.join("proj/reports/dry-run.json"));
+    let flagged: HashSet<u64> = dry["issues"]
+        .as_array()
+        .expect("issues")
+        .iter()
+        .filter(|i| i["file"] == "vitals.csv")
+        .map(|i| i["line"].as_u64().expect("line"))
+        .collect();
+    let project = project::load(&dir.join("proj")).expect("project");
+    let source = project.csv_source(&dir.join("proj"), "legacy").expect("source");
+    let rows = read_all(&source);
+    let row = rows["vitals"]
+        .iter()
+        .find(|r| {
+            let Provenance::FileLine { line, .. } = &r.provenance else { return false };
+            !flagged.contains(line) && !r.get("pulse").unwrap_or("").is_empty()
+        })
+        .expect("a loaded vitals row with a pulse");
+    let key = row.get("vitals_id").expect("key").to_owned();
+    let pulse = row.get("pulse").expect("pulse").to_owned();
+    let converted = migrate::convert::Converter::new(&project, "vitals").expect("converter").convert(row);
+    let id = migrate::convert::resource_id("vitals", &key, "pulse");
+    let mut resource = converted.resources.iter().find(|r| r["id"] == id.as_str()).expect("the pulse Observation").clone();
+    let tampered = format!("{}", pulse.parse::<u64>().expect("a whole pulse") + 7);
+    resource["valueQuantity"]["value"] = serde_json::from_str(&tampered).expect("number");
+    let bundle = serde_json::json!({"resourceType": "Bundle", "type": "transaction", "entry": [{
+        "resource": resource, "request": {"method": "PUT", "url": format!("Observation/{id}")}
+    }]});
+    std::fs::write(dir.join("tamper.json"), bundle.to_string()).expect("bundle");
+    let (ok, stdout, stderr) = hearth(&["import", "tamper.json", "--data-dir", "data", "--quiet"], dir);
+    assert!(ok, "{stderr}\n{stdout}");
+
+    let (ok, stdout, stderr) = hearth(&["migrate", "report", "proj", "--data-dir", "data", "--quiet"], dir);
+    assert!(!ok, "a mismatch makes the report exit non-zero: {stderr}\n{stdout}");
+    let place = row.provenance.to_string();
+    let line = format!("reconcile: vitals: {place} [{key}]: pulse: source \"{pulse}\", loaded \"{tampered}\" (Observation/{id})");
+    assert!(stdout.contains(&line), "{line} in {stdout}");
+    assert!(stdout.contains("reconcile vitals: ") && stdout.contains(" 1 records with a mismatch"), "{stdout}");
+    let report = read_json(&dir.join("proj/reports/reconciliation.json"));
+    assert_eq!(report["proved"], false);
+    assert_eq!(report["balanced"], true, "the balance is not the proof");
+    let mismatches = report["reconcile"]["mismatches"].as_array().expect("mismatches");
+    assert_eq!(mismatches.len(), 1, "{mismatches:?}");
+    let Provenance::FileLine { line, .. } = &row.provenance else { panic!("file line") };
+    let m = &mismatches[0];
+    assert_eq!(
+        (&m["table"], &m["file"], &m["line"], &m["key"], &m["field"], &m["source"], &m["loaded"]),
+        (
+            &serde_json::json!("vitals"),
+            &serde_json::json!("vitals.csv"),
+            &serde_json::json!(line),
+            &serde_json::json!(key),
+            &serde_json::json!("pulse"),
+            &serde_json::json!(pulse),
+            &serde_json::json!(tampered)
+        )
+    );
+    let vitals = &report["tables"]["vitals"]["reconcile"];
+    assert_ne!(vitals["source_digest"], vitals["loaded_digest"]);
+    assert_eq!(report["tables"]["patients"]["reconcile"]["source_digest"], report["tables"]["patients"]["reconcile"]["loaded_digest"]);
+    let html = std::fs::read_to_string(dir.join("proj/reports/reconciliation.html")).expect("html");
+    assert!(html.contains(&format!("<td>{place}</td><td>{key}</td><td>pulse</td><td>{pulse}</td><td class=\"bad\">{tampered}</td>")), "{html}");
+    assert!(html.contains("NOT PROVED"));
+    let (_, stdout, _) = hearth(&["migrate", "status", "proj"], dir);
+    assert!(stdout.contains("1 records with a mismatch; NOT balanced and proved"), "{stdout}");
+    // A loaded resource deleted since is reported as not stored.
+    let note = &rows["notes"][0];
+    let note_key = note.get("note_id").expect("note key").to_owned();
+    let note_id = migrate::convert::resource_id("notes", &note_key, "");
+    let bundle = serde_json::json!({"resourceType": "Bundle", "type": "transaction", "entry": [{
+        "request": {"method": "DELETE", "url": format!("DocumentReference/{note_id}")}
+    }]});
+    std::fs::write(dir.join("delete.json"), bundle.to_string()).expect("bundle");
+    let (ok, stdout, stderr) = hearth(&["import", "delete.json", "--data-dir", "data", "--quiet"], dir);
+    assert!(ok, "{stderr}\n{stdout}");
+    let (ok, stdout, _) = hearth(&["migrate", "report", "proj", "--data-dir", "data", "--quiet"], dir);
+    assert!(!ok);
+    let line = format!("reconcile: notes: {} [{note_key}]: note_id: source \"{note_key}\", loaded nothing (the resource is not stored)", note.provenance);
+    assert!(stdout.contains(&line), "{line} in {stdout}");
+}
+
+/// `--until extract` reads every table and counts rows and unreadable rows:
+/// nothing is converted, no store is opened, no load or reconciliation is
+/// written. `--until load` loads and reads back without reconciling.
+#[test]
+fn until_extract_only_counts_and_until_load_stops_before_reconciling() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path();
+    assert!(hearth(&["migrate", "init", "proj", "--preset", "legacy-csv"], dir).0);
+    assert!(hearth(&["migrate", "sample", "--out", "proj/export", "--patients", "8", "--seed", "2"], dir).0);
+    let labs = dir.join("proj/export/lab_results.csv");
+    let mut text = std::fs::read_to_string(&labs).expect("labs");
+    let bad_line = text.lines().count() + 1;
+    text.push_str("L8888888,P00001\n");
+    std::fs::write(&labs, text).expect("labs");
+
+    let (ok, stdout, stderr) = hearth(&["migrate", "run", "proj", "--until", "extract", "--data-dir", "data"], dir);
+    assert!(ok, "{stderr}\n{stdout}");
+    assert!(stdout.contains("patients: 10 source records: 10 read, 0 unreadable"), "8 patients, the duplicate and the near duplicate: {stdout}");
+    assert!(stdout.contains(&format!("lab_results.csv:{bad_line}")), "the unreadable row is named: {stdout}");
+    assert!(stdout.contains("read, 1 unreadable"), "{stdout}");
+    assert!(!dir.join("data").exists(), "no store was opened");
+    let reports = dir.join("proj/reports");
+    let dry = read_json(&reports.join("dry-run.json"));
+    assert_eq!(dry["until"], "extract");
+    assert_eq!((dry["totals"]["converted"].as_u64(), dry["totals"]["resources"].as_u64()), (Some(0), Some(0)));
+    assert_eq!(dry["totals"]["rejected"], 1);
+    assert_eq!(dry["totals"]["unaccounted"], 0);
+    assert_eq!(dry["totals"]["pending"].as_u64(), dry["totals"]["source_records"].as_u64().map(|n| n - 1));
+    assert_eq!(dry["timings"].as_array().map(Vec::len), Some(1), "extract only");
+    assert!(!reports.join("load.json").exists() && !reports.join("reconciliation.json").exists());
+
+    std::fs::write(&labs, std::fs::read_to_string(&labs).expect("labs").replace("L8888888,P00001\n", "")).expect("labs");
+    let (ok, stdout, stderr) = hearth(&["migrate", "run", "proj", "--until", "load", "--data-dir", "data", "--quiet"], dir);
+    assert!(ok, "{stderr}\n{stdout}");
+    assert!(reports.join("load.json").exists() && !reports.join("reconciliation.json").exists(), "{stdout}");
+    let load = read_json(&reports.join("load.json"));
+    let stages: Vec<&str> = load["timings"].as_array().expect("timings").iter().map(|t| t["stage"].as_str().expect("stage")).collect();
+    assert_eq!(stages, ["load", "read-back"]);
+    let (ok, stdout, _) = hearth(&["migrate", "status", "proj"], dir);
+    assert!(ok && stdout.contains("not reconciled yet"), "{stdout}");
+}
+
+/// The same proof on PostgreSQL: a load into its own schema reconciles with
+/// the source, field by field (decimals keep their written precision there
+/// too), and `migrate report` against it agrees.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconcile_proves_a_load_into_postgresql() {
+    let url = std::env::var("HEARTH_TEST_DATABASE_URL")
+        .expect("HEARTH_TEST_DATABASE_URL must name the test PostgreSQL server (CI sets it)");
+    let schema = format!("hearth_reconcile_{}", std::process::id());
+    let (admin, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.expect("connect to PostgreSQL");
+    tokio::spawn(connection);
+    admin.batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}")).await.expect("schema");
+    let separator = if url.contains('?') { '&' } else { '?' };
+    let database = format!("{url}{separator}options=-csearch_path%3D{schema}");
+
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path().to_path_buf();
+    let run = move |args: Vec<String>| {
+        let dir = dir.clone();
+        std::thread::spawn(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            hearth(&args, &dir)
+        })
+        .join()
+        .expect("hearth")
+    };
+    let strings = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    assert!(run(strings(&["migrate", "init", "proj", "--preset", "legacy-csv"])).0);
+    assert!(run(strings(&["migrate", "sample", "--out", "proj/export", "--patients", "8", "--seed", "6"])).0);
+    let (ok, stdout, stderr) = run(strings(&["migrate", "run", "proj", "--database-url", &database, "--quiet"]));
+    assert!(ok, "{stderr}\n{stdout}");
+    let (ok, stdout, stderr) = run(strings(&["migrate", "report", "proj", "--database-url", &database, "--quiet"]));
+    assert!(ok, "{stderr}\n{stdout}");
+    let report = read_json(&tmp.path().join("proj/reports/reconciliation.json"));
+    assert_eq!((report["balanced"].as_bool(), report["proved"].as_bool()), (Some(true), Some(true)), "{stdout}");
+    assert_eq!(report["reconcile"]["records"], report["totals"]["converted"]);
+    assert_eq!(report["reconcile"]["mismatched"], 0);
+    admin.batch_execute(&format!("DROP SCHEMA {schema} CASCADE")).await.expect("drop schema");
 }
 
 /// GET `url` from a running `hearth serve`: status and body.

@@ -1,0 +1,980 @@
+//! RECONCILE: the proof that what the store holds is what the source said.
+//!
+//! For every source record that loaded (its disposition is `converted`),
+//! the critical fields are taken **from the source record itself**, by the
+//! mapping's declarations and not from the conversion's output, and
+//! compared with the same fields read back from the resources the store
+//! holds now (read through the Service, `_id` searches in batches). A
+//! conversion fault that changes a value, a resource changed in the store
+//! after the load, or one that is missing, shows up as a [`Mismatch`] naming
+//! the table, file and line, key, field, source value and loaded value.
+//!
+//! Critical fields, per mapped column ([`critical`]):
+//! - identifiers (an element under `identifier`, with its `[name]` pick),
+//!   names (`Patient.name...`), the text naming a coded thing
+//!   (`code.text`, `medicationCodeableConcept.text`);
+//! - codes (`type = "code"`): the value map applied (a value without an
+//!   entry is expected as it is, the local code);
+//! - dates (`date`, `datetime`): read with the declared formats; a date-time
+//!   gets the project's time zone;
+//! - values (`decimal`, `integer`, `boolean`): the number as written
+//!   (FHIR keeps a decimal's precision), a non-numeric result as text;
+//! - units: a column's fixed `unit`, or its `unit_column` through the
+//!   `unit_map`;
+//! - the fixed code of a per-column resource (`code = "loinc#8480-6"`), and
+//!   references from joins (`Patient/<id>`).
+//!
+//! A per-column table (vitals: one Observation per measured column) has
+//! its row's fields checked on each resource the row made, and each
+//! measured column's value, unit and code on that column's resource.
+//!
+//! Each table gets two SHA-256 digests, of its expected fields (source) and
+//! of the fields found (loaded), over the same canonical lines: equal
+//! digests mean every critical field of every loaded record is as the
+//! source says.
+
+use crate::convert::{local_system, resource_id};
+use crate::dryrun::DryRun;
+use crate::project::{ColumnDecl, ColumnType, Project, TableDecl};
+use crate::source::{Provenance, Record, Source};
+use domain::Service;
+use domain::access::Access;
+use domain::service::Handling;
+use futures_util::StreamExt;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::Path;
+
+/// Ids per `_id` search (a search takes at most 64 values in its conditions).
+const IDS_PER_SEARCH: usize = 50;
+
+/// Searches run at once (the stores serve reads in parallel).
+const SEARCHES_IN_FLIGHT: usize = 4;
+
+/// What kind of critical field a column holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Critical {
+    /// An identifier value.
+    Identifier,
+    /// A part of a person's name.
+    Name,
+    /// The text naming a coded thing (an allergen, a drug, a test).
+    CodeText,
+    /// A code (value map applied).
+    Code,
+    /// A date (`YYYY-MM-DD`): the stored date or the date part of an instant.
+    Date,
+    /// A date-time with the project's time zone.
+    DateTime,
+    /// A number, a boolean, or a result kept as text.
+    Value,
+    /// The unit of a value.
+    Unit,
+    /// A reference to another resource (`Type/id`).
+    Reference,
+}
+
+impl Critical {
+    /// `identifier`, `name`, `code-text`, `code`, `date`, `datetime`, `value`, `unit`, `reference`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Critical::Identifier => "identifier",
+            Critical::Name => "name",
+            Critical::CodeText => "code-text",
+            Critical::Code => "code",
+            Critical::Date => "date",
+            Critical::DateTime => "datetime",
+            Critical::Value => "value",
+            Critical::Unit => "unit",
+            Critical::Reference => "reference",
+        }
+    }
+}
+
+/// One critical field a source record's resource must hold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Expected {
+    /// The resource: `""` for the row's resource, else the column of a
+    /// per-column resource.
+    pub part: String,
+    /// The source column (or join column) it comes from.
+    pub field: String,
+    /// What it is.
+    pub what: Critical,
+    /// Its element path in the resource (after the resource type).
+    pub path: String,
+    /// The value, normalised as the mapping declares.
+    pub value: String,
+    /// The value as the source has it (before the value map, date format,
+    /// unit map): what a clinician compares on paper.
+    pub raw: String,
+}
+
+/// The kind of critical field a mapped column is (`path`: its element path
+/// after the resource type), or `None` when it is not critical (an address,
+/// a free-text comment).
+pub fn critical(column: &ColumnDecl, path: &str) -> Option<Critical> {
+    let segments: Vec<&str> = path.split('.').map(|s| s.split('[').next().unwrap_or(s)).collect();
+    match column.kind {
+        ColumnType::Date => Some(Critical::Date),
+        ColumnType::Datetime => Some(Critical::DateTime),
+        ColumnType::Code => Some(Critical::Code),
+        ColumnType::Decimal | ColumnType::Integer | ColumnType::Boolean => Some(Critical::Value),
+        ColumnType::Reference => None,
+        ColumnType::Text => {
+            if segments.contains(&"identifier") {
+                Some(Critical::Identifier)
+            } else if segments.first() == Some(&"name") {
+                Some(Critical::Name)
+            } else if segments.last() == Some(&"text")
+                && segments.len() >= 2
+                && (segments[segments.len() - 2] == "code" || segments[segments.len() - 2].ends_with("CodeableConcept"))
+            {
+                Some(Critical::CodeText)
+            } else if segments.first().is_some_and(|s| s.starts_with("value")) {
+                Some(Critical::Value)
+            } else {
+                None
+            }
+        }
+    }
+}
+
+/// The key of a source record as the mapping declares it: its key column's
+/// value, else its place in the source.
+pub fn record_key(table: &TableDecl, record: &Record) -> String {
+    table
+        .key
+        .as_ref()
+        .and_then(|k| record.get(k.get_ref()))
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .map(str::to_owned)
+        .unwrap_or_else(|| record.provenance.to_string())
+}
+
+/// The critical fields `record` of `table_name` must have in the store,
+/// taken from the record and the mapping alone.
+pub fn expected(project: &Project, table_name: &str, record: &Record) -> Result<Vec<Expected>, String> {
+    let table = project.tables.get(table_name).ok_or_else(|| format!("no table {table_name:?}"))?;
+    let zone = crate::zone::Zone::parse(project.defaults.timezone.as_deref().unwrap_or("UTC"))?;
+    let rt = table.resource.as_str();
+    let raw = |column: &str| record.get(column).unwrap_or("").trim();
+    fn path_in<'c>(c: &'c ColumnDecl, rt: &str) -> Option<&'c str> {
+        c.element.as_deref().and_then(|e| e.strip_prefix(rt)).and_then(|p| p.strip_prefix('.'))
+    }
+    let path_of = |c| path_in(c, rt);
+    // The resources the row makes: one per measured column, else one.
+    let per_column: Vec<&str> = table
+        .columns
+        .iter()
+        .filter(|(name, c)| c.code.is_some() && path_of(c).is_some() && !raw(name).is_empty())
+        .map(|(name, _)| name.as_str())
+        .collect();
+    let row_parts: Vec<&str> = if per_column.is_empty() { vec![""] } else { per_column.clone() };
+    let mut out = Vec::new();
+    let mut push = |parts: &[&str], field: &str, what: Critical, path: &str, value: String, raw: &str| {
+        for part in parts {
+            out.push(Expected {
+                part: (*part).to_owned(),
+                field: field.to_owned(),
+                what,
+                path: path.to_owned(),
+                value: value.clone(),
+                raw: raw.to_owned(),
+            });
+        }
+    };
+    for (column, decl) in &table.columns {
+        let value = raw(column);
+        let Some(path) = path_of(decl) else { continue };
+        if value.is_empty() {
+            continue;
+        }
+        let Some(what) = critical(decl, path) else { continue };
+        let own = [column.as_str()];
+        let parts: &[&str] = if decl.code.is_some() { &own } else { &row_parts };
+        let normal = match what {
+            Critical::Code => decl
+                .value_map
+                .as_ref()
+                .and_then(|m| project.value_maps.get(m.get_ref()))
+                .and_then(|m| m.values.get(value))
+                .cloned()
+                .unwrap_or_else(|| value.to_owned()),
+            Critical::Date | Critical::DateTime => {
+                let formats = project.date_formats(table, decl);
+                // A date that does not read made the record rejected: it did not load.
+                let Some(text) = crate::dates::read_any(&formats, value) else { continue };
+                if text.len() > 10 { zone.localise(&text).unwrap_or(text) } else { text }
+            }
+            Critical::Value if decl.kind == ColumnType::Boolean => match value.to_ascii_lowercase().as_str() {
+                "y" | "yes" | "true" | "t" | "1" => "true".to_owned(),
+                "n" | "no" | "false" | "f" | "0" => "false".to_owned(),
+                _ => continue,
+            },
+            _ => value.to_owned(),
+        };
+        let what = if what == Critical::Date && normal.len() > 10 { Critical::DateTime } else { what };
+        push(parts, column, what, path, normal, value);
+        if what == Critical::Value
+            && let Some(parent) = path.strip_suffix(".value")
+        {
+            let unit = match (&decl.unit, &decl.unit_column) {
+                (Some(unit), _) => Some((unit.clone(), unit.as_str())),
+                (None, Some(unit_column)) => {
+                    let spelled = raw(unit_column);
+                    let map = decl.unit_map.as_ref().and_then(|m| project.unit_maps.get(m.get_ref()));
+                    (!spelled.is_empty()).then(|| {
+                        (map.and_then(|m| m.get(spelled)).cloned().unwrap_or_else(|| spelled.to_owned()), spelled)
+                    })
+                }
+                (None, None) => None,
+            };
+            if let Some((unit, spelled)) = unit {
+                let field = decl.unit_column.clone().unwrap_or_else(|| column.clone());
+                push(parts, &field, Critical::Unit, &format!("{parent}.unit"), unit, spelled);
+            }
+        }
+        if let Some((_, code)) = decl.code.as_ref().and_then(|c| c.get_ref().split_once('#')) {
+            push(
+                parts,
+                column,
+                Critical::Code,
+                "code.coding.code",
+                code.to_owned(),
+                decl.code.as_ref().map_or("", |c| c.get_ref()),
+            );
+        }
+    }
+    for join in &table.joins {
+        let value = raw(&join.column);
+        let target = join.table.get_ref();
+        let (Some(target_decl), Some(path)) =
+            (project.tables.get(target), join.element.strip_prefix(rt).and_then(|p| p.strip_prefix('.')))
+        else {
+            continue;
+        };
+        // A join on another column than the target's key is looked up, not derived.
+        if value.is_empty() || join.on.is_some() {
+            continue;
+        }
+        let reference = format!("{}/{}", target_decl.resource, resource_id(target, value, ""));
+        push(&row_parts, &join.column, Critical::Reference, path, reference, value);
+    }
+    Ok(out)
+}
+
+/// The values at `path` in `resource` (every list entry; `[name]` after
+/// `identifier` picks the identifier of system `urn:hearth:local:TABLE:NAME`,
+/// after `telecom` the telecom of system `NAME`; an identifier without a pick
+/// is the column's own).
+fn leaves<'v>(resource: &'v Value, path: &str, table: &str, column: &str) -> Vec<&'v Value> {
+    let mut nodes = vec![resource];
+    let segments: Vec<&str> = path.split('.').collect();
+    for (i, segment) in segments.iter().enumerate() {
+        let (name, pick) = match segment.split_once('[') {
+            Some((n, rest)) => (n, Some(rest.trim_end_matches(']'))),
+            None => (*segment, None),
+        };
+        let last = i + 1 == segments.len();
+        let marker = match (name, pick) {
+            ("identifier", p) if !last => Some(local_system(table, p.unwrap_or(column))),
+            ("telecom", Some(p)) if !last => Some(p.to_owned()),
+            _ => None,
+        };
+        let mut next = Vec::new();
+        for node in nodes {
+            match node.get(name) {
+                Some(Value::Array(list)) => next
+                    .extend(list.iter().filter(|e| {
+                        marker.as_ref().is_none_or(|m| e.get("system").and_then(Value::as_str) == Some(m))
+                    })),
+                Some(v) => next.push(v),
+                None => {}
+            }
+        }
+        nodes = next;
+    }
+    nodes
+}
+
+fn text(value: &Value) -> Option<String> {
+    match value {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+/// What the stored `resource` holds for `e` (every candidate).
+pub fn loaded(resource: &Value, e: &Expected, table: &str) -> Vec<String> {
+    let found = leaves(resource, &e.path, table, &e.field);
+    match e.what {
+        Critical::Code => {
+            let mut codes = Vec::new();
+            for leaf in &found {
+                if let Some(s) = leaf.as_str() {
+                    codes.push(s.to_owned());
+                }
+                if let Some(code) = leaf.get("code").and_then(Value::as_str) {
+                    codes.push(code.to_owned());
+                }
+                for coding in leaf.get("coding").and_then(Value::as_array).into_iter().flatten() {
+                    if let Some(code) = coding.get("code").and_then(Value::as_str) {
+                        codes.push(code.to_owned());
+                    }
+                }
+            }
+            if codes.is_empty() {
+                // A local value of a primitive code is kept in an extension.
+                let url = local_system(table, &e.field);
+                for ext in resource.get("extension").and_then(Value::as_array).into_iter().flatten() {
+                    if ext.get("url").and_then(Value::as_str) == Some(url.as_str())
+                        && let Some(v) = ext.get("valueString").and_then(Value::as_str)
+                    {
+                        codes.push(v.to_owned());
+                    }
+                }
+            }
+            codes
+        }
+        Critical::Reference => {
+            found.iter().filter_map(|r| r.get("reference").and_then(Value::as_str)).map(str::to_owned).collect()
+        }
+        Critical::Value if found.is_empty() => {
+            // A result that is not a number is kept as valueString.
+            match e.path.strip_suffix("Quantity.value") {
+                Some(prefix) => {
+                    leaves(resource, &format!("{prefix}String"), table, &e.field).into_iter().filter_map(text).collect()
+                }
+                None => Vec::new(),
+            }
+        }
+        _ => found.into_iter().filter_map(text).collect(),
+    }
+}
+
+/// Whether a loaded candidate is the expected value.
+fn agrees(e: &Expected, candidate: &str) -> bool {
+    match e.what {
+        // A date may be stored as an instant at midnight of that day.
+        Critical::Date => candidate.get(..10) == Some(e.value.as_str()),
+        _ => candidate == e.value,
+    }
+}
+
+/// One critical field, source and loaded side by side.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldCheck {
+    /// `Type/id` of the resource it was read from.
+    pub resource: String,
+    /// The source column.
+    pub field: String,
+    /// What kind of field.
+    pub what: Critical,
+    /// The source value (normalised as the mapping declares).
+    pub source: String,
+    /// The source value as written in the source.
+    pub raw: String,
+    /// What the store holds (`None`: nothing, or no such resource).
+    pub loaded: Option<String>,
+    /// The two agree.
+    pub ok: bool,
+}
+
+/// The critical fields of one source record.
+#[derive(Debug, Clone)]
+pub struct RecordCheck {
+    /// The table.
+    pub table: String,
+    /// The record's key.
+    pub key: String,
+    /// Where it is in the source.
+    pub provenance: Provenance,
+    /// The key of the patient the record belongs to (its own, for a patient).
+    pub patient: Option<String>,
+    /// Each field.
+    pub fields: Vec<FieldCheck>,
+}
+
+/// A field that does not agree.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mismatch {
+    /// The table.
+    pub table: String,
+    /// Where the record is in the source.
+    pub provenance: Provenance,
+    /// Its key.
+    pub key: String,
+    /// The source column.
+    pub field: String,
+    /// `Type/id`.
+    pub resource: String,
+    /// The source value.
+    pub source: String,
+    /// What is stored (`None`: absent).
+    pub loaded: Option<String>,
+    /// Whether the resource itself is stored.
+    pub stored: bool,
+}
+
+impl std::fmt::Display for Mismatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}: {} [{}]: {}: source {:?}, loaded {} ({})",
+            self.table,
+            self.provenance,
+            self.key,
+            self.field,
+            self.source,
+            match (&self.loaded, self.stored) {
+                (Some(l), _) => format!("{l:?}"),
+                (None, true) => "nothing".to_owned(),
+                (None, false) => "nothing (the resource is not stored)".to_owned(),
+            },
+            self.resource
+        )
+    }
+}
+
+/// The reconciliation of one table.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TableReconcile {
+    /// Source records that loaded and were checked.
+    pub records: u64,
+    /// Of which every critical field agrees.
+    pub matched: u64,
+    /// Of which some field does not.
+    pub mismatched: u64,
+    /// Critical fields compared.
+    pub fields: u64,
+    /// SHA-256 of the expected fields (hex).
+    pub source_digest: String,
+    /// SHA-256 of the fields found, over the same lines (hex).
+    pub loaded_digest: String,
+}
+
+/// The result of a reconciliation.
+#[derive(Debug, Clone, Default)]
+pub struct Reconciliation {
+    /// Per table.
+    pub tables: BTreeMap<String, TableReconcile>,
+    /// Every field that does not agree, in table and source order.
+    pub mismatches: Vec<Mismatch>,
+    /// Every record checked (for the spot-check worksheet).
+    pub records: Vec<RecordCheck>,
+    /// Wall time, seconds.
+    pub seconds: f64,
+}
+
+impl Reconciliation {
+    /// The machine-readable result (no values but the mismatched ones).
+    pub fn to_json(&self) -> Value {
+        let tables: serde_json::Map<String, Value> = self
+            .tables
+            .iter()
+            .map(|(t, c)| {
+                (
+                    t.clone(),
+                    json!({
+                        "records": c.records, "matched": c.matched, "mismatched": c.mismatched,
+                        "fields": c.fields, "source_digest": c.source_digest, "loaded_digest": c.loaded_digest,
+                    }),
+                )
+            })
+            .collect();
+        let mismatches: Vec<Value> = self
+            .mismatches
+            .iter()
+            .map(|m| {
+                let (file, line) = match &m.provenance {
+                    Provenance::FileLine { file, line } => (json!(file), json!(line)),
+                    Provenance::TableKey { table, .. } => (json!(table), Value::Null),
+                };
+                json!({
+                    "table": m.table, "file": file, "line": line, "key": m.key, "field": m.field,
+                    "resource": m.resource, "source": m.source, "loaded": m.loaded, "stored": m.stored,
+                })
+            })
+            .collect();
+        json!({
+            "records": self.tables.values().map(|c| c.records).sum::<u64>(),
+            "matched": self.tables.values().map(|c| c.matched).sum::<u64>(),
+            "mismatched": self.tables.values().map(|c| c.mismatched).sum::<u64>(),
+            "fields": self.tables.values().map(|c| c.fields).sum::<u64>(),
+            "seconds": self.seconds,
+            "tables": tables,
+            "mismatches": mismatches,
+        })
+    }
+}
+
+/// The patient a record of `table` belongs to: its own key for a patient,
+/// else the value of its first join to a Patient table.
+fn patient_of(project: &Project, table: &TableDecl, key: &str, record: &Record) -> Option<String> {
+    if table.resource == "Patient" {
+        return Some(key.to_owned());
+    }
+    table
+        .joins
+        .iter()
+        .find(|j| project.tables.get(j.table.get_ref()).is_some_and(|t| t.resource == "Patient"))
+        .and_then(|j| record.get(&j.column))
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .map(str::to_owned)
+}
+
+/// A reference to a merged patient ([`crate::matching::redirects`]) is
+/// expected to point at the patient it was merged into.
+pub fn follow_merges(fields: &mut [Expected], redirects: &HashMap<String, String>) {
+    for e in fields.iter_mut().filter(|e| e.what == Critical::Reference) {
+        if let Some(to) = redirects.get(&e.value) {
+            e.value = to.clone();
+        }
+    }
+}
+
+/// Reconciles every source record that `run` converted (and so loaded) with
+/// what the store behind `service` holds. The source is read again; of the
+/// run, only which records made resources is used (the report checks that
+/// their number is the number of `converted` records, so a record the
+/// conversion dropped does not pass unnoticed).
+pub async fn reconcile(
+    service: &Service,
+    project: &Project,
+    project_dir: &Path,
+    run: &DryRun,
+    mut progress: impl FnMut(u64),
+) -> Result<Reconciliation, String> {
+    let started = std::time::Instant::now();
+    if run.until != crate::dryrun::Stage::Validate {
+        return Err(format!("reconcile needs a validated run, not one until {}", run.until.as_str()));
+    }
+    let loaded_records: HashSet<(&str, String)> =
+        run.resources.iter().map(|o| (o.table.as_str(), o.provenance.to_string())).collect();
+    let redirects = crate::matching::redirects(run);
+    // Pass 1: the source's expectations.
+    let mut pending: Vec<(RecordCheck, Vec<Expected>)> = Vec::new();
+    for source_name in project.sources.keys() {
+        let Some(source) = project.csv_source(project_dir, source_name) else { continue };
+        for table_name in source.tables() {
+            let Some(table) = project.tables.get(&table_name) else { continue };
+            let rows = source.rows(&table_name).map_err(|e| e.to_string())?;
+            for row in rows {
+                let Ok(record) = row else { continue };
+                if !loaded_records.contains(&(table_name.as_str(), record.provenance.to_string())) {
+                    continue;
+                }
+                let key = record_key(table, &record);
+                let mut fields = expected(project, &table_name, &record)?;
+                follow_merges(&mut fields, &redirects);
+                let check = RecordCheck {
+                    table: table_name.clone(),
+                    patient: patient_of(project, table, &key, &record),
+                    key,
+                    provenance: record.provenance.clone(),
+                    fields: Vec::new(),
+                };
+                pending.push((check, fields));
+            }
+        }
+    }
+    // Pass 2: what the store holds under the ids the source keys make.
+    let mut ids: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (check, fields) in &pending {
+        let table = &project.tables[&check.table];
+        let parts: HashSet<&str> = fields.iter().map(|f| f.part.as_str()).collect();
+        for part in parts {
+            ids.entry(table.resource.clone()).or_default().push(resource_id(&check.table, &check.key, part));
+        }
+    }
+    let access = Access::system(crate::load::MIGRATION_ACTOR);
+    let mut searches: Vec<(String, Vec<String>)> = Vec::new();
+    for (resource_type, mut list) in ids {
+        list.sort_unstable();
+        list.dedup();
+        for chunk in list.chunks(IDS_PER_SEARCH) {
+            searches.push((resource_type.clone(), chunk.to_vec()));
+        }
+    }
+    let access = &access;
+    let mut results = futures_util::stream::iter(searches.into_iter().map(|(resource_type, chunk)| async move {
+        let params = vec![
+            ("_id".to_string(), chunk.join(",")),
+            ("_count".to_string(), chunk.len().to_string()),
+            ("_total".to_string(), "none".to_string()),
+        ];
+        let found = service
+            .search(access, Some(&resource_type), &params, Handling::Strict)
+            .await
+            .map_err(|e| format!("reading what is stored: {}", e.message()))?;
+        let mut out = Vec::with_capacity(found.page.items.len());
+        for item in found.page.items {
+            let Some(body) = item.body.as_deref() else { continue };
+            let value: Value =
+                serde_json::from_str(body).map_err(|e| format!("a stored resource is unreadable: {e}"))?;
+            out.push(((item.resource_type.clone(), item.id.clone()), value));
+        }
+        Ok::<_, String>((chunk.len() as u64, out))
+    }))
+    .buffer_unordered(SEARCHES_IN_FLIGHT);
+    let mut stored: HashMap<(String, String), Value> = HashMap::new();
+    let mut done = 0u64;
+    while let Some(result) = results.next().await {
+        let (asked, found) = result?;
+        stored.extend(found);
+        done += asked;
+        progress(done);
+    }
+    // Pass 3: compare, digest.
+    let mut out = Reconciliation::default();
+    let mut hashers: BTreeMap<String, (Sha256, Sha256)> = BTreeMap::new();
+    for (mut check, fields) in pending {
+        let resource_type = project.tables[&check.table].resource.clone();
+        let counts = out.tables.entry(check.table.clone()).or_default();
+        let (source_hash, loaded_hash) =
+            hashers.entry(check.table.clone()).or_insert_with(|| (Sha256::new(), Sha256::new()));
+        let mut all_ok = true;
+        let mut ids: HashMap<String, (String, String)> = HashMap::new();
+        for e in fields {
+            let (id, resource) = ids
+                .entry(e.part.clone())
+                .or_insert_with(|| {
+                    let id = resource_id(&check.table, &check.key, &e.part);
+                    let resource = format!("{resource_type}/{id}");
+                    (id, resource)
+                })
+                .clone();
+            let candidates = stored.get(&(resource_type.clone(), id)).map(|r| loaded(r, &e, &check.table));
+            let found = candidates.as_ref().and_then(|c| c.iter().find(|v| agrees(&e, v)));
+            let ok = found.is_some();
+            let shown = match (&found, &candidates) {
+                (Some(v), _) => Some((*v).clone()),
+                (None, Some(c)) if !c.is_empty() => Some(c.join(" | ")),
+                _ => None,
+            };
+            let line =
+                |value: &str| format!("{}\t{}\t{}\t{}\t{}\n", check.key, resource, e.field, e.what.as_str(), value);
+            source_hash.update(line(&e.value).as_bytes());
+            loaded_hash.update(line(if ok { &e.value } else { shown.as_deref().unwrap_or("\u{0}absent") }).as_bytes());
+            counts.fields += 1;
+            if !ok {
+                all_ok = false;
+                out.mismatches.push(Mismatch {
+                    table: check.table.clone(),
+                    provenance: check.provenance.clone(),
+                    key: check.key.clone(),
+                    field: e.field.clone(),
+                    resource: resource.clone(),
+                    source: e.value.clone(),
+                    loaded: shown.clone(),
+                    stored: candidates.is_some(),
+                });
+            }
+            check.fields.push(FieldCheck {
+                resource,
+                field: e.field,
+                what: e.what,
+                source: e.value,
+                raw: e.raw,
+                loaded: shown,
+                ok,
+            });
+        }
+        counts.records += 1;
+        if all_ok {
+            counts.matched += 1;
+        } else {
+            counts.mismatched += 1;
+        }
+        out.records.push(check);
+    }
+    for (table, (source_hash, loaded_hash)) in hashers {
+        if let Some(c) = out.tables.get_mut(&table) {
+            c.source_digest = hex(&source_hash.finalize());
+            c.loaded_digest = hex(&loaded_hash.finalize());
+        }
+    }
+    out.seconds = started.elapsed().as_secs_f64();
+    Ok(out)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::convert::Converter;
+    use std::sync::Arc;
+
+    fn preset() -> Project {
+        crate::project::parse(crate::project::PRESETS[0].text, Path::new("legacy-csv")).expect("preset")
+    }
+
+    fn record(table: &str, pairs: &[(&str, &str)]) -> Record {
+        Record {
+            table: table.into(),
+            provenance: Provenance::FileLine { file: format!("{table}.csv"), line: 7 },
+            columns: Arc::from(pairs.iter().map(|(c, _)| c.to_string()).collect::<Vec<_>>()),
+            values: pairs.iter().map(|(_, v)| v.to_string()).collect(),
+        }
+    }
+
+    fn find<'a>(fields: &'a [Expected], part: &str, field: &str, what: Critical) -> &'a Expected {
+        fields
+            .iter()
+            .find(|e| e.part == part && e.field == field && e.what == what)
+            .unwrap_or_else(|| panic!("no {part}/{field}/{what:?} in {fields:?}"))
+    }
+
+    /// The expectations of every field agree with the conversion of the same
+    /// record (the two are independent: a fault in either shows here).
+    fn agrees_with_conversion(project: &Project, table: &str, r: &Record) -> Vec<Expected> {
+        let fields = expected(project, table, r).expect("expected");
+        let converted = Converter::new(project, table).expect("converter").convert(r);
+        assert!(!converted.failed(), "{:?}", converted.findings);
+        let key = record_key(&project.tables[table], r);
+        for e in &fields {
+            let id = resource_id(table, &key, &e.part);
+            let resource = converted
+                .resources
+                .iter()
+                .find(|res| res["id"] == id.as_str())
+                .unwrap_or_else(|| panic!("no resource for part {:?}", e.part));
+            let found = loaded(resource, e, table);
+            assert!(found.iter().any(|v| agrees(e, v)), "{e:?} not in {found:?}: {resource}");
+        }
+        fields
+    }
+
+    #[test]
+    fn patient_fields_are_normalised_as_the_mapping_declares() {
+        let project = preset();
+        let r = record(
+            "patients",
+            &[
+                ("patient_id", " P1 "),
+                ("mrn", "M1"),
+                ("last_name", "Müller"),
+                ("first_name", "José"),
+                ("birth_date", "3/4/1987"),
+                ("sex", "F"),
+                ("address", "1 Main St"),
+                ("city", "Springfield"),
+                ("state", "IL"),
+                ("zip", "62701"),
+                ("phone", "555-0100"),
+            ],
+        );
+        let fields = agrees_with_conversion(&project, "patients", &r);
+        assert_eq!(find(&fields, "", "patient_id", Critical::Identifier).value, "P1");
+        assert_eq!(find(&fields, "", "patient_id", Critical::Identifier).path, "identifier[legacy-id].value");
+        assert_eq!(find(&fields, "", "birth_date", Critical::Date).value, "1987-03-04");
+        assert_eq!(find(&fields, "", "sex", Critical::Code).value, "female", "value map applied");
+        assert_eq!(find(&fields, "", "first_name", Critical::Name).value, "José");
+        // Addresses and phones are not critical fields.
+        assert!(fields.iter().all(|e| e.field != "address" && e.field != "phone"), "{fields:?}");
+        // The identifiers are picked by system: the MRN is not the legacy id.
+        let mut resource = Converter::new(&project, "patients").expect("c").convert(&r).resources.remove(0);
+        let id = find(&fields, "", "patient_id", Critical::Identifier);
+        assert_eq!(loaded(&resource, id, "patients"), ["P1"]);
+        let first = resource["identifier"][0]["value"].clone();
+        resource["identifier"][0]["value"] = resource["identifier"][1]["value"].clone();
+        resource["identifier"][1]["value"] = first;
+        assert_eq!(loaded(&resource, id, "patients"), ["M1"], "swapped identifiers are found out");
+        // An unmapped sex is kept in an extension, and found there.
+        let r = record(
+            "patients",
+            &[("patient_id", "P2"), ("last_name", "Roe"), ("birth_date", "1990-01-01"), ("sex", "X")],
+        );
+        let fields = agrees_with_conversion(&project, "patients", &r);
+        assert_eq!(find(&fields, "", "sex", Critical::Code).value, "X");
+    }
+
+    #[test]
+    fn lab_values_units_codes_dates_and_references() {
+        let project = preset();
+        let r = record(
+            "lab_results",
+            &[
+                ("result_id", "L1"),
+                ("patient_id", "P1"),
+                ("encounter_id", "E1"),
+                ("test_code", "GLU"),
+                ("test_name", "GLUCOSE"),
+                ("result_value", "98.60"),
+                ("units", "mg/dl"),
+                ("ref_range", "70-99"),
+                ("abnormal_flag", "N"),
+                ("collected_date", "07/01/2024"),
+            ],
+        );
+        let fields = agrees_with_conversion(&project, "lab_results", &r);
+        assert_eq!(find(&fields, "", "test_code", Critical::Code).value, "2345-7");
+        assert_eq!(find(&fields, "", "result_value", Critical::Value).value, "98.60", "precision as written");
+        assert_eq!(find(&fields, "", "units", Critical::Unit).value, "mg/dL", "unit map applied");
+        assert_eq!(find(&fields, "", "collected_date", Critical::Date).value, "2024-07-01");
+        assert_eq!(
+            find(&fields, "", "patient_id", Critical::Reference).value,
+            format!("Patient/{}", resource_id("patients", "P1", ""))
+        );
+        assert_eq!(find(&fields, "", "test_name", Critical::CodeText).value, "GLUCOSE");
+        // A changed value is seen.
+        let mut resource = Converter::new(&project, "lab_results").expect("c").convert(&r).resources.remove(0);
+        resource["valueQuantity"]["value"] = serde_json::from_str("98.6").expect("number");
+        let e = find(&fields, "", "result_value", Critical::Value);
+        assert!(!loaded(&resource, e, "lab_results").iter().any(|v| agrees(e, v)), "98.6 is not 98.60");
+        // A text result and an unmapped local code.
+        let r = record(
+            "lab_results",
+            &[
+                ("result_id", "L2"),
+                ("patient_id", "P1"),
+                ("test_code", "XLAB-9"),
+                ("result_value", "positive"),
+                ("collected_date", "2024-07-01"),
+            ],
+        );
+        let fields = agrees_with_conversion(&project, "lab_results", &r);
+        assert_eq!(find(&fields, "", "test_code", Critical::Code).value, "XLAB-9");
+        assert_eq!(find(&fields, "", "result_value", Critical::Value).value, "positive");
+    }
+
+    #[test]
+    fn vitals_make_one_resource_per_measured_column_each_checked() {
+        let project = preset();
+        let r = record(
+            "vitals",
+            &[
+                ("vitals_id", "V1"),
+                ("encounter_id", "E1"),
+                ("patient_id", "P1"),
+                ("taken_at", "2024-07-01 10:30"),
+                ("bp_systolic", "120"),
+                ("bp_diastolic", "80"),
+                ("pulse", ""),
+                ("temp_f", "98.6"),
+            ],
+        );
+        let fields = agrees_with_conversion(&project, "vitals", &r);
+        let parts: HashSet<&str> = fields.iter().map(|e| e.part.as_str()).collect();
+        assert_eq!(
+            parts,
+            HashSet::from(["bp_systolic", "bp_diastolic", "temp_f"]),
+            "an empty column makes no resource"
+        );
+        // The row's fields are on every resource; the date-time has the zone (daylight saving in July).
+        for part in &parts {
+            assert_eq!(find(&fields, part, "taken_at", Critical::DateTime).value, "2024-07-01T10:30:00-05:00");
+            assert_eq!(find(&fields, part, "vitals_id", Critical::Identifier).value, "V1");
+            find(&fields, part, "patient_id", Critical::Reference);
+        }
+        assert_eq!(find(&fields, "temp_f", "temp_f", Critical::Value).value, "98.6");
+        assert_eq!(find(&fields, "temp_f", "temp_f", Critical::Unit).value, "[degF]");
+        assert_eq!(find(&fields, "temp_f", "temp_f", Critical::Code).value, "8310-5");
+        assert!(fields.iter().all(|e| e.field != "temp_f" || e.part == "temp_f"), "a value only on its own resource");
+    }
+
+    /// Over a whole sample export (every planted defect included), each
+    /// loaded record's expectations, taken from the source, agree with the
+    /// resources the conversion made; a value the conversion got wrong
+    /// (here, a decimal losing its trailing zero, a given name changed) does not.
+    #[test]
+    fn the_whole_sample_agrees_with_its_conversion_and_a_wrong_value_does_not() {
+        let dir = tempfile::tempdir().expect("tmp");
+        crate::project::init(dir.path(), Some("legacy-csv")).expect("init");
+        let options = crate::sample::SampleOptions { patients: 15, seed: 4 };
+        crate::sample::write(&dir.path().join("export"), &options).expect("sample");
+        let project = crate::project::load(dir.path()).expect("project");
+        let run = crate::dryrun::run(&project, dir.path(), crate::dryrun::Stage::Validate, "2026-11-29").expect("run");
+        let mut by_id: HashMap<String, Value> = run
+            .resources
+            .iter()
+            .map(|o| (o.resource["id"].as_str().unwrap_or_default().to_owned(), o.resource.clone()))
+            .collect();
+        let loaded_records: HashSet<String> = run.resources.iter().map(|o| o.provenance.to_string()).collect();
+        let source = project.csv_source(dir.path(), "legacy").expect("source");
+        let mut checks: Vec<(String, Record, Vec<Expected>)> = Vec::new();
+        for table in source.tables() {
+            for row in source.rows(&table).expect("rows") {
+                let Ok(record) = row else { continue };
+                if loaded_records.contains(&record.provenance.to_string()) {
+                    let mut fields = expected(&project, &table, &record).expect("expected");
+                    follow_merges(&mut fields, &crate::matching::redirects(&run));
+                    checks.push((table.clone(), record, fields));
+                }
+            }
+        }
+        assert_eq!(checks.len(), loaded_records.len());
+        let disagreements = |by_id: &HashMap<String, Value>| -> Vec<String> {
+            let mut out = Vec::new();
+            for (table, record, fields) in &checks {
+                let key = record_key(&project.tables[table], record);
+                for e in fields {
+                    let found =
+                        by_id.get(&resource_id(table, &key, &e.part)).map(|r| loaded(r, e, table)).unwrap_or_default();
+                    if !found.iter().any(|v| agrees(e, v)) {
+                        out.push(format!(
+                            "{}: {} {:?} {:?} not in {found:?}",
+                            record.provenance, e.field, e.what, e.value
+                        ));
+                    }
+                }
+            }
+            out
+        };
+        assert_eq!(disagreements(&by_id), Vec::<String>::new());
+        let count: usize = checks.iter().map(|(_, _, f)| f.len()).sum();
+        assert!(count > checks.len() * 3, "{count} fields");
+
+        // A conversion that drops a decimal's trailing zero, and one that changes a given name.
+        let (table, record, fields) = checks
+            .iter()
+            .find(|(t, r, _)| t == "lab_results" && r.get("result_value").is_some_and(|v| v.contains('.')))
+            .expect("a decimal result");
+        let key = record_key(&project.tables[table], record);
+        let value = record.get("result_value").unwrap_or_default().to_owned();
+        let resource = by_id.get_mut(&resource_id(table, &key, "")).expect("resource");
+        resource["valueQuantity"]["value"] = serde_json::from_str(&format!("{value}0")).expect("number");
+        assert!(fields.iter().any(|e| e.field == "result_value"));
+        let patient = checks
+            .iter()
+            .find(|(t, r, _)| t == "patients" && r.get("first_name").is_some_and(|n| !n.is_empty()))
+            .expect("patient");
+        let key = record_key(&project.tables["patients"], &patient.1);
+        let resource = by_id.get_mut(&resource_id("patients", &key, "")).expect("patient resource");
+        resource["name"][0]["given"][0] = json!("Someone");
+        let found = disagreements(&by_id);
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert!(found[0].contains("result_value") || found[1].contains("result_value"), "{found:?}");
+        assert!(found.iter().any(|f| f.contains("first_name")), "{found:?}");
+    }
+
+    #[test]
+    fn which_columns_are_critical() {
+        let project = preset();
+        let kind = |table: &str, column: &str| {
+            let c = &project.tables[table].columns[column];
+            let rt = &project.tables[table].resource;
+            let path =
+                c.element.as_deref().and_then(|e| e.strip_prefix(rt.as_str())).map(|p| p.trim_start_matches('.'));
+            path.and_then(|p| critical(c, p))
+        };
+        assert_eq!(kind("patients", "mrn"), Some(Critical::Identifier));
+        assert_eq!(kind("patients", "last_name"), Some(Critical::Name));
+        assert_eq!(kind("patients", "city"), None);
+        assert_eq!(kind("medications", "drug_name"), Some(Critical::CodeText));
+        assert_eq!(kind("medications", "sig"), None);
+        assert_eq!(kind("medications", "start_date"), Some(Critical::Date));
+        assert_eq!(kind("vitals", "taken_at"), Some(Critical::DateTime));
+        assert_eq!(kind("lab_results", "result_value"), Some(Critical::Value));
+        assert_eq!(kind("lab_results", "patient_id"), None, "references come from the joins");
+    }
+}
