@@ -564,8 +564,10 @@ async fn migrate_command(command: MigrateCommand, env: &[(String, String)]) -> a
             let service = if loads && accounted { Some(migration_service(&target, env).await?) } else { None };
             if let Some(service) = &service {
                 let bar = patient_bar(&run, target.quiet);
+                let started = std::time::Instant::now();
                 let outcome =
                     migrate::matching::against_hearth(service, &project, &mut run, true, |n| bar.set_position(n)).await;
+                run.timings.push(("match", started.elapsed().as_secs_f64()));
                 bar.finish_and_clear();
                 let outcome = outcome.map_err(anyhow::Error::msg)?;
                 println!(
