@@ -911,6 +911,15 @@ pub async fn against_hearth(
     let config = Config::of(project);
     let access = Access::system(crate::load::MIGRATION_ACTOR);
     let mut outcome = HearthOutcome::default();
+    let search_page = |params: Vec<(String, String)>| {
+        let access = &access;
+        async move {
+            service
+                .search(access, Some("Patient"), &params, Handling::Strict)
+                .await
+                .map_err(|e| format!("searching Hearth's patients: {}", e.message()))
+        }
+    };
     let search = |params: Vec<(String, String)>| {
         let access = &access;
         async move {
@@ -956,6 +965,12 @@ pub async fn against_hearth(
         }
     }
 
+    // When every patient in Hearth is one of this export's, there is nothing
+    // to compare with (a first load into an empty Hearth, a rerun).
+    let total =
+        search_page(vec![("_total".into(), "accurate".into()), ("_count".into(), "1".into())]).await?.page.total;
+    let others = total.is_none_or(|t| t > stored.len() as u64);
+
     enum Decision {
         Merge(String, Value, Score),
         Hold(String, Score),
@@ -968,6 +983,10 @@ pub async fn against_hearth(
             continue;
         }
         outcome.compared += 1;
+        if !others {
+            progress(outcome.compared);
+            continue;
+        }
         let features = Features::of(patient, &config);
         let mut candidates: BTreeMap<String, Value> = BTreeMap::new();
         let count = ("_count".to_owned(), CANDIDATES.to_string());
