@@ -509,12 +509,11 @@ async fn migrate_command(command: MigrateCommand, env: &[(String, String)]) -> a
             Ok(ExitCode::SUCCESS)
         }
         MigrateCommand::Check { dir } => {
-            use migrate::source::Source;
             let project = migrate::project::load(&dir)?;
             let project_dir = if dir.is_dir() { dir.clone() } else { dir.parent().map(PathBuf::from).unwrap_or_default() };
             let mut bad = 0u64;
             for name in project.sources.keys() {
-                let Some(source) = project.csv_source(&project_dir, name) else { continue };
+                let Some(source) = project.source(&project_dir, name) else { continue };
                 for table in source.tables() {
                     let (mut rows, mut errors) = (0u64, 0u64);
                     match source.rows(&table) {

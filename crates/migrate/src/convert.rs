@@ -163,6 +163,8 @@ pub struct Converter<'a> {
     table: &'a TableDecl,
     /// The zone offset function for local date-times.
     zone: crate::zone::Zone,
+    /// The source folder (document files are named relative to it).
+    dir: Option<std::path::PathBuf>,
 }
 
 impl<'a> Converter<'a> {
@@ -171,7 +173,18 @@ impl<'a> Converter<'a> {
     pub fn new(project: &'a Project, table_name: &'a str) -> Result<Self, String> {
         let table = project.tables.get(table_name).ok_or_else(|| format!("no table {table_name:?}"))?;
         let zone = crate::zone::Zone::parse(project.defaults.timezone.as_deref().unwrap_or("UTC"))?;
-        Ok(Self { project, table_name, table, zone })
+        Ok(Self { project, table_name, table, zone, dir: None })
+    }
+
+    /// The same converter, reading document files from the table's source
+    /// folder under `project_dir` (the folder of `migration.toml`).
+    pub fn in_dir(mut self, project_dir: &std::path::Path) -> Self {
+        self.dir = self.project.source_dir(project_dir, self.table.source.get_ref());
+        self
+    }
+
+    fn source_kind(&self) -> Option<crate::project::SourceKind> {
+        self.project.sources.get(self.table.source.get_ref()).map(|s| s.kind)
     }
 
     /// The record's key: its key column's value, else its provenance.
@@ -187,6 +200,9 @@ impl<'a> Converter<'a> {
 
     /// Converts one record.
     pub fn convert(&self, record: &Record) -> Converted {
+        if self.source_kind() == Some(crate::project::SourceKind::Fhir) {
+            return crate::fhir_source::convert(self.project, self.table_name, record);
+        }
         let key = self.key(record);
         let resource_type = self.table.resource.as_str();
         let mut out = Converted {
@@ -201,6 +217,7 @@ impl<'a> Converter<'a> {
         base.insert("resourceType".into(), json!(resource_type));
         base.insert("id".into(), json!(resource_id(self.table_name, &key, "")));
         let mut per_column: Vec<(&str, &ColumnDecl, Value)> = Vec::new();
+        let mut documents: Vec<(&str, &str, &str)> = Vec::new();
         for (column, decl) in &self.table.columns {
             let raw = record.get(column).unwrap_or("").trim();
             if raw.is_empty() {
@@ -226,6 +243,10 @@ impl<'a> Converter<'a> {
                 ));
                 continue;
             };
+            if decl.kind == ColumnType::Document {
+                documents.push((column, path, raw));
+                continue;
+            }
             match self.value(record, column, decl, element, raw, &mut out) {
                 Some(value) if decl.code.is_some() => per_column.push((column, decl, value)),
                 Some(value) => self.write(&mut base, column, element, path, decl, value, record, &mut out),
@@ -275,6 +296,27 @@ impl<'a> Converter<'a> {
         if out.failed() {
             return out;
         }
+        for (column, path, name) in documents {
+            let read = match &self.dir {
+                Some(dir) => crate::documents::read(dir, name),
+                None => Err(format!("{name}: the source has no folder to read documents from")),
+            };
+            match read {
+                Ok(document) => {
+                    let binary_id = resource_id(self.table_name, &key, column);
+                    let title = base.get("description").and_then(Value::as_str).unwrap_or(name).to_owned();
+                    let creation = base.get("date").and_then(Value::as_str).map(str::to_owned);
+                    let attachment = crate::documents::attachment(&binary_id, &document, &title, creation.as_deref());
+                    set_path(&mut base, path, attachment, self.table_name, column);
+                    out.resources.push(crate::documents::binary(&binary_id, &document));
+                    out.columns.push(Some(column.to_owned()));
+                }
+                Err(message) => {
+                    out.findings.push(Finding::new(Severity::Error, "document", column, message));
+                    return out;
+                }
+            }
+        }
         if per_column.is_empty() {
             out.resources.push(Value::Object(base));
             out.columns.push(None);
@@ -312,7 +354,7 @@ impl<'a> Converter<'a> {
             None
         };
         match decl.kind {
-            ColumnType::Text | ColumnType::Code | ColumnType::Reference => Some(json!(raw)),
+            ColumnType::Text | ColumnType::Code | ColumnType::Reference | ColumnType::Document => Some(json!(raw)),
             ColumnType::Date | ColumnType::Datetime => {
                 let formats = self.project.date_formats(self.table, decl);
                 let Some(mut text) = dates::read_any(&formats, raw) else {

@@ -23,7 +23,7 @@
 use crate::convert::{Converted, Converter, Finding, Severity};
 use crate::matching::{self, Other, Pair, RecordRef, Verdict};
 use crate::project::Project;
-use crate::source::{Provenance, Source};
+use crate::source::Provenance;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -249,11 +249,11 @@ pub fn run(project: &Project, project_dir: &Path, until: Stage, today: &str) -> 
     let started = std::time::Instant::now();
     let mut converting = std::time::Duration::ZERO;
     for source_name in project.sources.keys() {
-        let Some(source) = project.csv_source(project_dir, source_name) else {
+        let Some(source) = project.source(project_dir, source_name) else {
             continue;
         };
         for table in source.tables() {
-            let converter = Converter::new(project, &table)?;
+            let converter = Converter::new(project, &table)?.in_dir(project_dir);
             let list = states.entry(table.clone()).or_default();
             let rows = match source.rows(&table) {
                 Ok(rows) => rows,
@@ -399,7 +399,8 @@ pub fn run(project: &Project, project_dir: &Path, until: Stage, today: &str) -> 
     };
     for (table, list) in states {
         let decl = &project.tables[&table];
-        let mut counts = TableCounts { file: decl.file.clone(), resource: decl.resource.clone(), ..Default::default() };
+        let file = project.table_origin(&table);
+        let mut counts = TableCounts { file, resource: decl.resource.clone(), ..Default::default() };
         for s in list {
             counts.source_records += 1;
             if until == Stage::Extract && !s.rejected {
@@ -831,6 +832,7 @@ mod tests {
                 "near-duplicate-patient" => Some(("possible-duplicate", Disposition::Converted)),
                 "entered-in-error" => Some(("excluded", Disposition::Excluded)),
                 "free-text-medication" => Some(("text-only", Disposition::Converted)),
+                "document-mismatch" => Some(("document", Disposition::Rejected)),
                 _ => None,
             };
             if let Some((kind, disposition)) = expect {
@@ -859,7 +861,7 @@ mod tests {
         // Nothing but the planted defects (and what refers to them) is held
         // or rejected.
         for i in run.issues.iter().filter(|i| i.finding.severity == Severity::Error) {
-            let expected = ["orphan", "impossible-value", "required", "unresolved-reference"];
+            let expected = ["orphan", "impossible-value", "required", "unresolved-reference", "document"];
             assert!(expected.contains(&i.finding.kind), "{i}");
         }
         // The duplicate is merged into the second patient: its medication

@@ -6,8 +6,13 @@
 //!   the presets `hearth migrate init` writes (`legacy-csv`, `synthea-csv`).
 //! - [`source`]: the [`source::Source`] trait every legacy source implements
 //!   (records with provenance; bad rows reported in the stream, never
-//!   dropped), and [`csv_source`], its CSV implementation (any delimiter,
-//!   any encoding).
+//!   dropped), and its implementations: [`csv_source`] (any delimiter, any
+//!   encoding), [`sql_source`] (a SQLite file or a PostgreSQL database, a
+//!   query per table) and [`fhir_source`] (FHIR NDJSON and Bundles, which
+//!   bypass the column mapping: new ids, references rewritten).
+//! - [`documents`]: document columns (PDF, TIFF, JPEG, PNG, TXT, RTF named
+//!   by an index table) checked by content and stored as a `Binary` the
+//!   DocumentReference's attachment points at.
 //! - [`dates`]: the date formats a mapping declares.
 //! - [`sample`]: a seeded, messy legacy CSV export for rehearsals and tests;
 //!   its module documentation lists every planted defect.
@@ -25,19 +30,23 @@
 //! - [`report`]: the reconciliation report (JSON and a self-contained HTML
 //!   page with SVG charts) and the clinicians' spot-check worksheet.
 //!
+//! - [`codes`]: checks of standard codes (ICD-10-CM list, LOINC and SNOMED
+//!   CT check digits, RxNorm, CVX, UCUM) during conversion.
 //! - [`matching`]: patient matching (blocking, Fellegi–Sunter scores,
 //!   deterministic strong identifiers): duplicates within the export are
 //!   merged, grey-zone pairs listed for review, and source patients matched
 //!   against Hearth's before loading.
 //!
-//! Planned (not here yet): SQL/NDJSON/HL7 v2/C-CDA
-//! sources, and document contents.
+//! Planned (not here yet): HL7 v2 and C-CDA sources (with the
+//! interoperability work).
 
 pub mod codes;
 pub mod convert;
 pub mod csv_source;
 pub mod dates;
+pub mod documents;
 pub mod dryrun;
+pub mod fhir_source;
 pub mod load;
 pub mod matching;
 pub mod project;
@@ -45,4 +54,5 @@ pub mod reconcile;
 pub mod report;
 pub mod sample;
 pub mod source;
+pub mod sql_source;
 pub mod zone;

@@ -34,7 +34,7 @@ use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 /// Default score at or above which a pair is merged.
-pub const DEFAULT_UPPER: f64 = 25.0;
+pub const DEFAULT_UPPER: f64 = 28.0;
 /// Default score at or above which a pair is listed for review.
 pub const DEFAULT_LOWER: f64 = 14.0;
 /// Default strong identifier systems (a URI, or a mapped identifier's name).
@@ -1292,6 +1292,11 @@ mod tests {
         let e = patient("Jones", "Jordan", "1990-06-15", "male", "4 Elm St", "55901", "507-555-0111");
         let f = patient("Jones", "Jamie", "1988-11-02", "female", "4 Elm St", "55901", "507-555-0111");
         assert_eq!(score(&e, &f).verdict, Verdict::Distinct, "{}", score(&e, &f).summary());
+        // A common name with the same birth date and sex and nothing else
+        // known: it needs corroboration, a human looks.
+        let bare = |given: &str| json!({ "name": [{ "family": "Smith", "given": [given] }], "birthDate": "1980-01-01", "gender": "male" });
+        let s = score(&bare("John"), &bare("John"));
+        assert_eq!(s.verdict, Verdict::Review, "{}", s.summary());
         // Strangers sharing a birth date.
         let g = patient("Taylor", "Grace", "1990-06-15", "female", "980 Pine Rd", "61602", "309-555-0123");
         assert_eq!(score(&a, &g).verdict, Verdict::Distinct);

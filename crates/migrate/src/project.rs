@@ -163,17 +163,55 @@ pub struct Defaults {
 pub struct SourceDecl {
     /// What kind of source.
     pub kind: SourceKind,
-    /// Folder of the files, relative to the project folder.
+    /// Relative to the project folder: the folder of the files (`csv`,
+    /// `fhir`), or the database file (`sqlite`). Empty for `postgres`.
+    #[serde(default)]
     pub path: String,
+    /// `postgres`: the connection URL of the legacy database.
+    #[serde(default)]
+    pub url: Option<Spanned<String>>,
+    /// `postgres`: the environment variable holding the connection URL
+    /// instead (keeps a password out of `migration.toml`).
+    #[serde(default)]
+    pub url_env: Option<String>,
+    /// `fhir`: the base URL of the server the export comes from; absolute
+    /// references under it are references into the export. Bundle entries'
+    /// `fullUrl`s add their own bases.
+    #[serde(default)]
+    pub base_url: Option<String>,
 }
 
-/// Kinds of source. Only `csv` exists yet; SQL, NDJSON, HL7 v2 and C-CDA
-/// will be added as variants with their own [`crate::source::Source`].
+/// Kinds of source, each with its own [`crate::source::Source`]. HL7 v2 and
+/// C-CDA will be added as variants.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum SourceKind {
     /// A folder of delimited text files, one per table.
     Csv,
+    /// A SQLite database file, opened read-only; each table is a query.
+    Sqlite,
+    /// A PostgreSQL database (`url`); each table is a query.
+    Postgres,
+    /// A folder of FHIR NDJSON files (a Bulk Data export) and Bundle JSON
+    /// files; each table is one resource type.
+    Fhir,
+}
+
+impl SourceKind {
+    /// `csv`, `sqlite`, `postgres` or `fhir`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SourceKind::Csv => "csv",
+            SourceKind::Sqlite => "sqlite",
+            SourceKind::Postgres => "postgres",
+            SourceKind::Fhir => "fhir",
+        }
+    }
+
+    /// Whether tables of this kind are SQL queries.
+    pub fn is_sql(self) -> bool {
+        matches!(self, SourceKind::Sqlite | SourceKind::Postgres)
+    }
 }
 
 /// `[tables.NAME]`.
@@ -182,9 +220,15 @@ pub enum SourceKind {
 pub struct TableDecl {
     /// The source (a key of `[sources]`).
     pub source: Spanned<String>,
-    /// The file, relative to the source's folder.
+    /// The file, relative to the source's folder (`csv` sources only).
+    #[serde(default)]
     pub file: String,
-    /// The FHIR resource type each row becomes (e.g. `Patient`).
+    /// The query whose rows are the table's rows (`sqlite` and `postgres`
+    /// sources only), e.g. `SELECT id, name FROM patient`.
+    #[serde(default)]
+    pub query: Option<Spanned<String>>,
+    /// The FHIR resource type each row becomes (e.g. `Patient`); for a
+    /// `fhir` source, the type of the resources the table holds.
     pub resource: String,
     /// The column holding the row's key in the legacy system.
     #[serde(default)]
@@ -274,6 +318,10 @@ pub enum ColumnType {
     Boolean,
     /// A key of another table (see `joins`).
     Reference,
+    /// A file name relative to the source folder: a scanned document or a
+    /// note (PDF, TIFF, JPEG, PNG, TXT, RTF) whose bytes become a `Binary`
+    /// the mapped attachment points at (see [`crate::documents`]).
+    Document,
 }
 
 /// `[[tables.NAME.joins]]`.
@@ -463,10 +511,14 @@ fn check(project: &Project, text: &str, file: &Path) -> Result<(), ProjectError>
             system(s)?;
         }
     }
-    for table in project.tables.values() {
-        if !project.sources.contains_key(table.source.get_ref()) {
+    for (name, source) in &project.sources {
+        check_source(name, source, text, file)?;
+    }
+    for (name, table) in &project.tables {
+        let Some(source) = project.sources.get(table.source.get_ref()) else {
             return Err(err(table.source.span(), format!("no source {:?} in [sources]", table.source.get_ref())));
-        }
+        };
+        check_table_kind(name, table, source.kind, text, file)?;
         encoding(&table.encoding)?;
         delimiter(&table.delimiter)?;
         formats(&table.date_formats)?;
@@ -571,6 +623,121 @@ fn check_matching(
     Ok(())
 }
 
+/// A source declares what its kind needs: a path, or a URL.
+fn check_source(name: &str, source: &SourceDecl, text: &str, file: &Path) -> Result<(), ProjectError> {
+    let kind = source.kind;
+    let offset = header(text, "sources", name).unwrap_or(0);
+    let at_kind = |message: String| ProjectError { field: format!("sources.{name}"), ..at(text, file, offset, message) };
+    match kind {
+        SourceKind::Postgres => {
+            let Some(url) = &source.url else {
+                if source.url_env.as_deref().is_some_and(|v| !v.trim().is_empty()) {
+                    return Ok(());
+                }
+                return Err(at_kind(format!(
+                    "source {name:?} of kind postgres needs `url` (postgres://...) or `url_env` (a variable holding it)"
+                )));
+            };
+            if source.url_env.is_some() {
+                return Err(at(text, file, url.span().start, "`url` or `url_env`, not both".into()));
+            }
+            let u = url.get_ref();
+            if !(u.starts_with("postgres://") || u.starts_with("postgresql://")) {
+                return Err(at(text, file, url.span().start, "not a postgres:// or postgresql:// URL".into()));
+            }
+        }
+        _ if source.path.trim().is_empty() => {
+            let what = if kind == SourceKind::Sqlite { "the database file" } else { "the folder" };
+            return Err(at_kind(format!("source {name:?} of kind {} needs `path` ({what})", kind.as_str())));
+        }
+        _ => {}
+    }
+    if kind != SourceKind::Postgres
+        && let Some(url) = &source.url
+    {
+        return Err(at(text, file, url.span().start, format!("`url` is for postgres sources, not {}", kind.as_str())));
+    }
+    if kind != SourceKind::Postgres && source.url_env.is_some() {
+        return Err(at_kind(format!("`url_env` is for postgres sources, not {}", kind.as_str())));
+    }
+    Ok(())
+}
+
+/// A CSV table names a file, a SQL table a query, a FHIR table neither.
+fn check_table_kind(
+    name: &str,
+    table: &TableDecl,
+    kind: SourceKind,
+    text: &str,
+    file: &Path,
+) -> Result<(), ProjectError> {
+    let header = header(text, "tables", name).unwrap_or(table.source.span().start);
+    let fail = |offset: usize, message: String| {
+        let mut e = at(text, file, offset, message);
+        if offset == header {
+            e.field = format!("tables.{name}");
+        }
+        Err(e)
+    };
+    let has_file = !table.file.trim().is_empty();
+    match kind {
+        SourceKind::Csv => {
+            if let Some(q) = &table.query {
+                return fail(q.span().start, "`query` is for sqlite and postgres sources; a csv table names its `file`".into());
+            }
+            if !has_file {
+                return fail(header, format!("table {name:?} reads a csv source: it needs `file`"));
+            }
+        }
+        SourceKind::Sqlite | SourceKind::Postgres => {
+            if has_file {
+                return fail(header, format!("table {name:?} reads a {} source: it needs `query`, not `file`", kind.as_str()));
+            }
+            let Some(q) = &table.query else {
+                return fail(header, format!("table {name:?} reads a {} source: it needs `query = \"SELECT ...\"`", kind.as_str()));
+            };
+            let first = q.get_ref().split_whitespace().next().unwrap_or_default().to_ascii_lowercase();
+            if first != "select" && first != "with" {
+                return fail(q.span().start, "a table's query is one SELECT (or WITH ... SELECT) statement".into());
+            }
+            if q.get_ref().trim().trim_end_matches(';').contains(';') {
+                return fail(q.span().start, "a table's query is one statement: no `;` inside".into());
+            }
+        }
+        SourceKind::Fhir => {
+            if has_file || table.query.is_some() {
+                return fail(header, format!("table {name:?} reads a fhir source: it takes neither `file` nor `query` (its resources are those of type `resource` in the folder)"));
+            }
+            if !fhir::definitions::is_resource_type(&table.resource) {
+                return fail(header, format!("table {name:?}: {:?} is not a FHIR R4 resource type", table.resource));
+            }
+            if !table.columns.is_empty() || !table.joins.is_empty() {
+                return fail(header, format!("table {name:?} reads a fhir source: its resources are FHIR already, no columns or joins"));
+            }
+        }
+    }
+    if kind != SourceKind::Csv && (table.encoding.is_some() || table.delimiter.is_some()) {
+        return fail(header, format!("table {name:?}: `encoding` and `delimiter` are for csv tables"));
+    }
+    Ok(())
+}
+
+/// The offset of the `[SECTION.NAME]` header, when written as such.
+fn header(text: &str, section: &str, name: &str) -> Option<usize> {
+    let mut offset = 0;
+    for line in text.split_inclusive('\n') {
+        let t = line.trim();
+        if let Some(inner) = t.strip_prefix('[').and_then(|t| t.split(']').next()) {
+            let inner = inner.trim();
+            if inner == format!("{section}.{name}") || inner == format!("{section}.\"{name}\"") {
+                return Some(offset + line.len() - line.trim_start().len());
+            }
+        }
+        offset += line.len();
+    }
+    None
+}
+
 /// The byte of a one-character delimiter (`\t` and `tab` mean tab).
 pub fn delimiter_byte(text: &str) -> Result<u8, String> {
     match text {
@@ -592,6 +759,68 @@ impl Project {
             &self.defaults.date_formats
         };
         list.iter().map(|f| f.get_ref().as_str()).collect()
+    }
+
+    /// The source `name`, of whatever kind, with every table that reads from
+    /// it; `project_dir` is the folder holding `migration.toml`. Nothing is
+    /// opened until a table is read.
+    pub fn source(&self, project_dir: &Path, name: &str) -> Option<Box<dyn crate::source::Source>> {
+        let decl = self.sources.get(name)?;
+        let tables = || -> Vec<(String, &TableDecl)> {
+            self.tables.iter().filter(|(_, t)| t.source.get_ref() == name).map(|(n, t)| (n.clone(), t)).collect()
+        };
+        Some(match decl.kind {
+            SourceKind::Csv => Box::new(self.csv_source(project_dir, name)?),
+            SourceKind::Sqlite | SourceKind::Postgres => {
+                let queries = tables()
+                    .into_iter()
+                    .map(|(n, t)| crate::sql_source::SqlTable {
+                        name: n,
+                        query: t.query.as_ref().map(|q| q.get_ref().clone()).unwrap_or_default(),
+                        key: t.key.as_ref().map(|k| k.get_ref().clone()),
+                    })
+                    .collect();
+                let database = if decl.kind == SourceKind::Sqlite {
+                    crate::sql_source::Database::Sqlite(project_dir.join(&decl.path))
+                } else if let Some(url) = &decl.url {
+                    crate::sql_source::Database::Postgres(url.get_ref().clone())
+                } else {
+                    crate::sql_source::Database::PostgresEnv(decl.url_env.clone().unwrap_or_default())
+                };
+                Box::new(crate::sql_source::SqlSource::new(name, database, queries))
+            }
+            SourceKind::Fhir => {
+                let types = tables().into_iter().map(|(n, t)| (n, t.resource.clone())).collect();
+                Box::new(crate::fhir_source::FhirSource::new(
+                    name,
+                    project_dir.join(&decl.path),
+                    types,
+                    decl.base_url.clone(),
+                ))
+            }
+        })
+    }
+
+    /// Where table `name`'s rows come from, as reports name it: its file
+    /// (csv), `SOURCE query` (sqlite, postgres), or the source's folder
+    /// (fhir).
+    pub fn table_origin(&self, name: &str) -> String {
+        let Some(table) = self.tables.get(name) else {
+            return String::new();
+        };
+        let source = table.source.get_ref();
+        match self.sources.get(source).map(|s| (s.kind, s.path.as_str())) {
+            Some((SourceKind::Sqlite | SourceKind::Postgres, _)) => format!("{source} query"),
+            Some((SourceKind::Fhir, path)) => path.to_owned(),
+            _ => table.file.clone(),
+        }
+    }
+
+    /// The folder of source `name` (relative paths in its tables start
+    /// there); `None` for a database source.
+    pub fn source_dir(&self, project_dir: &Path, name: &str) -> Option<PathBuf> {
+        let decl = self.sources.get(name)?;
+        matches!(decl.kind, SourceKind::Csv | SourceKind::Fhir).then(|| project_dir.join(&decl.path))
     }
 
     /// The [`CsvSource`] of source `name`, with every table that reads from
@@ -747,6 +976,34 @@ mod tests {
         assert!(e.message.contains("unknown encoding"), "{e}");
         let e = parse_err(&BASE.replace("file = \"patients.csv\"", "file = \"patients.csv\"\ndelimiter = \";;\""));
         assert!(e.message.contains("delimiter"), "{e}");
+    }
+
+    #[test]
+    fn source_kinds_declare_what_they_need() {
+        let sql = BASE.replace("kind = \"csv\"\npath = \"export\"", "kind = \"sqlite\"\npath = \"old.db\"");
+        let e = parse_err(&sql);
+        assert_eq!((e.line, e.field.as_str()), (11, "tables.patients"), "{e}");
+        assert!(e.message.contains("needs `query`, not `file`"), "{e}");
+        let ok = sql.replace("file = \"patients.csv\"", "query = \"SELECT id FROM patient\"");
+        let p = parse(&ok, Path::new("m.toml")).expect("loads");
+        assert_eq!(p.tables["patients"].query.as_ref().map(|q| q.get_ref().as_str()), Some("SELECT id FROM patient"));
+        let e = parse_err(&sql.replace("file = \"patients.csv\"", ""));
+        assert!(e.message.contains("needs `query = \"SELECT ...\"`"), "{e}");
+        let e = parse_err(&sql.replace("file = \"patients.csv\"", "query = \"DELETE FROM patient\""));
+        assert_eq!((e.line, e.field.as_str()), (13, "tables.patients.query"), "{e}");
+        let e = parse_err(&BASE.replace("file = \"patients.csv\"", "query = \"SELECT 1\""));
+        assert!(e.message.contains("`query` is for sqlite and postgres"), "{e}");
+        let e = parse_err(&BASE.replace("kind = \"csv\"\npath = \"export\"", "kind = \"postgres\""));
+        assert_eq!((e.line, e.field.as_str()), (4, "sources.legacy"), "{e}");
+        assert!(e.message.contains("needs `url`"), "{e}");
+        let env = BASE.replace("kind = \"csv\"\npath = \"export\"", "kind = \"postgres\"\nurl_env = \"OLD_DB\"");
+        let e = parse_err(&env);
+        assert!(e.message.contains("needs `query`"), "{e}");
+        let e = parse_err(&BASE.replace("path = \"export\"", "path = \"export\"\nurl = \"postgres://x/y\""));
+        assert!(e.message.contains("`url` is for postgres sources"), "{e}");
+        let fhir = BASE.replace("kind = \"csv\"", "kind = \"fhir\"");
+        let e = parse_err(&fhir);
+        assert!(e.message.contains("takes neither `file` nor `query`"), "{e}");
     }
 
     #[test]

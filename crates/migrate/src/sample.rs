@@ -13,7 +13,7 @@
 //! | `medications.csv` | 1 to 3 per patient, plus one under the duplicate | UTF-8, `,`, quoted sigs |
 //! | `lab_results.csv` | 2 to 4 per encounter, plus an orphan | UTF-8, `,` |
 //! | `vitals.csv` | 1 or 2 sets per encounter, 3 for the first | UTF-8, `,` |
-//! | `notes.csv` + `notes/*.txt` | up to 5 notes | UTF-8, `,`, quoted titles |
+//! | `notes.csv` + `notes/*.txt` + `scans/*` | up to 5 notes, up to 4 scans and a bad scan | UTF-8, `,`, quoted titles |
 //!
 //! Planted defects, each listed with its file, line and key in
 //! `sample-manifest.toml` (written beside the export, not part of it):
@@ -45,6 +45,8 @@
 //! - `several-allergies`: the first patient has three allergies.
 //! - `several-vitals-sets`: the first encounter has three vitals sets (and
 //!   others two): an import that keeps only the first loses data.
+//! - `document-mismatch`: a scan named `.pdf` whose content is a PNG image
+//!   (the other scans, a PDF, a PNG, a TIFF and a JPEG, are good).
 
 use rand::rngs::Xoshiro256PlusPlus;
 use rand::{RngExt, SeedableRng};
@@ -402,6 +404,7 @@ pub fn generate(options: &SampleOptions) -> Result<(BTreeMap<String, Vec<u8>>, S
     let mut notes_t =
         Table::new("notes.csv", ',', &["note_id", "patient_id", "note_date", "note_type", "author", "title", "file"]);
     let mut note_files: Vec<(String, String)> = Vec::new();
+    let mut scan_files: Vec<Vec<u8>> = Vec::new();
 
     let (mut n_enc, mut n_prob, mut n_all, mut n_med, mut n_lab, mut n_vit) = (0u32, 0u32, 0u32, 0u32, 0u32, 0u32);
     let mut mixed_dates = (false, false);
@@ -670,6 +673,33 @@ pub fn generate(options: &SampleOptions) -> Result<(BTreeMap<String, Vec<u8>>, S
         }
     }
 
+    // Scanned documents (no draw from the generator, so the rest of the
+    // export is the same as before they existed), then one whose content is
+    // not what its name says.
+    type Scan = (&'static str, fn(usize) -> Vec<u8>);
+    let scans: [Scan; 4] = [
+        ("pdf", |i| crate::documents::tiny::pdf(&format!("Scanned referral letter {i}"))),
+        ("png", |i| crate::documents::tiny::png(40 * i as u8)),
+        ("tif", |i| crate::documents::tiny::tiff(50 * i as u8)),
+        ("jpg", |i| crate::documents::tiny::jpeg(&format!("scan {i}"))),
+    ];
+    let n_scans = scans.len().min(options.patients - 1);
+    for i in 0..=n_scans {
+        let (ext, make) = scans[i % scans.len()];
+        let id = format!("S{:04}", i + 1);
+        let patient = format!("P{:05}", (i % n_scans) + 1);
+        let date = format!("2025-0{}-1{}", i + 1, i);
+        let bad = i == n_scans;
+        let file = if bad { format!("scans/{id}.pdf") } else { format!("scans/{id}.{ext}") };
+        let bytes = if bad { crate::documents::tiny::png(255) } else { make(i + 1) };
+        let line = notes_t.row(&[&id, &patient, &date, "HP", "Dr. R. Okafor", "Scanned outside record", &file]);
+        if bad {
+            defect("document-mismatch", notes_t.file, line, &id, "file", format!("{file} holds a PNG image"));
+        }
+        note_files.push((file, String::new()));
+        scan_files.push(bytes);
+    }
+
     // The orphan: a lab result for a patient key that does not exist.
     n_lab += 1;
     let orphan_id = format!("L{n_lab:07}");
@@ -794,8 +824,10 @@ pub fn generate(options: &SampleOptions) -> Result<(BTreeMap<String, Vec<u8>>, S
     let mut with_bom = vec![0xEF, 0xBB, 0xBF];
     with_bom.extend_from_slice(encounters_t.text.as_bytes());
     files.insert(encounters_t.file.into(), with_bom);
+    let mut scan_files = scan_files.into_iter();
     for (file, body) in note_files {
-        files.insert(file, body.into_bytes());
+        let bytes = if file.starts_with("scans/") { scan_files.next().unwrap_or_default() } else { body.into_bytes() };
+        files.insert(file, bytes);
     }
     for table in [&patients_t, &encounters_t, &problems_t, &allergies_t, &medications_t, &labs_t, &vitals_t, &notes_t] {
         report.rows.insert(table.file.into(), table.rows);
@@ -896,6 +928,7 @@ mod tests {
             "blank-required",
             "several-allergies",
             "several-vitals-sets",
+            "document-mismatch",
         ] {
             assert!(kinds.contains(kind), "no {kind} defect");
         }

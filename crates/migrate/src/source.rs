@@ -1,6 +1,6 @@
-//! The `Source` trait: anything legacy data is extracted from (CSV exports
-//! today; SQL databases, FHIR NDJSON, HL7 v2 batches and C-CDA documents
-//! later) yields, table by table, records that carry their provenance, and
+//! The `Source` trait: anything legacy data is extracted from (CSV exports,
+//! SQL databases, FHIR NDJSON and Bundles today; HL7 v2 batches and C-CDA
+//! documents later) yields, table by table, records that carry their provenance, and
 //! reports each bad row as a `RowError` in the same stream: a row is either
 //! a record or an error, never silently dropped.
 
@@ -18,7 +18,9 @@ pub enum Provenance {
         /// 1-based line the row starts on.
         line: u64,
     },
-    /// A row of a database table or query result, identified by its key.
+    /// A row of a database table or query result, identified by its key
+    /// (`row N` when the key is empty); also an entry of a FHIR Bundle file
+    /// (`table` is the file, `key` is `entry[i]`).
     TableKey {
         /// Table or query name.
         table: String,
@@ -104,8 +106,11 @@ pub struct SourceError {
 /// The stream of one table: records and bad rows, in source order.
 pub type Rows<'a> = Box<dyn Iterator<Item = Result<Record, RowError>> + 'a>;
 
-/// A legacy data source. Implementations: [`crate::csv_source::CsvSource`].
-/// Later: SQL databases, FHIR NDJSON, HL7 v2 and C-CDA.
+/// A legacy data source. Implementations: [`crate::csv_source::CsvSource`],
+/// [`crate::sql_source::SqlSource`] (SQLite, PostgreSQL) and
+/// [`crate::fhir_source::FhirSource`] (NDJSON, Bundles); a project opens
+/// any of them with [`crate::project::Project::source`]. Later: HL7 v2 and
+/// C-CDA.
 pub trait Source {
     /// The source's name in the project.
     fn name(&self) -> &str;
