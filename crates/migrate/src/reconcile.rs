@@ -36,7 +36,9 @@
 use crate::convert::{local_system, resource_id};
 use crate::dryrun::DryRun;
 use crate::project::{ColumnDecl, ColumnType, Project, TableDecl};
-use crate::source::{Provenance, Record, Source};
+use crate::source::{Provenance, Record};
+#[cfg(test)]
+use crate::source::Source;
 use domain::Service;
 use domain::access::Access;
 use domain::service::Handling;
