@@ -1538,6 +1538,13 @@ async fn matching_merges_duplicates_and_holds_near_matches_within_the_export_and
         .map(|i| i["key"].as_str().expect("key"))
         .collect();
     assert_eq!(redirected.len(), 1, "the duplicate's medication: {redirected:?}");
+    // The reconciliation report lists the merge and the pair for review.
+    let html = std::fs::read_to_string(dir.join("proj/reports/reconciliation.html")).expect("report page");
+    assert!(html.contains("<h2>Patients merged (1)</h2>") && html.contains(&format!("[{dup_key}]")), "merges in the page");
+    assert!(html.contains("<h2>Patient pairs for review (never merged) (1)</h2>") && html.contains(&format!("[{near_key}]")));
+    let reconciliation = read_json(&dir.join("proj/reports/reconciliation.json"));
+    assert_eq!(reconciliation["merges"][0]["record"]["key"], dup_key);
+    assert_eq!((reconciliation["balanced"].as_bool(), reconciliation["proved"].as_bool()), (Some(true), Some(true)));
     let loaded = load_counts(dir);
     assert_eq!(loaded["patients"][1], report["tables"]["patients"]["converted"].as_u64().expect("n"));
     assert_eq!(loaded["medications"][0], report["tables"]["medications"]["source_records"].as_u64().expect("n"));
