@@ -1538,6 +1538,9 @@ async fn matching_merges_duplicates_and_holds_near_matches_within_the_export_and
         .map(|i| i["key"].as_str().expect("key"))
         .collect();
     assert_eq!(redirected.len(), 1, "the duplicate's medication: {redirected:?}");
+    let (ok, status, _) = hearth(&["migrate", "status", "proj"], dir);
+    assert!(ok && status.contains(" 1 merged, 1 excluded, 0 unaccounted"), "{status}");
+    assert!(status.contains("patient matching: 1 merged, 1 pair(s) for review"), "{status}");
     // The reconciliation report lists the merge and the pair for review.
     let html = std::fs::read_to_string(dir.join("proj/reports/reconciliation.html")).expect("report page");
     assert!(html.contains("<h2>Patients merged (1)</h2>") && html.contains(&format!("[{dup_key}]")), "merges in the page");
