@@ -402,6 +402,18 @@ fn record_bar(run: &migrate::dryrun::DryRun, quiet: bool, stage: &str) -> indica
     bar
 }
 
+/// A progress bar over the source patients matched against Hearth (those
+/// not yet stored: a rerun ends early).
+fn patient_bar(run: &migrate::dryrun::DryRun, quiet: bool) -> indicatif::ProgressBar {
+    let patients = run.resources.iter().filter(|o| o.resource["resourceType"] == "Patient").count() as u64;
+    let bar = if quiet { indicatif::ProgressBar::hidden() } else { indicatif::ProgressBar::new(patients) };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("matching against Hearth {wide_bar} {pos}/{len} source patients ({eta})")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar
+}
+
 /// The store a migration loads into or rolls back (`migrate run`, `migrate rollback`).
 #[derive(clap::Args, Debug)]
 struct MigrationTarget {
@@ -545,9 +557,31 @@ async fn migrate_command(command: MigrateCommand, env: &[(String, String)]) -> a
             let project = migrate::project::load(&dir)?;
             let project_dir = if dir.is_dir() { dir.clone() } else { dir.parent().map(PathBuf::from).unwrap_or_default() };
             let today = migrate::dryrun::today();
-            let run = migrate::dryrun::run(&project, &project_dir, until, &today).map_err(anyhow::Error::msg)?;
+            let mut run = migrate::dryrun::run(&project, &project_dir, until, &today).map_err(anyhow::Error::msg)?;
+            // Loading: the source patients are matched against Hearth's first.
+            let accounted = run.unreadable.is_empty() && run.tables.values().all(|c| c.unaccounted() == 0);
+            let service = if loads && accounted { Some(migration_service(&target, env).await?) } else { None };
+            if let Some(service) = &service {
+                let bar = patient_bar(&run, target.quiet);
+                let started = std::time::Instant::now();
+                let outcome =
+                    migrate::matching::against_hearth(service, &project, &mut run, true, |n| bar.set_position(n)).await;
+                run.timings.push(("match", started.elapsed().as_secs_f64()));
+                bar.finish_and_clear();
+                let outcome = outcome.map_err(anyhow::Error::msg)?;
+                println!(
+                    "matched against Hearth: {} source patients compared, {} merged into existing patients ({} given the legacy identifiers), {} held for review",
+                    outcome.compared, outcome.merged, outcome.patients_updated, outcome.held
+                );
+            }
             for issue in &run.issues {
                 println!("{issue}");
+            }
+            for m in &run.merges {
+                println!("merged: {} {} into {} ({})", m.record.table, m.record, m.other, m.score.summary());
+            }
+            for r in &run.reviews {
+                println!("review: {} {} and {} ({})", r.record.table, r.record, r.other, r.score.summary());
             }
             for (table, error) in &run.unreadable {
                 println!("{table}: cannot read: {error}");
@@ -560,11 +594,13 @@ async fn migrate_command(command: MigrateCommand, env: &[(String, String)]) -> a
                     continue;
                 }
                 println!(
-                    "{table}: {} source records: {} converted, {} rejected, {} quarantined, {} unaccounted ({} {} resources)",
+                    "{table}: {} source records: {} converted, {} rejected, {} quarantined, {} merged, {} excluded, {} unaccounted ({} {} resources)",
                     c.source_records,
                     c.converted,
                     c.rejected,
                     c.quarantined,
+                    c.merged,
+                    c.excluded,
                     c.unaccounted(),
                     c.resources,
                     c.resource
@@ -583,7 +619,9 @@ async fn migrate_command(command: MigrateCommand, env: &[(String, String)]) -> a
             if !balanced {
                 anyhow::bail!("the run does not account for every source record; nothing was loaded (see {})", file.display());
             }
-            let service = migration_service(&target, env).await?;
+            let Some(service) = service else {
+                anyhow::bail!("no store to load into; nothing was loaded");
+            };
             let options = migrate::load::LoadOptions {
                 batch_records: target.batch.max(1),
                 project: project.project.name.clone(),
@@ -671,8 +709,16 @@ async fn migrate_command(command: MigrateCommand, env: &[(String, String)]) -> a
             let dry_json = read("dry-run.json")?;
             let load_json = read("load.json")?;
             let today = migrate::dryrun::today();
-            let run = migrate::dryrun::run(&project, &project_dir, migrate::dryrun::Stage::Validate, &today)
+            let mut run = migrate::dryrun::run(&project, &project_dir, migrate::dryrun::Stage::Validate, &today)
                 .map_err(anyhow::Error::msg)?;
+            let config = store.load(env)?;
+            wiring::init_tracing("warn");
+            let service = wiring::service(&config).await?;
+            // The same matching against Hearth as the load (without writing).
+            let bar = patient_bar(&run, quiet);
+            let matched = migrate::matching::against_hearth(&service, &project, &mut run, false, |n| bar.set_position(n)).await;
+            bar.finish_and_clear();
+            matched.map_err(anyhow::Error::msg)?;
             let now = run.to_json();
             for count in ["source_records", "converted"] {
                 if now["totals"][count] != dry_json["totals"][count] {
@@ -682,9 +728,6 @@ async fn migrate_command(command: MigrateCommand, env: &[(String, String)]) -> a
                     );
                 }
             }
-            let config = store.load(env)?;
-            wiring::init_tracing("warn");
-            let service = wiring::service(&config).await?;
             reconcile_and_report(&service, &project, &project_dir, &run, &dry_json, Some(&load_json), &sheet, quiet).await
         }
         MigrateCommand::Status { dir } => {
@@ -704,15 +747,19 @@ async fn migrate_command(command: MigrateCommand, env: &[(String, String)]) -> a
                 Some(run) => {
                     let t = &run["totals"];
                     println!(
-                        "last run (until {}, {}): {} source records: {} converted, {} rejected, {} quarantined, {} unaccounted",
+                        "last run (until {}, {}): {} source records: {} converted, {} rejected, {} quarantined, {} merged, {} excluded, {} unaccounted",
                         run["until"].as_str().unwrap_or("?"),
                         run["today"].as_str().unwrap_or("?"),
                         t["source_records"],
                         t["converted"],
                         t["rejected"],
                         t["quarantined"],
+                        t["merged"],
+                        t["excluded"],
                         t["unaccounted"]
                     );
+                    let (merges, reviews) = (run["merges"].as_array().map_or(0, Vec::len), run["reviews"].as_array().map_or(0, Vec::len));
+                    println!("patient matching: {merges} merged, {reviews} pair(s) for review (listed in reports/dry-run.json)");
                 }
             }
             match read("load.json")? {
@@ -753,9 +800,15 @@ async fn migrate_command(command: MigrateCommand, env: &[(String, String)]) -> a
             let project = migrate::project::load(&dir)?;
             let project_dir = if dir.is_dir() { dir.clone() } else { dir.parent().map(PathBuf::from).unwrap_or_default() };
             let today = migrate::dryrun::today();
-            let run = migrate::dryrun::run(&project, &project_dir, migrate::dryrun::Stage::Validate, &today)
+            let mut run = migrate::dryrun::run(&project, &project_dir, migrate::dryrun::Stage::Validate, &today)
                 .map_err(anyhow::Error::msg)?;
             let service = migration_service(&target, env).await?;
+            // The same matching against Hearth as the load (without writing):
+            // the records it merged refer to the patients they were merged into.
+            let bar = patient_bar(&run, target.quiet);
+            let matched = migrate::matching::against_hearth(&service, &project, &mut run, false, |n| bar.set_position(n)).await;
+            bar.finish_and_clear();
+            matched.map_err(anyhow::Error::msg)?;
             let options = migrate::load::LoadOptions {
                 batch_records: target.batch.max(1),
                 project: project.project.name.clone(),

@@ -9,12 +9,19 @@
 //! - `quarantined`: it converts and validates but is held for review: a
 //!   reference that does not resolve (a result without its patient, or whose
 //!   patient or encounter is itself held), a date in the future or before the
-//!   patient's birth, an impossible vital sign.
+//!   patient's birth, an impossible vital sign;
+//! - `merged`: a patient record that is the same patient as an earlier one
+//!   (patient matching, [`crate::matching`]): the earlier record loads and
+//!   gains its identifiers, and every record that referred to it refers to
+//!   the survivor. Pairs in the grey zone are listed for review and both load;
+//! - `excluded`: left out by an `exclude` rule of its table (entered in
+//!   error, deleted), with the rule's reason.
 //!
-//! Per table, source records = converted + rejected + quarantined; the report
-//! counts unaccounted records instead of assuming zero.
+//! Per table, source records = converted + rejected + quarantined + merged +
+//! excluded; the report counts unaccounted records instead of assuming zero.
 
 use crate::convert::{Converted, Converter, Finding, Severity};
+use crate::matching::{self, Other, Pair, RecordRef, Verdict};
 use crate::project::Project;
 use crate::source::Provenance;
 use serde_json::{Value, json};
@@ -190,6 +197,11 @@ pub struct DryRun {
     pub unreadable: Vec<(String, String)>,
     /// Every resource that would load.
     pub resources: Vec<Output>,
+    /// Patient records merged into another (within the source, or into a
+    /// patient already in Hearth), with their scores.
+    pub merges: Vec<Pair>,
+    /// Pairs of patient records for human review (never merged).
+    pub reviews: Vec<Pair>,
     /// Wall time of each stage run (`extract`, `convert`, `validate`), in seconds.
     pub timings: Vec<(&'static str, f64)>,
 }
@@ -201,12 +213,20 @@ struct State {
     rejected: bool,
     /// Quarantine reasons.
     held: Vec<Finding>,
+    /// Left out by an exclude rule.
+    excluded: bool,
+    /// Merged into another patient record.
+    merged: bool,
 }
 
 impl State {
     fn disposition(&self) -> Disposition {
-        if self.rejected {
+        if self.excluded {
+            Disposition::Excluded
+        } else if self.rejected {
             Disposition::Rejected
+        } else if self.merged {
+            Disposition::Merged
         } else if !self.held.is_empty() {
             Disposition::Quarantined
         } else {
@@ -242,6 +262,7 @@ pub fn run(project: &Project, project_dir: &Path, until: Stage, today: &str) -> 
                     continue;
                 }
             };
+            let rules = &project.tables[&table].exclude;
             for row in rows {
                 match row {
                     Ok(record) if until == Stage::Extract => list.push(State {
@@ -256,8 +277,40 @@ pub fn run(project: &Project, project_dir: &Path, until: Stage, today: &str) -> 
                         },
                         rejected: false,
                         held: Vec::new(),
+                        excluded: false,
+                        merged: false,
                     }),
                     Ok(record) => {
+                        let rule = rules.iter().find(|r| {
+                            record.get(r.column.get_ref()).is_some_and(|v| {
+                                r.values.get_ref().iter().any(|x| x.trim().eq_ignore_ascii_case(v.trim()))
+                            })
+                        });
+                        if let Some(rule) = rule {
+                            let column = rule.column.get_ref();
+                            let value = record.get(column).unwrap_or_default().trim();
+                            list.push(State {
+                                provenance: record.provenance.clone(),
+                                converted: Converted {
+                                    key: converter.key(&record),
+                                    resources: Vec::new(),
+                                    findings: vec![Finding {
+                                        severity: Severity::Information,
+                                        kind: "excluded",
+                                        field: Some(column.clone()),
+                                        message: format!("{column} is {value}: {}", rule.reason.get_ref()),
+                                    }],
+                                    links: Vec::new(),
+                                    dates: Vec::new(),
+                                    columns: Vec::new(),
+                                },
+                                rejected: false,
+                                held: Vec::new(),
+                                excluded: true,
+                                merged: false,
+                            });
+                            continue;
+                        }
                         let at = std::time::Instant::now();
                         let converted = converter.convert(&record);
                         converting += at.elapsed();
@@ -267,6 +320,8 @@ pub fn run(project: &Project, project_dir: &Path, until: Stage, today: &str) -> 
                             converted,
                             rejected,
                             held: Vec::new(),
+                            excluded: false,
+                            merged: false,
                         });
                     }
                     Err(e) => {
@@ -289,6 +344,8 @@ pub fn run(project: &Project, project_dir: &Path, until: Stage, today: &str) -> 
                             converted,
                             rejected: true,
                             held: Vec::new(),
+                            excluded: false,
+                            merged: false,
                         });
                     }
                 }
@@ -301,7 +358,7 @@ pub fn run(project: &Project, project_dir: &Path, until: Stage, today: &str) -> 
     // Duplicate keys would make the same resource id twice.
     for (table, list) in states.iter_mut().filter(|_| until != Stage::Extract) {
         let mut seen: HashMap<String, Provenance> = HashMap::new();
-        for s in list.iter_mut() {
+        for s in list.iter_mut().filter(|s| !s.excluded) {
             if let Some(first) = seen.get(&s.converted.key) {
                 s.rejected = true;
                 s.converted.findings.push(Finding {
@@ -319,11 +376,14 @@ pub fn run(project: &Project, project_dir: &Path, until: Stage, today: &str) -> 
     if until != Stage::Extract {
         timings.push(("convert", (converting + started.elapsed()).as_secs_f64()));
     }
-    if until == Stage::Validate {
+    let (merges, reviews) = if until == Stage::Validate {
         let started = std::time::Instant::now();
-        validate(project, &mut states, today);
+        let matched = validate(project, &mut states, today);
         timings.push(("validate", started.elapsed().as_secs_f64()));
-    }
+        matched
+    } else {
+        (Vec::new(), Vec::new())
+    };
 
     let mut out = DryRun {
         project: project.project.name.clone(),
@@ -333,6 +393,8 @@ pub fn run(project: &Project, project_dir: &Path, until: Stage, today: &str) -> 
         issues: Vec::new(),
         unreadable,
         resources: Vec::new(),
+        merges,
+        reviews,
         timings,
     };
     for (table, list) in states {
@@ -393,7 +455,7 @@ const VITAL_RANGES: &[(&str, &str, f64, f64, &str)] = &[
     ("8302-2", "cm", 20.0, 275.0, "body height"),
 ];
 
-fn validate(project: &Project, states: &mut BTreeMap<String, Vec<State>>, today: &str) {
+fn validate(project: &Project, states: &mut BTreeMap<String, Vec<State>>, today: &str) -> (Vec<Pair>, Vec<Pair>) {
     // Hearth's validator on every resource.
     for list in states.values_mut() {
         for s in list.iter_mut().filter(|s| !s.rejected) {
@@ -416,6 +478,10 @@ fn validate(project: &Project, states: &mut BTreeMap<String, Vec<State>>, today:
             }
         }
     }
+
+    // Patient matching: duplicates merged, grey-zone pairs flagged, before
+    // the references are checked (they follow the merges).
+    let matched = match_patients(project, states);
 
     // Birth dates of Patient rows, by table and key.
     let mut births: HashMap<(String, String), String> = HashMap::new();
@@ -540,38 +606,125 @@ fn validate(project: &Project, states: &mut BTreeMap<String, Vec<State>>, today:
         }
     }
 
-    // Possible duplicate patients (same family name, birth date and gender):
-    // flagged for review, not merged (patient matching is still to come).
-    for list in states.values_mut() {
-        let mut seen: HashMap<String, Provenance> = HashMap::new();
-        for s in list.iter_mut().filter(|s| !s.rejected) {
-            let Some(r) = s.converted.resources.first() else {
-                continue;
-            };
-            if r["resourceType"] != "Patient" {
+    matched
+}
+
+/// Matches the patient records of each Patient table among themselves
+/// ([`crate::matching`]): a match merges the later record into the earlier
+/// (which gains what it lacks, and to which every reference is redirected);
+/// a grey-zone pair gets a `possible-duplicate` warning on both records.
+fn match_patients(project: &Project, states: &mut BTreeMap<String, Vec<State>>) -> (Vec<Pair>, Vec<Pair>) {
+    let config = matching::Config::of(project);
+    let mut merges = Vec::new();
+    let mut reviews = Vec::new();
+    let tables: Vec<String> =
+        states.keys().filter(|t| project.tables.get(*t).is_some_and(|d| d.resource == "Patient")).cloned().collect();
+    for table in tables {
+        let resource_type = project.tables[&table].resource.clone();
+        let Some(list) = states.get_mut(&table) else { continue };
+        let members: Vec<usize> = list
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| {
+                s.disposition() == Disposition::Converted
+                    && s.converted.resources.first().is_some_and(|r| r["resourceType"] == "Patient")
+            })
+            .map(|(i, _)| i)
+            .collect();
+        let features: Vec<matching::Features> =
+            members.iter().map(|&i| matching::Features::of(&list[i].converted.resources[0], &config)).collect();
+        let mut found = matching::find(&features, &config);
+        found.sort_by_key(|(a, b, _)| (*b, *a));
+        let mut parent: Vec<usize> = (0..members.len()).collect();
+        fn root(parent: &mut [usize], mut x: usize) -> usize {
+            while parent[x] != x {
+                parent[x] = parent[parent[x]];
+                x = parent[x];
+            }
+            x
+        }
+        let mut gone: Vec<(usize, matching::Score)> = Vec::new();
+        for (a, b, score) in found.iter().filter(|(_, _, s)| s.verdict == Verdict::Match) {
+            let (ra, rb) = (root(&mut parent, *a), root(&mut parent, *b));
+            if ra != rb {
+                let (keep, lose) = (ra.min(rb), ra.max(rb));
+                parent[lose] = keep;
+                gone.push((lose, score.clone()));
+            }
+        }
+        let reference = |i: usize, list: &[State]| RecordRef {
+            table: table.clone(),
+            provenance: list[members[i]].provenance.clone(),
+            key: list[members[i]].converted.key.clone(),
+        };
+        for (a, b, score) in found.iter().filter(|(_, _, s)| s.verdict == Verdict::Review) {
+            if root(&mut parent, *a) == root(&mut parent, *b) {
                 continue;
             }
-            let family = r["name"][0]["family"].as_str().unwrap_or_default().to_lowercase();
-            let birth = r["birthDate"].as_str().unwrap_or_default();
-            if family.is_empty() || birth.is_empty() {
-                continue;
-            }
-            let signature = format!("{family}|{birth}|{}", r["gender"].as_str().unwrap_or_default());
-            match seen.get(&signature) {
-                Some(first) => s.converted.findings.push(Finding {
+            let (first, second) = (reference(*a, list), reference(*b, list));
+            for (i, other) in [(*a, &second), (*b, &first)] {
+                list[members[i]].converted.findings.push(Finding {
                     severity: Severity::Warning,
                     kind: "possible-duplicate",
                     field: Some("patient".into()),
                     message: format!(
-                        "same family name, birth date and gender as the patient at {first}: review before go-live"
+                        "may be the same patient as {other} ({}): both load, not merged; review before go-live",
+                        score.summary()
                     ),
-                }),
-                None => {
-                    seen.insert(signature, s.provenance.clone());
+                });
+            }
+            reviews.push(Pair { record: second, other: Other::Source(first), score: score.clone() });
+        }
+        // The merges: survivor gains what it lacks; keys redirected.
+        let mut redirect: HashMap<String, (String, String)> = HashMap::new();
+        for (lose, score) in gone {
+            let keep = root(&mut parent, lose);
+            let (dup, survivor) = (reference(lose, list), reference(keep, list));
+            let duplicate = list[members[lose]].converted.resources[0].clone();
+            let s = &mut list[members[lose]];
+            s.merged = true;
+            s.converted.findings.push(Finding {
+                severity: Severity::Information,
+                kind: "merged-duplicate",
+                field: Some("patient".into()),
+                message: format!(
+                    "the same patient as {survivor} ({}): merged into it; its identifiers are kept there and its records refer to it",
+                    score.summary()
+                ),
+            });
+            matching::enrich(&mut list[members[keep]].converted.resources[0], &duplicate);
+            redirect.insert(dup.key.clone(), (survivor.key.clone(), survivor.provenance.to_string()));
+            merges.push(Pair { record: dup, other: Other::Source(survivor), score });
+        }
+        if redirect.is_empty() {
+            continue;
+        }
+        for list in states.values_mut() {
+            for s in list.iter_mut().filter(|s| !s.merged) {
+                let mut notes = Vec::new();
+                for link in s.converted.links.iter_mut().filter(|l| l.table == table) {
+                    let Some((to, at)) = redirect.get(&link.key) else { continue };
+                    let from = format!("{resource_type}/{}", crate::convert::resource_id(&table, &link.key, ""));
+                    let target = format!("{resource_type}/{}", crate::convert::resource_id(&table, to, ""));
+                    for r in &mut s.converted.resources {
+                        matching::redirect(r, &from, &target);
+                    }
+                    notes.push(Finding {
+                        severity: Severity::Information,
+                        kind: "redirected",
+                        field: Some(link.column.clone()),
+                        message: format!(
+                            "{} {} was merged into {to} ({at}): the reference points at that patient",
+                            link.column, link.key
+                        ),
+                    });
+                    link.key = to.clone();
                 }
+                s.converted.findings.extend(notes);
             }
         }
     }
+    (merges, reviews)
 }
 
 impl DryRun {
@@ -640,6 +793,8 @@ impl DryRun {
             "timings": self.timings.iter().map(|(stage, s)| json!({ "stage": stage, "seconds": s })).collect::<Vec<_>>(),
             "tables": tables,
             "unreadable_tables": self.unreadable.iter().map(|(t, e)| json!({ "table": t, "error": e })).collect::<Vec<_>>(),
+            "merges": self.merges.iter().map(|m| m.to_json("into")).collect::<Vec<_>>(),
+            "reviews": self.reviews.iter().map(|r| r.to_json("with")).collect::<Vec<_>>(),
             "issues": issues,
         })
     }
@@ -673,7 +828,9 @@ mod tests {
                 "blank-required" => Some(("required", Disposition::Rejected)),
                 "unmapped-code" => Some(("unmapped-code", Disposition::Converted)),
                 "unit-variant" => Some(("unit-normalised", Disposition::Converted)),
-                "duplicate-patient" => Some(("possible-duplicate", Disposition::Converted)),
+                "duplicate-patient" => Some(("merged-duplicate", Disposition::Merged)),
+                "near-duplicate-patient" => Some(("possible-duplicate", Disposition::Converted)),
+                "entered-in-error" => Some(("excluded", Disposition::Excluded)),
                 "free-text-medication" => Some(("text-only", Disposition::Converted)),
                 "document-mismatch" => Some(("document", Disposition::Rejected)),
                 _ => None,
@@ -686,7 +843,7 @@ mod tests {
                 if d.kind != "unmapped-code" || d.file != "lab_results.csv" {
                     assert_eq!(issue.disposition, disposition, "{}", d.kind);
                 }
-                if kind != "possible-duplicate" {
+                if !d.kind.contains("duplicate") {
                     assert_eq!(issue.finding.field.as_deref(), Some(d.column.as_str()), "{}", d.kind);
                 }
             }
@@ -707,8 +864,64 @@ mod tests {
             let expected = ["orphan", "impossible-value", "required", "unresolved-reference", "document"];
             assert!(expected.contains(&i.finding.kind), "{i}");
         }
+        // The duplicate is merged into the second patient: its medication
+        // refers to that patient, which carries the duplicate's identifiers.
+        let dup = report.defects.iter().find(|d| d.kind == "duplicate-patient").expect("planted");
+        assert_eq!(run.merges.len(), 1, "{:?}", run.merges);
+        assert_eq!(run.merges[0].record.key, dup.key);
+        assert_eq!(
+            run.merges[0].other,
+            matching::Other::Source(RecordRef {
+                table: "patients".into(),
+                provenance: Provenance::FileLine { file: "patients.csv".into(), line: 3 },
+                key: "P00002".into(),
+            })
+        );
+        let survivor = crate::convert::resource_id("patients", "P00002", "");
+        let patient = run.resources.iter().find(|o| o.resource["id"] == survivor.as_str()).expect("survivor loads");
+        let ids: Vec<&str> = patient.resource["identifier"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|i| i["value"].as_str())
+            .collect();
+        assert!(ids.contains(&dup.key.as_str()), "the duplicate's key still finds the patient: {ids:?}");
+        let dup_ref = format!("Patient/{}", crate::convert::resource_id("patients", &dup.key, ""));
+        assert!(
+            run.resources.iter().all(|o| !o.resource.to_string().contains(&dup_ref)),
+            "nothing refers to the duplicate"
+        );
+        let meds: Vec<_> = run
+            .resources
+            .iter()
+            .filter(|o| o.table == "medications" && o.resource["subject"]["reference"] == format!("Patient/{survivor}"))
+            .collect();
+        assert!(
+            meds.iter().any(|o| run.issues.iter().any(|i| i.key == o.key && i.finding.kind == "redirected")),
+            "the duplicate's medication now refers to the survivor"
+        );
+        assert_eq!(run.tables["patients"].merged, 1);
+        assert_eq!(run.tables["problems"].excluded, 1);
+        // The near duplicate: reviewed, both load, a warning on both.
+        let near = report.defects.iter().find(|d| d.kind == "near-duplicate-patient").expect("planted");
+        assert_eq!(run.reviews.len(), 1, "{:?}", run.reviews);
+        assert_eq!(run.reviews[0].record.key, near.key);
+        assert!(matches!(&run.reviews[0].other, matching::Other::Source(r) if r.key == "P00001"));
+        for key in ["P00001", near.key.as_str()] {
+            assert!(
+                run.issues.iter().any(|i| i.key == key
+                    && i.finding.kind == "possible-duplicate"
+                    && i.disposition == Disposition::Converted
+                    && i.finding.severity == Severity::Warning),
+                "{key}"
+            );
+        }
         let json = run.to_json();
         assert_eq!(json["totals"]["unaccounted"], 0);
+        assert_eq!(json["totals"]["merged"], 1);
+        assert_eq!(json["merges"][0]["into"]["key"], "P00002");
+        assert!(json["merges"][0]["agreed"].as_array().is_some_and(|a| a.contains(&json!("birth_date"))));
+        assert_eq!(json["reviews"][0]["with"]["key"], "P00001");
         // --until convert: nothing is quarantined.
         let run = super::run(&project, dir.path(), Stage::Convert, "2026-11-29").expect("convert");
         assert!(run.tables.values().all(|c| c.quarantined == 0 && c.unaccounted() == 0));
@@ -805,5 +1018,96 @@ values = { OV = "AMB" }
         let class =
             run.resources.iter().find(|o| o.key == "V5").map(|o| o.resource["class"].clone()).expect("V5 loads");
         assert_eq!(class, json!({ "system": "urn:hearth:local:visits:kind", "code": "XX" }));
+    }
+
+    #[test]
+    fn exclude_rules_leave_records_out_with_their_reason_and_are_checked() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let toml = r#"
+[project]
+name = "t"
+
+[defaults]
+date_formats = ["YYYY-MM-DD"]
+
+[sources.s]
+kind = "csv"
+path = "."
+
+[tables.patients]
+source = "s"
+file = "patients.csv"
+resource = "Patient"
+key = "id"
+
+[tables.patients.columns]
+id = { element = "Patient.identifier.value", required = true }
+family = { element = "Patient.name.family" }
+born = { element = "Patient.birthDate", type = "date", required = true }
+state = { }
+
+[[tables.patients.exclude]]
+column = "state"
+values = ["deleted", "test"]
+reason = "deleted or test patients in the legacy system"
+
+[tables.visits]
+source = "s"
+file = "visits.csv"
+resource = "Encounter"
+key = "id"
+
+[tables.visits.columns]
+id = { element = "Encounter.identifier.value", required = true }
+patient = { type = "reference", required = true }
+kind = { element = "Encounter.class", type = "code", value_map = "kinds" }
+
+[[tables.visits.joins]]
+column = "patient"
+table = "patients"
+element = "Encounter.subject"
+
+[code_systems]
+act = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
+
+[value_maps.kinds]
+system = "act"
+values = { OV = "AMB" }
+"#;
+        std::fs::write(dir.path().join("migration.toml"), toml).expect("toml");
+        std::fs::write(
+            dir.path().join("patients.csv"),
+            "id,family,born,state\nP1,Smith,1980-01-01,\nP2,Test,,TEST\nP1,Roe,1990-01-01,Deleted\n",
+        )
+        .expect("patients");
+        std::fs::write(dir.path().join("visits.csv"), "id,patient,kind\nV1,P1,OV\nV2,P2,OV\n").expect("visits");
+        let project = crate::project::load(dir.path()).expect("project");
+        let run = run(&project, dir.path(), Stage::Validate, "2026-01-01").expect("run");
+        let p = &run.tables["patients"];
+        // An excluded record is not converted (its blank birth date is not an
+        // error) and does not count as a duplicate key.
+        assert_eq!((p.source_records, p.converted, p.excluded, p.rejected, p.unaccounted()), (3, 1, 2, 0, 0));
+        let excluded: Vec<_> = run.issues.iter().filter(|i| i.disposition == Disposition::Excluded).collect();
+        assert_eq!(excluded.len(), 2);
+        assert!(excluded.iter().all(|i| i.finding.kind == "excluded"
+            && i.finding.severity == Severity::Information
+            && i.finding.field.as_deref() == Some("state")
+            && i.finding.message.contains("deleted or test patients")));
+        // A visit of an excluded patient is held, saying why.
+        let v2: Vec<_> = run.issues.iter().filter(|i| i.key == "V2").collect();
+        assert_eq!(v2.len(), 1);
+        assert_eq!((v2[0].finding.kind, v2[0].disposition), ("unresolved-reference", Disposition::Quarantined));
+        assert!(v2[0].finding.message.contains("excluded"), "{}", v2[0].finding.message);
+
+        // The rule is checked where it is written.
+        let bad = toml.replace("column = \"state\"", "column = \"status\"");
+        let e = crate::project::parse(&bad, Path::new("m.toml")).expect_err("unknown column");
+        assert_eq!((e.line, e.field.as_str()), (25, "tables.patients.exclude.column"), "{e}");
+        let bad = toml.replace("values = [\"deleted\", \"test\"]", "values = []");
+        let e = crate::project::parse(&bad, Path::new("m.toml")).expect_err("no values");
+        assert_eq!(e.line, 26, "{e}");
+        let bad = toml.replace("reason = ", "why = ");
+        let e = crate::project::parse(&bad, Path::new("m.toml")).expect_err("unknown key");
+        assert!(e.message.contains("unknown field") && e.line == 27, "{e}");
     }
 }

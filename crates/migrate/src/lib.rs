@@ -32,6 +32,10 @@
 //!
 //! - [`codes`]: checks of standard codes (ICD-10-CM list, LOINC and SNOMED
 //!   CT check digits, RxNorm, CVX, UCUM) during conversion.
+//! - [`matching`]: patient matching (blocking, Fellegi–Sunter scores,
+//!   deterministic strong identifiers): duplicates within the export are
+//!   merged, grey-zone pairs listed for review, and source patients matched
+//!   against Hearth's before loading.
 //!
 //! Planned (not here yet): HL7 v2 and C-CDA sources (with the
 //! interoperability work).
@@ -44,6 +48,7 @@ pub mod documents;
 pub mod dryrun;
 pub mod fhir_source;
 pub mod load;
+pub mod matching;
 pub mod project;
 pub mod reconcile;
 pub mod report;

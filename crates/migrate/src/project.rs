@@ -43,6 +43,85 @@ pub struct Project {
     /// Unit maps by name: unit spellings of the source to UCUM units.
     #[serde(default)]
     pub unit_maps: BTreeMap<String, BTreeMap<String, String>>,
+    /// Patient matching: thresholds, strong identifiers and field weights
+    /// (see [`crate::matching`]); every key has a default.
+    #[serde(default)]
+    pub matching: MatchingDecl,
+}
+
+/// `[matching]`: how patient records are matched (within the source and
+/// against Hearth's patients). Absent keys take the defaults of
+/// [`crate::matching::Config`].
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MatchingDecl {
+    /// Score at or above which two records are the same patient (merged).
+    #[serde(default)]
+    pub upper: Option<Spanned<f64>>,
+    /// Score at or above which (and below `upper`) a pair is listed for
+    /// human review, never merged.
+    #[serde(default)]
+    pub lower: Option<Spanned<f64>>,
+    /// Identifier systems strong enough for a deterministic match: a system
+    /// URI, or the `[name]` of a mapped identifier (`mrn`).
+    #[serde(default)]
+    pub identifiers: Option<Vec<String>>,
+    /// Fellegi–Sunter probabilities per field.
+    #[serde(default)]
+    pub weights: WeightsDecl,
+}
+
+/// `[matching.weights]`: per field, `m` (the probability that the field
+/// agrees when the records are the same patient) and `u` (that it agrees
+/// by chance when they are not).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WeightsDecl {
+    /// Family name.
+    #[serde(default)]
+    pub family: Option<Spanned<FieldWeightDecl>>,
+    /// First given name.
+    #[serde(default)]
+    pub given: Option<Spanned<FieldWeightDecl>>,
+    /// Birth date.
+    #[serde(default)]
+    pub birth_date: Option<Spanned<FieldWeightDecl>>,
+    /// Administrative sex.
+    #[serde(default)]
+    pub sex: Option<Spanned<FieldWeightDecl>>,
+    /// Address (line and postal code).
+    #[serde(default)]
+    pub address: Option<Spanned<FieldWeightDecl>>,
+    /// Phone number (digits).
+    #[serde(default)]
+    pub phone: Option<Spanned<FieldWeightDecl>>,
+    /// Strong identifiers (see `identifiers`).
+    #[serde(default)]
+    pub identifier: Option<Spanned<FieldWeightDecl>>,
+}
+
+/// `{ m = 0.95, u = 0.01 }`.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FieldWeightDecl {
+    /// P(agree | same patient).
+    pub m: f64,
+    /// P(agree | different patients).
+    pub u: f64,
+}
+
+/// `[[tables.NAME.exclude]]`: source records left out by rule (disposition
+/// `excluded`, with the reason).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExcludeDecl {
+    /// The column tested (one of the table's columns).
+    pub column: Spanned<String>,
+    /// The values that exclude a record (trimmed, compared without regard
+    /// to case).
+    pub values: Spanned<Vec<String>>,
+    /// Why, in words: reported with every excluded record.
+    pub reason: Spanned<String>,
 }
 
 /// `[project]`.
@@ -174,6 +253,9 @@ pub struct TableDecl {
     /// Joins to other tables (e.g. a result's patient key to `patients`).
     #[serde(default)]
     pub joins: Vec<JoinDecl>,
+    /// Rules that leave records out (entered in error, deleted).
+    #[serde(default)]
+    pub exclude: Vec<ExcludeDecl>,
 }
 
 /// One column's mapping.
@@ -483,6 +565,20 @@ fn check(project: &Project, text: &str, file: &Path) -> Result<(), ProjectError>
                 return Err(err(span, "a date column but no date_formats (column, table or [defaults])".into()));
             }
         }
+        for rule in &table.exclude {
+            if !table.columns.contains_key(rule.column.get_ref()) {
+                return Err(err(
+                    rule.column.span(),
+                    format!("exclude: the column {:?} is not among the table's columns", rule.column.get_ref()),
+                ));
+            }
+            if rule.values.get_ref().is_empty() || rule.values.get_ref().iter().any(|v| v.trim().is_empty()) {
+                return Err(err(rule.values.span(), "exclude: values must list at least one non-empty value".into()));
+            }
+            if rule.reason.get_ref().trim().is_empty() {
+                return Err(err(rule.reason.span(), "exclude: the reason must say why".into()));
+            }
+        }
         for join in &table.joins {
             let Some(target) = project.tables.get(join.table.get_ref()) else {
                 return Err(err(join.table.span(), format!("no table {:?} in [tables]", join.table.get_ref())));
@@ -491,6 +587,38 @@ fn check(project: &Project, text: &str, file: &Path) -> Result<(), ProjectError>
                 return Err(err(join.table.span(), format!("table {:?} has no key: say `on`", join.table.get_ref())));
             }
         }
+    }
+    check_matching(&project.matching, &err)?;
+    Ok(())
+}
+
+fn check_matching(
+    m: &MatchingDecl,
+    err: &dyn Fn(std::ops::Range<usize>, String) -> ProjectError,
+) -> Result<(), ProjectError> {
+    let w = &m.weights;
+    for weight in
+        [&w.family, &w.given, &w.birth_date, &w.sex, &w.address, &w.phone, &w.identifier].into_iter().flatten()
+    {
+        let FieldWeightDecl { m: pm, u } = *weight.get_ref();
+        if !(pm > 0.0 && pm < 1.0 && u > 0.0 && u < 1.0 && pm > u) {
+            return Err(err(weight.span(), format!("m = {pm} and u = {u}: need 0 < u < m < 1")));
+        }
+    }
+    let upper = m.upper.as_ref().map(|v| *v.get_ref()).unwrap_or(crate::matching::DEFAULT_UPPER);
+    if let Some(lower) = &m.lower
+        && *lower.get_ref() >= upper
+    {
+        return Err(err(lower.span(), format!("lower ({}) must be below upper ({upper})", lower.get_ref())));
+    }
+    if let Some(up) = &m.upper
+        && m.lower.is_none()
+        && *up.get_ref() <= crate::matching::DEFAULT_LOWER
+    {
+        return Err(err(
+            up.span(),
+            format!("upper ({}) must be above lower ({})", up.get_ref(), crate::matching::DEFAULT_LOWER),
+        ));
     }
     Ok(())
 }

@@ -850,6 +850,16 @@ fn patient_of(project: &Project, table: &TableDecl, key: &str, record: &Record) 
         .map(str::to_owned)
 }
 
+/// A reference to a merged patient ([`crate::matching::redirects`]) is
+/// expected to point at the patient it was merged into.
+pub fn follow_merges(fields: &mut [Expected], redirects: &HashMap<String, String>) {
+    for e in fields.iter_mut().filter(|e| e.what == Critical::Reference) {
+        if let Some(to) = redirects.get(&e.value) {
+            e.value = to.clone();
+        }
+    }
+}
+
 /// Reconciles every source record that `run` converted (and so loaded) with
 /// what the store behind `service` holds. The source is read again; of the
 /// run, only which records made resources is used (the report checks that
@@ -868,6 +878,7 @@ pub async fn reconcile(
     }
     let loaded_records: HashSet<(&str, String)> =
         run.resources.iter().map(|o| (o.table.as_str(), o.provenance.to_string())).collect();
+    let redirects = crate::matching::redirects(run);
     // Pass 1: the source's expectations.
     let mut pending: Vec<(RecordCheck, Fields)> = Vec::new();
     for source_name in project.sources.keys() {
@@ -886,7 +897,9 @@ pub async fn reconcile(
                 } else {
                     let key = record_key(table, &record);
                     let patient = patient_of(project, table, &key, &record);
-                    (key, patient, Fields::Mapped(expected(project, &table_name, &record)?))
+                    let mut fields = expected(project, &table_name, &record)?;
+                    follow_merges(&mut fields, &redirects);
+                    (key, patient, Fields::Mapped(fields))
                 };
                 let check = RecordCheck {
                     table: table_name.clone(),
@@ -1260,7 +1273,8 @@ mod tests {
             for row in source.rows(&table).expect("rows") {
                 let Ok(record) = row else { continue };
                 if loaded_records.contains(&record.provenance.to_string()) {
-                    let fields = expected(&project, &table, &record).expect("expected");
+                    let mut fields = expected(&project, &table, &record).expect("expected");
+                    follow_merges(&mut fields, &crate::matching::redirects(&run));
                     checks.push((table.clone(), record, fields));
                 }
             }

@@ -127,6 +127,8 @@ pub fn reconciliation_json(
             "provenance": l["tables"]["provenance"],
         })),
         "reconcile": reconciled,
+        "merges": dry_run["merges"].as_array().cloned().unwrap_or_default(),
+        "reviews": dry_run["reviews"].as_array().cloned().unwrap_or_default(),
     })
 }
 
@@ -469,7 +471,46 @@ pub fn reconciliation_html(report: &Value) -> String {
         );
     }
     b.push_str("</table>\n<p>Every issue, with its file, line and field, is in <code>dry-run.json</code> beside this report.</p>\n");
+    matching_section(&mut b, report);
     page(&format!("Migration reconciliation: {project}"), &b)
+}
+
+/// Patient matching: the records merged (into a source record or a patient
+/// already in Hearth) and the pairs for human review, with their scores and
+/// fields (keys and lines, no names).
+fn matching_section(b: &mut String, report: &Value) {
+    let side = |v: &Value| match v["hearth"].as_str() {
+        Some(hearth) => format!("{hearth} in Hearth"),
+        None => format!("{}:{} [{}]", value_text(&v["file"]), value_text(&v["line"]), value_text(&v["key"])),
+    };
+    let list = |v: &Value| v.as_array().into_iter().flatten().map(value_text).collect::<Vec<_>>().join(", ");
+    for (title, id, key, other) in [
+        ("Patients merged", "merges", "merges", "into"),
+        ("Patient pairs for review (never merged)", "reviews", "reviews", "with"),
+    ] {
+        let rows = report[key].as_array().cloned().unwrap_or_default();
+        let _ = writeln!(b, "<h2>{title} ({})</h2>", rows.len());
+        if rows.is_empty() {
+            continue;
+        }
+        let _ = writeln!(
+            b,
+            "<table id=\"{id}\"><tr><th>record</th><th>{other}</th><th class=\"n\">score</th><th>agreed</th><th>similar</th><th>disagreed</th></tr>"
+        );
+        for r in rows {
+            let _ = writeln!(
+                b,
+                "<tr><td>{}</td><td>{}</td><td class=\"n\">{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                escape(&side(&r["record"])),
+                escape(&side(&r[other])),
+                r["score"],
+                escape(&list(&r["agreed"])),
+                escape(&list(&r["similar"])),
+                escape(&list(&r["disagreed"]))
+            );
+        }
+        b.push_str("</table>\n");
+    }
 }
 
 /// A small, stable hash of a table name (each table's sample has its own stream).

@@ -6,11 +6,11 @@
 //!
 //! | file | rows | dialect |
 //! | --- | --- | --- |
-//! | `patients.csv` | one per patient, plus one duplicate | **Windows-1252**, `,` |
+//! | `patients.csv` | one per patient, plus a duplicate and a near duplicate | **Windows-1252**, `,` |
 //! | `encounters.csv` | 2 to 4 per patient | UTF-8 **with a byte-order mark**, `,` |
-//! | `problems.csv` | 1 to 3 per patient | UTF-8, **`;`** |
+//! | `problems.csv` | 1 to 3 per patient, plus one entered in error | UTF-8, **`;`** |
 //! | `allergies.csv` | 0 to 2 per patient, 3 for the first | UTF-8, `,` |
-//! | `medications.csv` | 1 to 3 per patient | UTF-8, `,`, quoted sigs |
+//! | `medications.csv` | 1 to 3 per patient, plus one under the duplicate | UTF-8, `,`, quoted sigs |
 //! | `lab_results.csv` | 2 to 4 per encounter, plus an orphan | UTF-8, `,` |
 //! | `vitals.csv` | 1 or 2 sets per encounter, 3 for the first | UTF-8, `,` |
 //! | `notes.csv` + `notes/*.txt` + `scans/*` | up to 5 notes, up to 4 scans and a bad scan | UTF-8, `,`, quoted titles |
@@ -29,8 +29,15 @@
 //!   `XLAB-9` and problem codes with system `LOCAL` (`LOC-...`).
 //! - `free-text-medication`: medications with no code, a drug name only.
 //! - `unit-variant`: lab units spelt `mg/dl` as well as `mg/dL`.
-//! - `duplicate-patient`: the last patient row is the second patient again
-//!   under a new key and record number, with a typo in the given name.
+//! - `duplicate-patient`: the second patient again under a new key and
+//!   record number, with a typo in the given name, and a medication recorded
+//!   under that duplicate chart: patient matching merges it (its medication
+//!   then refers to the second patient).
+//! - `near-duplicate-patient`: the first patient's name and sex again under a
+//!   new key, with the day and month of the birth date transposed and
+//!   another address and phone: a pair for human review, not merged.
+//! - `entered-in-error`: a problem whose status is `E` (entered in error in
+//!   the legacy system): excluded by the `legacy-csv` preset's rule.
 //! - `orphan`: a lab result whose patient key exists nowhere.
 //! - `impossible-vital`: a temperature of 986 °F (98.6 typed without its
 //!   decimal point).
@@ -280,6 +287,7 @@ fn typo(name: &str) -> String {
     if typo == name { format!("{name}h") } else { typo }
 }
 
+#[derive(Clone)]
 struct Patient {
     id: String,
     mrn: String,
@@ -401,6 +409,7 @@ pub fn generate(options: &SampleOptions) -> Result<(BTreeMap<String, Vec<u8>>, S
     let (mut n_enc, mut n_prob, mut n_all, mut n_med, mut n_lab, mut n_vit) = (0u32, 0u32, 0u32, 0u32, 0u32, 0u32);
     let mut mixed_dates = (false, false);
     let mut second_patient: Option<Patient> = None;
+    let mut first_patient: Option<Patient> = None;
     for p in 0..options.patients {
         let female = rng.random_bool(0.5);
         let (city, state, zip3) = *pick(&mut rng, CITIES);
@@ -421,8 +430,20 @@ pub fn generate(options: &SampleOptions) -> Result<(BTreeMap<String, Vec<u8>>, S
             zip: format!("{zip3}{:02}", rng.random_range(1..99)),
             phone: format!("({}) 555-01{:02}", 200 + rng.random_range(0..700), rng.random_range(0..100)),
         };
-        let patient =
-            if p == 0 { Patient { first: "José".into(), last: "Müller".into(), ..patient } } else { patient };
+        // Record numbers are unique in the legacy system: the drawn prefix,
+        // then the patient's position.
+        let patient = Patient { mrn: format!("{}{:05}", &patient.mrn[..2], p + 1), ..patient };
+        // The first patient's birth day is at most 12 and not its month, so
+        // the near duplicate can transpose them.
+        let patient = if p == 0 {
+            let (m, d) = (patient.birth[0..2].to_owned(), patient.birth[3..5].to_owned());
+            let (mm, dd) = (m.parse::<u32>().unwrap_or(1), d.parse::<u32>().unwrap_or(1));
+            let day = if dd <= 12 && dd != mm { dd } else { mm % 12 + 1 };
+            let birth = format!("{m}/{day:02}/{}", &patient.birth[6..10]);
+            Patient { first: "José".into(), last: "Müller".into(), birth, ..patient }
+        } else {
+            patient
+        };
         let line = patients_t.row(&patient.fields());
         if p == 0 {
             defect(
@@ -644,6 +665,9 @@ pub fn generate(options: &SampleOptions) -> Result<(BTreeMap<String, Vec<u8>>, S
             note_files.push((file, body));
         }
 
+        if p == 0 {
+            first_patient = Some(patient.clone());
+        }
         if p == 1 {
             second_patient = Some(patient);
         }
@@ -713,20 +737,76 @@ pub fn generate(options: &SampleOptions) -> Result<(BTreeMap<String, Vec<u8>>, S
     if let Some(original) = second_patient {
         let duplicate = Patient {
             id: format!("P{:05}", options.patients + 1),
-            mrn: format!("{:07}", 1_000_000 + rng.random_range(0..9_000_000u32)),
+            mrn: format!("{}{:05}", 10 + rng.random_range(0..90u32), options.patients + 1),
             first: typo(&original.first),
             ..original
         };
         let line = patients_t.row(&duplicate.fields());
+        // A prescription recorded under the duplicate chart: after the merge
+        // it must refer to the original patient, not be lost.
+        n_med += 1;
+        let med_id = format!("RX{n_med:06}");
+        let (code, name, sig) = *pick(&mut rng, DRUGS);
+        let start = Date::draw(&mut rng, after(&duplicate.birth, 2015)..2025).us();
+        let med_line = medications_t.row(&[&med_id, &duplicate.id, code, name, sig, &start, "", "ACTIVE"]);
         defect(
             "duplicate-patient",
             patients_t.file,
             line,
             &duplicate.id,
             "first_name",
-            format!("same person as {} (given name {:?} typed {:?})", original.id, original.first, duplicate.first),
+            format!(
+                "same person as {} (given name {:?} typed {:?}); medication {med_id} at {}:{med_line} is recorded under the duplicate",
+                original.id, original.first, duplicate.first, medications_t.file
+            ),
         );
     }
+
+    // The near duplicate: the first patient's name and sex, the birth date's
+    // day and month transposed, another address and phone.
+    if let Some(original) = first_patient {
+        // The first patient's day is at most 12 and not its month.
+        let (m, d, y) = (&original.birth[0..2], &original.birth[3..5], &original.birth[6..10]);
+        let birth = format!("{d}/{m}/{y}");
+        let (city, state, zip3) = *CITIES.iter().find(|c| c.0 != original.city).unwrap_or(&CITIES[0]);
+        let near = Patient {
+            id: format!("P{:05}", options.patients + 2),
+            mrn: format!("{}{:05}", 10 + rng.random_range(0..90u32), options.patients + 2),
+            birth: birth.clone(),
+            address: format!("{} {}", 10_000 + rng.random_range(0..9000), pick(&mut rng, STREETS)),
+            city,
+            state,
+            zip: format!("{zip3}{:02}", rng.random_range(1..99)),
+            phone: format!("({}) 555-02{:02}", 200 + rng.random_range(0..700), rng.random_range(0..100)),
+            ..original.clone()
+        };
+        let line = patients_t.row(&near.fields());
+        defect(
+            "near-duplicate-patient",
+            patients_t.file,
+            line,
+            &near.id,
+            "birth_date",
+            format!(
+                "the name and sex of {} with the birth date {} (day and month transposed) and another address and phone: for review, not merged",
+                original.id, near.birth
+            ),
+        );
+    }
+
+    // A problem entered in error in the legacy system: excluded by rule.
+    n_prob += 1;
+    let eie_id = format!("DX{n_prob:06}");
+    let (code, system, text) = PROBLEMS[1];
+    let line = problems_t.row(&[&eie_id, "P00001", code, system, text, &Date::draw(&mut rng, 2020..2024).iso(), "E"]);
+    defect(
+        "entered-in-error",
+        problems_t.file,
+        line,
+        &eie_id,
+        "status",
+        "status E: entered in error in the legacy system, excluded by the mapping's rule".into(),
+    );
 
     defect("delimiter", problems_t.file, 0, "", "", "semicolon-separated".into());
     defect("bom", encounters_t.file, 0, "", "", "UTF-8 with a byte-order mark".into());
@@ -841,6 +921,8 @@ mod tests {
             "free-text-medication",
             "unit-variant",
             "duplicate-patient",
+            "near-duplicate-patient",
+            "entered-in-error",
             "orphan",
             "impossible-vital",
             "blank-required",
@@ -859,13 +941,29 @@ mod tests {
         assert!(problems.starts_with("problem_id;patient_id;"));
         let labs = String::from_utf8(files["lab_results.csv"].clone()).expect("utf-8");
         assert!(labs.contains(",mg/dl,") && labs.contains(",mg/dL,"));
-        assert_eq!(report.rows["patients.csv"], 11, "ten patients and the duplicate");
+        assert_eq!(report.rows["patients.csv"], 12, "ten patients, the duplicate and the near duplicate");
         assert!(files.keys().any(|f| f.starts_with("notes/") && f.ends_with(".txt")));
     }
 
     #[test]
     fn too_few_patients_is_an_error() {
         assert!(generate(&opts(1, 1)).is_err());
+    }
+
+    #[test]
+    fn record_numbers_are_unique_and_the_near_duplicate_transposes_the_birth_date() {
+        for seed in 0..20 {
+            let (files, report) = generate(&opts(30, seed)).expect("sample");
+            let (text, _, _) = encoding_rs::WINDOWS_1252.decode(&files["patients.csv"]);
+            let rows: Vec<Vec<&str>> = text.lines().skip(1).map(|l| l.split(',').collect()).collect();
+            let mrns: std::collections::HashSet<&str> = rows.iter().map(|r| r[1]).collect();
+            assert_eq!(mrns.len(), rows.len(), "seed {seed}");
+            let near = report.defects.iter().find(|d| d.kind == "near-duplicate-patient").expect("near");
+            let near = &rows[near.line as usize - 2];
+            let (a, b) = (rows[0][4], near[4]);
+            assert_eq!((&a[0..2], &a[3..5], &a[6..]), (&b[3..5], &b[0..2], &b[6..]), "seed {seed}");
+            assert_ne!(a, b, "seed {seed}");
+        }
     }
 
     #[test]

@@ -76,7 +76,7 @@ fn sample_and_legacy_csv_preset_make_a_project_whose_tables_all_read() {
         let declared: HashSet<&str> = decl.columns.keys().map(String::as_str).collect();
         assert_eq!(header, declared, "{name}: header and mapping differ");
     }
-    assert_eq!(tables["patients"].len(), 13);
+    assert_eq!(tables["patients"].len(), 14, "12 patients, the duplicate and the near duplicate");
 
     // Windows-1252: accents decoded; provenance is file and line.
     let first = &tables["patients"][0];
@@ -156,6 +156,20 @@ fn sample_and_legacy_csv_preset_make_a_project_whose_tables_all_read() {
                 assert_ne!(r.get("first_name"), original.get("first_name"));
                 assert_ne!(r.get("patient_id"), original.get("patient_id"));
             }
+            "near-duplicate-patient" => {
+                let original = &tables["patients"][0];
+                assert_eq!(r.get("last_name"), original.get("last_name"));
+                assert_eq!(r.get("first_name"), original.get("first_name"));
+                assert_eq!(r.get("sex"), original.get("sex"));
+                assert_ne!(r.get("birth_date"), original.get("birth_date"));
+                assert_ne!(r.get("address"), original.get("address"));
+                assert_ne!(r.get("phone"), original.get("phone"));
+            }
+            "entered-in-error" => {
+                assert_eq!(value, "E");
+                let rules = &project.tables[table].exclude;
+                assert!(rules.iter().any(|x| x.column.get_ref() == column && x.values.get_ref().iter().any(|v| v == "E")));
+            }
             "several-allergies" => {
                 assert_eq!(tables["allergies"].iter().filter(|a| a.get("patient_id") == Some(value)).count(), 3);
             }
@@ -222,7 +236,7 @@ fn check_reads_every_table_and_reports_bad_rows_and_bad_mappings() {
     assert!(hearth(&["migrate", "sample", "--out", "p/export", "--patients", "3"], dir).0);
     let (ok, stdout, stderr) = hearth(&["migrate", "check", "p"], dir);
     assert!(ok, "{stderr}");
-    assert!(stdout.contains("legacy.patients: 4 rows read, 0 unreadable"), "{stdout}");
+    assert!(stdout.contains("legacy.patients: 5 rows read, 0 unreadable"), "{stdout}");
     assert_eq!(stdout.lines().count(), 8, "{stdout}");
 
     // A short row is reported with its file, line and column; reading goes on.
@@ -290,7 +304,10 @@ fn dry_run_converts_validates_and_accounts_for_every_record() {
         let file = t["file"].as_str().expect("file");
         let source = t["source_records"].as_i64().expect("count");
         assert_eq!(source, manifest["rows"][file].as_integer().expect("rows"), "{name}");
-        let sum: i64 = ["converted", "rejected", "quarantined"].iter().map(|k| t[k].as_i64().expect("n")).sum();
+        let sum: i64 = ["converted", "rejected", "quarantined", "merged", "excluded"]
+            .iter()
+            .map(|k| t[k].as_i64().expect("n"))
+            .sum();
         assert_eq!(sum, source, "{name}");
         assert_eq!(t["unaccounted"], 0, "{name}");
         let line = format!("{name}: {source} source records:");
@@ -331,7 +348,9 @@ fn dry_run_converts_validates_and_accounts_for_every_record() {
         ("unmapped-code", ("unmapped-code", "")),
         ("unit-variant", ("unit-normalised", "converted")),
         ("free-text-medication", ("text-only", "converted")),
-        ("duplicate-patient", ("possible-duplicate", "converted")),
+        ("duplicate-patient", ("merged-duplicate", "merged")),
+        ("near-duplicate-patient", ("possible-duplicate", "converted")),
+        ("entered-in-error", ("excluded", "excluded")),
         ("document-mismatch", ("document", "rejected")),
     ]
     .into_iter()
@@ -347,7 +366,7 @@ fn dry_run_converts_validates_and_accounts_for_every_record() {
             .iter()
             .find(|i| i["file"] == file && i["line"] == line && i["kind"] == *issue_kind)
             .unwrap_or_else(|| panic!("{kind} at {file}:{line} not reported"));
-        if kind != "duplicate-patient" {
+        if !kind.contains("duplicate") {
             assert_eq!(found["field"], column, "{kind}");
         }
         if !disposition.is_empty() {
@@ -627,7 +646,7 @@ fn reconcile_writes_a_report_that_balances_and_a_spot_check_worksheet() {
     assert_eq!(report["totals"]["unaccounted"], 0);
     assert_eq!((report["balanced"].as_bool(), report["proved"].as_bool()), (Some(true), Some(true)));
     let stages: Vec<&str> = report["timings"].as_array().expect("timings").iter().map(|t| t["stage"].as_str().expect("stage")).collect();
-    assert_eq!(stages, ["extract", "convert", "validate", "load", "read-back", "reconcile"]);
+    assert_eq!(stages, ["extract", "convert", "validate", "match", "load", "read-back", "reconcile"]);
     assert!(report["reasons"].as_array().expect("reasons").iter().any(|r| r["kind"] == "orphan" && r["count"] == 1));
 
     // The page: self-contained, the four charts, every table.
@@ -804,7 +823,7 @@ fn until_extract_only_counts_and_until_load_stops_before_reconciling() {
 
     let (ok, stdout, stderr) = hearth(&["migrate", "run", "proj", "--until", "extract", "--data-dir", "data"], dir);
     assert!(ok, "{stderr}\n{stdout}");
-    assert!(stdout.contains("patients: 9 source records: 9 read, 0 unreadable"), "{stdout}");
+    assert!(stdout.contains("patients: 10 source records: 10 read, 0 unreadable"), "8 patients, the duplicate and the near duplicate: {stdout}");
     assert!(stdout.contains(&format!("lab_results.csv:{bad_line}")), "the unreadable row is named: {stdout}");
     assert!(stdout.contains("read, 1 unreadable"), "{stdout}");
     assert!(!dir.join("data").exists(), "no store was opened");
@@ -1500,4 +1519,238 @@ fn documents_loaded_into_postgresql_are_sealed_at_rest() {
         assert!(body.starts_with("hearth-aead:1:"), "sealed: {}", &body[..40.min(body.len())]);
         assert!(!body.contains(&data[..24]), "no document bytes in clear");
     }
+}
+
+/// GET `url` from a running `hearth serve`: status and body.
+async fn get(url: &str) -> (u16, serde_json::Value) {
+    let response = crate::bearer::authorized(reqwest::Client::new().get(url)).await.send().await.expect("request");
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(serde_json::Value::Null))
+}
+
+/// A patient row of the sample with only ASCII values (so it can be written
+/// again into a Windows-1252 file as is), by column.
+fn ascii_patients(proj: &Path) -> Vec<BTreeMap<String, String>> {
+    let project = project::load(proj).unwrap_or_else(|e| panic!("{e}"));
+    let source = project.csv_source(proj, "legacy").expect("legacy");
+    read_all(&source)["patients"]
+        .iter()
+        .filter(|r| r.values.iter().all(|v| v.is_ascii()))
+        .map(|r| r.fields().map(|(c, v)| (c.to_owned(), v.to_owned())).collect())
+        .collect()
+}
+
+fn csv_row(fields: &[&str]) -> String {
+    fields.iter().map(|f| if f.contains(',') { format!("\"{f}\"") } else { f.to_string() }).collect::<Vec<_>>().join(",")
+}
+
+/// Patient matching end to end, through the binary and a real SQLite data
+/// directory: the sample's duplicate is merged (its medication refers to
+/// the survivor, which carries the duplicate's identifiers; nothing is lost
+/// and every disposition balances), the near duplicate is listed for review
+/// and both load. Then a second export holding one of the loaded patients
+/// under a new key (merged into that Hearth patient: not created, its visit
+/// refers to the existing chart, which gains the legacy identifiers), a near
+/// match of another (held for review with its visit) and a new patient; a
+/// rerun of either export writes nothing.
+#[tokio::test]
+async fn matching_merges_duplicates_and_holds_near_matches_within_the_export_and_against_hearth() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path();
+    assert!(hearth(&["migrate", "init", "proj", "--preset", "legacy-csv"], dir).0);
+    assert!(hearth(&["migrate", "sample", "--out", "proj/export", "--patients", "20", "--seed", "4"], dir).0);
+    let (ok, stdout, stderr) = hearth(&["migrate", "run", "proj", "--data-dir", "data", "--quiet"], dir);
+    assert!(ok, "{stderr}\n{stdout}");
+    assert!(stdout.contains("matched against Hearth: 21 source patients compared, 0 merged"), "{stdout}");
+    let manifest: toml::Table = std::fs::read_to_string(dir.join("proj/export/sample-manifest.toml"))
+        .expect("manifest")
+        .parse()
+        .expect("manifest is TOML");
+    let defect = |kind: &str| -> toml::Value {
+        manifest["defects"].as_array().expect("defects").iter().find(|d| d["kind"].as_str() == Some(kind)).expect(kind).clone()
+    };
+    let (dup, near) = (defect("duplicate-patient"), defect("near-duplicate-patient"));
+    let dup_key = dup["key"].as_str().expect("key");
+    let near_key = near["key"].as_str().expect("key");
+    assert!(
+        stdout.contains(&format!("merged: patients patients.csv:{} [{dup_key}] into patients.csv:3 [P00002] (score", dup["line"])),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!("review: patients patients.csv:{} [{near_key}] and patients.csv:2 [P00001] (score", near["line"])),
+        "{stdout}"
+    );
+
+    // Every source record is accounted for; each disposition is counted.
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("proj/reports/dry-run.json")).expect("report")).expect("JSON");
+    let dispositions = ["converted", "rejected", "quarantined", "merged", "excluded"];
+    for (name, t) in report["tables"].as_object().expect("tables") {
+        let sum: i64 = dispositions.iter().map(|k| t[k].as_i64().expect("n")).sum();
+        assert_eq!(sum, manifest["rows"][t["file"].as_str().expect("file")].as_integer().expect("rows"), "{name}");
+        assert_eq!(t["unaccounted"], 0, "{name}");
+    }
+    assert_eq!((report["totals"]["merged"].as_u64(), report["totals"]["excluded"].as_u64()), (Some(1), Some(1)));
+    assert_eq!(report["merges"].as_array().map(Vec::len), Some(1));
+    assert_eq!(report["merges"][0]["record"]["key"], dup_key);
+    assert_eq!(report["merges"][0]["into"]["key"], "P00002");
+    assert!(report["merges"][0]["score"].as_f64().expect("score") >= 28.0);
+    assert_eq!(report["reviews"].as_array().map(Vec::len), Some(1));
+    assert_eq!(report["reviews"][0]["record"]["key"], near_key);
+    let redirected: Vec<&str> = report["issues"]
+        .as_array()
+        .expect("issues")
+        .iter()
+        .filter(|i| i["kind"] == "redirected")
+        .map(|i| i["key"].as_str().expect("key"))
+        .collect();
+    assert_eq!(redirected.len(), 1, "the duplicate's medication: {redirected:?}");
+    let (ok, status, _) = hearth(&["migrate", "status", "proj"], dir);
+    assert!(ok && status.contains(" 1 merged, 1 excluded, 0 unaccounted"), "{status}");
+    assert!(status.contains("patient matching: 1 merged, 1 pair(s) for review"), "{status}");
+    // The reconciliation report lists the merge and the pair for review.
+    let html = std::fs::read_to_string(dir.join("proj/reports/reconciliation.html")).expect("report page");
+    assert!(html.contains("<h2>Patients merged (1)</h2>") && html.contains(&format!("[{dup_key}]")), "merges in the page");
+    assert!(html.contains("<h2>Patient pairs for review (never merged) (1)</h2>") && html.contains(&format!("[{near_key}]")));
+    let reconciliation = read_json(&dir.join("proj/reports/reconciliation.json"));
+    assert_eq!(reconciliation["merges"][0]["record"]["key"], dup_key);
+    assert_eq!((reconciliation["balanced"].as_bool(), reconciliation["proved"].as_bool()), (Some(true), Some(true)));
+    let loaded = load_counts(dir);
+    assert_eq!(loaded["patients"][1], report["tables"]["patients"]["converted"].as_u64().expect("n"));
+    assert_eq!(loaded["medications"][0], report["tables"]["medications"]["source_records"].as_u64().expect("n"));
+    // A rerun writes nothing.
+    let (ok, stdout, stderr) = hearth(&["migrate", "run", "proj", "--data-dir", "data", "--quiet"], dir);
+    assert!(ok && stdout.contains("loaded: 0 resources written"), "{stderr}\n{stdout}");
+    assert!(stdout.contains("matched against Hearth: 0 source patients compared"), "{stdout}");
+
+    // The second export: one patient again (new key, new record number), a
+    // near match of another (moved, new phone), and a new patient.
+    let patients = ascii_patients(&dir.join("proj"));
+    let others: Vec<&BTreeMap<String, String>> = patients
+        .iter()
+        .filter(|p| !["P00001", "P00002", dup_key, near_key].contains(&p["patient_id"].as_str()))
+        .collect();
+    assert!(others.len() >= 2, "two ASCII-only patients in the sample");
+    let (same, moved) = (others[0], others[1]);
+    assert!(hearth(&["migrate", "init", "proj2", "--preset", "legacy-csv"], dir).0);
+    let export = dir.join("proj2/export");
+    std::fs::create_dir_all(&export).expect("export");
+    for file in ["allergies.csv", "lab_results.csv", "medications.csv", "notes.csv", "problems.csv", "vitals.csv"] {
+        let text = std::fs::read_to_string(dir.join("proj/export").join(file)).expect("file");
+        std::fs::write(export.join(file), format!("{}\r\n", text.lines().next().expect("header"))).expect("write");
+    }
+    let columns = ["patient_id", "mrn", "last_name", "first_name", "birth_date", "sex", "address", "city", "state", "zip", "phone"];
+    let row = |p: &BTreeMap<String, String>, changes: &[(&str, &str)]| -> String {
+        let values: Vec<&str> = columns
+            .iter()
+            .map(|c| changes.iter().find(|(k, _)| k == c).map_or(p[*c].as_str(), |(_, v)| v))
+            .collect();
+        csv_row(&values)
+    };
+    let new = "Q00003,7000003,Newcombe,Zed,01/01/1999,M,1 New St,Peoria,IL,61601,(309) 555-0000";
+    let text = format!(
+        "{}\r\n{}\r\n{}\r\n{new}\r\n",
+        columns.join(","),
+        row(same, &[("patient_id", "Q00001"), ("mrn", "7000001")]),
+        row(moved, &[("patient_id", "Q00002"), ("mrn", "7000002"), ("address", "4242 Faraway Blvd"), ("zip", "99999"), ("phone", "(999) 555-0999")]),
+    );
+    std::fs::write(export.join("patients.csv"), text).expect("patients");
+    std::fs::write(
+        export.join("encounters.csv"),
+        "encounter_id,patient_id,visit_date,visit_type,provider,reason\r\nEQ1,Q00001,2025-01-02,OV,Dr. A. Whitfield,Follow-up\r\nEQ2,Q00002,2025-01-03,OV,Dr. A. Whitfield,Follow-up\r\nEQ3,Q00003,2025-01-04,OV,Dr. A. Whitfield,Follow-up\r\n",
+    )
+    .expect("encounters");
+    let (ok, stdout, stderr) = hearth(&["migrate", "run", "proj2", "--data-dir", "data", "--quiet"], dir);
+    assert!(ok, "{stderr}\n{stdout}");
+    assert!(
+        stdout.contains("matched against Hearth: 3 source patients compared, 1 merged into existing patients (1 given the legacy identifiers), 1 held for review"),
+        "{stdout}"
+    );
+    let id = |table: &str, key: &str| migrate::convert::resource_id(table, key, "");
+    let (same_id, moved_id) = (id("patients", &same["patient_id"]), id("patients", &moved["patient_id"]));
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("proj2/reports/dry-run.json")).expect("report")).expect("JSON");
+    let counts = |t: &str| -> Vec<i64> {
+        let c = &report["tables"][t];
+        ["source_records", "converted", "rejected", "quarantined", "merged", "excluded", "unaccounted"]
+            .iter()
+            .map(|k| c[k].as_i64().expect("n"))
+            .collect()
+    };
+    assert_eq!(counts("patients"), [3, 1, 0, 1, 1, 0, 0]);
+    assert_eq!(counts("encounters"), [3, 2, 0, 1, 0, 0, 0]);
+    assert_eq!(report["merges"][0]["record"]["key"], "Q00001");
+    assert_eq!(report["merges"][0]["into"]["hearth"], format!("Patient/{same_id}"));
+    assert_eq!(report["reviews"][0]["record"]["key"], "Q00002");
+    assert_eq!(report["reviews"][0]["with"]["hearth"], format!("Patient/{moved_id}"));
+    let issues = report["issues"].as_array().expect("issues");
+    let held = issues
+        .iter()
+        .find(|i| i["key"] == "Q00002" && i["kind"] == "possible-duplicate")
+        .expect("the near match is reported");
+    assert_eq!((&held["severity"], &held["disposition"]), (&serde_json::json!("error"), &serde_json::json!("quarantined")));
+    assert!(held["message"].as_str().expect("message").contains(&moved_id), "{held}");
+    assert!(issues.iter().any(|i| i["key"] == "EQ2" && i["kind"] == "unresolved-reference" && i["disposition"] == "quarantined"));
+    let loaded: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("proj2/reports/load.json")).expect("load report")).expect("JSON");
+    let created = |t: &str| loaded["tables"][t]["created"].as_u64();
+    assert_eq!((created("patients"), created("encounters")), (Some(1), Some(2)), "{loaded}");
+
+    {
+        let server = crate::bearer::serve(&dir.join("data"), &[]);
+        let base = &server.base;
+        // Within the export: the duplicate was never created; its medication
+        // refers to the survivor, which carries the duplicate's identifiers.
+        assert_eq!(get(&format!("{base}/Patient/{}", id("patients", dup_key))).await.0, 404);
+        let (status, survivor) = get(&format!("{base}/Patient/{}", id("patients", "P00002"))).await;
+        assert_eq!(status, 200);
+        assert!(
+            survivor["identifier"].as_array().expect("identifiers").iter().any(|i| i["value"] == dup_key && i["use"] == "old"),
+            "{survivor}"
+        );
+        let (status, med) = get(&format!("{base}/MedicationStatement/{}", id("medications", redirected[0]))).await;
+        assert_eq!(status, 200);
+        assert_eq!(med["subject"]["reference"], format!("Patient/{}", id("patients", "P00002")));
+        // Against Hearth: merged into the existing patient.
+        assert_eq!(get(&format!("{base}/Patient/{}", id("patients", "Q00001"))).await.0, 404);
+        let (status, visit) = get(&format!("{base}/Encounter/{}", id("encounters", "EQ1"))).await;
+        assert_eq!(status, 200);
+        assert_eq!(visit["subject"]["reference"], format!("Patient/{same_id}"));
+        let (_, existing) = get(&format!("{base}/Patient/{same_id}")).await;
+        let ids: Vec<(&str, &str)> = existing["identifier"]
+            .as_array()
+            .expect("identifiers")
+            .iter()
+            .filter(|i| i["use"] == "old")
+            .map(|i| (i["system"].as_str().unwrap_or_default(), i["value"].as_str().unwrap_or_default()))
+            .collect();
+        assert!(ids.contains(&("urn:hearth:local:patients:legacy-id", "Q00001")), "{ids:?}");
+        assert!(ids.contains(&("urn:hearth:local:patients:mrn", "7000001")), "{ids:?}");
+        assert_eq!(existing["name"], same_name(same), "nothing of the existing patient was overwritten");
+        // The near match and its visit wait for review.
+        assert_eq!(get(&format!("{base}/Patient/{}", id("patients", "Q00002"))).await.0, 404);
+        assert_eq!(get(&format!("{base}/Encounter/{}", id("encounters", "EQ2"))).await.0, 404);
+        assert_eq!(get(&format!("{base}/Patient/{}", id("patients", "Q00003"))).await.0, 200);
+    }
+
+    // Rerun: nothing new, the same decisions.
+    let (ok, stdout, stderr) = hearth(&["migrate", "run", "proj2", "--data-dir", "data", "--quiet"], dir);
+    assert!(ok, "{stderr}\n{stdout}");
+    assert!(stdout.contains("loaded: 0 resources written"), "{stdout}");
+    assert!(stdout.contains("1 merged into existing patients (0 given the legacy identifiers), 1 held for review"), "{stdout}");
+
+    // A rollback of the second export makes the same decisions: it deletes
+    // the visit redirected to the existing patient, never that patient.
+    let (ok, stdout, stderr) = hearth(&["migrate", "rollback", "proj2", "--data-dir", "data", "--quiet"], dir);
+    assert!(ok, "{stderr}\n{stdout}");
+    assert!(stdout.contains("rolled back: 6 resources deleted, 0 kept"), "Q00003, EQ1, EQ3 and their Provenance: {stdout}");
+    let server = crate::bearer::serve(&dir.join("data"), &[]);
+    let base = &server.base;
+    assert_eq!(get(&format!("{base}/Patient/{same_id}")).await.0, 200, "the existing patient stays");
+    assert_ne!(get(&format!("{base}/Encounter/{}", id("encounters", "EQ1"))).await.0, 200);
+}
+
+/// The `name` element the sample's row makes.
+fn same_name(p: &BTreeMap<String, String>) -> serde_json::Value {
+    serde_json::json!([{ "family": p["last_name"], "given": [p["first_name"]] }])
 }
