@@ -27,7 +27,7 @@ use std::collections::{BTreeMap, HashMap};
 pub const MIGRATION_ACTOR: &str = "hearth migrate";
 
 /// Source records per transaction.
-pub const DEFAULT_BATCH_RECORDS: usize = 200;
+pub const DEFAULT_BATCH_RECORDS: usize = 1000;
 
 /// What the load did with the resources of one table.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -4,7 +4,7 @@
 //! the critical fields are taken **from the source record itself**, by the
 //! mapping's declarations and not from the conversion's output, and
 //! compared with the same fields read back from the resources the store
-//! holds now (read through the Service, `_id` searches in batches). A
+//! holds now (read through the Service, batch reads of 500). A
 //! conversion fault that changes a value, a resource changed in the store
 //! after the load, or one that is missing, shows up as a [`Mismatch`] naming
 //! the table, file and line, key, field, source value and loaded value.
@@ -45,18 +45,17 @@ use crate::project::{ColumnDecl, ColumnType, Project, SourceKind, TableDecl};
 use crate::source::{Provenance, Record};
 use domain::Service;
 use domain::access::Access;
-use domain::service::Handling;
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 
-/// Ids per `_id` search (a search takes at most 64 values in its conditions).
-const IDS_PER_SEARCH: usize = 50;
+/// Resources per batch read through the Service.
+const IDS_PER_READ: usize = 500;
 
-/// Searches run at once (the stores serve reads in parallel).
-const SEARCHES_IN_FLIGHT: usize = 4;
+/// Batch reads run at once (the stores serve reads in parallel).
+const READS_IN_FLIGHT: usize = 2;
 
 /// What kind of critical field a column holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -935,35 +934,28 @@ pub async fn reconcile(
         }
     }
     let access = Access::system(crate::load::MIGRATION_ACTOR);
-    let mut searches: Vec<(String, Vec<String>)> = Vec::new();
+    let mut keys: Vec<(String, String)> = Vec::new();
     for (resource_type, mut list) in ids {
         list.sort_unstable();
         list.dedup();
-        for chunk in list.chunks(IDS_PER_SEARCH) {
-            searches.push((resource_type.clone(), chunk.to_vec()));
-        }
+        keys.extend(list.into_iter().map(|id| (resource_type.clone(), id)));
     }
     let access = &access;
-    let mut results = futures_util::stream::iter(searches.into_iter().map(|(resource_type, chunk)| async move {
-        let params = vec![
-            ("_id".to_string(), chunk.join(",")),
-            ("_count".to_string(), chunk.len().to_string()),
-            ("_total".to_string(), "none".to_string()),
-        ];
+    let mut results = futures_util::stream::iter(keys.chunks(IDS_PER_READ).map(|chunk| async move {
         let found = service
-            .search(access, Some(&resource_type), &params, Handling::Strict)
+            .read_many(access, chunk)
             .await
             .map_err(|e| format!("reading what is stored: {}", e.message()))?;
-        let mut out = Vec::with_capacity(found.page.items.len());
-        for item in found.page.items {
+        let mut out = Vec::with_capacity(found.len());
+        for item in found {
             let Some(body) = item.body.as_deref() else { continue };
             let value: Value =
                 serde_json::from_str(body).map_err(|e| format!("a stored resource is unreadable: {e}"))?;
-            out.push(((item.resource_type.clone(), item.id.clone()), value));
+            out.push(((item.resource_type, item.id), value));
         }
         Ok::<_, String>((chunk.len() as u64, out))
     }))
-    .buffer_unordered(SEARCHES_IN_FLIGHT);
+    .buffer_unordered(READS_IN_FLIGHT);
     let mut stored: HashMap<(String, String), Value> = HashMap::new();
     let mut done = 0u64;
     while let Some(result) = results.next().await {
