@@ -9,6 +9,8 @@
 //!   dropped), and [`csv_source`], its CSV implementation (any delimiter,
 //!   any encoding).
 //! - [`dates`]: the date formats a mapping declares.
+//! - [`synthea_sample`]: a seeded export in the Synthea CSV layout (17 files,
+//!   about 1,000 rows per patient), streamed, for tests and the benchmark.
 //! - [`sample`]: a seeded, messy legacy CSV export for rehearsals and tests;
 //!   its module documentation lists every planted defect.
 //!
@@ -28,5 +30,6 @@ pub mod dryrun;
 pub mod load;
 pub mod project;
 pub mod sample;
+pub mod synthea_sample;
 pub mod source;
 pub mod zone;
