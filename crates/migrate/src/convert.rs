@@ -788,10 +788,13 @@ pub fn get_path<'v>(root: &'v Map<String, Value>, path: &str) -> Option<&'v Valu
     let mut value: Option<&Value> = None;
     let mut node = root;
     for segment in path.split('.') {
-        let (name, _) = split_segment(segment);
+        let (name, pick) = split_segment(segment);
         let mut v = node.get(name)?;
         if let Some(list) = v.as_array() {
-            v = list.first()?;
+            v = match pick.and_then(|p| p.parse::<usize>().ok()) {
+                Some(n) => list.get(n)?,
+                None => list.first()?,
+            };
         }
         value = Some(v);
         if let Some(o) = v.as_object() {
