@@ -969,6 +969,105 @@ mod tests {
     }
 
     #[test]
+    fn per_row_systems_text_values_presence_fixed_with_and_indexes() {
+        let toml = r#"
+[project]
+name = "t"
+
+[defaults]
+date_formats = ["YYYY-MM-DDThh:mm:ssZ", "YYYY-MM-DD"]
+timezone = "America/Chicago"
+
+[sources.s]
+kind = "csv"
+path = "."
+
+[code_systems]
+snomed = "http://snomed.info/sct"
+rxnorm = "http://www.nlm.nih.gov/research/umls/rxnorm"
+loinc = "http://loinc.org"
+
+[value_maps.systems]
+values = { "SNOMED-CT" = "snomed", RxNorm = "rxnorm" }
+
+[unit_maps.ucum]
+"kg" = "kg"
+
+[tables.allergies]
+source = "s"
+file = "a.csv"
+resource = "AllergyIntolerance"
+fixed = { "AllergyIntolerance.verificationStatus" = { coding = [{ system = "http://terminology.hl7.org/CodeSystem/allergyintolerance-verification", code = "confirmed" }] } }
+
+[tables.allergies.columns]
+CODE = { element = "AllergyIntolerance.code.coding.code", type = "code", system = "snomed", system_column = "SYSTEM", system_map = "systems" }
+SYSTEM = {}
+STOP = {}
+R2 = { element = "AllergyIntolerance.reaction[1].manifestation.coding.code", type = "code", system = "snomed", with = { "AllergyIntolerance.reaction[1].severity" = "mild" } }
+D2 = { element = "AllergyIntolerance.reaction[1].manifestation.text" }
+
+[[tables.allergies.presence]]
+column = "STOP"
+element = "AllergyIntolerance.clinicalStatus"
+filled = "inactive"
+empty = "active"
+
+[tables.obs]
+source = "s"
+file = "o.csv"
+resource = "Observation"
+
+[tables.obs.columns]
+DATE = { element = "Observation.effectiveDateTime", type = "datetime" }
+CODE = { element = "Observation.code.coding.code", type = "code", system = "loinc" }
+VALUE = { element = "Observation.valueQuantity.value", type = "decimal", unit_column = "UNITS", unit_map = "ucum", type_column = "TYPE" }
+UNITS = {}
+TYPE = {}
+"#;
+        let project = crate::project::parse(toml, Path::new("t.toml")).expect("project");
+        let allergies = Converter::new(&project, "allergies").expect("allergies");
+        let rx = allergies.convert(&record("allergies", &[("CODE", "7980"), ("SYSTEM", "RxNorm"), ("STOP", "")]));
+        let a = &rx.resources[0];
+        assert!(rx.findings.is_empty(), "{:?}", rx.findings);
+        assert_eq!(a["code"]["coding"][0]["system"], "http://www.nlm.nih.gov/research/umls/rxnorm");
+        assert_eq!(a["clinicalStatus"]["coding"][0]["code"], "active");
+        assert_eq!(
+            a["clinicalStatus"]["coding"][0]["system"],
+            "http://terminology.hl7.org/CodeSystem/allergyintolerance-clinical"
+        );
+        assert_eq!(a["verificationStatus"]["coding"][0]["code"], "confirmed");
+        let out = allergies.convert(&record(
+            "allergies",
+            &[("CODE", "91935009"), ("SYSTEM", "SNOMED-CT"), ("STOP", "2020-01-01"), ("R2", "76067001"), ("D2", "Sneezing")],
+        ));
+        let a = &out.resources[0];
+        assert_eq!(a["code"]["coding"][0]["system"], "http://snomed.info/sct");
+        assert_eq!(a["clinicalStatus"]["coding"][0]["code"], "inactive");
+        assert_eq!(a["reaction"].as_array().map(Vec::len), Some(2), "{a}");
+        assert_eq!(a["reaction"][1]["manifestation"][0]["coding"][0]["code"], "76067001");
+        assert_eq!(a["reaction"][1]["manifestation"][0]["text"], "Sneezing");
+        assert_eq!(a["reaction"][1]["severity"], "mild");
+        assert!(out.findings.is_empty(), "{:?}", out.findings);
+        // An unknown system name: kept as a local code, reported at SYSTEM.
+        let out = allergies.convert(&record("allergies", &[("CODE", "X1"), ("SYSTEM", "NDC-ish")]));
+        assert_eq!(out.findings[0].kind, "unmapped-code");
+        assert_eq!(out.findings[0].field.as_deref(), Some("SYSTEM"));
+        assert_eq!(out.resources[0]["code"]["coding"][0]["system"], "urn:hearth:local:allergies:SYSTEM");
+
+        let obs = Converter::new(&project, "obs").expect("obs");
+        let out = obs.convert(&record(
+            "obs",
+            &[("DATE", "2020-03-04T05:06:07Z"), ("CODE", "29463-7"), ("VALUE", "70.5"), ("UNITS", "kg"), ("TYPE", "numeric")],
+        ));
+        let o = &out.resources[0];
+        assert_eq!(o["effectiveDateTime"], "2020-03-04T05:06:07Z", "UTC stays UTC");
+        assert_eq!(o["valueQuantity"]["code"], "kg");
+        let out = obs.convert(&record("obs", &[("CODE", "72166-2"), ("VALUE", "Never smoked"), ("TYPE", "text")]));
+        assert_eq!(out.resources[0]["valueString"], "Never smoked");
+        assert!(out.findings.is_empty(), "a declared text value is no finding: {:?}", out.findings);
+    }
+
+    #[test]
     fn code_formats() {
         assert!(fits_system("http://hl7.org/fhir/sid/icd-10-cm", "E11.9"));
         assert!(fits_system("http://hl7.org/fhir/sid/icd-10-cm", "I10"));

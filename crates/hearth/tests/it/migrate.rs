@@ -611,7 +611,7 @@ fn synthea_csv_export_converts_every_table_and_loads_idempotently() {
     let project = migrate::project::load(&dir.join("proj")).expect("project");
     let run = migrate::dryrun::run(&project, &dir.join("proj"), migrate::dryrun::Stage::Validate, &migrate::dryrun::today())
         .expect("run");
-    let of = |table: &str| run.resources.iter().filter(move |o| o.table == table).map(|o| &o.resource);
+    let of = |table: &'static str| run.resources.iter().filter(move |o| o.table == table).map(|o| &o.resource);
     let ids: HashSet<String> =
         run.resources.iter().map(|o| format!("{}/{}", o.resource["resourceType"].as_str().unwrap_or(""), o.resource["id"].as_str().unwrap_or(""))).collect();
     let mut refs = Vec::new();
