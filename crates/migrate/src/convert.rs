@@ -493,7 +493,9 @@ impl<'a> Converter<'a> {
                         Severity::Warning,
                         "unmapped-code",
                         system_column,
-                        format!("code system {row_system:?} is not in the system map: code kept as a local code with text"),
+                        format!(
+                            "code system {row_system:?} is not in the system map: code kept as a local code with text"
+                        ),
                     ));
                     column_system = Some(local_system(self.table_name, system_column));
                 }
@@ -576,7 +578,12 @@ impl<'a> Converter<'a> {
 impl Converter<'_> {
     /// Writes fixed elements (`fixed` of a table, `with` of a column) where
     /// the resource does not hold them yet.
-    fn fixed(&self, resource: &mut Map<String, Value>, fixed: &std::collections::BTreeMap<String, toml::Value>, column: &str) {
+    fn fixed(
+        &self,
+        resource: &mut Map<String, Value>,
+        fixed: &std::collections::BTreeMap<String, toml::Value>,
+        column: &str,
+    ) {
         let resource_type = self.table.resource.as_str();
         for (element, value) in fixed {
             let Some(path) = element.strip_prefix(resource_type).and_then(|p| p.strip_prefix('.')) else {
@@ -1038,7 +1045,13 @@ TYPE = {}
         assert_eq!(a["verificationStatus"]["coding"][0]["code"], "confirmed");
         let out = allergies.convert(&record(
             "allergies",
-            &[("CODE", "91935009"), ("SYSTEM", "SNOMED-CT"), ("STOP", "2020-01-01"), ("R2", "76067001"), ("D2", "Sneezing")],
+            &[
+                ("CODE", "91935009"),
+                ("SYSTEM", "SNOMED-CT"),
+                ("STOP", "2020-01-01"),
+                ("R2", "76067001"),
+                ("D2", "Sneezing"),
+            ],
         ));
         let a = &out.resources[0];
         assert_eq!(a["code"]["coding"][0]["system"], "http://snomed.info/sct");
@@ -1057,7 +1070,13 @@ TYPE = {}
         let obs = Converter::new(&project, "obs").expect("obs");
         let out = obs.convert(&record(
             "obs",
-            &[("DATE", "2020-03-04T05:06:07Z"), ("CODE", "29463-7"), ("VALUE", "70.5"), ("UNITS", "kg"), ("TYPE", "numeric")],
+            &[
+                ("DATE", "2020-03-04T05:06:07Z"),
+                ("CODE", "29463-7"),
+                ("VALUE", "70.5"),
+                ("UNITS", "kg"),
+                ("TYPE", "numeric"),
+            ],
         ));
         let o = &out.resources[0];
         assert_eq!(o["effectiveDateTime"], "2020-03-04T05:06:07Z", "UTC stays UTC");

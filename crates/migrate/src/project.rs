@@ -465,7 +465,10 @@ fn check(project: &Project, text: &str, file: &Path) -> Result<(), ProjectError>
                     return Err(err(m.span(), format!("no value map {:?} in [value_maps]", m.get_ref())));
                 };
                 if let Some(bad) = map.values.values().find(|v| !project.code_systems.contains_key(*v)) {
-                    return Err(err(m.span(), format!("value map {:?}: {bad:?} is not in [code_systems]", m.get_ref())));
+                    return Err(err(
+                        m.span(),
+                        format!("value map {:?}: {bad:?} is not in [code_systems]", m.get_ref()),
+                    ));
                 }
             }
             if let Some(m) = &column.unit_map

@@ -473,11 +473,41 @@ const GIVEN_M: &[&str] = &[
     "Kenneth", "George", "Edward", "Brian",
 ];
 const FAMILY: &[&str] = &[
-    "Smith", "Johnson", "Williams", "Brown", "Jones", "Miller", "Davis", "Garcia", "Rodriguez", "Wilson", "Martinez",
-    "Anderson", "Taylor", "Thomas", "Hernandez", "Moore", "Martin", "Jackson", "Thompson", "White", "Lopez", "Lee",
-    "Gonzalez", "Harris", "Clark", "Lewis", "Robinson", "Walker", "Perez", "Hall", "Young", "Allen",
+    "Smith",
+    "Johnson",
+    "Williams",
+    "Brown",
+    "Jones",
+    "Miller",
+    "Davis",
+    "Garcia",
+    "Rodriguez",
+    "Wilson",
+    "Martinez",
+    "Anderson",
+    "Taylor",
+    "Thomas",
+    "Hernandez",
+    "Moore",
+    "Martin",
+    "Jackson",
+    "Thompson",
+    "White",
+    "Lopez",
+    "Lee",
+    "Gonzalez",
+    "Harris",
+    "Clark",
+    "Lewis",
+    "Robinson",
+    "Walker",
+    "Perez",
+    "Hall",
+    "Young",
+    "Allen",
 ];
-const RACES: &[(&str, u32)] = &[("white", 75), ("black", 8), ("asian", 7), ("hispanic", 0), ("native", 1), ("other", 9)];
+const RACES: &[(&str, u32)] =
+    &[("white", 75), ("black", 8), ("asian", 7), ("hispanic", 0), ("native", 1), ("other", 9)];
 
 /// Payers as Synthea ships them (name, ownership).
 const PAYER_LIST: &[(&str, &str)] = &[
@@ -528,10 +558,34 @@ const CBC: &[Obs] = &[
     obs("787-2", "MCV [Entitic volume] by Automated count", "fL", "laboratory", 80.0, 100.0, 1),
     obs("785-6", "MCH [Entitic mass] by Automated count", "pg", "laboratory", 27.0, 33.0, 1),
     obs("786-4", "MCHC [Mass/volume] by Automated count", "g/dL", "laboratory", 32.0, 36.0, 1),
-    obs("21000-5", "Erythrocyte distribution width [Entitic volume] by Automated count", "fL", "laboratory", 39.0, 46.0, 1),
+    obs(
+        "21000-5",
+        "Erythrocyte distribution width [Entitic volume] by Automated count",
+        "fL",
+        "laboratory",
+        39.0,
+        46.0,
+        1,
+    ),
     obs("777-3", "Platelets [#/volume] in Blood by Automated count", "10*3/uL", "laboratory", 150.0, 400.0, 1),
-    obs("32207-3", "Platelet distribution width [Entitic volume] in Blood by Automated count", "fL", "laboratory", 9.0, 17.0, 1),
-    obs("32623-1", "Platelet mean volume [Entitic volume] in Blood by Automated count", "fL", "laboratory", 7.5, 11.5, 1),
+    obs(
+        "32207-3",
+        "Platelet distribution width [Entitic volume] in Blood by Automated count",
+        "fL",
+        "laboratory",
+        9.0,
+        17.0,
+        1,
+    ),
+    obs(
+        "32623-1",
+        "Platelet mean volume [Entitic volume] in Blood by Automated count",
+        "fL",
+        "laboratory",
+        7.5,
+        11.5,
+        1,
+    ),
 ];
 const METABOLIC: &[Obs] = &[
     obs("2339-0", "Glucose [Mass/volume] in Blood", "mg/dL", "laboratory", 70.0, 110.0, 1),
@@ -551,11 +605,35 @@ const LIPIDS: &[Obs] = &[
 ];
 const A1C: Obs = obs("4548-4", "Hemoglobin A1c/Hemoglobin.total in Blood", "%", "laboratory", 5.8, 8.5, 1);
 const SURVEYS: &[Obs] = &[
-    obs("55758-7", "Patient Health Questionnaire 2 item (PHQ-2) total score [Reported]", "{score}", "survey", 0.0, 3.0, 0),
-    obs("70274-6", "Generalized anxiety disorder 7 item (GAD-7) total score [Reported.PHQ]", "{score}", "survey", 0.0, 6.0, 0),
+    obs(
+        "55758-7",
+        "Patient Health Questionnaire 2 item (PHQ-2) total score [Reported]",
+        "{score}",
+        "survey",
+        0.0,
+        3.0,
+        0,
+    ),
+    obs(
+        "70274-6",
+        "Generalized anxiety disorder 7 item (GAD-7) total score [Reported.PHQ]",
+        "{score}",
+        "survey",
+        0.0,
+        6.0,
+        0,
+    ),
     obs("72109-2", "AUDIT-C Total Score", "{score}", "survey", 0.0, 4.0, 0),
     obs("89204-2", "Patient-reported [Score] Anxiety PROMIS", "{score}", "survey", 40.0, 60.0, 1),
-    obs("93025-5", "Protocol for Responding to and Assessing Patients' Assets  Risks  and Experiences [PRAPARE]", "{score}", "survey", 1.0, 9.0, 0),
+    obs(
+        "93025-5",
+        "Protocol for Responding to and Assessing Patients' Assets  Risks  and Experiences [PRAPARE]",
+        "{score}",
+        "survey",
+        1.0,
+        9.0,
+        0,
+    ),
 ];
 /// Urinalysis: LOINC, description, and a text answer or a numeric range
 /// with its unit.
@@ -579,17 +657,42 @@ const PRAPARE: &[(&str, &str, &[&str])] = &[
     ("56051-6", "Do you consider yourself Hispanic/Latino?", &["No", "Yes"]),
     ("71802-3", "Housing status", &["I have housing", "I have housing", "I do not have housing"]),
     ("93033-9", "Are you worried about losing your housing?", &["No", "No", "Yes"]),
-    ("82589-3", "Highest level of school", &["More than high school", "High school diploma or GED", "Less than high school degree"]),
-    ("67875-5", "Employment status current", &["Full-time work", "Part-time or temporary work", "Unemployed", "Otherwise unemployed but not seeking work"]),
-    ("93030-5", "Has lack of transportation kept you from medical appointments  meetings  work  or from getting things needed for daily living", &["No", "Yes  it has kept me from medical appointments or from getting my medications"]),
-    ("93029-7", "How often do you see or talk to people that you care about and feel close to (For example: talking to friends on the phone  visiting friends or family  going to church or club meetings)", &["5 or more times a week", "3 to 5 times a week", "1 or 2 times a week"]),
+    (
+        "82589-3",
+        "Highest level of school",
+        &["More than high school", "High school diploma or GED", "Less than high school degree"],
+    ),
+    (
+        "67875-5",
+        "Employment status current",
+        &["Full-time work", "Part-time or temporary work", "Unemployed", "Otherwise unemployed but not seeking work"],
+    ),
+    (
+        "93030-5",
+        "Has lack of transportation kept you from medical appointments  meetings  work  or from getting things needed for daily living",
+        &["No", "Yes  it has kept me from medical appointments or from getting my medications"],
+    ),
+    (
+        "93029-7",
+        "How often do you see or talk to people that you care about and feel close to (For example: talking to friends on the phone  visiting friends or family  going to church or club meetings)",
+        &["5 or more times a week", "3 to 5 times a week", "1 or 2 times a week"],
+    ),
     ("93038-8", "Stress level", &["Not at all", "A little bit", "Somewhat", "Quite a bit"]),
     ("93026-3", "Do you feel physically and emotionally safe where you currently live?", &["Yes", "Unsure"]),
-    ("76501-6", "Within the last year  have you been afraid of your partner or ex-partner?", &["No", "I have not had a partner in the past year"]),
+    (
+        "76501-6",
+        "Within the last year  have you been afraid of your partner or ex-partner?",
+        &["No", "I have not had a partner in the past year"],
+    ),
     ("93027-1", "Are you a refugee?", &["No"]),
-    ("93028-9", "In the past year  have you spent more than 2 nights in a row in a jail  prison  detention center  or juvenile correctional facility?", &["No"]),
+    (
+        "93028-9",
+        "In the past year  have you spent more than 2 nights in a row in a jail  prison  detention center  or juvenile correctional facility?",
+        &["No"],
+    ),
 ];
-const SMOKING: &[&str] = &["Never smoked tobacco (finding)", "Former smoker (finding)", "Smokes tobacco daily (finding)"];
+const SMOKING: &[&str] =
+    &["Never smoked tobacco (finding)", "Former smoker (finding)", "Smokes tobacco daily (finding)"];
 
 /// A chronic condition: SNOMED code, display, youngest age, chance in
 /// percent, medication (RxNorm, display), care plan (SNOMED, display).
@@ -752,7 +855,15 @@ const ALLERGY_LIST: &[(&str, &str, &str, &str, &str, &str, &str)] = &[
     ("91935009", "SNOMED-CT", "Allergy to peanuts (finding)", "allergy", "food", "39579001", "Anaphylaxis (disorder)"),
     ("300913006", "SNOMED-CT", "Shellfish (substance)", "allergy", "food", "247472004", "Wheal (finding)"),
     ("3718001", "SNOMED-CT", "Cow's milk (substance)", "intolerance", "food", "21522001", "Abdominal pain (finding)"),
-    ("256277009", "SNOMED-CT", "Grass pollen (substance)", "allergy", "environment", "878820003", "Rhinoconjunctivitis (disorder)"),
+    (
+        "256277009",
+        "SNOMED-CT",
+        "Grass pollen (substance)",
+        "allergy",
+        "environment",
+        "878820003",
+        "Rhinoconjunctivitis (disorder)",
+    ),
     ("260147004", "SNOMED-CT", "House dust mite (organism)", "allergy", "environment", "49727002", "Cough (finding)"),
     ("264287008", "SNOMED-CT", "Animal dander (substance)", "allergy", "environment", "76067001", "Sneezing (finding)"),
     ("111088007", "SNOMED-CT", "Latex (substance)", "allergy", "environment", "247472004", "Wheal (finding)"),
@@ -774,7 +885,8 @@ const VACCINES: &[(&str, &str, i32, i32)] = &[
     ("83", "Hep A  ped/adol  2 dose", 1, 2),
 ];
 const FLU: (&str, &str) = ("140", "Influenza  seasonal  injectable  preservative free");
-const COVID: (&str, &str) = ("208", "SARS-COV-2 (COVID-19) vaccine  mRNA  spike protein  LNP  preservative free  30 mcg/0.3mL dose");
+const COVID: (&str, &str) =
+    ("208", "SARS-COV-2 (COVID-19) vaccine  mRNA  spike protein  LNP  preservative free  30 mcg/0.3mL dose");
 
 struct Org {
     id: String,
@@ -848,7 +960,13 @@ pub fn write(out: &Path, options: &SyntheaOptions, mut progress: impl FnMut(u64)
             let given = if female { pick(&mut rng, GIVEN_F) } else { pick(&mut rng, GIVEN_M) };
             providers.push(Provider {
                 id: uuid(&mut rng),
-                name: format!("{}{} {}{}", given, rng.random_range(100..999), pick(&mut rng, FAMILY), rng.random_range(100..999)),
+                name: format!(
+                    "{}{} {}{}",
+                    given,
+                    rng.random_range(100..999),
+                    pick(&mut rng, FAMILY),
+                    rng.random_range(100..999)
+                ),
                 gender: if female { "F" } else { "M" },
                 speciality: "GENERAL PRACTICE",
                 encounters: 0,
@@ -862,13 +980,19 @@ pub fn write(out: &Path, options: &SyntheaOptions, mut progress: impl FnMut(u64)
             city,
             lat: CITIES[city].4 + rng.random_range(-0.05..0.05),
             lon: CITIES[city].5 + rng.random_range(-0.05..0.05),
-            phone: format!("{}-{}-{:04}", rng.random_range(413..978), rng.random_range(200..999), rng.random_range(0..10_000)),
+            phone: format!(
+                "{}-{}-{:04}",
+                rng.random_range(413..978),
+                rng.random_range(200..999),
+                rng.random_range(0..10_000)
+            ),
             encounters: 0,
             revenue: 0.0,
             providers,
         });
     }
-    let payers: Vec<(String, PayerStats)> = PAYER_LIST.iter().map(|_| (uuid(&mut rng), PayerStats::default())).collect();
+    let payers: Vec<(String, PayerStats)> =
+        PAYER_LIST.iter().map(|_| (uuid(&mut rng), PayerStats::default())).collect();
     let mut w = Writer { rng, out: Out::create(out)?, orgs, payers };
     for p in 0..options.patients {
         w.patient()?;
@@ -910,11 +1034,15 @@ impl Writer {
             (true, true, true) => "Mrs.",
             (true, true, false) => "Ms.",
         };
-        let suffix: &str = if age_now >= 30 && rng.random_bool(0.03) { *pick(rng, &["PhD", "MD", "JD"]) } else { "" };
+        let suffix: &str =
+            if age_now >= 30 && rng.random_bool(0.03) { ["PhD", "MD", "JD"][rng.random_range(0..3)] } else { "" };
         let ssn = format!("999-{:02}-{:04}", rng.random_range(10..99), rng.random_range(1000..9999));
         let drivers = if age_now >= 16 { format!("S99{:06}", rng.random_range(0..999_999)) } else { String::new() };
-        let passport =
-            if age_now >= 18 && rng.random_bool(0.6) { format!("X{:08}X", rng.random_range(0..99_999_999)) } else { String::new() };
+        let passport = if age_now >= 18 && rng.random_bool(0.6) {
+            format!("X{:08}X", rng.random_range(0..99_999_999))
+        } else {
+            String::new()
+        };
         let marital = if age_now >= 18 { if married { "M" } else { "S" } } else { "" };
         let mut r = rng.random_range(0..100u32);
         let mut race = "other";
@@ -994,7 +1122,8 @@ impl Writer {
             }
         }
         let smoker = *pick(&mut self.rng, SMOKING);
-        let height_adult = if female { self.rng.random_range(152.0..175.0) } else { self.rng.random_range(165.0..190.0) };
+        let height_adult =
+            if female { self.rng.random_range(152.0..175.0) } else { self.rng.random_range(165.0..190.0) };
         let bmi_base = self.rng.random_range(19.0..33.0);
         let allergy_count = if self.rng.random_bool(0.25) { self.rng.random_range(1..=2) } else { 0 };
         let mut given_once: Vec<&str> = Vec::new();
@@ -1027,11 +1156,7 @@ impl Writer {
                     let a = *pick(&mut self.rng, ALLERGY_LIST);
                     let severity = *pick(&mut self.rng, SEVERITIES);
                     let second = self.rng.random_bool(0.3);
-                    let (r2, d2, s2) = if second {
-                        ("76067001", "Sneezing (finding)", "MILD")
-                    } else {
-                        ("", "", "")
-                    };
+                    let (r2, d2, s2) = if second { ("76067001", "Sneezing (finding)", "MILD") } else { ("", "", "") };
                     self.out.row(
                         ALLERGIES,
                         &[&day(d), "", &id, &visit.id, a.0, a.1, a.2, a.3, a.4, a.5, a.6, severity, r2, d2, s2],
@@ -1050,17 +1175,35 @@ impl Writer {
             let (sys_low, sys_high): (f64, f64) = if hypertensive { (130.0, 165.0) } else { (100.0, 135.0) };
             let vitals: [(&str, &str, String, &str); 8] = [
                 ("8302-2", "Body Height", format!("{height:.1}"), "cm"),
-                ("72514-3", "Pain severity - 0-10 verbal numeric rating [Score] - Reported", format!("{:.1}", self.rng.random_range(0..5) as f64), "{score}"),
+                (
+                    "72514-3",
+                    "Pain severity - 0-10 verbal numeric rating [Score] - Reported",
+                    format!("{:.1}", self.rng.random_range(0..5) as f64),
+                    "{score}",
+                ),
                 ("29463-7", "Body Weight", format!("{weight:.1}"), "kg"),
                 ("39156-5", "Body mass index (BMI) [Ratio]", format!("{bmi:.2}"), "kg/m2"),
-                ("8462-4", "Diastolic Blood Pressure", format!("{:.1}", self.rng.random_range(60..95) as f64), "mm[Hg]"),
-                ("8480-6", "Systolic Blood Pressure", format!("{:.1}", self.rng.random_range(sys_low..sys_high).round()), "mm[Hg]"),
+                (
+                    "8462-4",
+                    "Diastolic Blood Pressure",
+                    format!("{:.1}", self.rng.random_range(60..95) as f64),
+                    "mm[Hg]",
+                ),
+                (
+                    "8480-6",
+                    "Systolic Blood Pressure",
+                    format!("{:.1}", self.rng.random_range(sys_low..sys_high).round()),
+                    "mm[Hg]",
+                ),
                 ("8867-4", "Heart rate", format!("{:.1}", self.rng.random_range(55..100) as f64), "/min"),
                 ("9279-1", "Respiratory rate", format!("{:.1}", self.rng.random_range(12..20) as f64), "/min"),
             ];
             let when = ts(start);
             for (code, display, value, unit) in &vitals {
-                self.out.row(OBSERVATIONS, &[&when, &id, &visit.id, "vital-signs", code, display, value, unit, "numeric"])?;
+                self.out.row(
+                    OBSERVATIONS,
+                    &[&when, &id, &visit.id, "vital-signs", code, display, value, unit, "numeric"],
+                )?;
             }
             if age >= 18 {
                 let diabetic = chronic.iter().any(|(c, y)| *c == 1 && *y <= year);
@@ -1085,18 +1228,30 @@ impl Writer {
                 )?;
                 for (code, display, answers) in URINALYSIS_TEXT {
                     let answer = *pick(&mut self.rng, answers);
-                    self.out.row(OBSERVATIONS, &[&when, &id, &visit.id, "laboratory", code, display, answer, "", "text"])?;
+                    self.out
+                        .row(OBSERVATIONS, &[&when, &id, &visit.id, "laboratory", code, display, answer, "", "text"])?;
                 }
                 for o in URINALYSIS_NUMERIC {
                     self.observation(&when, &id, &visit.id, o)?;
                 }
                 for (code, display, answers) in PRAPARE {
                     let answer = *pick(&mut self.rng, answers);
-                    self.out.row(OBSERVATIONS, &[&when, &id, &visit.id, "survey", code, display, answer, "", "text"])?;
+                    self.out
+                        .row(OBSERVATIONS, &[&when, &id, &visit.id, "survey", code, display, answer, "", "text"])?;
                 }
-                self.procedure(&visit, &id, ("710824005", "Assessment of health and social care needs (procedure)"), None)?;
+                self.procedure(
+                    &visit,
+                    &id,
+                    ("710824005", "Assessment of health and social care needs (procedure)"),
+                    None,
+                )?;
                 self.procedure(&visit, &id, ("171207006", "Depression screening (procedure)"), None)?;
-                self.procedure(&visit, &id, ("715252007", "Depression screening using Patient Health Questionnaire Two-Item score (procedure)"), None)?;
+                self.procedure(
+                    &visit,
+                    &id,
+                    ("715252007", "Depression screening using Patient Health Questionnaire Two-Item score (procedure)"),
+                    None,
+                )?;
                 if age >= 50 && !given_once.contains(&"73761001") && self.rng.random_bool(0.2) {
                     given_once.push("73761001");
                     self.procedure(&visit, &id, ("73761001", "Colonoscopy (procedure)"), None)?;
@@ -1107,7 +1262,10 @@ impl Writer {
                     ("59576-9", "Body mass index (BMI) [Percentile] Per age and sex", 5.0, 95.0),
                 ] {
                     let value = format!("{:.1}", self.rng.random_range(low..high));
-                    self.out.row(OBSERVATIONS, &[&when, &id, &visit.id, "vital-signs", code, display, &value, "%", "numeric"])?;
+                    self.out.row(
+                        OBSERVATIONS,
+                        &[&when, &id, &visit.id, "vital-signs", code, display, &value, "%", "numeric"],
+                    )?;
                 }
                 self.procedure(&visit, &id, ("386516004", "Anticipatory guidance (procedure)"), None)?;
             }
@@ -1140,15 +1298,21 @@ impl Writer {
                     let plan = uuid(&mut self.rng);
                     self.out.row(
                         CAREPLANS,
-                        &[&plan, &day(d), "", &id, &visit.id, cond.careplan.0, cond.careplan.1, cond.snomed, cond.display],
+                        &[
+                            &plan,
+                            &day(d),
+                            "",
+                            &id,
+                            &visit.id,
+                            cond.careplan.0,
+                            cond.careplan.1,
+                            cond.snomed,
+                            cond.display,
+                        ],
                     )?;
                 }
                 if let Some(med) = cond.medication {
-                    let stop = if year < last_day.year() {
-                        ts(start + Duration::days(365))
-                    } else {
-                        String::new()
-                    };
+                    let stop = if year < last_day.year() { ts(start + Duration::days(365)) } else { String::new() };
                     self.medication(&visit, &id, &when, &stop, med, Some((cond.snomed, cond.display)), 12)?;
                 }
                 if c == 1 && !device_given {
@@ -1184,12 +1348,25 @@ impl Writer {
                     )?;
                     let when = ts(start);
                     let bp: [(&str, &str, String, &str); 3] = [
-                        ("8462-4", "Diastolic Blood Pressure", format!("{:.1}", self.rng.random_range(65..95) as f64), "mm[Hg]"),
-                        ("8480-6", "Systolic Blood Pressure", format!("{:.1}", self.rng.random_range(sys_low..sys_high).round()), "mm[Hg]"),
+                        (
+                            "8462-4",
+                            "Diastolic Blood Pressure",
+                            format!("{:.1}", self.rng.random_range(65..95) as f64),
+                            "mm[Hg]",
+                        ),
+                        (
+                            "8480-6",
+                            "Systolic Blood Pressure",
+                            format!("{:.1}", self.rng.random_range(sys_low..sys_high).round()),
+                            "mm[Hg]",
+                        ),
                         ("29463-7", "Body Weight", format!("{weight:.1}"), "kg"),
                     ];
                     for (code, display, value, unit) in &bp {
-                        self.out.row(OBSERVATIONS, &[&when, &id, &v.id, "vital-signs", code, display, value, unit, "numeric"])?;
+                        self.out.row(
+                            OBSERVATIONS,
+                            &[&when, &id, &v.id, "vital-signs", code, display, value, unit, "numeric"],
+                        )?;
                     }
                     if c == 1 {
                         self.observation(&when, &id, &v.id, &A1C)?;
@@ -1198,7 +1375,14 @@ impl Writer {
                         }
                         self.out.row(
                             SUPPLIES,
-                            &[&day(follow), &id, &v.id, "337388004", "Blood glucose testing strips (physical object)", "100"],
+                            &[
+                                &day(follow),
+                                &id,
+                                &v.id,
+                                "337388004",
+                                "Blood glucose testing strips (physical object)",
+                                "100",
+                            ],
                         )?;
                     } else if c == 2 {
                         for o in LIPIDS {
@@ -1229,18 +1413,40 @@ impl Writer {
                 let when = ts(start);
                 self.out.row(
                     CONDITIONS,
-                    &[&day(d), &day(d + Duration::days(illness.days)), &id, &v.id, "SNOMED-CT", illness.snomed, illness.display],
+                    &[
+                        &day(d),
+                        &day(d + Duration::days(illness.days)),
+                        &id,
+                        &v.id,
+                        "SNOMED-CT",
+                        illness.snomed,
+                        illness.display,
+                    ],
                 )?;
-                let temp = if illness.fever { self.rng.random_range(38.0..39.6) } else { self.rng.random_range(36.4..37.3) };
+                let temp =
+                    if illness.fever { self.rng.random_range(38.0..39.6) } else { self.rng.random_range(36.4..37.3) };
                 self.out.row(
                     OBSERVATIONS,
-                    &[&when, &id, &v.id, "vital-signs", "8310-5", "Body temperature", &format!("{temp:.1}"), "Cel", "numeric"],
+                    &[
+                        &when,
+                        &id,
+                        &v.id,
+                        "vital-signs",
+                        "8310-5",
+                        "Body temperature",
+                        &format!("{temp:.1}"),
+                        "Cel",
+                        "numeric",
+                    ],
                 )?;
                 for (code, display, value, unit) in [
                     ("8867-4", "Heart rate", format!("{:.1}", self.rng.random_range(60..110) as f64), "/min"),
                     ("9279-1", "Respiratory rate", format!("{:.1}", self.rng.random_range(12..24) as f64), "/min"),
                 ] {
-                    self.out.row(OBSERVATIONS, &[&when, &id, &v.id, "vital-signs", code, display, &value, unit, "numeric"])?;
+                    self.out.row(
+                        OBSERVATIONS,
+                        &[&when, &id, &v.id, "vital-signs", code, display, &value, unit, "numeric"],
+                    )?;
                 }
                 let stop = ts(start + Duration::days(illness.days));
                 self.medication(&v, &id, &when, &stop, illness.medication, Some((illness.snomed, illness.display)), 1)?;
@@ -1269,7 +1475,12 @@ impl Writer {
                             "399208008",
                         ],
                     )?;
-                    self.procedure(&v, &id, ("399208008", "Plain X-ray of chest (procedure)"), Some((illness.snomed, illness.display)))?;
+                    self.procedure(
+                        &v,
+                        &id,
+                        ("399208008", "Plain X-ray of chest (procedure)"),
+                        Some((illness.snomed, illness.display)),
+                    )?;
                 }
                 if illness.snomed == "44465007" {
                     let plan = uuid(&mut self.rng);
@@ -1332,10 +1543,8 @@ impl Writer {
     fn observation(&mut self, when: &str, patient: &str, encounter: &str, o: &Obs) -> Result<(), String> {
         let value = self.rng.random_range(o.low..o.high);
         let value = format!("{value:.*}", o.places);
-        self.out.row(
-            OBSERVATIONS,
-            &[when, patient, encounter, o.category, o.loinc, o.display, &value, o.unit, "numeric"],
-        )
+        self.out
+            .row(OBSERVATIONS, &[when, patient, encounter, o.category, o.loinc, o.display, &value, o.unit, "numeric"])
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -1355,7 +1564,11 @@ impl Writer {
         let stop = start + Duration::minutes(self.rng.random_range(15..60));
         let base = 136.8;
         let total = money(&mut self.rng, base, 900.0);
-        let covered = if payer == NO_INSURANCE { 0.0 } else { (total * self.rng.random_range(0.5..0.95) * 100.0).round() / 100.0 };
+        let covered = if payer == NO_INSURANCE {
+            0.0
+        } else {
+            (total * self.rng.random_range(0.5..0.95) * 100.0).round() / 100.0
+        };
         let o = &mut self.orgs[org];
         o.encounters += 1;
         o.revenue += total;
@@ -1574,23 +1787,53 @@ mod tests {
     /// wiki, "CSV File Data Dictionary", and `CSVExporter`), written out
     /// independently of [`HEADERS`].
     const DOCUMENTED: &[(&str, &str)] = &[
-        ("patients.csv", "Id,BIRTHDATE,DEATHDATE,SSN,DRIVERS,PASSPORT,PREFIX,FIRST,MIDDLE,LAST,SUFFIX,MAIDEN,MARITAL,RACE,ETHNICITY,GENDER,BIRTHPLACE,ADDRESS,CITY,STATE,COUNTY,FIPS,ZIP,LAT,LON,HEALTHCARE_EXPENSES,HEALTHCARE_COVERAGE,INCOME"),
-        ("encounters.csv", "Id,START,STOP,PATIENT,ORGANIZATION,PROVIDER,PAYER,ENCOUNTERCLASS,CODE,DESCRIPTION,BASE_ENCOUNTER_COST,TOTAL_CLAIM_COST,PAYER_COVERAGE,REASONCODE,REASONDESCRIPTION"),
+        (
+            "patients.csv",
+            "Id,BIRTHDATE,DEATHDATE,SSN,DRIVERS,PASSPORT,PREFIX,FIRST,MIDDLE,LAST,SUFFIX,MAIDEN,MARITAL,RACE,ETHNICITY,GENDER,BIRTHPLACE,ADDRESS,CITY,STATE,COUNTY,FIPS,ZIP,LAT,LON,HEALTHCARE_EXPENSES,HEALTHCARE_COVERAGE,INCOME",
+        ),
+        (
+            "encounters.csv",
+            "Id,START,STOP,PATIENT,ORGANIZATION,PROVIDER,PAYER,ENCOUNTERCLASS,CODE,DESCRIPTION,BASE_ENCOUNTER_COST,TOTAL_CLAIM_COST,PAYER_COVERAGE,REASONCODE,REASONDESCRIPTION",
+        ),
         ("conditions.csv", "START,STOP,PATIENT,ENCOUNTER,SYSTEM,CODE,DESCRIPTION"),
-        ("medications.csv", "START,STOP,PATIENT,PAYER,ENCOUNTER,CODE,DESCRIPTION,BASE_COST,PAYER_COVERAGE,DISPENSES,TOTALCOST,REASONCODE,REASONDESCRIPTION"),
-        ("allergies.csv", "START,STOP,PATIENT,ENCOUNTER,CODE,SYSTEM,DESCRIPTION,TYPE,CATEGORY,REACTION1,DESCRIPTION1,SEVERITY1,REACTION2,DESCRIPTION2,SEVERITY2"),
+        (
+            "medications.csv",
+            "START,STOP,PATIENT,PAYER,ENCOUNTER,CODE,DESCRIPTION,BASE_COST,PAYER_COVERAGE,DISPENSES,TOTALCOST,REASONCODE,REASONDESCRIPTION",
+        ),
+        (
+            "allergies.csv",
+            "START,STOP,PATIENT,ENCOUNTER,CODE,SYSTEM,DESCRIPTION,TYPE,CATEGORY,REACTION1,DESCRIPTION1,SEVERITY1,REACTION2,DESCRIPTION2,SEVERITY2",
+        ),
         ("observations.csv", "DATE,PATIENT,ENCOUNTER,CATEGORY,CODE,DESCRIPTION,VALUE,UNITS,TYPE"),
         ("immunizations.csv", "DATE,PATIENT,ENCOUNTER,CODE,DESCRIPTION,BASE_COST"),
-        ("procedures.csv", "START,STOP,PATIENT,ENCOUNTER,SYSTEM,CODE,DESCRIPTION,BASE_COST,REASONCODE,REASONDESCRIPTION"),
+        (
+            "procedures.csv",
+            "START,STOP,PATIENT,ENCOUNTER,SYSTEM,CODE,DESCRIPTION,BASE_COST,REASONCODE,REASONDESCRIPTION",
+        ),
         ("careplans.csv", "Id,START,STOP,PATIENT,ENCOUNTER,CODE,DESCRIPTION,REASONCODE,REASONDESCRIPTION"),
-        ("imaging_studies.csv", "Id,DATE,PATIENT,ENCOUNTER,SERIES_UID,BODYSITE_CODE,BODYSITE_DESCRIPTION,MODALITY_CODE,MODALITY_DESCRIPTION,INSTANCE_UID,SOP_CODE,SOP_DESCRIPTION,PROCEDURE_CODE"),
+        (
+            "imaging_studies.csv",
+            "Id,DATE,PATIENT,ENCOUNTER,SERIES_UID,BODYSITE_CODE,BODYSITE_DESCRIPTION,MODALITY_CODE,MODALITY_DESCRIPTION,INSTANCE_UID,SOP_CODE,SOP_DESCRIPTION,PROCEDURE_CODE",
+        ),
         ("devices.csv", "START,STOP,PATIENT,ENCOUNTER,CODE,DESCRIPTION,UDI"),
         ("supplies.csv", "DATE,PATIENT,ENCOUNTER,CODE,DESCRIPTION,QUANTITY"),
         ("organizations.csv", "Id,NAME,ADDRESS,CITY,STATE,ZIP,LAT,LON,PHONE,REVENUE,UTILIZATION"),
-        ("providers.csv", "Id,ORGANIZATION,NAME,GENDER,SPECIALITY,ADDRESS,CITY,STATE,ZIP,LAT,LON,ENCOUNTERS,PROCEDURES"),
-        ("payers.csv", "Id,NAME,OWNERSHIP,ADDRESS,CITY,STATE_HEADQUARTERED,ZIP,PHONE,AMOUNT_COVERED,AMOUNT_UNCOVERED,REVENUE,COVERED_ENCOUNTERS,UNCOVERED_ENCOUNTERS,COVERED_MEDICATIONS,UNCOVERED_MEDICATIONS,COVERED_PROCEDURES,UNCOVERED_PROCEDURES,COVERED_IMMUNIZATIONS,UNCOVERED_IMMUNIZATIONS,UNIQUE_CUSTOMERS,QOLS_AVG,MEMBER_MONTHS"),
-        ("payer_transitions.csv", "PATIENT,MEMBERID,START_DATE,END_DATE,PAYER,SECONDARY_PAYER,PLAN_OWNERSHIP,OWNER_NAME"),
-        ("claims.csv", "Id,PATIENTID,PROVIDERID,PRIMARYPATIENTINSURANCEID,SECONDARYPATIENTINSURANCEID,DEPARTMENTID,PATIENTDEPARTMENTID,DIAGNOSIS1,DIAGNOSIS2,DIAGNOSIS3,DIAGNOSIS4,DIAGNOSIS5,DIAGNOSIS6,DIAGNOSIS7,DIAGNOSIS8,REFERRINGPROVIDERID,APPOINTMENTID,CURRENTILLNESSDATE,SERVICEDATE,SUPERVISINGPROVIDERID,STATUS1,STATUS2,STATUSP,OUTSTANDING1,OUTSTANDING2,OUTSTANDINGP,LASTBILLEDDATE1,LASTBILLEDDATE2,LASTBILLEDDATEP,HEALTHCARECLAIMTYPEID1,HEALTHCARECLAIMTYPEID2"),
+        (
+            "providers.csv",
+            "Id,ORGANIZATION,NAME,GENDER,SPECIALITY,ADDRESS,CITY,STATE,ZIP,LAT,LON,ENCOUNTERS,PROCEDURES",
+        ),
+        (
+            "payers.csv",
+            "Id,NAME,OWNERSHIP,ADDRESS,CITY,STATE_HEADQUARTERED,ZIP,PHONE,AMOUNT_COVERED,AMOUNT_UNCOVERED,REVENUE,COVERED_ENCOUNTERS,UNCOVERED_ENCOUNTERS,COVERED_MEDICATIONS,UNCOVERED_MEDICATIONS,COVERED_PROCEDURES,UNCOVERED_PROCEDURES,COVERED_IMMUNIZATIONS,UNCOVERED_IMMUNIZATIONS,UNIQUE_CUSTOMERS,QOLS_AVG,MEMBER_MONTHS",
+        ),
+        (
+            "payer_transitions.csv",
+            "PATIENT,MEMBERID,START_DATE,END_DATE,PAYER,SECONDARY_PAYER,PLAN_OWNERSHIP,OWNER_NAME",
+        ),
+        (
+            "claims.csv",
+            "Id,PATIENTID,PROVIDERID,PRIMARYPATIENTINSURANCEID,SECONDARYPATIENTINSURANCEID,DEPARTMENTID,PATIENTDEPARTMENTID,DIAGNOSIS1,DIAGNOSIS2,DIAGNOSIS3,DIAGNOSIS4,DIAGNOSIS5,DIAGNOSIS6,DIAGNOSIS7,DIAGNOSIS8,REFERRINGPROVIDERID,APPOINTMENTID,CURRENTILLNESSDATE,SERVICEDATE,SUPERVISINGPROVIDERID,STATUS1,STATUS2,STATUSP,OUTSTANDING1,OUTSTANDING2,OUTSTANDINGP,LASTBILLEDDATE1,LASTBILLEDDATE2,LASTBILLEDDATEP,HEALTHCARECLAIMTYPEID1,HEALTHCARECLAIMTYPEID2",
+        ),
     ];
 
     #[test]
