@@ -251,7 +251,9 @@ enum MigrateCommand {
         #[command(flatten)]
         target: MigrationTarget,
     },
-    /// Write a seeded, deliberately messy legacy CSV export for rehearsals and tests.
+    /// Write a seeded export for rehearsals and tests: a deliberately messy
+    /// legacy CSV export (--layout legacy-csv, the default), or the Synthea
+    /// CSV export layout with Synthea-like history (--layout synthea-csv).
     Sample {
         /// Output folder.
         #[arg(long)]
@@ -260,6 +262,12 @@ enum MigrateCommand {
         patients: usize,
         #[arg(long, default_value_t = 1)]
         seed: u64,
+        /// legacy-csv (what the legacy-csv preset maps) or synthea-csv (the 17 files of the Synthea CSV export).
+        #[arg(long, default_value = "legacy-csv")]
+        layout: String,
+        /// No progress bar.
+        #[arg(long)]
+        quiet: bool,
     },
 }
 
@@ -833,7 +841,33 @@ async fn migrate_command(command: MigrateCommand, env: &[(String, String)]) -> a
             );
             Ok(if report.kept.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(3) })
         }
-        MigrateCommand::Sample { out, patients, seed } => {
+        MigrateCommand::Sample { out, patients, seed, layout, quiet } if layout == "synthea-csv" => {
+            let options = migrate::synthea_sample::SyntheaOptions { patients, seed };
+            let bar = if quiet { indicatif::ProgressBar::hidden() } else { indicatif::ProgressBar::new(patients as u64) };
+            bar.set_style(
+                indicatif::ProgressStyle::with_template("sample {wide_bar} {pos}/{len} patients ({eta})")
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            let started = std::time::Instant::now();
+            let report = migrate::synthea_sample::write(&out, &options, |done| bar.set_position(done));
+            bar.finish_and_clear();
+            let report = report.map_err(anyhow::Error::msg)?;
+            println!(
+                "wrote a Synthea CSV export of {patients} patients to {}: {} files, {} rows in {:.1} s",
+                out.display(),
+                report.files.len(),
+                report.total_rows(),
+                started.elapsed().as_secs_f64()
+            );
+            for (file, rows) in &report.rows {
+                println!("  {file}: {rows} rows");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        MigrateCommand::Sample { layout, .. } if layout != "legacy-csv" => {
+            anyhow::bail!("--layout {layout:?}: expected legacy-csv or synthea-csv")
+        }
+        MigrateCommand::Sample { out, patients, seed, .. } => {
             let options = migrate::sample::SampleOptions { patients, seed };
             let report = migrate::sample::write(&out, &options).map_err(anyhow::Error::msg)?;
             let rows: u64 = report.rows.values().sum();

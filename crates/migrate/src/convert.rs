@@ -140,7 +140,18 @@ const ARRAYS: &[&str] = &[
     "author",
     "category",
     "note",
+    "suffix",
+    "payor",
+    "series",
+    "instance",
+    "procedureCode",
+    "udiCarrier",
+    "diagnosis",
+    "insurance",
+    "qualification",
 ];
+/// Top-level elements that do not repeat although [`ARRAYS`] names them.
+const SINGLE: &[(&str, &str)] = &[("Organization", "name")];
 /// Code elements of type CodeableConcept (their default system when the value
 /// map names none).
 const CODEABLE: &[(&str, Option<&str>)] = &[
@@ -152,7 +163,12 @@ const CODEABLE: &[(&str, Option<&str>)] = &[
     ("Encounter.type", None),
 ];
 /// Code elements of type Coding.
-const CODING: &[&str] = &["Encounter.class"];
+const CODING: &[&str] = &[
+    "Encounter.class",
+    "ImagingStudy.series.modality",
+    "ImagingStudy.series.bodySite",
+    "ImagingStudy.series.instance.sopClass",
+];
 /// Elements of type instant (a date gets midnight in the project's zone).
 const INSTANTS: &[&str] = &["DocumentReference.date"];
 
@@ -232,6 +248,7 @@ impl<'a> Converter<'a> {
                 continue;
             }
             let Some(element) = &decl.element else {
+                self.fixed(&mut base, &decl.with, column);
                 continue;
             };
             let Some(path) = element.strip_prefix(resource_type).and_then(|p| p.strip_prefix('.')) else {
@@ -249,7 +266,10 @@ impl<'a> Converter<'a> {
             }
             match self.value(record, column, decl, element, raw, &mut out) {
                 Some(value) if decl.code.is_some() => per_column.push((column, decl, value)),
-                Some(value) => self.write(&mut base, column, element, path, decl, value, record, &mut out),
+                Some(value) => {
+                    self.write(&mut base, column, element, path, decl, value, record, &mut out);
+                    self.fixed(&mut base, &decl.with, column);
+                }
                 None => {}
             }
         }
@@ -263,6 +283,9 @@ impl<'a> Converter<'a> {
                 continue;
             };
             out.links.push(Link { column: join.column.clone(), table: target.clone(), key: value.to_owned() });
+            if join.element.is_empty() {
+                continue;
+            }
             let reference =
                 json!({ "reference": format!("{}/{}", target_decl.resource, resource_id(target, value, "")) });
             if let Some(path) = join.element.strip_prefix(resource_type).and_then(|p| p.strip_prefix('.')) {
@@ -292,6 +315,16 @@ impl<'a> Converter<'a> {
                 ));
             }
         }
+        for presence in &self.table.presence {
+            let filled = !record.get(&presence.column).unwrap_or("").trim().is_empty();
+            let code = if filled { &presence.filled } else { &presence.empty };
+            let Some(path) = presence.element.strip_prefix(resource_type).and_then(|p| p.strip_prefix('.')) else {
+                continue;
+            };
+            let decl = ColumnDecl { kind: ColumnType::Code, ..ColumnDecl::default() };
+            self.write_code(&mut base, &presence.column, &presence.element, path, &decl, code, record, &mut out);
+        }
+        self.fixed(&mut base, &self.table.fixed, "");
         defaults(&mut base, resource_type, !per_column.is_empty());
         if out.failed() {
             return out;
@@ -363,7 +396,7 @@ impl<'a> Converter<'a> {
                 if INSTANTS.contains(&element) && text.len() == 10 {
                     text.push_str("T00:00:00");
                 }
-                if text.len() > 10 {
+                if text.len() > 10 && !text.ends_with('Z') {
                     text = self.zone.localise(&text).unwrap_or(text);
                 }
                 out.dates.push((column.to_owned(), text.clone()));
@@ -371,6 +404,15 @@ impl<'a> Converter<'a> {
             }
             ColumnType::Decimal | ColumnType::Integer => {
                 let integer = decl.kind == ColumnType::Integer;
+                let text_row = decl
+                    .type_column
+                    .as_deref()
+                    .and_then(|c| _record.get(c))
+                    .is_some_and(|t| t.trim().eq_ignore_ascii_case("text"));
+                if text_row && element.ends_with("valueQuantity.value") {
+                    // The row says its value is text (Synthea's TYPE column).
+                    return Some(json!(raw));
+                }
                 if !is_number(raw, integer) && element.ends_with("valueQuantity.value") {
                     // A text result ("positive") in a numeric result column:
                     // kept as valueString, reported.
@@ -409,7 +451,7 @@ impl<'a> Converter<'a> {
     ) {
         if decl.kind == ColumnType::Code {
             let raw = value.as_str().unwrap_or_default();
-            self.write_code(resource, column, element, path, decl, raw, out);
+            self.write_code(resource, column, element, path, decl, raw, record, out);
             return;
         }
         if let (Some(parent), Value::String(_)) = (path.strip_suffix("Quantity.value"), &value) {
@@ -489,10 +531,34 @@ impl<'a> Converter<'a> {
         path: &str,
         decl: &ColumnDecl,
         raw: &str,
+        record: &Record,
         out: &mut Converted,
     ) {
         let systems = &self.project.code_systems;
-        let column_system = decl.system.as_ref().and_then(|s| systems.get(s.get_ref())).cloned();
+        let mut column_system = decl.system.as_ref().and_then(|s| systems.get(s.get_ref())).cloned();
+        // A code system named per row (Synthea's SYSTEM column).
+        let row_system = decl.system_column.as_deref().and_then(|c| record.get(c)).map(str::trim).unwrap_or("");
+        if !row_system.is_empty() {
+            let map = decl.system_map.as_ref().and_then(|m| self.project.value_maps.get(m.get_ref()));
+            match map.and_then(|m| m.values.get(row_system)).and_then(|key| systems.get(key)) {
+                Some(uri) => column_system = Some(uri.clone()),
+                None if row_system.contains("://") || row_system.starts_with("urn:") => {
+                    column_system = Some(row_system.to_owned());
+                }
+                None => {
+                    let system_column = decl.system_column.as_deref().unwrap_or(column);
+                    out.findings.push(Finding::new(
+                        Severity::Warning,
+                        "unmapped-code",
+                        system_column,
+                        format!(
+                            "code system {row_system:?} is not in the system map: code kept as a local code with text"
+                        ),
+                    ));
+                    column_system = Some(local_system(self.table_name, system_column));
+                }
+            }
+        }
         let map = decl.value_map.as_ref().and_then(|m| self.project.value_maps.get(m.get_ref()));
         // Why a code that claims a standard system is not one of its codes.
         let mut unfit: Option<String> = None;
@@ -590,6 +656,36 @@ impl<'a> Converter<'a> {
     }
 }
 
+impl Converter<'_> {
+    /// Writes fixed elements (`fixed` of a table, `with` of a column) where
+    /// the resource does not hold them yet.
+    fn fixed(
+        &self,
+        resource: &mut Map<String, Value>,
+        fixed: &std::collections::BTreeMap<String, toml::Value>,
+        column: &str,
+    ) {
+        let resource_type = self.table.resource.as_str();
+        for (element, value) in fixed {
+            let Some(path) = element.strip_prefix(resource_type).and_then(|p| p.strip_prefix('.')) else {
+                continue;
+            };
+            if !path.contains('[') && get_path(resource, path).is_some() {
+                continue;
+            }
+            let Ok(value) = serde_json::to_value(value) else {
+                continue;
+            };
+            match value {
+                Value::Array(items) if !path.contains('.') => {
+                    resource.insert(path.to_owned(), Value::Array(items));
+                }
+                value => set_path(resource, path, value, self.table_name, column),
+            }
+        }
+    }
+}
+
 /// Fixed elements a resource type needs that the legacy data does not hold.
 fn defaults(resource: &mut Map<String, Value>, resource_type: &str, per_column: bool) {
     let mut put = |name: &str, value: Value| {
@@ -677,11 +773,19 @@ fn matches(entry: &Value, marker: &Map<String, Value>) -> bool {
 /// lists are created as needed and a list leaf is appended to.
 pub fn set_path(root: &mut Map<String, Value>, path: &str, value: Value, table: &str, column: &str) {
     let segments: Vec<&str> = path.split('.').collect();
+    // A top-level element that does not repeat in this resource type though
+    // its name does elsewhere (`Organization.name`).
+    let single = root
+        .get("resourceType")
+        .and_then(Value::as_str)
+        .is_some_and(|t| SINGLE.iter().any(|(rt, e)| *rt == t && segments.first() == Some(e)));
     let mut node = root;
     for (i, segment) in segments.iter().enumerate() {
         let (name, pick) = split_segment(segment);
         let last = i + 1 == segments.len();
-        let is_array = ARRAYS.contains(&name);
+        // `[N]`: the entry at index N of a list (created as needed).
+        let index = pick.and_then(|p| p.parse::<usize>().ok());
+        let is_array = (ARRAYS.contains(&name) && !(single && i == 0)) || index.is_some();
         if last {
             if is_array {
                 match node.get_mut(name).and_then(Value::as_array_mut) {
@@ -696,7 +800,7 @@ pub fn set_path(root: &mut Map<String, Value>, path: &str, value: Value, table: 
             return;
         }
         let child = if is_array {
-            let pick = pick.unwrap_or(if name == "identifier" { column } else { "" });
+            let pick = pick.filter(|_| index.is_none()).unwrap_or(if name == "identifier" { column } else { "" });
             let mark = marker(name, pick, table);
             let list = node.entry(name).or_insert_with(|| json!([]));
             if !list.is_array() {
@@ -705,6 +809,20 @@ pub fn set_path(root: &mut Map<String, Value>, path: &str, value: Value, table: 
             let Some(list) = list.as_array_mut() else {
                 return;
             };
+            if let Some(n) = index {
+                while list.len() <= n {
+                    list.push(json!({}));
+                }
+                let child = &mut list[n];
+                if !child.is_object() {
+                    *child = json!({});
+                }
+                let Some(next) = child.as_object_mut() else {
+                    return;
+                };
+                node = next;
+                continue;
+            }
             let found = if mark.is_empty() {
                 (!list.is_empty()).then_some(0)
             } else {
@@ -736,10 +854,13 @@ pub fn get_path<'v>(root: &'v Map<String, Value>, path: &str) -> Option<&'v Valu
     let mut value: Option<&Value> = None;
     let mut node = root;
     for segment in path.split('.') {
-        let (name, _) = split_segment(segment);
+        let (name, pick) = split_segment(segment);
         let mut v = node.get(name)?;
         if let Some(list) = v.as_array() {
-            v = list.first()?;
+            v = match pick.and_then(|p| p.parse::<usize>().ok()) {
+                Some(n) => list.get(n)?,
+                None => list.first()?,
+            };
         }
         value = Some(v);
         if let Some(o) = v.as_object() {
@@ -911,6 +1032,117 @@ mod tests {
                 "{issues:?}"
             );
         }
+    }
+
+    #[test]
+    fn per_row_systems_text_values_presence_fixed_with_and_indexes() {
+        let toml = r#"
+[project]
+name = "t"
+
+[defaults]
+date_formats = ["YYYY-MM-DDThh:mm:ssZ", "YYYY-MM-DD"]
+timezone = "America/Chicago"
+
+[sources.s]
+kind = "csv"
+path = "."
+
+[code_systems]
+snomed = "http://snomed.info/sct"
+rxnorm = "http://www.nlm.nih.gov/research/umls/rxnorm"
+loinc = "http://loinc.org"
+
+[value_maps.systems]
+values = { "SNOMED-CT" = "snomed", RxNorm = "rxnorm" }
+
+[unit_maps.ucum]
+"kg" = "kg"
+
+[tables.allergies]
+source = "s"
+file = "a.csv"
+resource = "AllergyIntolerance"
+fixed = { "AllergyIntolerance.verificationStatus" = { coding = [{ system = "http://terminology.hl7.org/CodeSystem/allergyintolerance-verification", code = "confirmed" }] } }
+
+[tables.allergies.columns]
+CODE = { element = "AllergyIntolerance.code.coding.code", type = "code", system = "snomed", system_column = "SYSTEM", system_map = "systems" }
+SYSTEM = {}
+STOP = {}
+R2 = { element = "AllergyIntolerance.reaction[1].manifestation.coding.code", type = "code", system = "snomed", with = { "AllergyIntolerance.reaction[1].severity" = "mild" } }
+D2 = { element = "AllergyIntolerance.reaction[1].manifestation.text" }
+
+[[tables.allergies.presence]]
+column = "STOP"
+element = "AllergyIntolerance.clinicalStatus"
+filled = "inactive"
+empty = "active"
+
+[tables.obs]
+source = "s"
+file = "o.csv"
+resource = "Observation"
+
+[tables.obs.columns]
+DATE = { element = "Observation.effectiveDateTime", type = "datetime" }
+CODE = { element = "Observation.code.coding.code", type = "code", system = "loinc" }
+VALUE = { element = "Observation.valueQuantity.value", type = "decimal", unit_column = "UNITS", unit_map = "ucum", type_column = "TYPE" }
+UNITS = {}
+TYPE = {}
+"#;
+        let project = crate::project::parse(toml, Path::new("t.toml")).expect("project");
+        let allergies = Converter::new(&project, "allergies").expect("allergies");
+        let rx = allergies.convert(&record("allergies", &[("CODE", "7980"), ("SYSTEM", "RxNorm"), ("STOP", "")]));
+        let a = &rx.resources[0];
+        assert!(rx.findings.is_empty(), "{:?}", rx.findings);
+        assert_eq!(a["code"]["coding"][0]["system"], "http://www.nlm.nih.gov/research/umls/rxnorm");
+        assert_eq!(a["clinicalStatus"]["coding"][0]["code"], "active");
+        assert_eq!(
+            a["clinicalStatus"]["coding"][0]["system"],
+            "http://terminology.hl7.org/CodeSystem/allergyintolerance-clinical"
+        );
+        assert_eq!(a["verificationStatus"]["coding"][0]["code"], "confirmed");
+        let out = allergies.convert(&record(
+            "allergies",
+            &[
+                ("CODE", "91935009"),
+                ("SYSTEM", "SNOMED-CT"),
+                ("STOP", "2020-01-01"),
+                ("R2", "76067001"),
+                ("D2", "Sneezing"),
+            ],
+        ));
+        let a = &out.resources[0];
+        assert_eq!(a["code"]["coding"][0]["system"], "http://snomed.info/sct");
+        assert_eq!(a["clinicalStatus"]["coding"][0]["code"], "inactive");
+        assert_eq!(a["reaction"].as_array().map(Vec::len), Some(2), "{a}");
+        assert_eq!(a["reaction"][1]["manifestation"][0]["coding"][0]["code"], "76067001");
+        assert_eq!(a["reaction"][1]["manifestation"][0]["text"], "Sneezing");
+        assert_eq!(a["reaction"][1]["severity"], "mild");
+        assert!(out.findings.is_empty(), "{:?}", out.findings);
+        // An unknown system name: kept as a local code, reported at SYSTEM.
+        let out = allergies.convert(&record("allergies", &[("CODE", "X1"), ("SYSTEM", "NDC-ish")]));
+        assert_eq!(out.findings[0].kind, "unmapped-code");
+        assert_eq!(out.findings[0].field.as_deref(), Some("SYSTEM"));
+        assert_eq!(out.resources[0]["code"]["coding"][0]["system"], "urn:hearth:local:allergies:SYSTEM");
+
+        let obs = Converter::new(&project, "obs").expect("obs");
+        let out = obs.convert(&record(
+            "obs",
+            &[
+                ("DATE", "2020-03-04T05:06:07Z"),
+                ("CODE", "29463-7"),
+                ("VALUE", "70.5"),
+                ("UNITS", "kg"),
+                ("TYPE", "numeric"),
+            ],
+        ));
+        let o = &out.resources[0];
+        assert_eq!(o["effectiveDateTime"], "2020-03-04T05:06:07Z", "UTC stays UTC");
+        assert_eq!(o["valueQuantity"]["code"], "kg");
+        let out = obs.convert(&record("obs", &[("CODE", "72166-2"), ("VALUE", "Never smoked"), ("TYPE", "text")]));
+        assert_eq!(out.resources[0]["valueString"], "Never smoked");
+        assert!(out.findings.is_empty(), "a declared text value is no finding: {:?}", out.findings);
     }
 
     #[test]

@@ -97,7 +97,9 @@ impl DateFormat {
             [None, None, None] => Some(date),
             [h, m, s] => {
                 let (h, m, s) = (h.unwrap_or(0), m.unwrap_or(0), s.unwrap_or(0));
-                (h < 24 && m < 60 && s < 60).then(|| format!("{date}T{h:02}:{m:02}:{s:02}"))
+                // A format ending in a literal `Z` reads UTC times, kept as UTC.
+                let utc = if self.parts.last() == Some(&Part::Literal('Z')) { "Z" } else { "" };
+                (h < 24 && m < 60 && s < 60).then(|| format!("{date}T{h:02}:{m:02}:{s:02}{utc}"))
             }
         }
     }
@@ -132,6 +134,8 @@ mod tests {
         let dt = DateFormat::parse("YYYY-MM-DD hh:mm").expect("format");
         assert_eq!(dt.read("2024-05-06 10:30").as_deref(), Some("2024-05-06T10:30:00"));
         assert_eq!(dt.read("2024-05-06 25:30"), None);
+        let utc = DateFormat::parse("YYYY-MM-DDThh:mm:ssZ").expect("format");
+        assert_eq!(utc.read("2019-02-17T05:07:38Z").as_deref(), Some("2019-02-17T05:07:38Z"));
         assert_eq!(read_any(&["MM/DD/YYYY", "YYYY-MM-DD"], "2020-12-31").as_deref(), Some("2020-12-31"));
         assert_eq!(read_any(&["MM/DD/YYYY", "YYYY-MM-DD"], ""), None);
     }

@@ -14,6 +14,8 @@
 //!   by an index table) checked by content and stored as a `Binary` the
 //!   DocumentReference's attachment points at.
 //! - [`dates`]: the date formats a mapping declares.
+//! - [`synthea_sample`]: a seeded export in the Synthea CSV layout (17 files,
+//!   about 1,000 rows per patient), streamed, for tests and the benchmark.
 //! - [`sample`]: a seeded, messy legacy CSV export for rehearsals and tests;
 //!   its module documentation lists every planted defect.
 //!
@@ -53,6 +55,7 @@ pub mod project;
 pub mod reconcile;
 pub mod report;
 pub mod sample;
+pub mod synthea_sample;
 pub mod source;
 pub mod sql_source;
 pub mod zone;

@@ -256,6 +256,29 @@ pub struct TableDecl {
     /// Rules that leave records out (entered in error, deleted).
     #[serde(default)]
     pub exclude: Vec<ExcludeDecl>,
+    /// Fixed elements every resource of the table gets (element path to a
+    /// value: `"Procedure.status" = "completed"`), written where the row did
+    /// not fill them.
+    #[serde(default)]
+    pub fixed: BTreeMap<String, toml::Value>,
+    /// Codes written by whether a column is filled (`Condition.clinicalStatus`
+    /// `resolved` when `STOP` has a date, else `active`).
+    #[serde(default)]
+    pub presence: Vec<PresenceDecl>,
+}
+
+/// `[[tables.NAME.presence]]`: a code chosen by whether a column is empty.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PresenceDecl {
+    /// The column looked at.
+    pub column: String,
+    /// The code element written (e.g. `Condition.clinicalStatus`).
+    pub element: String,
+    /// The code when the column has a value.
+    pub filled: String,
+    /// The code when it is empty.
+    pub empty: String,
 }
 
 /// One column's mapping.
@@ -295,6 +318,24 @@ pub struct ColumnDecl {
     /// Date formats of this column; default: the table's, then `[defaults]`.
     #[serde(default)]
     pub date_formats: Vec<Spanned<String>>,
+    /// The column naming each row's code system (Synthea's `SYSTEM`: a
+    /// condition in SNOMED CT, an allergy in RxNorm); when empty, `system`.
+    #[serde(default)]
+    pub system_column: Option<String>,
+    /// The value map from the names in `system_column` to keys of
+    /// `[code_systems]` (`"SNOMED-CT" = "snomed"`); a name written as a URI
+    /// is taken as it is.
+    #[serde(default)]
+    pub system_map: Option<Spanned<String>>,
+    /// The column saying per row whether a value is `numeric` or `text`
+    /// (Synthea's `TYPE`): a `text` value of a `valueQuantity` column is
+    /// written as `valueString`.
+    #[serde(default)]
+    pub type_column: Option<String>,
+    /// Fixed elements written with this column's value when it has one
+    /// (`"Claim.diagnosis[0].sequence" = 1` beside `DIAGNOSIS1`).
+    #[serde(default)]
+    pub with: BTreeMap<String, toml::Value>,
 }
 
 /// How a column's text is read.
@@ -335,7 +376,9 @@ pub struct JoinDecl {
     /// The column of that table (default: its `key`).
     #[serde(default)]
     pub on: Option<String>,
-    /// The reference element filled (e.g. `Observation.subject`).
+    /// The reference element filled (e.g. `Observation.subject`); empty:
+    /// the key is checked (an orphan is held) but no reference is written.
+    #[serde(default)]
     pub element: String,
 }
 
@@ -550,6 +593,17 @@ fn check(project: &Project, text: &str, file: &Path) -> Result<(), ProjectError>
                 && !project.value_maps.contains_key(m.get_ref())
             {
                 return Err(err(m.span(), format!("no value map {:?} in [value_maps]", m.get_ref())));
+            }
+            if let Some(m) = &column.system_map {
+                let Some(map) = project.value_maps.get(m.get_ref()) else {
+                    return Err(err(m.span(), format!("no value map {:?} in [value_maps]", m.get_ref())));
+                };
+                if let Some(bad) = map.values.values().find(|v| !project.code_systems.contains_key(*v)) {
+                    return Err(err(
+                        m.span(),
+                        format!("value map {:?}: {bad:?} is not in [code_systems]", m.get_ref()),
+                    ));
+                }
             }
             if let Some(m) = &column.unit_map
                 && !project.unit_maps.contains_key(m.get_ref())

@@ -228,6 +228,7 @@ pub fn expected(project: &Project, table_name: &str, record: &Record) -> Result<
             _ => value.to_owned(),
         };
         let what = if what == Critical::Date && normal.len() > 10 { Critical::DateTime } else { what };
+        let path = &with_systems(decl, rt, path);
         push(parts, column, what, path, normal, value);
         if what == Critical::Value
             && let Some(parent) = path.strip_suffix(".value")
@@ -281,9 +282,43 @@ pub fn expected(project: &Project, table_name: &str, record: &Record) -> Result<
 /// `identifier` picks the identifier of system `urn:hearth:local:TABLE:NAME`,
 /// after `telecom` the telecom of system `NAME`; an identifier without a pick
 /// is the column's own).
+/// `path` with each `identifier[NAME]` whose system the column's `with`
+/// sets (`"Patient.identifier[ssn].system" = "http://hl7.org/fhir/sid/us-ssn"`)
+/// written `identifier[=SYSTEM]`: the entry is found by that system.
+fn with_systems(decl: &ColumnDecl, rt: &str, path: &str) -> String {
+    let mut out = path.to_owned();
+    for (element, value) in &decl.with {
+        let (Some(system), Some(picked)) = (
+            value.as_str(),
+            element.strip_prefix(rt).and_then(|p| p.strip_prefix('.')).and_then(|p| p.strip_suffix(".system")),
+        ) else {
+            continue;
+        };
+        if picked.ends_with(']') && picked.contains("identifier[") && out.starts_with(picked) {
+            let at = picked.rfind('[').unwrap_or(0);
+            out = format!("{}[={system}]{}", &picked[..at], &out[picked.len()..]);
+        }
+    }
+    out
+}
+
 fn leaves<'v>(resource: &'v Value, path: &str, table: &str, column: &str) -> Vec<&'v Value> {
     let mut nodes = vec![resource];
-    let segments: Vec<&str> = path.split('.').collect();
+    // Dots inside brackets (a system in `identifier[=SYSTEM]`) do not split.
+    let mut segments: Vec<&str> = Vec::new();
+    let (mut depth, mut start) = (0usize, 0usize);
+    for (i, c) in path.char_indices() {
+        match c {
+            '[' => depth += 1,
+            ']' => depth = depth.saturating_sub(1),
+            '.' if depth == 0 => {
+                segments.push(&path[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    segments.push(&path[start..]);
     for (i, segment) in segments.iter().enumerate() {
         let (name, pick) = match segment.split_once('[') {
             Some((n, rest)) => (n, Some(rest.trim_end_matches(']'))),
@@ -291,6 +326,7 @@ fn leaves<'v>(resource: &'v Value, path: &str, table: &str, column: &str) -> Vec
         };
         let last = i + 1 == segments.len();
         let marker = match (name, pick) {
+            ("identifier", Some(p)) if !last && p.starts_with('=') => Some(p[1..].to_owned()),
             ("identifier", p) if !last => Some(local_system(table, p.unwrap_or(column))),
             ("telecom", Some(p)) if !last => Some(p.to_owned()),
             _ => None,
@@ -373,7 +409,18 @@ fn agrees(e: &Expected, candidate: &str) -> bool {
     match e.what {
         // A date may be stored as an instant at midnight of that day.
         Critical::Date => candidate.get(..10) == Some(e.value.as_str()),
+        // The same instant, whichever way its offset is written (`Z`, `+00:00`).
+        Critical::DateTime => candidate == e.value || same_instant(candidate, &e.value),
         _ => candidate == e.value,
+    }
+}
+
+/// Whether two RFC 3339 date-times name the same instant.
+fn same_instant(a: &str, b: &str) -> bool {
+    use time::format_description::well_known::Rfc3339;
+    match (time::OffsetDateTime::parse(a, &Rfc3339), time::OffsetDateTime::parse(b, &Rfc3339)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
     }
 }
 
@@ -1069,6 +1116,14 @@ fn hex(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn date_times_agree_as_instants() {
+        assert!(same_instant("2011-01-16T15:48:38Z", "2011-01-16T15:48:38+00:00"));
+        assert!(same_instant("2011-01-16T09:48:38-06:00", "2011-01-16T15:48:38Z"));
+        assert!(!same_instant("2011-01-16T15:48:38Z", "2011-01-16T15:48:39Z"));
+        assert!(!same_instant("2011-01-16", "2011-01-16T00:00:00Z"));
+    }
     use crate::convert::Converter;
     use crate::source::Source;
     use std::sync::Arc;
