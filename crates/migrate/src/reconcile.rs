@@ -57,6 +57,10 @@ const IDS_PER_READ: usize = 500;
 /// Batch reads run at once (the stores serve reads in parallel).
 const READS_IN_FLIGHT: usize = 2;
 
+/// Source records compared per pass: what the store holds for them is held
+/// in memory until they are compared.
+const RECORDS_PER_PASS: usize = 20_000;
+
 /// What kind of critical field a column holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Critical {
@@ -906,6 +910,69 @@ pub fn follow_merges(fields: &mut [Expected], redirects: &HashMap<String, String
     }
 }
 
+/// Pass 2 of [`reconcile`]: what the store holds under the ids the
+/// source keys of `pending` make (and the resources a FHIR record's
+/// references name), read through the Service in batches.
+async fn read_stored(
+    service: &Service,
+    access: &Access,
+    project: &Project,
+    pending: &[(RecordCheck, Fields)],
+    done: &mut u64,
+    progress: &mut impl FnMut(u64),
+) -> Result<HashMap<(String, String), Value>, String> {
+    let mut ids: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (check, fields) in pending {
+        let table = &project.tables[&check.table];
+        match fields {
+            Fields::Mapped(fields) => {
+                let parts: HashSet<&str> = fields.iter().map(|f| f.part.as_str()).collect();
+                for part in parts {
+                    ids.entry(table.resource.clone()).or_default().push(resource_id(&check.table, &check.key, part));
+                }
+            }
+            Fields::Fhir(fields) => {
+                ids.entry(table.resource.clone()).or_default().push(resource_id(&check.table, &check.key, ""));
+                // The resources its references name must be stored too.
+                for f in fields {
+                    if let LeafCheck::Reference(_, Some((rtype, id))) = &f.check {
+                        ids.entry(rtype.clone()).or_default().push(id.clone());
+                    }
+                }
+            }
+        }
+    }
+    let mut keys: Vec<(String, String)> = Vec::new();
+    for (resource_type, mut list) in ids {
+        list.sort_unstable();
+        list.dedup();
+        keys.extend(list.into_iter().map(|id| (resource_type.clone(), id)));
+    }
+    let mut results = futures_util::stream::iter(keys.chunks(IDS_PER_READ).map(|chunk| async move {
+        let found = service
+            .read_many(access, chunk)
+            .await
+            .map_err(|e| format!("reading what is stored: {}", e.message()))?;
+        let mut out = Vec::with_capacity(found.len());
+        for item in found {
+            let Some(body) = item.body.as_deref() else { continue };
+            let value: Value =
+                serde_json::from_str(body).map_err(|e| format!("a stored resource is unreadable: {e}"))?;
+            out.push(((item.resource_type, item.id), value));
+        }
+        Ok::<_, String>((chunk.len() as u64, out))
+    }))
+    .buffer_unordered(READS_IN_FLIGHT);
+    let mut stored: HashMap<(String, String), Value> = HashMap::new();
+    while let Some(result) = results.next().await {
+        let (asked, found) = result?;
+        stored.extend(found);
+        *done += asked;
+        progress(*done);
+    }
+    Ok(stored)
+}
+
 /// Reconciles every source record that `run` converted (and so loaded) with
 /// what the store behind `service` holds. The source is read again; of the
 /// run, only which records made resources is used (the report checks that
@@ -958,146 +1025,102 @@ pub async fn reconcile(
             }
         }
     }
-    // Pass 2: what the store holds under the ids the source keys make.
-    let mut ids: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for (check, fields) in &pending {
-        let table = &project.tables[&check.table];
-        match fields {
-            Fields::Mapped(fields) => {
-                let parts: HashSet<&str> = fields.iter().map(|f| f.part.as_str()).collect();
-                for part in parts {
-                    ids.entry(table.resource.clone()).or_default().push(resource_id(&check.table, &check.key, part));
-                }
-            }
-            Fields::Fhir(fields) => {
-                ids.entry(table.resource.clone()).or_default().push(resource_id(&check.table, &check.key, ""));
-                // The resources its references name must be stored too.
-                for f in fields {
-                    if let LeafCheck::Reference(_, Some((rtype, id))) = &f.check {
-                        ids.entry(rtype.clone()).or_default().push(id.clone());
-                    }
-                }
-            }
-        }
-    }
+    // Passes 2 and 3, a slice of records at a time (what the store holds
+    // for one slice is dropped before the next is read): read, compare, digest.
     let access = Access::system(crate::load::MIGRATION_ACTOR);
-    let mut keys: Vec<(String, String)> = Vec::new();
-    for (resource_type, mut list) in ids {
-        list.sort_unstable();
-        list.dedup();
-        keys.extend(list.into_iter().map(|id| (resource_type.clone(), id)));
-    }
-    let access = &access;
-    let mut results = futures_util::stream::iter(keys.chunks(IDS_PER_READ).map(|chunk| async move {
-        let found = service
-            .read_many(access, chunk)
-            .await
-            .map_err(|e| format!("reading what is stored: {}", e.message()))?;
-        let mut out = Vec::with_capacity(found.len());
-        for item in found {
-            let Some(body) = item.body.as_deref() else { continue };
-            let value: Value =
-                serde_json::from_str(body).map_err(|e| format!("a stored resource is unreadable: {e}"))?;
-            out.push(((item.resource_type, item.id), value));
-        }
-        Ok::<_, String>((chunk.len() as u64, out))
-    }))
-    .buffer_unordered(READS_IN_FLIGHT);
-    let mut stored: HashMap<(String, String), Value> = HashMap::new();
-    let mut done = 0u64;
-    while let Some(result) = results.next().await {
-        let (asked, found) = result?;
-        stored.extend(found);
-        done += asked;
-        progress(done);
-    }
-    // Pass 3: compare, digest.
     let mut out = Reconciliation::default();
     let mut hashers: BTreeMap<String, (Sha256, Sha256)> = BTreeMap::new();
-    for (mut check, fields) in pending {
-        let resource_type = project.tables[&check.table].resource.clone();
-        let counts = out.tables.entry(check.table.clone()).or_default();
-        let (source_hash, loaded_hash) =
-            hashers.entry(check.table.clone()).or_insert_with(|| (Sha256::new(), Sha256::new()));
-        let mut all_ok = true;
-        // Per field: what was expected, of which resource, whether it
-        // agrees, what is stored, whether the resource is stored.
-        let outcomes: Vec<(Expected, String, bool, Option<String>, bool)> = match fields {
-            Fields::Mapped(fields) => {
-                let mut ids: HashMap<String, (String, String)> = HashMap::new();
-                let mut outcomes = Vec::with_capacity(fields.len());
-                for e in fields {
-                    let (id, resource) = ids
-                        .entry(e.part.clone())
-                        .or_insert_with(|| {
-                            let id = resource_id(&check.table, &check.key, &e.part);
-                            let resource = format!("{resource_type}/{id}");
-                            (id, resource)
-                        })
-                        .clone();
-                    let candidates = stored.get(&(resource_type.clone(), id)).map(|r| loaded(r, &e, &check.table));
-                    let found = candidates.as_ref().and_then(|c| c.iter().find(|v| agrees(&e, v)));
-                    let ok = found.is_some();
-                    let shown = match (&found, &candidates) {
-                        (Some(v), _) => Some((*v).clone()),
-                        (None, Some(c)) if !c.is_empty() => Some(c.join(" | ")),
-                        _ => None,
-                    };
-                    let is_stored = candidates.is_some();
-                    outcomes.push((e, resource, ok, shown, is_stored));
+    let mut done = 0u64;
+    let mut pending = pending.into_iter().peekable();
+    while pending.peek().is_some() {
+        let slice: Vec<(RecordCheck, Fields)> = pending.by_ref().take(RECORDS_PER_PASS).collect();
+        let stored = read_stored(service, &access, project, &slice, &mut done, &mut progress).await?;
+        let pending = slice;
+        for (mut check, fields) in pending {
+            let resource_type = project.tables[&check.table].resource.clone();
+            let counts = out.tables.entry(check.table.clone()).or_default();
+            let (source_hash, loaded_hash) =
+                hashers.entry(check.table.clone()).or_insert_with(|| (Sha256::new(), Sha256::new()));
+            let mut all_ok = true;
+            // Per field: what was expected, of which resource, whether it
+            // agrees, what is stored, whether the resource is stored.
+            let outcomes: Vec<(Expected, String, bool, Option<String>, bool)> = match fields {
+                Fields::Mapped(fields) => {
+                    let mut ids: HashMap<String, (String, String)> = HashMap::new();
+                    let mut outcomes = Vec::with_capacity(fields.len());
+                    for e in fields {
+                        let (id, resource) = ids
+                            .entry(e.part.clone())
+                            .or_insert_with(|| {
+                                let id = resource_id(&check.table, &check.key, &e.part);
+                                let resource = format!("{resource_type}/{id}");
+                                (id, resource)
+                            })
+                            .clone();
+                        let candidates = stored.get(&(resource_type.clone(), id)).map(|r| loaded(r, &e, &check.table));
+                        let found = candidates.as_ref().and_then(|c| c.iter().find(|v| agrees(&e, v)));
+                        let ok = found.is_some();
+                        let shown = match (&found, &candidates) {
+                            (Some(v), _) => Some((*v).clone()),
+                            (None, Some(c)) if !c.is_empty() => Some(c.join(" | ")),
+                            _ => None,
+                        };
+                        let is_stored = candidates.is_some();
+                        outcomes.push((e, resource, ok, shown, is_stored));
+                    }
+                    outcomes
                 }
-                outcomes
-            }
-            Fields::Fhir(fields) => {
-                let id = resource_id(&check.table, &check.key, "");
-                let resource = format!("{resource_type}/{id}");
-                let held = stored.get(&(resource_type.clone(), id));
-                let is_stored = |rtype: &str, id: &str| stored.contains_key(&(rtype.to_owned(), id.to_owned()));
-                fields
-                    .into_iter()
-                    .map(|f| {
-                        let (ok, shown) = held.map_or((false, None), |r| fhir_found(&f, r, &is_stored));
-                        (f.expected, resource.clone(), ok, shown, held.is_some())
-                    })
-                    .collect()
-            }
-        };
-        for (e, resource, ok, shown, is_stored) in outcomes {
-            let line =
-                |value: &str| format!("{}\t{}\t{}\t{}\t{}\n", check.key, resource, e.field, e.what.as_str(), value);
-            source_hash.update(line(&e.value).as_bytes());
-            loaded_hash.update(line(if ok { &e.value } else { shown.as_deref().unwrap_or("\u{0}absent") }).as_bytes());
-            counts.fields += 1;
-            if !ok {
-                all_ok = false;
-                out.mismatches.push(Mismatch {
-                    table: check.table.clone(),
-                    provenance: check.provenance.clone(),
-                    key: check.key.clone(),
-                    field: e.field.clone(),
-                    resource: resource.clone(),
-                    source: e.value.clone(),
-                    loaded: shown.clone(),
-                    stored: is_stored,
+                Fields::Fhir(fields) => {
+                    let id = resource_id(&check.table, &check.key, "");
+                    let resource = format!("{resource_type}/{id}");
+                    let held = stored.get(&(resource_type.clone(), id));
+                    let is_stored = |rtype: &str, id: &str| stored.contains_key(&(rtype.to_owned(), id.to_owned()));
+                    fields
+                        .into_iter()
+                        .map(|f| {
+                            let (ok, shown) = held.map_or((false, None), |r| fhir_found(&f, r, &is_stored));
+                            (f.expected, resource.clone(), ok, shown, held.is_some())
+                        })
+                        .collect()
+                }
+            };
+            for (e, resource, ok, shown, is_stored) in outcomes {
+                let line =
+                    |value: &str| format!("{}\t{}\t{}\t{}\t{}\n", check.key, resource, e.field, e.what.as_str(), value);
+                source_hash.update(line(&e.value).as_bytes());
+                loaded_hash.update(line(if ok { &e.value } else { shown.as_deref().unwrap_or("\u{0}absent") }).as_bytes());
+                counts.fields += 1;
+                if !ok {
+                    all_ok = false;
+                    out.mismatches.push(Mismatch {
+                        table: check.table.clone(),
+                        provenance: check.provenance.clone(),
+                        key: check.key.clone(),
+                        field: e.field.clone(),
+                        resource: resource.clone(),
+                        source: e.value.clone(),
+                        loaded: shown.clone(),
+                        stored: is_stored,
+                    });
+                }
+                check.fields.push(FieldCheck {
+                    resource,
+                    field: e.field,
+                    what: e.what,
+                    source: e.value,
+                    raw: e.raw,
+                    loaded: shown,
+                    ok,
                 });
             }
-            check.fields.push(FieldCheck {
-                resource,
-                field: e.field,
-                what: e.what,
-                source: e.value,
-                raw: e.raw,
-                loaded: shown,
-                ok,
-            });
+            counts.records += 1;
+            if all_ok {
+                counts.matched += 1;
+            } else {
+                counts.mismatched += 1;
+            }
+            out.records.push(check);
         }
-        counts.records += 1;
-        if all_ok {
-            counts.matched += 1;
-        } else {
-            counts.mismatched += 1;
-        }
-        out.records.push(check);
     }
     for (table, (source_hash, loaded_hash)) in hashers {
         if let Some(c) = out.tables.get_mut(&table) {
