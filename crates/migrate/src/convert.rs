@@ -61,7 +61,8 @@ pub struct Finding {
 }
 
 impl Finding {
-    fn new(severity: Severity, kind: &'static str, field: &str, message: String) -> Self {
+    /// A finding about `field`.
+    pub(crate) fn new(severity: Severity, kind: &'static str, field: &str, message: String) -> Self {
         Self { severity, kind, field: Some(field.to_owned()), message }
     }
 }

@@ -561,12 +561,7 @@ pub fn convert(project: &Project, table: &str, record: &Record) -> Converted {
     let mut resource: Value = match serde_json::from_str(text) {
         Ok(v) => v,
         Err(e) => {
-            out.findings.push(Finding {
-                severity: Severity::Error,
-                kind: "unreadable",
-                field: Some(RESOURCE_COLUMN.into()),
-                message: format!("not JSON: {e}"),
-            });
+            out.findings.push(Finding::new(Severity::Error, "unreadable", RESOURCE_COLUMN, format!("not JSON: {e}")));
             return out;
         }
     };
@@ -681,14 +676,12 @@ fn rewrite_one(
     }
     if reference.contains("://") {
         if !is_url {
-            out.findings.push(Finding {
-                severity: Severity::Warning,
-                kind: "external-reference",
-                field: Some(field.to_owned()),
-                message: format!(
-                    "{field}: an absolute reference outside the export, kept as it is"
-                ),
-            });
+            out.findings.push(Finding::new(
+                Severity::Warning,
+                "external-reference",
+                field,
+                format!("{field}: an absolute reference outside the export, kept as it is"),
+            ));
         }
         return None;
     }
@@ -704,12 +697,12 @@ fn rewrite_one(
                 key: reference.to_owned(),
             });
         } else if !is_url {
-            out.findings.push(Finding {
-                severity: Severity::Warning,
-                kind: "reference-format",
-                field: Some(field.to_owned()),
-                message: format!("{field}: a reference that is not Type/id, kept as it is"),
-            });
+            out.findings.push(Finding::new(
+                Severity::Warning,
+                "reference-format",
+                field,
+                format!("{field}: a reference that is not Type/id, kept as it is"),
+            ));
         }
         return None;
     };

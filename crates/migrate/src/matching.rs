@@ -1190,7 +1190,7 @@ fn push_issue_field(
         provenance: r.provenance.clone(),
         key: r.key.clone(),
         disposition: Disposition::Converted,
-        finding: Finding { severity, kind, field: Some(field.to_owned()), message },
+        finding: Finding::new(severity, kind, field, message),
     });
 }
 
