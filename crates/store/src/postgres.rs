@@ -58,6 +58,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (3, include_str!("../migrations/postgres/0003_composite.sql")),
     (4, include_str!("../migrations/postgres/0004_text.sql")),
     (5, include_str!("../migrations/postgres/0005_audit.sql")),
+    (8, include_str!("../migrations/postgres/0008_typed_params.sql")),
 ];
 
 /// Connections kept by the pool.
@@ -82,9 +83,10 @@ const LOCK_ALL: &str = "hearth:all";
 /// on the connection's `search_path`).
 pub struct PostgresStore {
     pool: Pool,
-    /// Interned `search_param` ids per kind, keyed by code; ids are committed
-    /// before use, so the cache never holds an id that does not exist.
-    params: RwLock<[HashMap<String, i64>; 8]>,
+    /// Interned `search_param` ids per kind, keyed by (resource type, code);
+    /// ids are committed before use, so the cache never holds an id that
+    /// does not exist.
+    params: RwLock<[HashMap<(String, String), i64>; 8]>,
     systems: RwLock<HashMap<String, i64>>,
     /// A snapshot of the two caches for the search builder.
     known: RwLock<Arc<sql::Known>>,
@@ -163,13 +165,13 @@ impl PostgresStore {
     /// ids as values (see [`sql::Known`]) from the first request on.
     async fn load_interned(&self) -> Result<(), StoreError> {
         let client = self.client().await?;
-        let rows = client.query("SELECT pid, code, kind FROM search_param", &[]).await.map_err(pg_error)?;
+        let rows = client.query("SELECT pid, type, code, kind FROM search_param", &[]).await.map_err(pg_error)?;
         {
             let mut params = self.params.write();
             for row in rows {
-                let (pid, code, kind): (i64, String, i64) = (row.get(0), row.get(1), row.get(2));
+                let (pid, resource_type, code, kind): (i64, String, String, i64) = (row.get(0), row.get(1), row.get(2), row.get(3));
                 if let Some(kind) = Kind::from_code(kind) {
-                    params[kind_slot(kind)].insert(code, pid);
+                    params[kind_slot(kind)].insert((resource_type, code), pid);
                 }
             }
         }
@@ -195,8 +197,8 @@ impl PostgresStore {
         let mut known = sql::Known::default();
         let params = self.params.read();
         for kind in Kind::ALL {
-            for (code, pid) in &params[kind_slot(kind)] {
-                known.params.insert((code.clone(), kind), *pid);
+            for ((resource_type, code), pid) in &params[kind_slot(kind)] {
+                known.params.insert((resource_type.clone(), code.clone(), kind), *pid);
             }
         }
         known.systems = self.systems.read().clone();
@@ -283,19 +285,20 @@ impl PostgresStore {
     async fn intern(&self, client: &deadpool_postgres::Client, commit: &Commit) -> Result<(), StoreError> {
         let mut grew = false;
         {
-            for entry in commit.index_entries() {
+            let mut typed: Vec<(&str, &IndexEntry)> = Vec::new();
+            for write in &commit.writes {
+                typed.extend(write.index.iter().map(|e| (write.resource_type.as_str(), e)));
+            }
+            for reindex in &commit.reindex {
+                typed.extend(reindex.index.iter().map(|e| (reindex.resource_type.as_str(), e)));
+            }
+            for (resource_type, entry) in typed {
                 let kind = Kind::of(&entry.value);
-                let known = self.params.read()[kind_slot(kind)].contains_key(&entry.param);
+                let key = (resource_type.to_owned(), entry.param.clone());
+                let known = self.params.read()[kind_slot(kind)].contains_key(&key);
                 if !known {
-                    let pid = intern_row(
-                        client,
-                        "INSERT INTO search_param (code, kind) VALUES ($1, $2) ON CONFLICT (code, kind) DO NOTHING RETURNING pid",
-                        "SELECT pid FROM search_param WHERE code = $1 AND kind = $2",
-                        &entry.param,
-                        Some(kind.code()),
-                    )
-                    .await?;
-                    self.params.write()[kind_slot(kind)].insert(entry.param.clone(), pid);
+                    let pid = intern_param(client, resource_type, &entry.param, kind).await?;
+                    self.params.write()[kind_slot(kind)].insert(key, pid);
                     grew = true;
                 }
                 let system = match &entry.value {
@@ -311,7 +314,6 @@ impl PostgresStore {
                         "INSERT INTO term_system (uri) VALUES ($1) ON CONFLICT (uri) DO NOTHING RETURNING sid",
                         "SELECT sid FROM term_system WHERE uri = $1",
                         system,
-                        None,
                     )
                     .await?;
                     self.systems.write().insert(system.clone(), sid);
@@ -325,9 +327,9 @@ impl PostgresStore {
         Ok(())
     }
 
-    fn pid(&self, entry: &IndexEntry) -> Result<i64, StoreError> {
-        self.params.read()[kind_slot(Kind::of(&entry.value))]
-            .get(&entry.param)
+    fn pid(&self, resource_type: &str, param: &str, kind: Kind) -> Result<i64, StoreError> {
+        self.params.read()[kind_slot(kind)]
+            .get(&(resource_type.to_owned(), param.to_owned()))
             .copied()
             .ok_or_else(|| StoreError::Internal("search parameter was not interned".into()))
     }
@@ -373,7 +375,7 @@ impl PostgresStore {
         // Index rows are written once at the end: the last write of each
         // resource decides them, after the rows of earlier versions are gone.
         let mut replaced: Vec<i64> = Vec::new();
-        let mut index: Vec<(i64, &[IndexEntry])> = Vec::new();
+        let mut index: Vec<(i64, &str, &[IndexEntry])> = Vec::new();
         // The same for the full-text rows (fulltext.rs), in the same order.
         let mut texts: Vec<(i64, Option<&TextIndex>)> = Vec::new();
         for write in &commit.writes {
@@ -383,29 +385,29 @@ impl PostgresStore {
             }
             let entries: &[IndexEntry] = if write.body.is_some() { &write.index } else { &[] };
             let text = write.body.as_ref().map(|_| &write.text);
-            match index.iter_mut().position(|(r, _)| *r == rid) {
+            match index.iter_mut().position(|(r, _, _)| *r == rid) {
                 Some(slot) => {
-                    index[slot].1 = entries;
+                    index[slot].2 = entries;
                     texts[slot].1 = text;
                 }
                 None => {
-                    index.push((rid, entries));
+                    index.push((rid, write.resource_type.as_str(), entries));
                     texts.push((rid, text));
                 }
             }
         }
         for reindex in &commit.reindex {
             if let Some(rid) = reindexed_rid(&tx, reindex).await?
-                && !index.iter().any(|(r, _)| *r == rid)
+                && !index.iter().any(|(r, _, _)| *r == rid)
             {
                 replaced.push(rid);
-                index.push((rid, &reindex.index));
+                index.push((rid, reindex.resource_type.as_str(), &reindex.index));
                 texts.push((rid, Some(&reindex.text)));
             }
         }
         if !replaced.is_empty() {
-            for kind in Kind::ALL {
-                let statement = format!("DELETE FROM {} WHERE rid = ANY($1)", kind.table());
+            for table in Kind::ALL.iter().map(|k| k.table()).chain(["idx_patient_token"]) {
+                let statement = format!("DELETE FROM {table} WHERE rid = ANY($1)");
                 tx.execute(statement.as_str(), &[&replaced]).await.map_err(pg_error)?;
             }
         }
@@ -477,7 +479,7 @@ impl PostgresStore {
     async fn insert_index(
         &self,
         tx: &deadpool_postgres::Transaction<'_>,
-        index: &[(i64, &[IndexEntry])],
+        index: &[(i64, &str, &[IndexEntry])],
     ) -> Result<(), StoreError> {
         let mut strings = Columns::default();
         let mut tokens = Columns::default();
@@ -487,9 +489,23 @@ impl PostgresStore {
         let mut quantities = Columns::default();
         let mut uris = Columns::default();
         let mut composites = CompositeColumns::default();
-        for (rid, entries) in index {
+        let mut patient_tokens = PatientTokenColumns::default();
+        for (rid, resource_type, entries) in index {
+            for row in sql::patient_tokens(entries) {
+                patient_tokens.rid.push(*rid);
+                patient_tokens.pid.push(self.pid(resource_type, row.param, Kind::Token)?);
+                patient_tokens.patient.push(row.patient.to_owned());
+                patient_tokens.sid.push(match row.system {
+                    Some(system) => self.sid(Some(&system.to_owned()))?.unwrap_or(0),
+                    None => 0,
+                });
+                patient_tokens.code.push(row.code.to_owned());
+                patient_tokens.via.push(row.via);
+                patient_tokens.date_low.push(row.date_low);
+                patient_tokens.date_high.push(row.date_high);
+            }
             for entry in *entries {
-                let pid = self.pid(entry)?;
+                let pid = self.pid(resource_type, &entry.param, Kind::of(&entry.value))?;
                 match &entry.value {
                     IndexValue::String { normalized, exact } => {
                         strings.key(*rid, pid);
@@ -597,6 +613,20 @@ impl PostgresStore {
                 &c.l[2], &c.h[2],
             ];
             let prepared = tx.prepare_cached(INSERT_COMPOSITE).await.map_err(pg_error)?;
+            tx.execute(&prepared, &params).await.map_err(pg_error)?;
+        }
+        if !patient_tokens.rid.is_empty() {
+            let c = &patient_tokens;
+            let params: [&(dyn ToSql + Sync); 8] =
+                [&c.rid, &c.pid, &c.patient, &c.sid, &c.code, &c.via, &c.date_low, &c.date_high];
+            let prepared = tx
+                .prepare_cached(
+                    "INSERT INTO idx_patient_token (rid, pid, patient, sid, code, via, date_low, date_high) \
+                     SELECT * FROM UNNEST($1::BIGINT[], $2::BIGINT[], $3::TEXT[], $4::BIGINT[], $5::TEXT[], $6::BIGINT[], \
+                     $7::BIGINT[], $8::BIGINT[])",
+                )
+                .await
+                .map_err(pg_error)?;
             tx.execute(&prepared, &params).await.map_err(pg_error)?;
         }
         Ok(())
@@ -856,6 +886,19 @@ impl Columns {
     }
 }
 
+/// Rows of `idx_patient_token`, column by column (sql::patient_tokens).
+#[derive(Default)]
+struct PatientTokenColumns {
+    rid: Vec<i64>,
+    pid: Vec<i64>,
+    patient: Vec<String>,
+    sid: Vec<i64>,
+    code: Vec<String>,
+    via: Vec<i64>,
+    date_low: Vec<Option<i64>>,
+    date_high: Vec<Option<i64>>,
+}
+
 /// Rows of `idx_composite`: per component, system, code, low and high
 /// ([`sql::composite_columns`]).
 #[derive(Default)]
@@ -892,21 +935,24 @@ fn kind_slot(kind: Kind) -> usize {
     (kind.code() - 1) as usize
 }
 
-async fn intern_row(
-    client: &deadpool_postgres::Client,
-    insert: &str,
-    select: &str,
-    text: &str,
-    kind: Option<i64>,
-) -> Result<i64, StoreError> {
-    let mut params: Vec<&(dyn ToSql + Sync)> = vec![&text];
-    if let Some(kind) = &kind {
-        params.push(kind);
-    }
-    if let Some(row) = client.query_opt(insert, &params).await.map_err(pg_error)? {
+async fn intern_row(client: &deadpool_postgres::Client, insert: &str, select: &str, text: &str) -> Result<i64, StoreError> {
+    if let Some(row) = client.query_opt(insert, &[&text]).await.map_err(pg_error)? {
         return Ok(row.get(0));
     }
     // Someone else interned it first; it is committed (the insert waited).
+    Ok(client.query_one(select, &[&text]).await.map_err(pg_error)?.get(0))
+}
+
+/// The interned id of a search parameter code of a resource type and kind.
+async fn intern_param(client: &deadpool_postgres::Client, resource_type: &str, code: &str, kind: Kind) -> Result<i64, StoreError> {
+    let kind = kind.code();
+    let params: [&(dyn ToSql + Sync); 3] = [&resource_type, &code, &kind];
+    let insert = "INSERT INTO search_param (type, code, kind) VALUES ($1, $2, $3) \
+                  ON CONFLICT (type, code, kind) DO NOTHING RETURNING pid";
+    if let Some(row) = client.query_opt(insert, &params).await.map_err(pg_error)? {
+        return Ok(row.get(0));
+    }
+    let select = "SELECT pid FROM search_param WHERE type = $1 AND code = $2 AND kind = $3";
     Ok(client.query_one(select, &params).await.map_err(pg_error)?.get(0))
 }
 

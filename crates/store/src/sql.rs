@@ -147,7 +147,8 @@ pub(crate) type SortKinds = HashMap<String, Vec<Kind>>;
 /// the subquery, so a stale map is never wrong, only slower to plan.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Known {
-    pub(crate) params: HashMap<(String, Kind), i64>,
+    /// Interned parameter ids by (resource type, code, kind).
+    pub(crate) params: HashMap<(String, String, Kind), i64>,
     pub(crate) systems: HashMap<String, i64>,
 }
 
@@ -159,7 +160,7 @@ pub(crate) fn sort_params_to_resolve(query: &SearchQuery) -> Vec<&str> {
 
 /// The statement that lists the kinds of one parameter code.
 pub(crate) fn kinds_sql(dialect: Dialect) -> String {
-    format!("SELECT kind FROM search_param WHERE code = {}", dialect.placeholder(1))
+    format!("SELECT DISTINCT kind FROM search_param WHERE code = {}", dialect.placeholder(1))
 }
 
 fn is_special_sort(param: &str) -> bool {
@@ -184,7 +185,14 @@ pub(crate) fn search(dialect: Dialect, query: &SearchQuery, sort_kinds: &SortKin
     page.known = std::sync::Arc::clone(known);
     page.push("SELECT ");
     page.push(RESOURCE_COLUMNS);
-    page.push(" FROM resource r JOIN resource_version v ON v.rid = r.rid AND v.version = r.version");
+    let ordered = patient_token_order(query, sort_kinds);
+    if ordered.is_some() {
+        page.patient_tokens_joined = true;
+        page.push(" FROM idx_patient_token c JOIN resource r ON r.rid = c.rid");
+    } else {
+        page.push(" FROM resource r");
+    }
+    page.push(" JOIN resource_version v ON v.rid = r.rid AND v.version = r.version");
     page.where_clause(query);
     page.order_by(&query.sort, sort_kinds);
     let limit = page.bind(SqlValue::Int(to_i64(query.count)));
@@ -193,8 +201,10 @@ pub(crate) fn search(dialect: Dialect, query: &SearchQuery, sort_kinds: &SortKin
 
     let mut count = Builder::new(dialect);
     count.known = std::sync::Arc::clone(known);
-    count.push("SELECT COUNT(*) FROM resource r");
-    count.where_clause(query);
+    if !count.count_from_index(query) {
+        count.push("SELECT COUNT(*) FROM resource r");
+        count.where_clause(query);
+    }
 
     SearchSql { page: page.finish(), count: count.finish() }
 }
@@ -204,7 +214,12 @@ pub(crate) fn search(dialect: Dialect, query: &SearchQuery, sort_kinds: &SortKin
 pub(crate) fn search_keys(dialect: Dialect, query: &SearchQuery, sort_kinds: &SortKinds, known: &std::sync::Arc<Known>) -> Sql {
     let mut b = Builder::new(dialect);
     b.known = std::sync::Arc::clone(known);
-    b.push("SELECT r.type, r.id FROM resource r");
+    if patient_token_order(query, sort_kinds).is_some() {
+        b.patient_tokens_joined = true;
+        b.push("SELECT r.type, r.id FROM idx_patient_token c JOIN resource r ON r.rid = c.rid");
+    } else {
+        b.push("SELECT r.type, r.id FROM resource r");
+    }
     b.where_clause(query);
     b.order_by(&query.sort, sort_kinds);
     let limit = b.bind(SqlValue::Int(to_i64(query.count)));
@@ -286,11 +301,21 @@ struct Builder {
     /// are found (see [`Builder::order_by`]).
     by_id: bool,
     known: std::sync::Arc<Known>,
+    /// The resource types the conditions being written are about (the
+    /// query's type; a chain's targets; a `_has` source), `None` for any:
+    /// parameter ids are interned per resource type.
+    scope: Option<Vec<String>>,
+    /// The statement reads `idx_patient_token c` joined to `r` (the page of a
+    /// patient's coded records in date order, see [`patient_token_order`]).
+    patient_tokens_joined: bool,
+    /// The next index predicate is written as the count of its rows
+    /// (see [`Builder::count_from_index`]).
+    count_rows: bool,
 }
 
 impl Builder {
     fn new(dialect: Dialect) -> Builder {
-        Builder { dialect, text: String::with_capacity(256), params: Vec::new(), aliases: 0, probe: false, by_id: false, known: std::sync::Arc::default() }
+        Builder { dialect, text: String::with_capacity(256), params: Vec::new(), aliases: 0, probe: false, by_id: false, known: std::sync::Arc::default(), scope: None, patient_tokens_joined: false, count_rows: false }
     }
 
     fn finish(self) -> Sql {
@@ -340,6 +365,7 @@ impl Builder {
     }
 
     fn where_clause(&mut self, query: &SearchQuery) {
+        self.scope = query.resource_type.clone().map(|t| vec![t]);
         self.push(" WHERE r.deleted = 0");
         if let Some(resource_type) = &query.resource_type {
             let p = self.bind_text(resource_type);
@@ -359,20 +385,113 @@ impl Builder {
         // filter lists the rows the plan starts from, and the others are
         // probed per row through the index tables' (rid, pid) keys.
         // PostgreSQL plans both forms as the same semi-joins.
-        let driver = if self.dialect == Dialect::Sqlite { driving_filter(query) } else { None };
+        // A patient's records with a code are found in one range of
+        // `idx_patient_token`, which then drives the plan on both engines.
+        let pair = patient_token_pair(query);
+        if let Some(pair) = pair {
+            self.push(" AND ");
+            self.patient_token_predicate(query, pair);
+        }
+        let driver = if self.dialect == Dialect::Sqlite && pair.is_none() { driving_filter(query) } else { None };
         if let Some(filter) = driver.and_then(|index| query.filters.get(index)) {
             self.push(" AND ");
             self.filter("r", filter);
         }
         for (i, filter) in query.filters.iter().enumerate() {
-            if Some(i) == driver {
+            if Some(i) == driver || pair.is_some_and(|(p, t)| i == p || i == t) {
                 continue;
             }
             self.push(" AND ");
-            self.probe = driver.is_some();
+            self.probe = driver.is_some() || (pair.is_some() && self.dialect == Dialect::Sqlite);
             self.filter("r", filter);
             self.probe = false;
         }
+    }
+
+    /// The patient and token conditions of `pair` (see [`patient_token_pair`])
+    /// as one lookup in `idx_patient_token`: on the joined `c` when the
+    /// statement reads it, else as `r.rid IN (SELECT ...)`.
+    fn patient_token_predicate(&mut self, query: &SearchQuery, (patient_filter, token_filter): (usize, usize)) {
+        let patient = &query.filters[patient_filter].any_of[0];
+        let token = &query.filters[token_filter].any_of[0];
+        let Match::Token { system, code: Some(code), .. } = &token.matcher else {
+            self.push("1 = 0");
+            return;
+        };
+        let c = if self.patient_tokens_joined { "c".to_owned() } else { self.alias("c") };
+        let pid = self.pid_clause(&token.param, Kind::Token);
+        let code = self.bind_text(code);
+        let mut clauses = vec![format!("{c}.{pid}"), format!("{c}.code = {code}")];
+        match system {
+            TokenSystem::Is(system) => {
+                let sid = self.system_clause(system);
+                clauses.push(format!("{c}.{sid}"));
+            }
+            TokenSystem::NoSystem => clauses.push(format!("{c}.sid = 0")),
+            TokenSystem::Any => {}
+        }
+        let via = patient_condition_via(patient).unwrap_or(0);
+        clauses.push(format!("({c}.via & {via}) <> 0"));
+        match &patient.matcher {
+            Match::Reference { id, .. } => {
+                let p = self.bind_text(id);
+                clauses.push(format!("{c}.patient = {p}"));
+            }
+            Match::Chain { inner, .. } => {
+                let target = self.alias("t");
+                let outer = self.scope.replace(vec!["Patient".to_owned()]);
+                let mut chained = format!("{c}.patient IN (SELECT {target}.id FROM resource {target} WHERE {target}.deleted = 0 AND ");
+                if !inner.iter().all(|c| is_index_lookup(&c.matcher)) {
+                    let t = self.bind_text("Patient");
+                    let _ = write!(chained, "{target}.type = {t} AND ");
+                }
+                let start = self.text.len();
+                self.any_of(&target, inner);
+                let written = self.text.split_off(start);
+                chained.push_str(&written);
+                chained.push(')');
+                self.scope = outer;
+                clauses.push(chained);
+            }
+            _ => clauses.push("1 = 0".to_owned()),
+        }
+        if self.patient_tokens_joined {
+            self.push(&clauses.join(" AND "));
+        } else {
+            let _ = write!(self.text, "r.rid IN (SELECT {c}.rid FROM idx_patient_token {c} WHERE {})", clauses.join(" AND "));
+        }
+    }
+
+    /// `SELECT COUNT(DISTINCT rid) FROM <index> WHERE ...` when `query` is one
+    /// plain index lookup on its type: parameter ids are interned per type and
+    /// a deleted or replaced version keeps no index rows, so the lookup's rows
+    /// are the matches and no `resource` row needs reading. Writes nothing
+    /// and answers false otherwise.
+    fn count_from_index(&mut self, query: &SearchQuery) -> bool {
+        let (Some(resource_type), [filter]) = (&query.resource_type, query.filters.as_slice()) else { return false };
+        let [condition] = filter.any_of.as_slice() else { return false };
+        let plain = matches!(
+            condition.matcher,
+            Match::Token { negate: false, .. }
+                | Match::TokenSet { negate: false, .. }
+                | Match::TokenText(_)
+                | Match::String { .. }
+                | Match::Reference { .. }
+                | Match::ReferenceUrl(_)
+                | Match::Uri { .. }
+                | Match::Date { .. }
+                | Match::Number { .. }
+                | Match::Quantity { .. }
+                | Match::Composite(_)
+        );
+        if !plain {
+            return false;
+        }
+        self.scope = Some(vec![resource_type.clone()]);
+        self.count_rows = true;
+        self.condition("r", condition);
+        self.count_rows = false;
+        true
     }
 
     /// Any condition of a filter may hold; an empty filter matches nothing.
@@ -403,15 +522,42 @@ impl Builder {
         format!("{stem}{}", self.aliases)
     }
 
-    /// `pid = (the interned id of param code for kind)`: NULL (matching no
-    /// row) when nothing was ever indexed under that code and kind.
+    /// `pid = (the interned id of param code for kind on the scope's type)`,
+    /// or `pid IN (...)` for several types or any: NULL or an empty list
+    /// (matching no row) when nothing was ever indexed under that code, kind
+    /// and type.
     fn pid_clause(&mut self, param: &str, kind: Kind) -> String {
-        if let Some(&pid) = self.known.params.get(&(param.to_string(), kind)) {
-            let p = self.bind(SqlValue::Int(pid));
-            return format!("pid = {p}");
+        let scope = self.scope.clone();
+        match scope.as_deref() {
+            Some([resource_type]) => {
+                if let Some(&pid) = self.known.params.get(&(resource_type.clone(), param.to_string(), kind)) {
+                    let p = self.bind(SqlValue::Int(pid));
+                    return format!("pid = {p}");
+                }
+                let t = self.bind_text(resource_type);
+                let p = self.bind_text(param);
+                format!("pid = (SELECT pid FROM search_param WHERE type = {t} AND code = {p} AND kind = {})", kind.code())
+            }
+            Some(types) => {
+                let known: Option<Vec<i64>> =
+                    types.iter().map(|t| self.known.params.get(&(t.clone(), param.to_string(), kind)).copied()).collect();
+                if let Some(pids) = known {
+                    let list: Vec<String> = pids.into_iter().map(|pid| self.bind(SqlValue::Int(pid))).collect();
+                    return format!("pid IN ({})", list.join(", "));
+                }
+                let list: Vec<String> = types.iter().map(|t| self.bind_text(t)).collect();
+                let p = self.bind_text(param);
+                format!(
+                    "pid IN (SELECT pid FROM search_param WHERE type IN ({}) AND code = {p} AND kind = {})",
+                    list.join(", "),
+                    kind.code()
+                )
+            }
+            None => {
+                let p = self.bind_text(param);
+                format!("pid IN (SELECT pid FROM search_param WHERE code = {p} AND kind = {})", kind.code())
+            }
         }
-        let p = self.bind_text(param);
-        format!("pid = (SELECT pid FROM search_param WHERE code = {p} AND kind = {})", kind.code())
     }
 
     fn system_clause(&mut self, system: &str) -> String {
@@ -428,7 +574,10 @@ impl Builder {
     fn index_predicate(&mut self, alias: &str, kind: Kind, param: &str, negate: bool, clauses: &[String]) {
         let pid = self.pid_clause(param, kind);
         let not = if negate { "NOT " } else { "" };
-        if self.probe && alias == "r" {
+        let counting = std::mem::take(&mut self.count_rows);
+        if counting {
+            let _ = write!(self.text, "SELECT COUNT(DISTINCT rid) FROM {} WHERE {pid}", kind.table());
+        } else if self.probe && alias == "r" {
             let _ = write!(self.text, "{not}EXISTS (SELECT 1 FROM {} x WHERE x.rid = r.rid AND x.{pid}", kind.table());
         } else {
             let _ = write!(self.text, "{alias}.rid {not}IN (SELECT rid FROM {} WHERE {pid}", kind.table());
@@ -437,7 +586,9 @@ impl Builder {
             self.push(" AND ");
             self.push(clause);
         }
-        self.push(")");
+        if !counting {
+            self.push(")");
+        }
     }
 
     /// The predicate of `condition` on the `resource` row `alias`.
@@ -629,6 +780,7 @@ impl Builder {
         let target = self.alias("t");
         let pid = self.pid_clause(param, Kind::Reference);
         let types = target_types.iter().map(|t| self.bind_text(t)).collect::<Vec<_>>().join(", ");
+        let outer = self.scope.replace(target_types.to_vec());
         let _ = write!(
             self.text,
             "{alias}.rid IN (SELECT {link}.rid FROM idx_reference {link} WHERE {link}.{pid} \
@@ -639,6 +791,7 @@ impl Builder {
             let _ = write!(self.text, "{target}.type IN ({types}) AND ");
         }
         self.any_of(&target, inner);
+        self.scope = outer;
         self.push("))");
     }
 
@@ -653,6 +806,7 @@ impl Builder {
         let link = self.alias("l");
         let source = self.alias("s");
         let target = self.alias("t");
+        let outer = self.scope.replace(vec![source_type.to_owned()]);
         let pid = self.pid_clause(param, Kind::Reference);
         let st = self.bind_text(source_type);
         let _ = write!(
@@ -667,6 +821,7 @@ impl Builder {
         } else {
             self.any_of(&source, inner);
         }
+        self.scope = outer;
         self.push(")");
     }
 
@@ -836,6 +991,18 @@ impl Builder {
 
     fn order_by(&mut self, sort: &[SortKey], sort_kinds: &SortKinds) {
         let mut keys: Vec<String> = Vec::new();
+        // The one sort key `date` is the row's own range (patient_token_order).
+        let sort = if self.patient_tokens_joined {
+            let descending = sort.first().is_some_and(|k| k.descending);
+            keys.push(match (descending, self.dialect) {
+                (true, Dialect::Sqlite) => "c.date_high DESC".to_owned(),
+                (true, Dialect::Postgres) => "c.date_high DESC NULLS LAST".to_owned(),
+                (false, _) => "c.date_low ASC NULLS LAST".to_owned(),
+            });
+            &[]
+        } else {
+            sort
+        };
         for key in sort {
             let direction = if key.descending { "DESC" } else { "ASC" };
             match key.param.as_str() {
@@ -866,6 +1033,140 @@ impl Builder {
         self.push(" ORDER BY ");
         self.push(&keys.join(", "));
     }
+}
+
+/// `idx_patient_token.via`, bits of where the row's patient id came from:
+/// the resource's `patient` parameter (a Patient), its `subject` parameter
+/// (a Patient), or its `patient` parameter pointing at another type (a Group
+/// or a Device with that id; kept so that an untyped `patient=X` is exact).
+pub(crate) const VIA_PATIENT: i64 = 1;
+pub(crate) const VIA_SUBJECT: i64 = 2;
+pub(crate) const VIA_PATIENT_OTHER_TYPE: i64 = 4;
+
+/// Whether a token parameter's values are also kept per patient in
+/// `idx_patient_token`: the coded facts of a record (code, category, status,
+/// type...), not identifiers, tags or derived values.
+pub(crate) fn is_patient_token_param(code: &str) -> bool {
+    !code.starts_with('_') && !code.contains(':') && code != "identifier"
+}
+
+/// One row of `idx_patient_token`: a token of a record that refers to a
+/// patient, with the patient's id and the record's `date` range, so that
+/// "this patient's records with this code, newest first" is one index range.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct PatientToken<'a> {
+    pub(crate) param: &'a str,
+    pub(crate) patient: &'a str,
+    pub(crate) system: Option<&'a str>,
+    pub(crate) code: &'a str,
+    pub(crate) via: i64,
+    pub(crate) date_low: Option<i64>,
+    pub(crate) date_high: Option<i64>,
+}
+
+/// The `idx_patient_token` rows of a version's index entries: every token of
+/// [`is_patient_token_param`] times every Patient the `patient` or `subject`
+/// parameter refers to by id, once per (parameter, patient, system, code),
+/// with the lowest and highest bound of the `date` parameter.
+pub(crate) fn patient_tokens(entries: &[fhir::search::IndexEntry]) -> Vec<PatientToken<'_>> {
+    let mut patients: Vec<(&str, i64)> = Vec::new();
+    let (mut low, mut high): (Option<i64>, Option<i64>) = (None, None);
+    for entry in entries {
+        match &entry.value {
+            IndexValue::Reference { target_type: Some(t), target_id: Some(id), .. } => {
+                let via = match (entry.param.as_str(), t == "Patient") {
+                    ("patient", true) => VIA_PATIENT,
+                    ("patient", false) => VIA_PATIENT_OTHER_TYPE,
+                    ("subject", true) => VIA_SUBJECT,
+                    _ => continue,
+                };
+                match patients.iter_mut().find(|(p, _)| *p == id.as_str()) {
+                    Some(slot) => slot.1 |= via,
+                    None => patients.push((id.as_str(), via)),
+                }
+            }
+            IndexValue::Date { low: l, high: h } if entry.param == "date" => {
+                low = Some(low.map_or(*l, |v| v.min(*l)));
+                high = Some(high.map_or(*h, |v| v.max(*h)));
+            }
+            _ => {}
+        }
+    }
+    let mut rows: Vec<PatientToken<'_>> = Vec::new();
+    if patients.is_empty() {
+        return rows;
+    }
+    for entry in entries {
+        let IndexValue::Token { system, code: Some(code), .. } = &entry.value else { continue };
+        if !is_patient_token_param(&entry.param) {
+            continue;
+        }
+        for (patient, via) in &patients {
+            let row = PatientToken {
+                param: &entry.param,
+                patient,
+                system: system.as_deref(),
+                code,
+                via: *via,
+                date_low: low,
+                date_high: high,
+            };
+            if !rows.iter().any(|r| r.param == row.param && r.patient == row.patient && r.system == row.system && r.code == row.code) {
+                rows.push(row);
+            }
+        }
+    }
+    rows
+}
+
+/// The `via` bits whose rows hold exactly the resources `condition` selects
+/// by patient id, when it names one patient (or chains to patients) through
+/// `patient` or `subject`: see [`VIA_PATIENT`].
+fn patient_condition_via(condition: &Condition) -> Option<i64> {
+    let patient_type = |t: &Option<String>| t.as_deref() == Some("Patient");
+    match (condition.param.as_str(), &condition.matcher) {
+        ("patient", Match::Reference { target_type: None, .. }) => Some(VIA_PATIENT | VIA_PATIENT_OTHER_TYPE),
+        ("patient", Match::Reference { target_type, .. }) if patient_type(target_type) => Some(VIA_PATIENT),
+        ("subject", Match::Reference { target_type, .. }) if patient_type(target_type) => Some(VIA_SUBJECT),
+        ("patient" | "subject", Match::Chain { target_types, .. }) if target_types.len() == 1 && target_types[0] == "Patient" => {
+            Some(if condition.param == "patient" { VIA_PATIENT } else { VIA_SUBJECT })
+        }
+        _ => None,
+    }
+}
+
+/// The (patient filter, token filter) of `query` that `idx_patient_token`
+/// answers together: one patient condition and one code (a token of
+/// [`is_patient_token_param`], not negated), each alone in its filter.
+fn patient_token_pair(query: &SearchQuery) -> Option<(usize, usize)> {
+    query.resource_type.as_ref()?;
+    fn single(f: &Filter) -> Option<&Condition> {
+        if let [c] = f.any_of.as_slice() { Some(c) } else { None }
+    }
+    let patient = query.filters.iter().position(|f| single(f).and_then(patient_condition_via).is_some())?;
+    let token = query.filters.iter().enumerate().position(|(i, f)| {
+        i != patient
+            && single(f).is_some_and(|c| {
+                is_patient_token_param(&c.param) && matches!(c.matcher, Match::Token { code: Some(_), negate: false, .. })
+            })
+    })?;
+    Some((patient, token))
+}
+
+/// `Some(descending)` when the page of `query` can be read from
+/// `idx_patient_token` in its order: one patient by id, a code with its
+/// system (or none), and the one sort key `date` of date type, whose bounds
+/// the rows carry. Each match then has exactly one row.
+fn patient_token_order(query: &SearchQuery, sort_kinds: &SortKinds) -> Option<bool> {
+    let (patient, token) = patient_token_pair(query)?;
+    let by_id = matches!(query.filters[patient].any_of[0].matcher, Match::Reference { .. });
+    let with_system = matches!(
+        query.filters[token].any_of[0].matcher,
+        Match::Token { system: TokenSystem::Is(_) | TokenSystem::NoSystem, .. }
+    );
+    let [key] = query.sort.as_slice() else { return None };
+    let date = key.param == "date" && sort_kinds.get("date").is_some_and(|k| k.as_slice() == [Kind::Date]);
+    (by_id && with_system && date).then_some(key.descending)
 }
 
 /// The columns of one component of a composite row (`s`, `c`, `l`, `h`:

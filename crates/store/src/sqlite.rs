@@ -56,6 +56,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (5, include_str!("../migrations/sqlite/0005_audit.sql")),
     (6, include_str!("../migrations/sqlite/0006_resource_writer.sql")),
     (7, include_str!("../migrations/sqlite/0007_audit_patient_index.sql")),
+    (8, include_str!("../migrations/sqlite/0008_typed_params.sql")),
 ];
 
 /// Tuning of a [`SqliteStore`].
@@ -174,10 +175,16 @@ impl SqliteStore {
     }
 }
 
+/// The line [`SqliteStore::explain`] puts between the plans of two statements.
+pub const STATEMENT_SEPARATOR: &str = "-- next statement";
+
 /// `EXPLAIN QUERY PLAN` of each statement, one line per step, indented by depth.
 fn explain_lines(conn: &Connection, statements: &[&Sql]) -> Result<Vec<String>, StoreError> {
     let mut lines = Vec::new();
-    for statement in statements {
+    for (i, statement) in statements.iter().enumerate() {
+        if i > 0 {
+            lines.push(STATEMENT_SEPARATOR.to_owned());
+        }
         let text = format!("EXPLAIN QUERY PLAN {}", statement.text);
         let mut prepared = conn.prepare(&text).map_err(db_error)?;
         let mut rows = prepared.query(rusqlite::params_from_iter(statement.params.iter())).map_err(db_error)?;
@@ -519,8 +526,8 @@ fn to_i64(n: u64) -> Result<i64, StoreError> {
 struct Writer {
     conn: Connection,
     max_group: usize,
-    /// Interned `search_param` ids per kind, keyed by code.
-    params: [HashMap<String, i64>; 8],
+    /// Interned `search_param` ids per kind, keyed by (resource type, code).
+    params: [HashMap<(String, String), i64>; 8],
     systems: HashMap<String, i64>,
     /// Multi-row index INSERTs per kind and chunk size.
     insert_sql: [[String; 5]; 8],
@@ -961,56 +968,49 @@ impl Writer {
             .and_then(|mut s| s.query_row(params![reindex.resource_type, reindex.id, version], |r| r.get(0)).optional())
             .map_err(db_error)?;
         let Some(rid) = rid else { return Ok(()) };
-        for kind in Kind::ALL {
-            self.conn.prepare_cached(DELETE_INDEX[kind_slot(kind)]).and_then(|mut s| s.execute([rid])).map_err(db_error)?;
-        }
+        delete_index(&self.conn, rid)?;
         if crate::fulltext::sqlite_replace(&self.conn, rid, true, Some(&reindex.text)).map_err(db_error)? {
             self.text_pending += 1;
         }
-        self.insert_index(rid, &reindex.index)
+        self.insert_index(rid, &reindex.resource_type, &reindex.index)
     }
 
     /// Makes sure every parameter code and system of the commit has an
     /// interned id. Runs outside the commit's savepoint so that the cache
     /// never holds an id a savepoint rollback removed.
     fn intern(&mut self, commit: &Commit) -> Result<(), StoreError> {
-        {
-            for entry in commit.index_entries() {
-                let kind = Kind::of(&entry.value);
-                if !self.params[kind_slot(kind)].contains_key(&entry.param) {
-                    let pid = intern_row(
-                        &self.conn,
-                        "INSERT INTO search_param (code, kind) VALUES (?1, ?2) ON CONFLICT (code, kind) DO NOTHING",
-                        "SELECT pid FROM search_param WHERE code = ?1 AND kind = ?2",
-                        &entry.param,
-                        Some(kind.code()),
-                    )?;
-                    self.params[kind_slot(kind)].insert(entry.param.clone(), pid);
-                }
-                let system = match &entry.value {
-                    IndexValue::Token { system: Some(system), .. } | IndexValue::Quantity { system: Some(system), .. } => {
-                        system
-                    }
-                    _ => continue,
-                };
-                if !self.systems.contains_key(system) {
-                    let sid = intern_row(
-                        &self.conn,
-                        "INSERT INTO term_system (uri) VALUES (?1) ON CONFLICT (uri) DO NOTHING",
-                        "SELECT sid FROM term_system WHERE uri = ?1",
-                        system,
-                        None,
-                    )?;
-                    self.systems.insert(system.clone(), sid);
-                }
+        let typed = commit
+            .writes
+            .iter()
+            .flat_map(|w| w.index.iter().map(move |e| (w.resource_type.as_str(), e)))
+            .chain(commit.reindex.iter().flat_map(|r| r.index.iter().map(move |e| (r.resource_type.as_str(), e))));
+        for (resource_type, entry) in typed {
+            let kind = Kind::of(&entry.value);
+            let key = (resource_type.to_owned(), entry.param.clone());
+            if !self.params[kind_slot(kind)].contains_key(&key) {
+                let pid = intern_param(&self.conn, resource_type, &entry.param, kind)?;
+                self.params[kind_slot(kind)].insert(key, pid);
+            }
+            let system = match &entry.value {
+                IndexValue::Token { system: Some(system), .. } | IndexValue::Quantity { system: Some(system), .. } => system,
+                _ => continue,
+            };
+            if !self.systems.contains_key(system) {
+                let sid = intern_row(
+                    &self.conn,
+                    "INSERT INTO term_system (uri) VALUES (?1) ON CONFLICT (uri) DO NOTHING",
+                    "SELECT sid FROM term_system WHERE uri = ?1",
+                    system,
+                )?;
+                self.systems.insert(system.clone(), sid);
             }
         }
         Ok(())
     }
 
-    fn pid(&self, entry: &IndexEntry, kind: Kind) -> Result<i64, StoreError> {
+    fn pid(&self, resource_type: &str, param: &str, kind: Kind) -> Result<i64, StoreError> {
         self.params[kind_slot(kind)]
-            .get(&entry.param)
+            .get(&(resource_type.to_owned(), param.to_owned()))
             .copied()
             .ok_or_else(|| StoreError::Internal("search parameter was not interned".into()))
     }
@@ -1063,11 +1063,7 @@ impl Writer {
                 conn.prepare_cached("UPDATE resource SET version = ?1, last_updated = ?2, deleted = ?3 WHERE rid = ?4")
                     .and_then(|mut s| s.execute(params![version, last_updated, deleted, rid]))
                     .map_err(db_error)?;
-                for kind in Kind::ALL {
-                    conn.prepare_cached(DELETE_INDEX[kind_slot(kind)])
-                        .and_then(|mut s| s.execute([rid]))
-                        .map_err(db_error)?;
-                }
+                delete_index(conn, rid)?;
                 rid
             }
         };
@@ -1088,7 +1084,7 @@ impl Writer {
         .map_err(db_error)?;
         // A delete has no search values (Write::index is documented empty).
         if write.body.is_some() {
-            self.insert_index(rid, &write.index)?;
+            self.insert_index(rid, &write.resource_type, &write.index)?;
         }
         if crate::fulltext::sqlite_replace(conn, rid, existing.is_some(), write.body.as_ref().map(|_| &write.text))
             .map_err(db_error)?
@@ -1100,7 +1096,7 @@ impl Writer {
 
     /// Inserts a version's index rows, several rows per statement: a
     /// statement execution costs about as much as the B-tree insert itself.
-    fn insert_index(&self, rid: i64, entries: &[IndexEntry]) -> Result<(), StoreError> {
+    fn insert_index(&self, rid: i64, resource_type: &str, entries: &[IndexEntry]) -> Result<(), StoreError> {
         let mut by_kind: [Vec<(i64, &IndexEntry)>; 8] = Default::default();
         for (n, entry) in entries.iter().enumerate() {
             by_kind[kind_slot(Kind::of(&entry.value))].push((n as i64, entry));
@@ -1114,11 +1110,25 @@ impl Writer {
                 let mut statement = self.conn.prepare_cached(&self.insert_sql[kind_slot(kind)][size_slot]).map_err(db_error)?;
                 let mut column = 0;
                 for (n, entry) in chunk {
-                    self.bind_row(&mut statement, &mut column, rid, *n, entry)?;
+                    self.bind_row(&mut statement, &mut column, rid, resource_type, *n, entry)?;
                 }
                 statement.raw_execute().map_err(db_error)?;
                 rest = tail;
             }
+        }
+        for row in sql::patient_tokens(entries) {
+            let pid = self.pid(resource_type, row.param, Kind::Token)?;
+            let sid = match row.system {
+                Some(system) => self.systems.get(system).copied().ok_or_else(|| StoreError::Internal("system was not interned".into()))?,
+                None => 0,
+            };
+            self.conn
+                .prepare_cached(
+                    "INSERT INTO idx_patient_token (rid, pid, patient, sid, code, via, date_low, date_high) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                )
+                .and_then(|mut s| s.execute(params![rid, pid, row.patient, sid, row.code, row.via, row.date_low, row.date_high]))
+                .map_err(db_error)?;
         }
         Ok(())
     }
@@ -1129,6 +1139,7 @@ impl Writer {
         statement: &mut rusqlite::CachedStatement<'_>,
         column: &mut usize,
         rid: i64,
+        resource_type: &str,
         n: i64,
         entry: &IndexEntry,
     ) -> Result<(), StoreError> {
@@ -1137,7 +1148,7 @@ impl Writer {
             statement.raw_bind_parameter(*column, value).map_err(db_error)
         };
         bind(&rid)?;
-        bind(&self.pid(entry, Kind::of(&entry.value))?)?;
+        bind(&self.pid(resource_type, &entry.param, Kind::of(&entry.value))?)?;
         bind(&n)?;
         match &entry.value {
             IndexValue::String { normalized, exact } => {
@@ -1221,24 +1232,35 @@ const DELETE_INDEX: [&str; 8] = [
     "DELETE FROM idx_composite WHERE rid = ?1",
 ];
 
+/// Removes every index row of a resource (its previous version's).
+fn delete_index(conn: &Connection, rid: i64) -> Result<(), StoreError> {
+    for statement in DELETE_INDEX.iter().chain(["DELETE FROM idx_patient_token WHERE rid = ?1"].iter()) {
+        conn.prepare_cached(statement).and_then(|mut s| s.execute([rid])).map_err(db_error)?;
+    }
+    Ok(())
+}
+
 fn kind_slot(kind: Kind) -> usize {
     (kind.code() - 1) as usize
 }
 
-fn intern_row(conn: &Connection, insert: &str, select: &str, text: &str, kind: Option<i64>) -> Result<i64, StoreError> {
-    let result = match kind {
-        Some(kind) => conn
-            .prepare_cached(insert)
-            .and_then(|mut s| s.execute(params![text, kind]))
-            .and_then(|_| conn.prepare_cached(select))
-            .and_then(|mut s| s.query_row(params![text, kind], |r| r.get(0))),
-        None => conn
-            .prepare_cached(insert)
-            .and_then(|mut s| s.execute([text]))
-            .and_then(|_| conn.prepare_cached(select))
-            .and_then(|mut s| s.query_row([text], |r| r.get(0))),
-    };
-    result.map_err(db_error)
+fn intern_row(conn: &Connection, insert: &str, select: &str, text: &str) -> Result<i64, StoreError> {
+    conn.prepare_cached(insert)
+        .and_then(|mut s| s.execute([text]))
+        .and_then(|_| conn.prepare_cached(select))
+        .and_then(|mut s| s.query_row([text], |r| r.get(0)))
+        .map_err(db_error)
+}
+
+/// The interned id of a search parameter code of a resource type and kind.
+fn intern_param(conn: &Connection, resource_type: &str, code: &str, kind: Kind) -> Result<i64, StoreError> {
+    conn.prepare_cached(
+        "INSERT INTO search_param (type, code, kind) VALUES (?1, ?2, ?3) ON CONFLICT (type, code, kind) DO NOTHING",
+    )
+    .and_then(|mut s| s.execute(params![resource_type, code, kind.code()]))
+    .and_then(|_| conn.prepare_cached("SELECT pid FROM search_param WHERE type = ?1 AND code = ?2 AND kind = ?3"))
+    .and_then(|mut s| s.query_row(params![resource_type, code, kind.code()], |r| r.get(0)))
+    .map_err(db_error)
 }
 
 /// The stored version of a system record.

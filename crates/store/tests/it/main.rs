@@ -13,6 +13,7 @@ mod durability;
 mod encryption;
 mod harness;
 mod history;
+mod patient_tokens;
 mod plans;
 mod reindex;
 mod search;
@@ -72,6 +73,11 @@ trail_tests! {
 }
 
 conformance! {
+    patient_tokens {
+        a_patients_coded_records_in_date_order,
+        chained_patients_with_a_code,
+        counts_of_one_lookup_are_per_type,
+    }
     chains {
         chain_follows_references_of_the_named_types,
         chain_combines_with_other_filters,

@@ -169,3 +169,46 @@ fn a_full_scan_is_detected() {
     let indexed = vec!["SEARCH r USING INDEX resource_type_updated (type=?)".to_string(), "SCAN CONSTANT ROW".to_string()];
     assert!(sqlite_full_scans(&indexed).is_empty());
 }
+
+/// The shapes of the search targets read what they need and no more: a
+/// patient's records with a code from one range of `idx_patient_token`
+/// (newest first in the index's own order, no sort of all matches), a chain
+/// to patients then that range per patient, a count of one code from the
+/// code's index rows alone (no `resource` row read).
+const TARGET_PLANS: &[(&str, &[&str], &[&str])] = &[
+    (
+        "Observation?patient=p1&code=http://loinc.org|2345-7&_sort=-date&_count=20",
+        &["SEARCH c USING COVERING INDEX idx_patient_token_search"],
+        &["TEMP B-TREE FOR ORDER BY", "idx_reference", "idx_token"],
+    ),
+    (
+        "Observation?subject:Patient.family=smith&code=http://loinc.org|2345-7",
+        &["USING COVERING INDEX idx_patient_token_search", "idx_string_search"],
+        &["idx_reference", "idx_token "],
+    ),
+    ("Observation?code=http://loinc.org|2345-7&_summary=count", &["idx_token_search"], &["SEARCH r", "SCAN r", "resource"]),
+];
+
+#[tokio::test]
+async fn sqlite_target_shapes_read_one_index_range() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let sqlite = Arc::new(SqliteStore::open(&dir.path().join("hearth.db"), SqliteOptions::default()).expect("open"));
+    let store: Arc<dyn Store> = sqlite.clone();
+    seed(&store).await;
+    let mut failures = Vec::new();
+    for (shape, wanted, unwanted) in TARGET_PLANS {
+        let query = parse(shape);
+        let plan = sqlite.explain(&query).await.expect("explain");
+        // The page statement, then the count (which alone runs for `_summary=count`).
+        let split = plan.iter().position(|l| l == store::sqlite::STATEMENT_SEPARATOR).unwrap_or(plan.len());
+        let (page, count) = plan.split_at(split);
+        let plan: Vec<String> = if query.count == 0 { count.to_vec() } else { page.to_vec() };
+        let text = plan.join("\n");
+        let missing: Vec<&&str> = wanted.iter().filter(|w| !text.contains(**w)).collect();
+        let present: Vec<&&str> = unwanted.iter().filter(|u| text.contains(**u)).collect();
+        if !missing.is_empty() || !present.is_empty() {
+            failures.push(format!("{shape}: missing {missing:?}, present {present:?}\n    {}", plan.join("\n    ")));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
