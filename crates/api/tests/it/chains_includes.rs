@@ -16,6 +16,7 @@ per_backend!(
     summary_applies_to_included_resources,
     capability_statement_states_includes_and_chains,
     compartment_search_resolves_includes,
+    revinclude_star_finds_referrers_of_every_type,
 );
 
 /// `Type/id` of the entries with `search.mode = mode`.
@@ -210,4 +211,38 @@ async fn compartment_search_resolves_includes(s: Server) {
     assert_eq!(entries(&bundle, "include"), vec![format!("Patient/{id}")]);
     let bundle = fhir_body(s.get(&format!("Patient/{id}/Observation?subject:Patient.family=compartment")).await).await;
     assert_eq!(entries(&bundle, "match"), vec![format!("Observation/{obs}")]);
+}
+
+async fn revinclude_star_finds_referrers_of_every_type(s: Server) {
+    let ada = s.create(patient("Lovelace")).await;
+    let other = s.create(patient("Other")).await;
+    let obs = s.create(observation(&ada, "1")).await;
+    let condition = s
+        .create(json!({"resourceType": "Condition", "subject": {"reference": format!("Patient/{ada}")},
+                       "code": {"text": "asthma"}}))
+        .await;
+    let allergy = s
+        .create(json!({"resourceType": "AllergyIntolerance", "patient": {"reference": format!("Patient/{ada}")},
+                       "code": {"text": "peanut"}}))
+        .await;
+    let related = s
+        .create(json!({"resourceType": "RelatedPerson", "patient": {"reference": format!("Patient/{ada}")}}))
+        .await;
+    let linked = s
+        .create(json!({"resourceType": "Patient", "link": [{"other": {"reference": format!("Patient/{ada}")}, "type": "seealso"}]}))
+        .await;
+    let _elsewhere = s.create(observation(&other, "1")).await;
+    let bundle = fhir_body(s.get(&format!("Patient?_id={ada}&_revinclude=*")).await).await;
+    assert_eq!(entries(&bundle, "match"), vec![format!("Patient/{ada}")]);
+    assert_eq!(
+        entries(&bundle, "include"),
+        sorted(vec![
+            format!("AllergyIntolerance/{allergy}"),
+            format!("Condition/{condition}"),
+            format!("Observation/{obs}"),
+            format!("Patient/{linked}"),
+            format!("RelatedPerson/{related}"),
+        ])
+    );
+    assert!(bundle["link"][0]["url"].as_str().unwrap().contains("_revinclude=*"), "{}", bundle["link"][0]["url"]);
 }

@@ -6,7 +6,8 @@
 //!   `_id` searches (one per target type), so deleted and missing targets are
 //!   skipped;
 //! - `_revinclude=Type:param[:Target]` searches `Type` for resources whose
-//!   `param` refers to any of the page's resources;
+//!   `param` refers to any of the page's resources; `_revinclude=*` searches
+//!   every type through every reference parameter;
 //! - `:iterate` applies a directive to the resources included so far too,
 //!   round after round, until nothing new is found.
 //!
@@ -163,20 +164,24 @@ impl Service {
         include: &Include,
         limit: usize,
     ) -> Result<Vec<StoredResource>, Error> {
-        let Some(source) = include.source_type.as_deref() else {
-            return Ok(Vec::new());
-        };
-        let params: Vec<(String, Vec<String>)> = match &include.param {
-            Some(code) => match registry.param(source, code) {
+        let source = include.source_type.as_deref();
+        let params: Vec<(String, Vec<String>)> = match (source, &include.param) {
+            (Some(source), Some(code)) => match registry.param(source, code) {
                 Some(def) => vec![(code.clone(), def.targets.clone())],
                 None => Vec::new(),
             },
-            None => registry
-                .params_for(source)
-                .into_iter()
-                .filter(|def| def.kind == ParamType::Reference && def.expression.is_some())
-                .map(|def| (def.code.clone(), def.targets.clone()))
-                .collect(),
+            (Some(source), None) => reference_params(registry.params_for(source)),
+            // `_revinclude=*`: every reference parameter of every type, by
+            // code (with the union of its targets), searched across types.
+            (None, _) => {
+                let mut by_code: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+                let mut types: BTreeSet<String> = fhir::search::params::resource_types().map(str::to_string).collect();
+                types.extend(registry.custom_types());
+                for (code, targets) in reference_params(types.iter().flat_map(|t| registry.params_for(t)).collect()) {
+                    by_code.entry(code).or_default().extend(targets);
+                }
+                by_code.into_iter().map(|(code, targets)| (code, targets.into_iter().collect())).collect()
+            }
         };
         let mut conditions = Vec::new();
         for resource in frontier {
@@ -199,7 +204,7 @@ impl Service {
         let mut out = Vec::new();
         for chunk in conditions.chunks(CHUNK) {
             let query = SearchQuery {
-                resource_type: Some(source.to_string()),
+                resource_type: source.map(str::to_string),
                 filters: vec![Filter { any_of: chunk.to_vec() }],
                 count: limit,
                 total: TotalMode::None,
@@ -209,4 +214,13 @@ impl Service {
         }
         Ok(out)
     }
+}
+
+/// The reference parameters among `defs` that an expression indexes, as
+/// (code, target types).
+fn reference_params(defs: Vec<&fhir::search::SearchParamDef>) -> Vec<(String, Vec<String>)> {
+    defs.into_iter()
+        .filter(|def| def.kind == ParamType::Reference && def.expression.is_some())
+        .map(|def| (def.code.clone(), def.targets.clone()))
+        .collect()
 }

@@ -15,7 +15,7 @@ pub struct Include {
     /// `:iterate` (R4; `:recurse` in earlier versions): applies to included
     /// resources too, until nothing new is found.
     pub iterate: bool,
-    /// The type holding the reference; `None` for `_include=*`.
+    /// The type holding the reference; `None` for `*` (any type).
     pub source_type: Option<String>,
     /// The reference parameter of `source_type`; `None` for `*` (every
     /// reference parameter).
@@ -53,9 +53,8 @@ pub(crate) fn parse(
     };
     let value = value.trim();
     if value == "*" {
-        if reverse {
-            return Err(Issue::error(IssueType::NotSupported, "_revinclude=* is not supported; name Type:parameter"));
-        }
+        // `_include=*`: every resource the results refer to; `_revinclude=*`:
+        // every resource of any type that refers to a result.
         return Ok(Some(Include { reverse, iterate, source_type: None, param: None, target_type: None }));
     }
     let mut parts = value.split(':');
@@ -190,6 +189,9 @@ mod tests {
         assert_eq!(error("Observation", "_include", "Patient:organization"), IssueType::Invalid);
         // and a _revinclude points at it.
         assert_eq!(error("Practitioner", "_revinclude", "Observation:patient"), IssueType::Invalid);
-        assert_eq!(error("Patient", "_revinclude", "*"), IssueType::NotSupported);
+        assert_eq!(
+            includes("Patient", &[("_revinclude", "*")]),
+            vec![Include { reverse: true, iterate: false, source_type: None, param: None, target_type: None }]
+        );
     }
 }

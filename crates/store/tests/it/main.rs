@@ -16,6 +16,7 @@ mod history;
 mod patient_tokens;
 mod plans;
 mod reindex;
+mod schema_upgrade;
 mod search;
 mod search_values;
 mod text;

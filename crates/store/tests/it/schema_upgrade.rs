@@ -1,0 +1,93 @@
+//! Upgrading a database written before search parameters were interned per
+//! resource type (schema 7) to schema 8: every index row is given its
+//! resource type's parameter id and a patient's coded records are indexed
+//! by patient, so the searches answer as on a new database.
+
+use crate::harness::*;
+use domain::store::Store;
+use fhir::search::query::{Match, SortKey, StringMode, TokenSystem, TotalMode};
+use std::sync::Arc;
+use store::sqlite::{SqliteOptions, SqliteStore};
+
+const SCHEMA_7: &[(i64, &str)] = &[
+    (1, include_str!("../../migrations/sqlite/0001_init.sql")),
+    (3, include_str!("../../migrations/sqlite/0003_composite.sql")),
+    (4, include_str!("../../migrations/sqlite/0004_text.sql")),
+    (5, include_str!("../../migrations/sqlite/0005_audit.sql")),
+    (6, include_str!("../../migrations/sqlite/0006_resource_writer.sql")),
+    (7, include_str!("../../migrations/sqlite/0007_audit_patient_index.sql")),
+];
+
+/// Rows as a schema-7 writer left them: parameter ids shared by every type
+/// (`code` of the Observation and of the Condition is pid 1).
+const OLD_ROWS: &str = r#"
+INSERT INTO search_param (pid, code, kind) VALUES (1, 'code', 2), (2, 'subject', 3), (3, 'patient', 3), (4, 'date', 4), (5, 'family', 1);
+INSERT INTO term_system (sid, uri) VALUES (1, 'http://loinc.org');
+INSERT INTO resource (rid, type, id, version, last_updated, deleted) VALUES
+    (1, 'Patient', 'p1', 1, 1000, 0), (2, 'Observation', 'o1', 1, 2000, 0), (3, 'Condition', 'c1', 1, 3000, 0),
+    (4, 'Observation', 'gone', 2, 4000, 1);
+INSERT INTO resource_version (rid, type, version, last_updated, method, body) VALUES
+    (1, 'Patient', 1, 1000, 1, '{"resourceType":"Patient","id":"p1"}'),
+    (2, 'Observation', 1, 2000, 1, '{"resourceType":"Observation","id":"o1"}'),
+    (3, 'Condition', 1, 3000, 1, '{"resourceType":"Condition","id":"c1"}'),
+    (4, 'Observation', 1, 3500, 1, '{"resourceType":"Observation","id":"gone"}'),
+    (4, 'Observation', 2, 4000, 4, NULL);
+INSERT INTO idx_string (rid, pid, n, normalized, exact) VALUES (1, 5, 0, 'smith', 'Smith');
+INSERT INTO idx_token (rid, pid, n, sid, code, text) VALUES (2, 1, 0, 1, '2345-7', NULL), (3, 1, 0, 1, '2345-7', NULL);
+INSERT INTO idx_reference (rid, pid, n, target_type, target_id, url) VALUES
+    (2, 2, 1, 'Patient', 'p1', 'Patient/p1'), (2, 3, 2, 'Patient', 'p1', 'Patient/p1'),
+    (3, 2, 1, 'Patient', 'p1', 'Patient/p1'), (3, 3, 2, 'Patient', 'p1', 'Patient/p1');
+INSERT INTO idx_date (rid, pid, n, low, high) VALUES (2, 4, 3, 100, 200);
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schema_7_database_is_upgraded_in_place() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let path = dir.path().join("hearth.db");
+    {
+        let conn = rusqlite::Connection::open(&path).expect("create schema-7 database");
+        conn.execute_batch("CREATE TABLE schema_version (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)")
+            .expect("schema_version");
+        for (version, script) in SCHEMA_7 {
+            conn.execute_batch(script).expect("old migration");
+            conn.execute("INSERT INTO schema_version (version, applied_at) VALUES (?1, 0)", [version]).expect("record");
+        }
+        conn.execute_batch(OLD_ROWS).expect("old rows");
+    }
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&path, SqliteOptions::default()).expect("open and upgrade"));
+
+    let loinc = |code: &str| cond("code", Match::Token { system: TokenSystem::Is("http://loinc.org".into()), code: Some(code.into()), negate: false });
+    let count = |mut q: fhir::search::query::SearchQuery| {
+        let store = Arc::clone(&store);
+        async move {
+            q.count = 0;
+            q.total = TotalMode::Accurate;
+            store.search(&q).await.expect("count").total
+        }
+    };
+    // The shared `code` id became one per type.
+    assert_eq!(count(query("Observation", vec![loinc("2345-7")])).await, Some(1));
+    assert_eq!(count(query("Condition", vec![loinc("2345-7")])).await, Some(1));
+    assert_eq!(ids(&store, &query("Patient", vec![cond("family", Match::String { value: "smi".into(), mode: StringMode::Prefix })])).await, vec!["p1"]);
+    // The patient's coded records, through the new index.
+    let mut by_patient = query("Observation", vec![cond("patient", Match::Reference { target_type: None, id: "p1".into() }), loinc("2345-7")]);
+    by_patient.sort = vec![SortKey { param: "date".into(), descending: true }];
+    assert_eq!(ids(&store, &by_patient).await, vec!["o1"]);
+    let chained = query("Condition", vec![
+        cond("subject", Match::Chain {
+            target_types: vec!["Patient".into()],
+            inner: vec![cond("family", Match::String { value: "smith".into(), mode: StringMode::Prefix })],
+        }),
+        loinc("2345-7"),
+    ]);
+    assert_eq!(ids(&store, &chained).await, vec!["c1"]);
+    // New writes intern their own ids next to the upgraded ones.
+    create(&store, "Observation", "o2", at(1), vec![
+        reference("patient", "Patient", "p1"),
+        token("code", Some("http://loinc.org"), Some("2345-7"), None),
+        date("date", 300, 400),
+    ])
+    .await;
+    assert_eq!(ids(&store, &by_patient).await, vec!["o2", "o1"]);
+    assert_eq!(count(query("Observation", vec![loinc("2345-7")])).await, Some(2));
+}
