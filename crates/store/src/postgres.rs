@@ -1166,6 +1166,12 @@ const READ_SQL: &str = "SELECT r.type, r.id, v.version, v.last_updated, v.method
      FROM resource r JOIN resource_version v ON v.rid = r.rid AND v.version = r.version \
      WHERE r.type = $1 AND r.id = $2";
 
+/// The current versions of several (type, id) keys in one statement.
+const READ_MANY_SQL: &str = "SELECT r.type, r.id, v.version, v.last_updated, v.method, v.body \
+     FROM UNNEST($1::TEXT[], $2::TEXT[]) AS k(type, id) \
+     JOIN resource r ON r.type = k.type AND r.id = k.id \
+     JOIN resource_version v ON v.rid = r.rid AND v.version = r.version";
+
 const VREAD_SQL: &str = "SELECT r.type, r.id, v.version, v.last_updated, v.method, v.body \
      FROM resource r JOIN resource_version v ON v.rid = r.rid \
      WHERE r.type = $1 AND r.id = $2 AND v.version = $3";
@@ -1181,6 +1187,22 @@ impl domain::Store for PostgresStore {
         let statement = client.prepare_cached(READ_SQL).await.map_err(pg_error)?;
         let row = client.query_opt(&statement, &[&resource_type, &id]).await.map_err(pg_error)?;
         row.map(|row| resource_row(&row)?.into_stored()).transpose()
+    }
+
+    async fn read_many(&self, keys: &[(String, String)]) -> Result<Vec<StoredResource>, StoreError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (types, ids): (Vec<&str>, Vec<&str>) = keys.iter().map(|(t, i)| (t.as_str(), i.as_str())).unzip();
+        let client = self.client().await?;
+        let statement = client.prepare_cached(READ_MANY_SQL).await.map_err(pg_error)?;
+        let rows = client.query(&statement, &[&types, &ids]).await.map_err(pg_error)?;
+        let mut found: HashMap<(String, String), StoredResource> = HashMap::with_capacity(rows.len());
+        for row in rows {
+            let stored = resource_row(&row)?.into_stored()?;
+            found.insert((stored.resource_type.clone(), stored.id.clone()), stored);
+        }
+        Ok(keys.iter().filter_map(|k| found.remove(k)).collect())
     }
 
     async fn vread(

@@ -537,37 +537,12 @@ impl Service {
     }
 
     /// The current versions of `keys`, in their order, leaving out those
-    /// deleted since: one search by `_id` per resource type.
+    /// deleted since: one [`Store::read_many`] (the SQLite store answers from
+    /// its cache of current versions, else in one reader call).
     async fn read_keys<'k>(&self, keys: impl Iterator<Item = &'k ResourceKey>) -> Result<Vec<StoredResource>, Error> {
-        let keys: Vec<&ResourceKey> = keys.collect();
-        let mut by_type: Vec<(&str, Vec<&str>)> = Vec::new();
-        for (resource_type, id) in &keys {
-            match by_type.iter_mut().find(|(t, _)| t == resource_type) {
-                Some((_, ids)) => ids.push(id),
-                None => by_type.push((resource_type, vec![id])),
-            }
-        }
-        let mut found: std::collections::HashMap<ResourceKey, StoredResource> = std::collections::HashMap::new();
-        for (resource_type, ids) in by_type {
-            let query = SearchQuery {
-                resource_type: Some(resource_type.to_string()),
-                filters: vec![fhir::search::query::Filter {
-                    any_of: ids
-                        .iter()
-                        .map(|id| fhir::search::query::Condition {
-                            param: "_id".into(),
-                            matcher: fhir::search::query::Match::Id((*id).to_string()),
-                        })
-                        .collect(),
-                }],
-                count: ids.len(),
-                ..SearchQuery::default()
-            };
-            for r in self.store.search(&query).await?.items {
-                found.insert((r.resource_type.clone(), r.id.clone()), r);
-            }
-        }
-        Ok(keys.into_iter().filter_map(|k| found.remove(k)).collect())
+        let keys: Vec<ResourceKey> = keys.cloned().collect();
+        let found = self.store.read_many(&keys).await?;
+        Ok(found.into_iter().filter(|r| !r.is_deleted()).collect())
     }
 
     fn page_size(&self, asked: Option<usize>) -> usize {

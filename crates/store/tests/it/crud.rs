@@ -16,6 +16,25 @@ pub(crate) async fn create_then_read(store: Arc<dyn Store>) {
     assert!(!found.is_deleted());
 }
 
+pub(crate) async fn read_many_answers_in_the_order_asked(store: Arc<dyn Store>) {
+    create(&store, "Patient", "a", at(1), vec![]).await;
+    create(&store, "Patient", "b", at(2), vec![]).await;
+    create(&store, "Observation", "a", at(3), vec![]).await;
+    store.commit(commit(vec![write("Patient", "a", 2, at(4), vec![])])).await.expect("update");
+    store.commit(commit(vec![delete("Patient", "b", 2, at(5))])).await.expect("delete");
+    let key = |t: &str, id: &str| (t.to_string(), id.to_string());
+    let keys = [key("Observation", "a"), key("Patient", "missing"), key("Patient", "b"), key("Patient", "a")];
+    let found = store.read_many(&keys).await.expect("read_many");
+    let seen: Vec<(String, String, u64, bool)> =
+        found.into_iter().map(|r| (r.resource_type.clone(), r.id.clone(), r.version_id, r.is_deleted())).collect();
+    assert_eq!(seen, vec![
+        ("Observation".to_string(), "a".to_string(), 1, false),
+        ("Patient".to_string(), "b".to_string(), 2, true),
+        ("Patient".to_string(), "a".to_string(), 2, false),
+    ]);
+    assert!(store.read_many(&[]).await.expect("none").is_empty());
+}
+
 pub(crate) async fn read_missing_is_none(store: Arc<dyn Store>) {
     assert_eq!(store.read("Patient", "nope").await.expect("read"), None);
     assert_eq!(store.vread("Patient", "nope", 1).await.expect("vread"), None);

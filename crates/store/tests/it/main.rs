@@ -111,6 +111,7 @@ conformance! {
     }
     crud {
         create_then_read,
+        read_many_answers_in_the_order_asked,
         read_missing_is_none,
         update_then_vread_each_version,
         delete_keeps_a_tombstone,
