@@ -806,6 +806,60 @@ fn a_value_changed_in_the_store_is_reported_as_a_mismatch() {
     assert!(stdout.contains(&line), "{line} in {stdout}");
 }
 
+/// Reconcile compares a code with its system: a lab result whose LOINC code
+/// is stored under another system (the same digits as a SNOMED CT code) is
+/// a mismatch naming both `system|code` values, through the binary.
+#[test]
+fn a_code_stored_under_the_wrong_system_is_a_mismatch() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path();
+    assert!(hearth(&["migrate", "init", "proj", "--preset", "legacy-csv"], dir).0);
+    assert!(hearth(&["migrate", "sample", "--out", "proj/export", "--patients", "6", "--seed", "2"], dir).0);
+    let (ok, stdout, stderr) = hearth(&["migrate", "run", "proj", "--data-dir", "data", "--quiet"], dir);
+    assert!(ok, "{stderr}\n{stdout}");
+    let dry = read_json(&dir.join("proj/reports/dry-run.json"));
+    let flagged: HashSet<u64> = dry["issues"]
+        .as_array()
+        .expect("issues")
+        .iter()
+        .filter(|i| i["file"] == "lab_results.csv")
+        .map(|i| i["line"].as_u64().expect("line"))
+        .collect();
+    let project = project::load(&dir.join("proj")).expect("project");
+    let source = project.csv_source(&dir.join("proj"), "legacy").expect("source");
+    let rows = read_all(&source);
+    let converter = migrate::convert::Converter::new(&project, "lab_results").expect("converter");
+    // A lab result that loaded with a LOINC code.
+    let (row, mut resource) = rows["lab_results"]
+        .iter()
+        .filter(|r| matches!(&r.provenance, Provenance::FileLine { line, .. } if !flagged.contains(line)))
+        .find_map(|r| {
+            let resource = converter.convert(r).resources.remove(0);
+            (resource["code"]["coding"][0]["system"] == "http://loinc.org").then_some((r, resource))
+        })
+        .expect("a loaded lab result coded in LOINC");
+    let code = resource["code"]["coding"][0]["code"].as_str().expect("code").to_owned();
+    let key = row.get("result_id").expect("key").to_owned();
+    let id = resource["id"].as_str().expect("id").to_owned();
+    resource["code"]["coding"][0]["system"] = serde_json::json!("http://snomed.info/sct");
+    let bundle = serde_json::json!({"resourceType": "Bundle", "type": "transaction", "entry": [{
+        "resource": resource, "request": {"method": "PUT", "url": format!("Observation/{id}")}
+    }]});
+    std::fs::write(dir.join("tamper.json"), bundle.to_string()).expect("bundle");
+    let (ok, stdout, stderr) = hearth(&["import", "tamper.json", "--data-dir", "data", "--quiet"], dir);
+    assert!(ok, "{stderr}\n{stdout}");
+    let (ok, stdout, stderr) = hearth(&["migrate", "report", "proj", "--data-dir", "data", "--quiet"], dir);
+    assert!(!ok, "{stderr}\n{stdout}");
+    let line = format!(
+        "reconcile: lab_results: {} [{key}]: test_code: source \"http://loinc.org|{code}\", loaded \"http://snomed.info/sct|{code}\" (Observation/{id})",
+        row.provenance
+    );
+    assert!(stdout.contains(&line), "{line} in {stdout}");
+    let report = read_json(&dir.join("proj/reports/reconciliation.json"));
+    assert_eq!(report["reconcile"]["mismatches"].as_array().map(Vec::len), Some(1), "only the code");
+    assert_eq!(report["proved"], false);
+}
+
 /// `--until extract` reads every table and counts rows and unreadable rows:
 /// nothing is converted, no store is opened, no load or reconciliation is
 /// written. `--until load` loads and reads back without reconciling.
