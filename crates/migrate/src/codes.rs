@@ -15,9 +15,12 @@
 //! - RxNorm: an RXCUI, 1 to 8 digits (no list: RxNorm's full content is
 //!   distributed under the UMLS licence, per monthly release).
 //! - CVX: 1 to 3 digits. The CDC's CVX code set is public domain and small,
-//!   but no package of the registries Hearth builds from ships it (the PyPI
-//!   packages that handle CVX check its format as well); a list is to come
-//!   as a data file with its source and date, as ICD-10-CM's.
+//!   but no package of the registries Hearth builds from ships it current:
+//!   the PyPI packages that handle CVX check its format as well, and HL7
+//!   v2.8.1 table 0292 (in `hl7apy`) stops at code 122, without the
+//!   COVID-19 vaccines (207 and up), so checking against it would make
+//!   current codes local. A list is to come as a data file with its source
+//!   and date, as ICD-10-CM's.
 //! - UCUM units: parsed by Hearth's UCUM canonicaliser
 //!   ([`fhir::search::ucum`]); the non-linear units it does not convert
 //!   (`Cel`, `[degF]`, `[pH]`) are known too.
