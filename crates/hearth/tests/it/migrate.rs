@@ -1815,12 +1815,35 @@ async fn matching_merges_duplicates_and_holds_near_matches_within_the_export_and
     assert!(listing.contains(&format!("[Q00002] and Patient/{moved_id} in Hearth")), "{listing}");
     let (ok, listing, _) = hearth(&["migrate", "review", "proj2"], dir);
     assert!(ok && listing.contains("0 pair(s) pending review within the export"), "without the store: {listing}");
+    // Merged on review: as an automatic merge into the Hearth patient.
+    let args = ["migrate", "review", "proj2", "--data-dir", "data", "--quiet", "--merge", &held_pair, "--by", "A. Analyst"];
+    let (ok, stdout, stderr) = hearth(&args, dir);
+    assert!(ok && stdout.contains(&format!("recorded: merge pair {held_pair}")), "{stderr}\n{stdout}");
+    let (ok, stdout, stderr) = hearth(&["migrate", "run", "proj2", "--data-dir", "data", "--quiet"], dir);
+    assert!(ok, "{stderr}\n{stdout}");
+    assert!(stdout.contains("2 merged into existing patients (1 given the legacy identifiers), 0 held for review"), "{stdout}");
+    let report = read_json(&dir.join("proj2/reports/dry-run.json"));
+    let merge = report["merges"].as_array().expect("merges").iter().find(|m| m["record"]["key"] == "Q00002").expect("merged");
+    assert_eq!(merge["into"]["hearth"], format!("Patient/{moved_id}"));
+    assert_eq!((merge["decision"]["decision"].as_str(), merge["decision"]["by"].as_str()), (Some("merge"), Some("A. Analyst")));
+    assert_eq!(report["tables"]["patients"]["merged"].as_u64(), Some(2));
+    {
+        let server = crate::bearer::serve(&dir.join("data"), &[]);
+        let base = &server.base;
+        assert_eq!(get(&format!("{base}/Patient/{}", id("patients", "Q00002"))).await.0, 404, "not created");
+        let (status, visit) = get(&format!("{base}/Encounter/{}", id("encounters", "EQ2"))).await;
+        assert_eq!(status, 200, "its visit loads");
+        assert_eq!(visit["subject"]["reference"], format!("Patient/{moved_id}"));
+    }
+    // Then kept separate after all (the decision replaced): the next run
+    // creates the patient and points its visit at it.
     let args = ["migrate", "review", "proj2", "--data-dir", "data", "--quiet", "--keep-separate", &held_pair, "--by", "A. Analyst"];
     let (ok, stdout, stderr) = hearth(&args, dir);
     assert!(ok && stdout.contains(&format!("recorded: separate pair {held_pair}")), "{stderr}\n{stdout}");
     let (ok, stdout, stderr) = hearth(&["migrate", "run", "proj2", "--data-dir", "data", "--quiet"], dir);
     assert!(ok, "{stderr}\n{stdout}");
     assert!(stdout.contains("1 merged into existing patients (0 given the legacy identifiers), 0 held for review"), "{stdout}");
+    assert!(stdout.contains("load encounters: 3 source records: 0 resources created, 1 updated"), "EQ2 points at Q00002 now: {stdout}");
     let report = read_json(&dir.join("proj2/reports/dry-run.json"));
     let counts = |t: &str| -> Vec<i64> {
         let c = &report["tables"][t];
@@ -2113,6 +2136,21 @@ async fn review_decisions_in_review_toml_merge_or_separate_the_grey_zone_pair() 
         );
     }
 
+    // An automatic merge kept apart on review: the duplicate then loads as
+    // its own patient (its medication refers to it again).
+    let dup_pair = report_merge_pair(&read_json(&dir.join("proj/reports/dry-run.json")), "P00002");
+    let (ok, stdout, stderr) = hearth(&["migrate", "review", "proj", "--keep-separate", &dup_pair, "--by", "C"], dir);
+    assert!(ok, "{stderr}\n{stdout}");
+    let (ok, stdout, stderr) = hearth(&["migrate", "run", "proj", "--dry-run"], dir);
+    assert!(ok, "{stderr}\n{stdout}");
+    let report = read_json(&dir.join("proj/reports/dry-run.json"));
+    assert_eq!(report["totals"]["merged"].as_u64(), Some(1), "only the reviewed merge");
+    assert_eq!(report["reviews"][0]["pair"].as_str(), Some(dup_pair.as_str()));
+    assert_eq!(report["reviews"][0]["decision"]["decision"], "separate");
+    assert!(!report["issues"].as_array().expect("issues").iter().any(|i| i["kind"] == "redirected"));
+    let (ok, _, _) = hearth(&["migrate", "review", "proj", "--reopen", &dup_pair], dir);
+    assert!(ok);
+
     // A decision about a pair that does not exist is stale: reported, never applied.
     let mut text = std::fs::read_to_string(dir.join("proj/review.toml")).expect("file");
     text.push_str("\n[[pair]]\nrecord = { table = \"patients\", key = \"P00003\" }\nwith = { table = \"patients\", key = \"P99999\" }\ndecision = \"merge\"\nby = \"C\"\nat = \"2026-11-30T00:00:00Z\"\n");
@@ -2139,4 +2177,16 @@ async fn review_decisions_in_review_toml_merge_or_separate_the_grey_zone_pair() 
     std::fs::write(dir.join("proj/review.toml"), "[[pair]]\nrecord = { table = \"patients\" }\n").expect("write");
     let (ok, _, stderr) = hearth(&["migrate", "run", "proj", "--dry-run"], dir);
     assert!(!ok && stderr.contains("review.toml:") , "{stderr}");
+}
+
+/// The pair id of the merge into the record of key `into`.
+fn report_merge_pair(report: &serde_json::Value, into: &str) -> String {
+    report["merges"]
+        .as_array()
+        .expect("merges")
+        .iter()
+        .find(|m| m["into"]["key"] == into)
+        .and_then(|m| m["pair"].as_str())
+        .expect("a merge into it")
+        .to_owned()
 }
