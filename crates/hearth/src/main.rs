@@ -606,7 +606,7 @@ async fn migrate_command(command: MigrateCommand, env: &[(String, String)]) -> a
             for (d, standing) in run.decision_standing() {
                 if standing == migrate::review::Standing::Stale {
                     println!(
-                        "{}:{}: pair {} ({}): {} decision is stale: this run finds no such pair (a record left the export, or the pair no longer scores as a possible match)",
+                        "{}:{}: pair {} ({}): {} decision is stale: this run finds no such pair (a record left the export, the pair no longer scores as a possible match, or a separate pair was merged through other matches: see its issues)",
                         migrate::review::REVIEW_FILE, d.line, d.pair.id(), d.pair, d.verdict.as_str()
                     );
                 }

@@ -211,7 +211,7 @@ pub async fn review(args: ReviewArgs, env: &[(String, String)]) -> anyhow::Resul
     for (d, s) in standing {
         if matches!(s, Standing::Stale | Standing::Unchecked | Standing::Loaded) && decisions.get(&d.pair).is_some() {
             let why = match s {
-                Standing::Stale => "stale: this run finds no such pair (a record left the export, or the pair no longer scores as a possible match); remove it with --reopen",
+                Standing::Stale => "stale: this run finds no such pair (a record left the export, the pair no longer scores as a possible match, or a separate pair was merged through other matches: see its issues); remove it with --reopen",
                 Standing::Unchecked => "not checked: a pair with a patient in Hearth (give the store)",
                 _ => "applied by an earlier load",
             };

@@ -675,10 +675,18 @@ fn match_patients(project: &Project, states: &mut BTreeMap<String, Vec<State>>) 
             key: list[members[i]].converted.key.clone(),
         };
         for (k, (a, b, score)) in found.iter().enumerate().filter(|(k, (_, _, s))| !merge_now(*k, s)) {
+            let (first, second) = (reference(*a, list), reference(*b, list));
             if root(&mut parent, *a) == root(&mut parent, *b) {
+                // Kept apart on review, yet merged through other matches.
+                if let Some(d) = &decisions[k] {
+                    let message = format!(
+                        "kept separate from {first} on review ({}), but merged with it through other matches: review those merges",
+                        d.summary()
+                    );
+                    list[members[*b]].converted.findings.push(Finding::new(Severity::Warning, "review-overridden", "patient", message));
+                }
                 continue;
             }
-            let (first, second) = (reference(*a, list), reference(*b, list));
             let pair = crate::review::PairKey::of_refs(&first, &second).id();
             for (i, other) in [(*a, &second), (*b, &first)] {
                 let finding = match &decisions[k] {

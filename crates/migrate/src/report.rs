@@ -533,7 +533,7 @@ fn matching_section(b: &mut String, report: &Value) {
     let stale = report["review"]["stale"].as_array().cloned().unwrap_or_default();
     if !stale.is_empty() {
         let _ = writeln!(b, "<h2>Review decisions without their pair ({})</h2>", stale.len());
-        b.push_str("<p>This run finds no such pair (a record left the export, or the pair no longer scores as a possible match): these decisions were not applied.</p>\n");
+        b.push_str("<p>This run finds no such pair (a record left the export, the pair no longer scores as a possible match, or a separate pair was merged through other matches: see its issues): these decisions were not applied.</p>\n");
         b.push_str("<table id=\"stale\"><tr><th>pair</th><th>record</th><th>with</th><th>decision</th></tr>\n");
         for d in stale {
             let _ = writeln!(
