@@ -790,7 +790,9 @@ async fn migrate_command(command: MigrateCommand, env: &[(String, String)]) -> a
                     let review = &run["review"];
                     println!(
                         "patient matching: {merges} merged, {reviews} pair(s) for review: {} pending, {} merged and {} kept separate on review, {} stale decision(s) (hearth migrate review {})",
-                        review["pending"], review["decided"]["merge"], review["decided"]["separate"],
+                        review["pending"].as_u64().unwrap_or(reviews as u64),
+                        review["decided"]["merge"].as_u64().unwrap_or(0),
+                        review["decided"]["separate"].as_u64().unwrap_or(0),
                         review["stale"].as_array().map_or(0, Vec::len), dir.display()
                     );
                 }
