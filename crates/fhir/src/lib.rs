@@ -12,5 +12,6 @@ pub mod outcome;
 pub mod patch;
 pub mod search;
 pub mod validation;
+pub mod xhtml;
 
 pub use outcome::{Issue, IssueType, Severity};

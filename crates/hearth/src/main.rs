@@ -16,6 +16,7 @@ mod config;
 mod demo;
 mod import;
 mod keys;
+mod migrate_review;
 mod serve;
 mod synth;
 mod tls;
@@ -242,6 +243,11 @@ enum MigrateCommand {
         /// The project folder (or its migration.toml).
         dir: PathBuf,
     },
+    /// The patient pairs left for a human: lists those pending (both
+    /// records' matching fields side by side, the score, their source
+    /// lines) and records decisions (--merge PAIR, --keep-separate PAIR) in
+    /// DIR/review.toml, which the next `migrate run` applies.
+    Review(Box<migrate_review::ReviewArgs>),
     /// Undo a load of this project's export: every resource it maps to that
     /// is still stored as loaded is deleted (history and audit keep it), with
     /// its Provenance; a resource changed since in Hearth is kept and listed.
@@ -586,10 +592,24 @@ async fn migrate_command(command: MigrateCommand, env: &[(String, String)]) -> a
                 println!("{issue}");
             }
             for m in &run.merges {
-                println!("merged: {} {} into {} ({})", m.record.table, m.record, m.other, m.score.summary());
+                let how = m.decided.as_ref().map(|d| format!(" [merged on review: {}]", d.summary())).unwrap_or_default();
+                println!("merged: {} {} into {} ({}){how}", m.record.table, m.record, m.other, m.score.summary());
             }
             for r in &run.reviews {
-                println!("review: {} {} and {} ({})", r.record.table, r.record, r.other, r.score.summary());
+                let id = migrate::review::PairKey::of(r).id();
+                let how = match &r.decided {
+                    Some(d) => format!("kept separate: {}", d.summary()),
+                    None => "pending: hearth migrate review".to_owned(),
+                };
+                println!("review: {} {} and {} ({}) [pair {id}, {how}]", r.record.table, r.record, r.other, r.score.summary());
+            }
+            for (d, standing) in run.decision_standing() {
+                if standing == migrate::review::Standing::Stale {
+                    println!(
+                        "{}:{}: pair {} ({}): {} decision is stale: this run finds no such pair (a record left the export, the pair no longer scores as a possible match, or a separate pair was merged through other matches: see its issues)",
+                        migrate::review::REVIEW_FILE, d.line, d.pair.id(), d.pair, d.verdict.as_str()
+                    );
+                }
             }
             for (table, error) in &run.unreadable {
                 println!("{table}: cannot read: {error}");
@@ -767,7 +787,14 @@ async fn migrate_command(command: MigrateCommand, env: &[(String, String)]) -> a
                         t["unaccounted"]
                     );
                     let (merges, reviews) = (run["merges"].as_array().map_or(0, Vec::len), run["reviews"].as_array().map_or(0, Vec::len));
-                    println!("patient matching: {merges} merged, {reviews} pair(s) for review (listed in reports/dry-run.json)");
+                    let review = &run["review"];
+                    println!(
+                        "patient matching: {merges} merged, {reviews} pair(s) for review: {} pending, {} merged and {} kept separate on review, {} stale decision(s) (hearth migrate review {})",
+                        review["pending"].as_u64().unwrap_or(reviews as u64),
+                        review["decided"]["merge"].as_u64().unwrap_or(0),
+                        review["decided"]["separate"].as_u64().unwrap_or(0),
+                        review["stale"].as_array().map_or(0, Vec::len), dir.display()
+                    );
                 }
             }
             match read("load.json")? {
@@ -804,6 +831,7 @@ async fn migrate_command(command: MigrateCommand, env: &[(String, String)]) -> a
             }
             Ok(ExitCode::SUCCESS)
         }
+        MigrateCommand::Review(args) => migrate_review::review(*args, env).await,
         MigrateCommand::Rollback { dir, target } => {
             let project = migrate::project::load(&dir)?;
             let project_dir = if dir.is_dir() { dir.clone() } else { dir.parent().map(PathBuf::from).unwrap_or_default() };

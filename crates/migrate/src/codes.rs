@@ -12,9 +12,15 @@
 //! - SNOMED CT: an SCTID of 6 to 18 digits whose partition identifier names
 //!   a concept (`00`, or `10` in an extension) and whose last digit is its
 //!   Verhoeff check digit (SNOMED CT Technical Implementation Guide, 6.1).
-//! - RxNorm: an RXCUI, 1 to 8 digits (no list: RxNorm's content is licensed
-//!   per release and changes monthly).
-//! - CVX: 1 to 3 digits (the CDC's list changes often; no list is kept).
+//! - RxNorm: an RXCUI, 1 to 8 digits (no list: RxNorm's full content is
+//!   distributed under the UMLS licence, per monthly release).
+//! - CVX: 1 to 3 digits. The CDC's CVX code set is public domain and small,
+//!   but no package of the registries Hearth builds from ships it current:
+//!   the PyPI packages that handle CVX check its format as well, and HL7
+//!   v2.8.1 table 0292 (in `hl7apy`) stops at code 122, without the
+//!   COVID-19 vaccines (207 and up), so checking against it would make
+//!   current codes local. A list is to come as a data file with its source
+//!   and date, as ICD-10-CM's.
 //! - UCUM units: parsed by Hearth's UCUM canonicaliser
 //!   ([`fhir::search::ucum`]); the non-linear units it does not convert
 //!   (`Cel`, `[degF]`, `[pH]`) are known too.

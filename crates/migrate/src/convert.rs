@@ -155,7 +155,7 @@ const ARRAYS: &[&str] = &[
 const SINGLE: &[(&str, &str)] = &[("Organization", "name")];
 /// Code elements of type CodeableConcept (their default system when the value
 /// map names none).
-const CODEABLE: &[(&str, Option<&str>)] = &[
+pub(crate) const CODEABLE: &[(&str, Option<&str>)] = &[
     ("Condition.clinicalStatus", Some("http://terminology.hl7.org/CodeSystem/condition-clinical")),
     ("Condition.verificationStatus", Some("http://terminology.hl7.org/CodeSystem/condition-ver-status")),
     ("AllergyIntolerance.clinicalStatus", Some("http://terminology.hl7.org/CodeSystem/allergyintolerance-clinical")),
@@ -164,7 +164,7 @@ const CODEABLE: &[(&str, Option<&str>)] = &[
     ("Encounter.type", None),
 ];
 /// Code elements of type Coding.
-const CODING: &[&str] = &[
+pub(crate) const CODING: &[&str] = &[
     "Encounter.class",
     "ImagingStudy.series.modality",
     "ImagingStudy.series.bodySite",

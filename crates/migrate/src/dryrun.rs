@@ -200,8 +200,11 @@ pub struct DryRun {
     /// Patient records merged into another (within the source, or into a
     /// patient already in Hearth), with their scores.
     pub merges: Vec<Pair>,
-    /// Pairs of patient records for human review (never merged).
+    /// Pairs of patient records for human review (never merged), pending
+    /// or decided (`separate`) in the project's `review.toml`.
     pub reviews: Vec<Pair>,
+    /// The project's review decisions and how this run applied them.
+    pub review: crate::review::ReviewState,
     /// Wall time of each stage run (`extract`, `convert`, `validate`), in seconds.
     pub timings: Vec<(&'static str, f64)>,
 }
@@ -395,6 +398,7 @@ pub fn run(project: &Project, project_dir: &Path, until: Stage, today: &str) -> 
         resources: Vec::new(),
         merges,
         reviews,
+        review: crate::review::ReviewState::new(&project.review),
         timings,
     };
     for (table, list) in states {
@@ -635,6 +639,19 @@ fn match_patients(project: &Project, states: &mut BTreeMap<String, Vec<State>>) 
             members.iter().map(|&i| matching::Features::of(&list[i].converted.resources[0], &config)).collect();
         let mut found = matching::find(&features, &config);
         found.sort_by_key(|(a, b, _)| (*b, *a));
+        // The analyst's decisions (review.toml) override the verdicts.
+        let decided = |a: usize, b: usize| {
+            let side = |i: usize| crate::review::Side::Source {
+                table: table.clone(),
+                key: list[members[i]].converted.key.clone(),
+            };
+            project.review.get(&crate::review::PairKey::new(side(a), side(b))).cloned()
+        };
+        let decisions: Vec<Option<crate::review::Decision>> = found.iter().map(|(a, b, _)| decided(*a, *b)).collect();
+        let merge_now = |k: usize, s: &matching::Score| match &decisions[k] {
+            Some(d) => d.verdict == crate::review::Verdict::Merge,
+            None => s.verdict == Verdict::Match,
+        };
         let mut parent: Vec<usize> = (0..members.len()).collect();
         fn root(parent: &mut [usize], mut x: usize) -> usize {
             while parent[x] != x {
@@ -643,13 +660,13 @@ fn match_patients(project: &Project, states: &mut BTreeMap<String, Vec<State>>) 
             }
             x
         }
-        let mut gone: Vec<(usize, matching::Score)> = Vec::new();
-        for (a, b, score) in found.iter().filter(|(_, _, s)| s.verdict == Verdict::Match) {
+        let mut gone: Vec<(usize, matching::Score, Option<crate::review::Decision>)> = Vec::new();
+        for (k, (a, b, score)) in found.iter().enumerate().filter(|(k, (_, _, s))| merge_now(*k, s)) {
             let (ra, rb) = (root(&mut parent, *a), root(&mut parent, *b));
             if ra != rb {
                 let (keep, lose) = (ra.min(rb), ra.max(rb));
                 parent[lose] = keep;
-                gone.push((lose, score.clone()));
+                gone.push((lose, score.clone(), decisions[k].clone()));
             }
         }
         let reference = |i: usize, list: &[State]| RecordRef {
@@ -657,30 +674,54 @@ fn match_patients(project: &Project, states: &mut BTreeMap<String, Vec<State>>) 
             provenance: list[members[i]].provenance.clone(),
             key: list[members[i]].converted.key.clone(),
         };
-        for (a, b, score) in found.iter().filter(|(_, _, s)| s.verdict == Verdict::Review) {
+        for (k, (a, b, score)) in found.iter().enumerate().filter(|(k, (_, _, s))| !merge_now(*k, s)) {
+            let (first, second) = (reference(*a, list), reference(*b, list));
             if root(&mut parent, *a) == root(&mut parent, *b) {
+                // Kept apart on review, yet merged through other matches.
+                if let Some(d) = &decisions[k] {
+                    let message = format!(
+                        "kept separate from {first} on review ({}), but merged with it through other matches: review those merges",
+                        d.summary()
+                    );
+                    list[members[*b]].converted.findings.push(Finding::new(Severity::Warning, "review-overridden", "patient", message));
+                }
                 continue;
             }
-            let (first, second) = (reference(*a, list), reference(*b, list));
+            let pair = crate::review::PairKey::of_refs(&first, &second).id();
             for (i, other) in [(*a, &second), (*b, &first)] {
-                list[members[i]].converted.findings.push(Finding {
-                    severity: Severity::Warning,
-                    kind: "possible-duplicate",
-                    field: Some("patient".into()),
-                    message: format!(
-                        "may be the same patient as {other} ({}): both load, not merged; review before go-live",
-                        score.summary()
+                let finding = match &decisions[k] {
+                    Some(d) => Finding::new(
+                        Severity::Information,
+                        "reviewed-separate",
+                        "patient",
+                        format!("may be the same patient as {other} ({}): kept separate on review ({})", score.summary(), d.summary()),
                     ),
-                });
+                    None => Finding::new(
+                        Severity::Warning,
+                        "possible-duplicate",
+                        "patient",
+                        format!(
+                            "may be the same patient as {other} ({}): both load, not merged; review before go-live (pair {pair}: hearth migrate review)",
+                            score.summary()
+                        ),
+                    ),
+                };
+                list[members[i]].converted.findings.push(finding);
             }
-            reviews.push(Pair { record: second, other: Other::Source(first), score: score.clone() });
+            let patients = Box::new([
+                list[members[*b]].converted.resources[0].clone(),
+                list[members[*a]].converted.resources[0].clone(),
+            ]);
+            reviews.push(Pair { record: second, other: Other::Source(first), score: score.clone(), decided: decisions[k].clone(), patients });
         }
         // The merges: survivor gains what it lacks; keys redirected.
         let mut redirect: HashMap<String, (String, String)> = HashMap::new();
-        for (lose, score) in gone {
+        for (lose, score, decided) in gone {
             let keep = root(&mut parent, lose);
             let (dup, survivor) = (reference(lose, list), reference(keep, list));
             let duplicate = list[members[lose]].converted.resources[0].clone();
+            let patients = Box::new([duplicate.clone(), list[members[keep]].converted.resources[0].clone()]);
+            let how = decided.as_ref().map(|d| format!("; merged on review ({})", d.summary())).unwrap_or_default();
             let s = &mut list[members[lose]];
             s.merged = true;
             s.converted.findings.push(Finding {
@@ -688,13 +729,13 @@ fn match_patients(project: &Project, states: &mut BTreeMap<String, Vec<State>>) 
                 kind: "merged-duplicate",
                 field: Some("patient".into()),
                 message: format!(
-                    "the same patient as {survivor} ({}): merged into it; its identifiers are kept there and its records refer to it",
+                    "the same patient as {survivor} ({}{how}): merged into it; its identifiers are kept there and its records refer to it",
                     score.summary()
                 ),
             });
             matching::enrich(&mut list[members[keep]].converted.resources[0], &duplicate);
             redirect.insert(dup.key.clone(), (survivor.key.clone(), survivor.provenance.to_string()));
-            merges.push(Pair { record: dup, other: Other::Source(survivor), score });
+            merges.push(Pair { record: dup, other: Other::Source(survivor), score, decided, patients });
         }
         if redirect.is_empty() {
             continue;
@@ -795,6 +836,7 @@ impl DryRun {
             "unreadable_tables": self.unreadable.iter().map(|(t, e)| json!({ "table": t, "error": e })).collect::<Vec<_>>(),
             "merges": self.merges.iter().map(|m| m.to_json("into")).collect::<Vec<_>>(),
             "reviews": self.reviews.iter().map(|r| r.to_json("with")).collect::<Vec<_>>(),
+            "review": self.review_json(),
             "issues": issues,
         })
     }

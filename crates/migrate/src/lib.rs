@@ -38,6 +38,8 @@
 //!   deterministic strong identifiers): duplicates within the export are
 //!   merged, grey-zone pairs listed for review, and source patients matched
 //!   against Hearth's before loading.
+//! - [`review`]: the analyst's decisions on the pairs for review
+//!   (`review.toml`), applied by the next run.
 //!
 //! Planned (not here yet): HL7 v2 and C-CDA sources (with the
 //! interoperability work).
@@ -54,6 +56,7 @@ pub mod matching;
 pub mod project;
 pub mod reconcile;
 pub mod report;
+pub mod review;
 pub mod sample;
 pub mod synthea_sample;
 pub mod source;

@@ -734,16 +734,25 @@ pub struct Pair {
     pub other: Other,
     /// The comparison.
     pub score: Score,
+    /// The analyst's decision that made it (`None`: the matching's own
+    /// verdict; a review without one is pending).
+    pub decided: Option<crate::review::Decision>,
+    /// The two Patient resources compared (the record's, the other's), for
+    /// the reviewer; never written to a report.
+    pub patients: Box<[Value; 2]>,
 }
 
 impl Pair {
-    /// The report's entry.
+    /// The report's entry: both sides, the score and its fields, the
+    /// pair's id and the decision (`null`: automatic for a merge, pending
+    /// for a review).
     pub fn to_json(&self, other_key: &str) -> Value {
         let other = match &self.other {
             Other::Source(r) => r.to_json(),
             Other::Hearth(id) => json!({ "hearth": format!("Patient/{id}") }),
         };
         json!({
+            "pair": crate::review::PairKey::of(self).id(),
             "record": self.record.to_json(),
             other_key: other,
             "score": (self.score.total * 10.0).round() / 10.0,
@@ -751,8 +760,70 @@ impl Pair {
             "agreed": self.score.agreed(),
             "similar": self.score.similar(),
             "disagreed": self.score.disagreed(),
+            "decision": self.decided.as_ref().map(crate::review::Decision::to_json),
         })
     }
+
+    /// The compared fields of both patients as a reviewer reads them, with
+    /// what the comparison found: `(field, record's value, other's value,
+    /// level)`.
+    pub fn side_by_side(&self, config: &Config) -> Vec<(Field, String, String, String)> {
+        let (a, b) = (shown(&self.patients[0], config), shown(&self.patients[1], config));
+        Field::ALL
+            .iter()
+            .map(|f| {
+                let level = match self.score.level(*f) {
+                    Some(Level::Agree) => "agrees".to_owned(),
+                    Some(Level::Similar(why)) => format!("similar ({why})"),
+                    Some(Level::Disagree) => "disagrees".to_owned(),
+                    Some(Level::Missing) | None => "missing".to_owned(),
+                };
+                let get = |list: &[(Field, String)]| {
+                    list.iter().find(|(g, _)| g == f).map(|(_, v)| v.clone()).unwrap_or_default()
+                };
+                (*f, get(&a), get(&b), level)
+            })
+            .collect()
+    }
+}
+
+/// The compared fields of a Patient as written (not normalised): family
+/// and given names, birth date, sex, the first address, phones, strong
+/// identifiers.
+pub fn shown(patient: &Value, config: &Config) -> Vec<(Field, String)> {
+    let text = |v: &Value| v.as_str().unwrap_or_default().to_owned();
+    let name = &patient["name"][0];
+    let given: Vec<String> = name["given"].as_array().into_iter().flatten().map(text).collect();
+    let address = &patient["address"][0];
+    let mut place: Vec<String> = address["line"].as_array().into_iter().flatten().map(text).collect();
+    for part in ["city", "state", "postalCode"] {
+        if let Some(v) = address[part].as_str() {
+            place.push(v.to_owned());
+        }
+    }
+    let phones: Vec<String> = patient["telecom"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|t| t["system"] == "phone")
+        .map(|t| text(&t["value"]))
+        .collect();
+    let ids: Vec<String> = patient["identifier"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|i| i["system"].as_str().is_some_and(|s| config.strong(s)))
+        .map(|i| format!("{} {}", text(&i["system"]).rsplit(':').next().unwrap_or_default(), text(&i["value"])))
+        .collect();
+    vec![
+        (Field::Family, text(&name["family"])),
+        (Field::Given, given.join(" ")),
+        (Field::BirthDate, text(&patient["birthDate"])),
+        (Field::Sex, text(&patient["gender"])),
+        (Field::Address, place.join(", ")),
+        (Field::Phone, phones.join(", ")),
+        (Field::Identifier, ids.join(", ")),
+    ]
 }
 
 /// Adds to `survivor` (a Patient) what `duplicate` holds and it lacks:
@@ -971,15 +1042,26 @@ pub async fn against_hearth(
         search_page(vec![("_total".into(), "accurate".into()), ("_count".into(), "1".into())]).await?.page.total;
     let others = total.is_none_or(|t| t > stored.len() as u64);
 
-    enum Decision {
-        Merge(String, Value, Score),
-        Hold(String, Score),
+    enum Step {
+        Merge(String, Value, Score, Option<crate::review::Decision>),
+        Hold(String, Value, Score),
     }
-    let mut decisions: Vec<(RecordRef, Value, Decision)> = Vec::new();
+    use crate::review::{PairKey, Side};
+    let reviewed = run.review.decisions.clone();
+    run.review.hearth_checked = true;
+    let mut decisions: Vec<(RecordRef, Value, Step)> = Vec::new();
+    // Pairs kept apart on review: listed as decided, the record not held.
+    let mut separated: Vec<(RecordRef, Value, String, Value, Score, crate::review::Decision)> = Vec::new();
     for &i in &patients {
         let patient = &run.resources[i].resource;
         let id = patient["id"].as_str().unwrap_or_default();
+        let output = &run.resources[i];
+        let side = Side::Source { table: output.table.clone(), key: output.key.clone() };
         if stored.contains(id) {
+            // Loaded already: a decision about it was applied by that load.
+            for d in reviewed.list.iter().filter(|d| d.pair.a == side && d.pair.with_hearth()) {
+                run.review.loaded.insert(d.pair.clone());
+            }
             continue;
         }
         outcome.compared += 1;
@@ -1011,11 +1093,28 @@ pub async fn against_hearth(
             }
         }
         let mut best: Option<(String, Value, Score)> = None;
+        let mut forced: Option<(String, Value, Score, crate::review::Decision)> = None;
+        let mut kept_apart: Vec<(String, Value, Score, crate::review::Decision)> = Vec::new();
         for (cid, value) in candidates {
             if own.contains(&cid) {
                 continue;
             }
             let score = compare(&features, &Features::of(&value, &config), &config);
+            // An analyst's decision about this pair (while it still scores
+            // as a possible match) overrides the verdict.
+            let key = PairKey::new(side.clone(), Side::Hearth(cid.clone()));
+            if score.verdict != Verdict::Distinct
+                && let Some(d) = reviewed.get(&key)
+            {
+                match d.verdict {
+                    crate::review::Verdict::Merge if forced.is_none() => {
+                        forced = Some((cid, value, score, d.clone()));
+                    }
+                    crate::review::Verdict::Merge => {}
+                    crate::review::Verdict::Separate => kept_apart.push((cid, value, score, d.clone())),
+                }
+                continue;
+            }
             let rank = |s: &Score| (s.verdict == Verdict::Match, s.verdict == Verdict::Review, s.total);
             let better = match &best {
                 None => score.verdict != Verdict::Distinct,
@@ -1029,13 +1128,34 @@ pub async fn against_hearth(
         let record =
             RecordRef { table: output.table.clone(), provenance: output.provenance.clone(), key: output.key.clone() };
         progress(outcome.compared);
-        match best {
-            Some((cid, value, score)) if score.verdict == Verdict::Match => {
-                decisions.push((record, patient.clone(), Decision::Merge(cid, value, score)));
-            }
-            Some((cid, _, score)) => decisions.push((record, patient.clone(), Decision::Hold(cid, score))),
-            None => {}
+        for (cid, value, score, d) in kept_apart {
+            separated.push((record.clone(), patient.clone(), cid, value, score, d));
         }
+        match (forced, best) {
+            (Some((cid, value, score, d)), _) => {
+                decisions.push((record, patient.clone(), Step::Merge(cid, value, score, Some(d))));
+            }
+            (None, Some((cid, value, score))) if score.verdict == Verdict::Match => {
+                decisions.push((record, patient.clone(), Step::Merge(cid, value, score, None)));
+            }
+            (None, Some((cid, value, score))) => decisions.push((record, patient.clone(), Step::Hold(cid, value, score))),
+            (None, None) => {}
+        }
+    }
+    for (record, source_patient, cid, value, score, d) in separated {
+        let message = format!(
+            "may be the same patient as Patient/{cid}, already in Hearth ({}): kept separate on review ({})",
+            score.summary(),
+            d.summary()
+        );
+        push_issue(run, &record, Severity::Information, "reviewed-separate", message);
+        run.reviews.push(Pair {
+            record,
+            other: Other::Hearth(cid),
+            score,
+            decided: Some(d),
+            patients: Box::new([source_patient, value]),
+        });
     }
 
     // Merges: the source patient is not created; its references point at
@@ -1044,7 +1164,8 @@ pub async fn against_hearth(
     let mut held: Vec<((String, String), String)> = Vec::new();
     for (record, source_patient, decision) in decisions {
         match decision {
-            Decision::Merge(cid, mut existing, score) => {
+            Step::Merge(cid, mut existing, score, decided) => {
+                let compared = existing.clone();
                 if update_existing && enrich_identifiers(&mut existing, &source_patient) {
                     if let Some(map) = existing.as_object_mut() {
                         map.remove("meta");
@@ -1058,23 +1179,44 @@ pub async fn against_hearth(
                     )?;
                     outcome.patients_updated += 1;
                 }
+                let how = match &decided {
+                    Some(d) => format!("; merged on review ({})", d.summary()),
+                    None => String::new(),
+                };
                 let message = format!(
-                    "the same patient as Patient/{cid}, already in Hearth ({}): not created; its records refer to that patient",
+                    "the same patient as Patient/{cid}, already in Hearth ({}{how}): not created; its records refer to that patient",
                     score.summary()
                 );
                 push_issue(run, &record, Severity::Information, "merged-duplicate", message);
-                run.merges.push(Pair { record: record.clone(), other: Other::Hearth(cid.clone()), score });
+                run.merges.push(Pair {
+                    record: record.clone(),
+                    other: Other::Hearth(cid.clone()),
+                    score,
+                    decided,
+                    patients: Box::new([source_patient.clone(), compared]),
+                });
                 merged.push((format!("Patient/{}", source_patient["id"].as_str().unwrap_or_default()), cid));
                 set_disposition(run, &record, Disposition::Merged);
                 outcome.merged += 1;
             }
-            Decision::Hold(cid, score) => {
+            Step::Hold(cid, value, score) => {
                 let message = format!(
-                    "may be the same patient as Patient/{cid}, already in Hearth ({}): held for review with its records",
-                    score.summary()
+                    "may be the same patient as Patient/{cid}, already in Hearth ({}): held for review with its records (pair {}: hearth migrate review)",
+                    score.summary(),
+                    PairKey::new(
+                        Side::Source { table: record.table.clone(), key: record.key.clone() },
+                        Side::Hearth(cid.clone())
+                    )
+                    .id()
                 );
                 push_issue(run, &record, Severity::Error, "possible-duplicate", message);
-                run.reviews.push(Pair { record: record.clone(), other: Other::Hearth(cid.clone()), score });
+                run.reviews.push(Pair {
+                    record: record.clone(),
+                    other: Other::Hearth(cid.clone()),
+                    score,
+                    decided: None,
+                    patients: Box::new([source_patient.clone(), value]),
+                });
                 held.push(((record.table.clone(), record.key.clone()), cid));
                 outcome.held += 1;
             }

@@ -47,6 +47,10 @@ pub struct Project {
     /// (see [`crate::matching`]); every key has a default.
     #[serde(default)]
     pub matching: MatchingDecl,
+    /// The analyst's decisions on the pairs for review: `review.toml` beside
+    /// `migration.toml` (see [`crate::review`]), read by [`load`].
+    #[serde(skip)]
+    pub review: crate::review::Decisions,
 }
 
 /// `[matching]`: how patient records are matched (within the source and
@@ -424,7 +428,8 @@ impl fmt::Display for ProjectError {
 }
 
 /// Reads and checks the project file at `path` (a `migration.toml`, or a
-/// project folder containing one).
+/// project folder containing one), and the review decisions beside it
+/// (`review.toml`, when present).
 pub fn load(path: &Path) -> Result<Project, ProjectError> {
     let file = if path.is_dir() { path.join(PROJECT_FILE) } else { path.to_path_buf() };
     let text = std::fs::read_to_string(&file).map_err(|e| ProjectError {
@@ -434,7 +439,10 @@ pub fn load(path: &Path) -> Result<Project, ProjectError> {
         field: String::new(),
         message: format!("cannot read: {e}"),
     })?;
-    parse(&text, &file)
+    let mut project = parse(&text, &file)?;
+    let dir = file.parent().map(Path::to_path_buf).unwrap_or_default();
+    project.review = crate::review::Decisions::load(&dir)?;
+    Ok(project)
 }
 
 /// Parses and checks project text; `file` is used in errors only.

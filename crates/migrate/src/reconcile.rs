@@ -14,14 +14,19 @@
 //!   names (`Patient.name...`), the text naming a coded thing
 //!   (`code.text`, `medicationCodeableConcept.text`);
 //! - codes (`type = "code"`): the value map applied (a value without an
-//!   entry is expected as it is, the local code);
+//!   entry is expected as it is, the local code), with the code system the
+//!   mapping gives it: a coded element (a Coding, a CodeableConcept's
+//!   coding) is compared as `system|code` (`|code` without a system), so a
+//!   code loaded under another system (or none) is a mismatch; a primitive
+//!   code (`gender`) by its value;
 //! - dates (`date`, `datetime`): read with the declared formats; a date-time
 //!   gets the project's time zone;
 //! - values (`decimal`, `integer`, `boolean`): the number as written
 //!   (FHIR keeps a decimal's precision), a non-numeric result as text;
 //! - units: a column's fixed `unit`, or its `unit_column` through the
 //!   `unit_map`;
-//! - the fixed code of a per-column resource (`code = "loinc#8480-6"`), and
+//! - the fixed code of a per-column resource (`code = "loinc#8480-6"`, as
+//!   `http://loinc.org|8480-6`), and
 //!   references from joins (`Patient/<id>`).
 //!
 //! A per-column table (vitals: one Observation per measured column) has
@@ -211,13 +216,7 @@ pub fn expected(project: &Project, table_name: &str, record: &Record) -> Result<
         let own = [column.as_str()];
         let parts: &[&str] = if decl.code.is_some() { &own } else { &row_parts };
         let normal = match what {
-            Critical::Code => decl
-                .value_map
-                .as_ref()
-                .and_then(|m| project.value_maps.get(m.get_ref()))
-                .and_then(|m| m.values.get(value))
-                .cloned()
-                .unwrap_or_else(|| value.to_owned()),
+            Critical::Code => expected_code(project, table_name, column, decl, record, value, path),
             Critical::Date | Critical::DateTime => {
                 let formats = project.date_formats(table, decl);
                 // A date that does not read made the record rejected: it did not load.
@@ -253,13 +252,14 @@ pub fn expected(project: &Project, table_name: &str, record: &Record) -> Result<
                 push(parts, &field, Critical::Unit, &format!("{parent}.unit"), unit, spelled);
             }
         }
-        if let Some((_, code)) = decl.code.as_ref().and_then(|c| c.get_ref().split_once('#')) {
+        if let Some((system, code)) = decl.code.as_ref().and_then(|c| c.get_ref().split_once('#')) {
+            let system = project.code_systems.get(system).map_or(system, String::as_str);
             push(
                 parts,
                 column,
                 Critical::Code,
                 "code.coding.code",
-                code.to_owned(),
+                format!("{system}|{code}"),
                 decl.code.as_ref().map_or("", |c| c.get_ref()),
             );
         }
@@ -280,6 +280,65 @@ pub fn expected(project: &Project, table_name: &str, record: &Record) -> Result<
         push(&row_parts, &join.column, Critical::Reference, path, reference, value);
     }
     Ok(out)
+}
+
+/// The code a mapped code column's `value` must be stored as, with its
+/// system, taken from the mapping alone: the column's `system` (or the
+/// row's, by `system_column` and `system_map`), the value map's entry and
+/// its `system`; a value that is not a code of its standard system, or has
+/// no entry in the value map, is a local code (`urn:hearth:local:TABLE:COLUMN`).
+/// A coded element is `system|code`; a primitive code is its value.
+fn expected_code(
+    project: &Project,
+    table_name: &str,
+    column: &str,
+    decl: &ColumnDecl,
+    record: &Record,
+    value: &str,
+    path: &str,
+) -> String {
+    let systems = &project.code_systems;
+    let mut column_system = decl.system.as_ref().and_then(|s| systems.get(s.get_ref())).cloned();
+    let row_system = decl.system_column.as_deref().and_then(|c| record.get(c)).map(str::trim).unwrap_or("");
+    if !row_system.is_empty() {
+        let map = decl.system_map.as_ref().and_then(|m| project.value_maps.get(m.get_ref()));
+        column_system = Some(match map.and_then(|m| m.values.get(row_system)).and_then(|key| systems.get(key)) {
+            Some(uri) => uri.clone(),
+            None if row_system.contains("://") || row_system.starts_with("urn:") => row_system.to_owned(),
+            None => local_system(table_name, decl.system_column.as_deref().unwrap_or(column)),
+        });
+    }
+    let map = decl.value_map.as_ref().and_then(|m| project.value_maps.get(m.get_ref()));
+    let (system, code, mapped) = match map {
+        Some(map) => match map.values.get(value) {
+            Some(standard) => (map.system.as_ref().and_then(|s| systems.get(s.get_ref())).cloned(), standard.clone(), true),
+            None => (column_system.filter(|s| s.starts_with("urn:")), value.to_owned(), false),
+        },
+        None => match column_system {
+            Some(system) => match crate::codes::check(&system, value) {
+                crate::codes::Check::Invalid(_) => (None, value.to_owned(), false),
+                _ => (Some(system), value.to_owned(), true),
+            },
+            None => (None, value.to_owned(), true),
+        },
+    };
+    let system = if mapped { system } else { Some(system.unwrap_or_else(|| local_system(table_name, column))) };
+    let element = decl.element.as_deref().unwrap_or_default();
+    let coded = |system: Option<String>| format!("{}|{code}", system.unwrap_or_default());
+    if path.ends_with(".coding.code") || crate::convert::CODING.contains(&element) {
+        coded(system)
+    } else if let Some((_, default)) = crate::convert::CODEABLE.iter().find(|(e, _)| *e == element) {
+        coded(if mapped { system.or(default.map(str::to_owned)) } else { system })
+    } else {
+        // A primitive code (a local value is kept in an extension).
+        code
+    }
+}
+
+/// A Coding as `system|code` (`|code` without a system).
+fn coding_text(coding: &Value) -> Option<String> {
+    let code = coding.get("code").and_then(Value::as_str)?;
+    Some(format!("{}|{code}", coding.get("system").and_then(Value::as_str).unwrap_or_default()))
 }
 
 /// The values at `path` in `resource` (every list entry; `[name]` after
@@ -366,17 +425,20 @@ pub fn loaded(resource: &Value, e: &Expected, table: &str) -> Vec<String> {
     match e.what {
         Critical::Code => {
             let mut codes = Vec::new();
+            // `...coding.code`: the codings themselves, with their systems.
+            let found = match e.path.strip_suffix(".coding.code") {
+                Some(concept) => leaves(resource, &format!("{concept}.coding"), table, &e.field),
+                None => found,
+            };
             for leaf in &found {
                 if let Some(s) = leaf.as_str() {
                     codes.push(s.to_owned());
                 }
-                if let Some(code) = leaf.get("code").and_then(Value::as_str) {
-                    codes.push(code.to_owned());
+                if let Some(coding) = coding_text(leaf) {
+                    codes.push(coding);
                 }
                 for coding in leaf.get("coding").and_then(Value::as_array).into_iter().flatten() {
-                    if let Some(code) = coding.get("code").and_then(Value::as_str) {
-                        codes.push(code.to_owned());
-                    }
+                    codes.extend(coding_text(coding));
                 }
             }
             if codes.is_empty() {
@@ -1254,7 +1316,7 @@ mod tests {
             ],
         );
         let fields = agrees_with_conversion(&project, "lab_results", &r);
-        assert_eq!(find(&fields, "", "test_code", Critical::Code).value, "2345-7");
+        assert_eq!(find(&fields, "", "test_code", Critical::Code).value, "http://loinc.org|2345-7", "with its system");
         assert_eq!(find(&fields, "", "result_value", Critical::Value).value, "98.60", "precision as written");
         assert_eq!(find(&fields, "", "units", Critical::Unit).value, "mg/dL", "unit map applied");
         assert_eq!(find(&fields, "", "collected_date", Critical::Date).value, "2024-07-01");
@@ -1280,8 +1342,69 @@ mod tests {
             ],
         );
         let fields = agrees_with_conversion(&project, "lab_results", &r);
-        assert_eq!(find(&fields, "", "test_code", Critical::Code).value, "XLAB-9");
+        assert_eq!(
+            find(&fields, "", "test_code", Critical::Code).value,
+            "urn:hearth:migration:legacy:lab|XLAB-9",
+            "kept under the column's local system"
+        );
         assert_eq!(find(&fields, "", "result_value", Critical::Value).value, "positive");
+    }
+
+    /// A code is its system and its value: the right code under another
+    /// system, or under none, is a mismatch; so is a vital sign's fixed
+    /// LOINC code loaded as a SNOMED CT code. A primitive code (gender) is
+    /// compared by value.
+    #[test]
+    fn a_code_under_the_wrong_system_is_a_mismatch() {
+        let project = preset();
+        let r = record(
+            "lab_results",
+            &[
+                ("result_id", "L1"),
+                ("patient_id", "P1"),
+                ("test_code", "GLU"),
+                ("result_value", "98.6"),
+                ("units", "mg/dL"),
+                ("collected_date", "2024-07-01"),
+            ],
+        );
+        let fields = agrees_with_conversion(&project, "lab_results", &r);
+        let e = find(&fields, "", "test_code", Critical::Code);
+        let right = Converter::new(&project, "lab_results").expect("c").convert(&r).resources.remove(0);
+        assert_eq!(right["code"]["coding"][0]["code"], "2345-7");
+        for wrong_system in [json!("http://snomed.info/sct"), json!("urn:hearth:migration:legacy:lab"), Value::Null] {
+            let mut resource = right.clone();
+            match &wrong_system {
+                Value::Null => {
+                    resource["code"]["coding"][0].as_object_mut().expect("coding").remove("system");
+                }
+                system => resource["code"]["coding"][0]["system"] = system.clone(),
+            }
+            let found = loaded(&resource, e, "lab_results");
+            assert!(!found.iter().any(|v| agrees(e, v)), "{wrong_system}: {found:?}");
+            assert_eq!(found, [format!("{}|2345-7", wrong_system.as_str().unwrap_or_default())]);
+        }
+
+        let r = record(
+            "vitals",
+            &[
+                ("vitals_id", "V1"),
+                ("encounter_id", "E1"),
+                ("patient_id", "P1"),
+                ("taken_at", "2024-07-01 10:30"),
+                ("temp_f", "98.6"),
+            ],
+        );
+        let fields = agrees_with_conversion(&project, "vitals", &r);
+        let e = find(&fields, "temp_f", "temp_f", Critical::Code);
+        assert_eq!(e.value, "http://loinc.org|8310-5");
+        let mut resource = Converter::new(&project, "vitals").expect("c").convert(&r).resources.remove(0);
+        resource["code"]["coding"][0]["system"] = json!("http://snomed.info/sct");
+        assert!(!loaded(&resource, e, "vitals").iter().any(|v| agrees(e, v)));
+
+        let r = record("patients", &[("patient_id", "P1"), ("last_name", "Doe"), ("first_name", "Jo"), ("sex", "F")]);
+        let fields = expected(&project, "patients", &r).expect("expected");
+        assert_eq!(find(&fields, "", "sex", Critical::Code).value, "female", "a primitive code: its value");
     }
 
     #[test]
@@ -1315,7 +1438,7 @@ mod tests {
         }
         assert_eq!(find(&fields, "temp_f", "temp_f", Critical::Value).value, "98.6");
         assert_eq!(find(&fields, "temp_f", "temp_f", Critical::Unit).value, "[degF]");
-        assert_eq!(find(&fields, "temp_f", "temp_f", Critical::Code).value, "8310-5");
+        assert_eq!(find(&fields, "temp_f", "temp_f", Critical::Code).value, "http://loinc.org|8310-5");
         assert!(fields.iter().all(|e| e.field != "temp_f" || e.part == "temp_f"), "a value only on its own resource");
     }
 

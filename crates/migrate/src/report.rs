@@ -129,24 +129,12 @@ pub fn reconciliation_json(
         "reconcile": reconciled,
         "merges": dry_run["merges"].as_array().cloned().unwrap_or_default(),
         "reviews": dry_run["reviews"].as_array().cloned().unwrap_or_default(),
+        "review": dry_run["review"],
     })
 }
 
-/// HTML-escapes `text`.
-pub fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
+/// HTML-escapes `text` (Hearth's one escape, shared with the API's pages).
+pub use fhir::xhtml::escape;
 
 fn value_text(v: &Value) -> String {
     match v {
@@ -476,37 +464,85 @@ pub fn reconciliation_html(report: &Value) -> String {
 }
 
 /// Patient matching: the records merged (into a source record or a patient
-/// already in Hearth) and the pairs for human review, with their scores and
-/// fields (keys and lines, no names).
+/// already in Hearth, automatically or on review) and the pairs for human
+/// review, pending or kept separate on review, with their scores, fields
+/// and decisions (keys and lines, no names); then the decisions of
+/// `review.toml` whose pair the run no longer finds.
 fn matching_section(b: &mut String, report: &Value) {
     let side = |v: &Value| match v["hearth"].as_str() {
         Some(hearth) => format!("{hearth} in Hearth"),
+        None if v["file"].is_null() => format!("{} [{}]", value_text(&v["table"]), value_text(&v["key"])),
         None => format!("{}:{} [{}]", value_text(&v["file"]), value_text(&v["line"]), value_text(&v["key"])),
     };
     let list = |v: &Value| v.as_array().into_iter().flatten().map(value_text).collect::<Vec<_>>().join(", ");
-    for (title, id, key, other) in [
-        ("Patients merged", "merges", "merges", "into"),
-        ("Patient pairs for review (never merged)", "reviews", "reviews", "with"),
+    let decision = |d: &Value| {
+        if d.is_null() {
+            return String::new();
+        }
+        let mut s = format!(
+            "{} by {} at {} ({}:{})",
+            value_text(&d["decision"]),
+            value_text(&d["by"]),
+            value_text(&d["at"]),
+            value_text(&d["file"]),
+            value_text(&d["line"])
+        );
+        if let Some(note) = d["note"].as_str() {
+            s.push_str(&format!(": {note}"));
+        }
+        s
+    };
+    let all = |key: &str| report[key].as_array().cloned().unwrap_or_default();
+    let (pending, separate): (Vec<Value>, Vec<Value>) = all("reviews").into_iter().partition(|r| r["decision"].is_null());
+    for (title, id, rows, other, decided) in [
+        ("Patients merged", "merges", all("merges"), "into", "decided"),
+        ("Patient pairs pending review (never merged)", "reviews", pending, "with", ""),
+        ("Patient pairs kept separate on review", "separate", separate, "with", "decided"),
     ] {
-        let rows = report[key].as_array().cloned().unwrap_or_default();
         let _ = writeln!(b, "<h2>{title} ({})</h2>", rows.len());
         if rows.is_empty() {
             continue;
         }
+        let head = if decided.is_empty() { String::new() } else { format!("<th>{decided}</th>") };
         let _ = writeln!(
             b,
-            "<table id=\"{id}\"><tr><th>record</th><th>{other}</th><th class=\"n\">score</th><th>agreed</th><th>similar</th><th>disagreed</th></tr>"
+            "<table id=\"{id}\"><tr><th>pair</th><th>record</th><th>{other}</th><th class=\"n\">score</th><th>agreed</th><th>similar</th><th>disagreed</th>{head}</tr>"
         );
         for r in rows {
+            let cell = if decided.is_empty() {
+                String::new()
+            } else if r["decision"].is_null() {
+                "<td>automatic</td>".to_owned()
+            } else {
+                format!("<td>{}</td>", escape(&decision(&r["decision"])))
+            };
             let _ = writeln!(
                 b,
-                "<tr><td>{}</td><td>{}</td><td class=\"n\">{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                "<tr><td><code>{}</code></td><td>{}</td><td>{}</td><td class=\"n\">{}</td><td>{}</td><td>{}</td><td>{}</td>{cell}</tr>",
+                escape(&value_text(&r["pair"])),
                 escape(&side(&r["record"])),
                 escape(&side(&r[other])),
                 r["score"],
                 escape(&list(&r["agreed"])),
                 escape(&list(&r["similar"])),
                 escape(&list(&r["disagreed"]))
+            );
+        }
+        b.push_str("</table>\n");
+    }
+    let stale = report["review"]["stale"].as_array().cloned().unwrap_or_default();
+    if !stale.is_empty() {
+        let _ = writeln!(b, "<h2>Review decisions without their pair ({})</h2>", stale.len());
+        b.push_str("<p>This run finds no such pair (a record left the export, the pair no longer scores as a possible match, or a separate pair was merged through other matches: see its issues): these decisions were not applied.</p>\n");
+        b.push_str("<table id=\"stale\"><tr><th>pair</th><th>record</th><th>with</th><th>decision</th></tr>\n");
+        for d in stale {
+            let _ = writeln!(
+                b,
+                "<tr><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                escape(&value_text(&d["pair"])),
+                escape(&side(&d["record"])),
+                escape(&side(&d["with"])),
+                escape(&decision(&d))
             );
         }
         b.push_str("</table>\n");

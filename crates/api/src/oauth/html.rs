@@ -15,20 +15,7 @@ button{margin-top:1rem;padding:.5rem 1.2rem;font-size:1rem}.error{color:#a00;fon
 ul.choices{list-style:none;padding:0}ul.choices li{margin:.4rem 0}";
 
 /// Escapes text for HTML content and quoted attribute values.
-pub(crate) fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            _ => out.push(c),
-        }
-    }
-    out
-}
+pub(crate) use fhir::xhtml::escape;
 
 /// A hidden input.
 pub(crate) fn hidden(name: &str, value: &str) -> String {

@@ -806,6 +806,60 @@ fn a_value_changed_in_the_store_is_reported_as_a_mismatch() {
     assert!(stdout.contains(&line), "{line} in {stdout}");
 }
 
+/// Reconcile compares a code with its system: a lab result whose LOINC code
+/// is stored under another system (the same digits as a SNOMED CT code) is
+/// a mismatch naming both `system|code` values, through the binary.
+#[test]
+fn a_code_stored_under_the_wrong_system_is_a_mismatch() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path();
+    assert!(hearth(&["migrate", "init", "proj", "--preset", "legacy-csv"], dir).0);
+    assert!(hearth(&["migrate", "sample", "--out", "proj/export", "--patients", "6", "--seed", "2"], dir).0);
+    let (ok, stdout, stderr) = hearth(&["migrate", "run", "proj", "--data-dir", "data", "--quiet"], dir);
+    assert!(ok, "{stderr}\n{stdout}");
+    let dry = read_json(&dir.join("proj/reports/dry-run.json"));
+    let flagged: HashSet<u64> = dry["issues"]
+        .as_array()
+        .expect("issues")
+        .iter()
+        .filter(|i| i["file"] == "lab_results.csv")
+        .map(|i| i["line"].as_u64().expect("line"))
+        .collect();
+    let project = project::load(&dir.join("proj")).expect("project");
+    let source = project.csv_source(&dir.join("proj"), "legacy").expect("source");
+    let rows = read_all(&source);
+    let converter = migrate::convert::Converter::new(&project, "lab_results").expect("converter");
+    // A lab result that loaded with a LOINC code.
+    let (row, mut resource) = rows["lab_results"]
+        .iter()
+        .filter(|r| matches!(&r.provenance, Provenance::FileLine { line, .. } if !flagged.contains(line)))
+        .find_map(|r| {
+            let resource = converter.convert(r).resources.remove(0);
+            (resource["code"]["coding"][0]["system"] == "http://loinc.org").then_some((r, resource))
+        })
+        .expect("a loaded lab result coded in LOINC");
+    let code = resource["code"]["coding"][0]["code"].as_str().expect("code").to_owned();
+    let key = row.get("result_id").expect("key").to_owned();
+    let id = resource["id"].as_str().expect("id").to_owned();
+    resource["code"]["coding"][0]["system"] = serde_json::json!("http://snomed.info/sct");
+    let bundle = serde_json::json!({"resourceType": "Bundle", "type": "transaction", "entry": [{
+        "resource": resource, "request": {"method": "PUT", "url": format!("Observation/{id}")}
+    }]});
+    std::fs::write(dir.join("tamper.json"), bundle.to_string()).expect("bundle");
+    let (ok, stdout, stderr) = hearth(&["import", "tamper.json", "--data-dir", "data", "--quiet"], dir);
+    assert!(ok, "{stderr}\n{stdout}");
+    let (ok, stdout, stderr) = hearth(&["migrate", "report", "proj", "--data-dir", "data", "--quiet"], dir);
+    assert!(!ok, "{stderr}\n{stdout}");
+    let line = format!(
+        "reconcile: lab_results: {} [{key}]: test_code: source \"http://loinc.org|{code}\", loaded \"http://snomed.info/sct|{code}\" (Observation/{id})",
+        row.provenance
+    );
+    assert!(stdout.contains(&line), "{line} in {stdout}");
+    let report = read_json(&dir.join("proj/reports/reconciliation.json"));
+    assert_eq!(report["reconcile"]["mismatches"].as_array().map(Vec::len), Some(1), "only the code");
+    assert_eq!(report["proved"], false);
+}
+
 /// `--until extract` reads every table and counts rows and unreadable rows:
 /// nothing is converted, no store is opened, no load or reconciliation is
 /// written. `--until load` loads and reads back without reconciling.
@@ -1611,7 +1665,7 @@ async fn matching_merges_duplicates_and_holds_near_matches_within_the_export_and
     // The reconciliation report lists the merge and the pair for review.
     let html = std::fs::read_to_string(dir.join("proj/reports/reconciliation.html")).expect("report page");
     assert!(html.contains("<h2>Patients merged (1)</h2>") && html.contains(&format!("[{dup_key}]")), "merges in the page");
-    assert!(html.contains("<h2>Patient pairs for review (never merged) (1)</h2>") && html.contains(&format!("[{near_key}]")));
+    assert!(html.contains("<h2>Patient pairs pending review (never merged) (1)</h2>") && html.contains(&format!("[{near_key}]")));
     let reconciliation = read_json(&dir.join("proj/reports/reconciliation.json"));
     assert_eq!(reconciliation["merges"][0]["record"]["key"], dup_key);
     assert_eq!((reconciliation["balanced"].as_bool(), reconciliation["proved"].as_bool()), (Some(true), Some(true)));
@@ -1744,10 +1798,79 @@ async fn matching_merges_duplicates_and_holds_near_matches_within_the_export_and
     let (ok, stdout, stderr) = hearth(&["migrate", "rollback", "proj2", "--data-dir", "data", "--quiet"], dir);
     assert!(ok, "{stderr}\n{stdout}");
     assert!(stdout.contains("rolled back: 6 resources deleted, 0 kept"), "Q00003, EQ1, EQ3 and their Provenance: {stdout}");
-    let server = crate::bearer::serve(&dir.join("data"), &[]);
-    let base = &server.base;
-    assert_eq!(get(&format!("{base}/Patient/{same_id}")).await.0, 200, "the existing patient stays");
-    assert_ne!(get(&format!("{base}/Encounter/{}", id("encounters", "EQ1"))).await.0, 200);
+    {
+        let server = crate::bearer::serve(&dir.join("data"), &[]);
+        let base = &server.base;
+        assert_eq!(get(&format!("{base}/Patient/{same_id}")).await.0, 200, "the existing patient stays");
+        assert_ne!(get(&format!("{base}/Encounter/{}", id("encounters", "EQ1"))).await.0, 200);
+    }
+
+    // The review of a hold: listed with the store (the pair is with a
+    // patient in Hearth), kept separate, and the next run releases the
+    // patient and its visit: they load as a new chart.
+    let held_pair = report["reviews"][0]["pair"].as_str().expect("pair id").to_owned();
+    let (ok, listing, stderr) = hearth(&["migrate", "review", "proj2", "--data-dir", "data", "--quiet"], dir);
+    assert!(ok, "{stderr}");
+    assert!(listing.contains("1 pair(s) pending review") && listing.contains(&format!("pair {held_pair}: score ")), "{listing}");
+    assert!(listing.contains(&format!("[Q00002] and Patient/{moved_id} in Hearth")), "{listing}");
+    let (ok, listing, _) = hearth(&["migrate", "review", "proj2"], dir);
+    assert!(ok && listing.contains("0 pair(s) pending review within the export"), "without the store: {listing}");
+    // Merged on review: as an automatic merge into the Hearth patient.
+    let args = ["migrate", "review", "proj2", "--data-dir", "data", "--quiet", "--merge", &held_pair, "--by", "A. Analyst"];
+    let (ok, stdout, stderr) = hearth(&args, dir);
+    assert!(ok && stdout.contains(&format!("recorded: merge pair {held_pair}")), "{stderr}\n{stdout}");
+    let (ok, stdout, stderr) = hearth(&["migrate", "run", "proj2", "--data-dir", "data", "--quiet"], dir);
+    assert!(ok, "{stderr}\n{stdout}");
+    assert!(stdout.contains("2 merged into existing patients (1 given the legacy identifiers), 0 held for review"), "{stdout}");
+    let report = read_json(&dir.join("proj2/reports/dry-run.json"));
+    let merge = report["merges"].as_array().expect("merges").iter().find(|m| m["record"]["key"] == "Q00002").expect("merged");
+    assert_eq!(merge["into"]["hearth"], format!("Patient/{moved_id}"));
+    assert_eq!((merge["decision"]["decision"].as_str(), merge["decision"]["by"].as_str()), (Some("merge"), Some("A. Analyst")));
+    assert_eq!(report["tables"]["patients"]["merged"].as_u64(), Some(2));
+    {
+        let server = crate::bearer::serve(&dir.join("data"), &[]);
+        let base = &server.base;
+        assert_eq!(get(&format!("{base}/Patient/{}", id("patients", "Q00002"))).await.0, 404, "not created");
+        let (status, visit) = get(&format!("{base}/Encounter/{}", id("encounters", "EQ2"))).await;
+        assert_eq!(status, 200, "its visit loads");
+        assert_eq!(visit["subject"]["reference"], format!("Patient/{moved_id}"));
+    }
+    // Then kept separate after all (the decision replaced): the next run
+    // creates the patient and points its visit at it.
+    let args = ["migrate", "review", "proj2", "--data-dir", "data", "--quiet", "--keep-separate", &held_pair, "--by", "A. Analyst"];
+    let (ok, stdout, stderr) = hearth(&args, dir);
+    assert!(ok && stdout.contains(&format!("recorded: separate pair {held_pair}")), "{stderr}\n{stdout}");
+    let (ok, stdout, stderr) = hearth(&["migrate", "run", "proj2", "--data-dir", "data", "--quiet"], dir);
+    assert!(ok, "{stderr}\n{stdout}");
+    assert!(stdout.contains("1 merged into existing patients (0 given the legacy identifiers), 0 held for review"), "{stdout}");
+    assert!(stdout.contains("load encounters: 3 source records: 0 resources created, 1 updated"), "EQ2 points at Q00002 now: {stdout}");
+    let report = read_json(&dir.join("proj2/reports/dry-run.json"));
+    let counts = |t: &str| -> Vec<i64> {
+        let c = &report["tables"][t];
+        ["source_records", "converted", "rejected", "quarantined", "merged", "excluded", "unaccounted"]
+            .iter()
+            .map(|k| c[k].as_i64().expect("n"))
+            .collect()
+    };
+    assert_eq!(counts("patients"), [3, 2, 0, 0, 1, 0, 0], "released");
+    assert_eq!(counts("encounters"), [3, 3, 0, 0, 0, 0, 0], "its visit too");
+    assert_eq!(report["reviews"][0]["with"]["hearth"], format!("Patient/{moved_id}"));
+    assert_eq!(report["reviews"][0]["decision"]["decision"], "separate");
+    assert!(report["issues"].as_array().expect("issues").iter().any(|i| i["key"] == "Q00002" && i["kind"] == "reviewed-separate"));
+    {
+        let server = crate::bearer::serve(&dir.join("data"), &[]);
+        let base = &server.base;
+        assert_eq!(get(&format!("{base}/Patient/{}", id("patients", "Q00002"))).await.0, 200);
+        let (status, visit) = get(&format!("{base}/Encounter/{}", id("encounters", "EQ2"))).await;
+        assert_eq!(status, 200);
+        assert_eq!(visit["subject"]["reference"], format!("Patient/{}", id("patients", "Q00002")));
+    }
+    // A rerun: the released patient is loaded; the decision stays applied.
+    let (ok, stdout, stderr) = hearth(&["migrate", "run", "proj2", "--data-dir", "data", "--quiet"], dir);
+    assert!(ok && stdout.contains("loaded: 0 resources written"), "{stderr}\n{stdout}");
+    let report = read_json(&dir.join("proj2/reports/dry-run.json"));
+    assert_eq!(report["review"]["loaded_earlier"].as_array().map(Vec::len), Some(1), "{}", report["review"]);
+    assert_eq!(report["review"]["stale"].as_array().map(Vec::len), Some(0));
 }
 
 /// The `name` element the sample's row makes.
@@ -1866,4 +1989,204 @@ fn synthea_csv_export_converts_every_table_and_loads_idempotently() {
     for (table, c) in load_counts(dir) {
         assert_eq!((c[1], c[2], c[3]), (0, 0, first[&table][1]), "rerun of {table}");
     }
+}
+
+/// The review of the grey zone through the binary: the sample's near
+/// duplicate is listed by `migrate review` (both records' fields side by
+/// side, the score, the source lines); a `--keep-separate` decision, kept
+/// in `review.toml`, clears the warning at the next run; a `--merge`
+/// decision replaces it and the next run merges the pair exactly as an
+/// automatic merge (disposition `merged`, identifiers kept on the survivor,
+/// recorded with who decided), which then loads, balances and is proved; a
+/// decision about a pair that no longer exists is reported as stale, and
+/// `--reopen` removes it.
+#[tokio::test]
+async fn review_decisions_in_review_toml_merge_or_separate_the_grey_zone_pair() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path();
+    assert!(hearth(&["migrate", "init", "proj", "--preset", "legacy-csv"], dir).0);
+    assert!(hearth(&["migrate", "sample", "--out", "proj/export", "--patients", "12", "--seed", "5"], dir).0);
+    let manifest: toml::Table = std::fs::read_to_string(dir.join("proj/export/sample-manifest.toml"))
+        .expect("manifest")
+        .parse()
+        .expect("manifest is TOML");
+    let near = manifest["defects"]
+        .as_array()
+        .expect("defects")
+        .iter()
+        .find(|d| d["kind"].as_str() == Some("near-duplicate-patient"))
+        .expect("near duplicate")
+        .clone();
+    let near_key = near["key"].as_str().expect("key").to_owned();
+    let near_line = near["line"].as_integer().expect("line");
+
+    let (ok, stdout, stderr) = hearth(&["migrate", "run", "proj", "--dry-run"], dir);
+    assert!(ok, "{stderr}\n{stdout}");
+    let before = read_json(&dir.join("proj/reports/dry-run.json"));
+    assert_eq!(before["reviews"].as_array().map(Vec::len), Some(1));
+    assert!(before["reviews"][0]["decision"].is_null());
+    assert_eq!((before["review"]["pending"].as_u64(), before["review"]["decided"]["merge"].as_u64()), (Some(1), Some(0)));
+    let pair = before["reviews"][0]["pair"].as_str().expect("pair id").to_owned();
+    assert!(stdout.contains(&format!("[pair {pair}, pending: hearth migrate review]")), "{stdout}");
+    let converted = |r: &serde_json::Value| r["tables"]["patients"]["converted"].as_u64().expect("n");
+
+    // The listing: the pair with both records' fields side by side.
+    let (ok, listing, stderr) = hearth(&["migrate", "review", "proj"], dir);
+    assert!(ok, "{stderr}");
+    assert!(listing.contains("1 pair(s) pending review"), "{listing}");
+    assert!(
+        listing.contains(&format!("pair {pair}: score ")) &&
+            listing.contains(&format!("patients patients.csv:{near_line} [{near_key}] and patients patients.csv:2 [P00001]")),
+        "{listing}"
+    );
+    let birth_row = listing.lines().find(|l| l.trim_start().starts_with("birth_date")).expect("birth date row");
+    assert!(birth_row.contains("similar (day and month transposed)"), "{birth_row}");
+    let dates: Vec<&str> = birth_row.split_whitespace().filter(|w| w.len() == 10 && w.as_bytes()[4] == b'-').collect();
+    assert_eq!(dates.len(), 2, "both birth dates: {birth_row}");
+    assert_eq!((&dates[0][..4], &dates[0][5..7], &dates[0][8..]), (&dates[1][..4], &dates[1][8..], &dates[1][5..7]));
+    let family_row = listing.lines().find(|l| l.trim_start().starts_with("family")).expect("family row");
+    assert!(family_row.contains("Müller") && family_row.contains("agrees"), "{family_row}");
+    assert!(!dir.join("proj/review.toml").exists(), "listing writes nothing");
+
+    // Kept separate: recorded in review.toml, applied by the next run.
+    let (ok, stdout, stderr) = hearth(
+        &["migrate", "review", "proj", "--keep-separate", &pair[..6], "--by", "A. Analyst", "--note", "mother and son"],
+        dir,
+    );
+    assert!(ok, "{stderr}\n{stdout}");
+    assert!(stdout.contains(&format!("recorded: separate pair {pair}")) && stdout.contains("0 pair(s) pending review"), "{stdout}");
+    let file = std::fs::read_to_string(dir.join("proj/review.toml")).expect("review.toml");
+    let decisions: toml::Table = file.parse().expect("TOML");
+    let entry = &decisions["pair"].as_array().expect("pairs")[0];
+    assert_eq!(entry["decision"].as_str(), Some("separate"));
+    assert_eq!(entry["by"].as_str(), Some("A. Analyst"));
+    assert_eq!(entry["id"].as_str(), Some(pair.as_str()));
+    let sides: HashSet<(&str, &str)> = ["record", "with"]
+        .iter()
+        .map(|s| (entry[*s]["table"].as_str().expect("table"), entry[*s]["key"].as_str().expect("key")))
+        .collect();
+    assert_eq!(sides, HashSet::from([("patients", "P00001"), ("patients", near_key.as_str())]));
+    let (ok, stdout, stderr) = hearth(&["migrate", "run", "proj", "--dry-run"], dir);
+    assert!(ok, "{stderr}\n{stdout}");
+    assert!(stdout.contains(&format!("[pair {pair}, kept separate: separate decided by A. Analyst")), "{stdout}");
+    let report = read_json(&dir.join("proj/reports/dry-run.json"));
+    assert_eq!(report["reviews"][0]["decision"]["decision"], "separate");
+    assert_eq!(report["reviews"][0]["decision"]["by"], "A. Analyst");
+    assert_eq!(report["reviews"][0]["decision"]["note"], "mother and son");
+    assert_eq!((report["review"]["pending"].as_u64(), report["review"]["decided"]["separate"].as_u64()), (Some(0), Some(1)));
+    let issues = report["issues"].as_array().expect("issues");
+    assert!(!issues.iter().any(|i| i["kind"] == "possible-duplicate"), "the warning is cleared");
+    let notes: Vec<&serde_json::Value> = issues.iter().filter(|i| i["kind"] == "reviewed-separate").collect();
+    assert_eq!(notes.len(), 2, "a note on both records");
+    assert!(notes.iter().all(|i| i["severity"] == "information" && i["disposition"] == "converted"));
+    assert_eq!(converted(&report), converted(&before), "both still load");
+    let (_, status, _) = hearth(&["migrate", "status", "proj"], dir);
+    assert!(status.contains("1 pair(s) for review: 0 pending, 0 merged and 1 kept separate on review"), "{status}");
+
+    // Merge instead: the decision is replaced; the next run merges the
+    // later record into the earlier, as an automatic merge.
+    let (ok, stdout, stderr) = hearth(&["migrate", "review", "proj", "--merge", &pair, "--by", "B. Analyst"], dir);
+    assert!(ok, "{stderr}\n{stdout}");
+    let decisions: toml::Table = std::fs::read_to_string(dir.join("proj/review.toml")).expect("file").parse().expect("TOML");
+    assert_eq!(decisions["pair"].as_array().map(Vec::len), Some(1), "one decision per pair");
+    assert_eq!(decisions["pair"][0]["decision"].as_str(), Some("merge"));
+    let (ok, stdout, stderr) = hearth(&["migrate", "run", "proj", "--data-dir", "data", "--quiet"], dir);
+    assert!(ok, "{stderr}\n{stdout}");
+    assert!(
+        stdout.contains(&format!("merged: patients patients.csv:{near_line} [{near_key}] into patients.csv:2 [P00001] (score"))
+            && stdout.contains("[merged on review: merge decided by B. Analyst"),
+        "{stdout}"
+    );
+    let report = read_json(&dir.join("proj/reports/dry-run.json"));
+    assert_eq!(report["reviews"].as_array().map(Vec::len), Some(0));
+    assert_eq!(report["totals"]["merged"].as_u64(), Some(2), "the duplicate and the reviewed pair");
+    assert_eq!(converted(&report), converted(&before) - 1);
+    let merge = report["merges"]
+        .as_array()
+        .expect("merges")
+        .iter()
+        .find(|m| m["record"]["key"] == near_key.as_str())
+        .expect("the reviewed merge");
+    assert_eq!((merge["into"]["key"].as_str(), merge["pair"].as_str()), (Some("P00001"), Some(pair.as_str())));
+    assert_eq!((merge["decision"]["decision"].as_str(), merge["decision"]["by"].as_str()), (Some("merge"), Some("B. Analyst")));
+    assert!(report["merges"].as_array().expect("merges").iter().any(|m| m["decision"].is_null()), "the automatic merge");
+    let issue = report["issues"]
+        .as_array()
+        .expect("issues")
+        .iter()
+        .find(|i| i["key"] == near_key.as_str() && i["kind"] == "merged-duplicate")
+        .expect("the merge is reported on the record");
+    assert_eq!(issue["disposition"], "merged");
+    assert!(issue["message"].as_str().expect("message").contains("merged on review (merge decided by B. Analyst"), "{issue}");
+    let reconciliation = read_json(&dir.join("proj/reports/reconciliation.json"));
+    assert_eq!((reconciliation["balanced"].as_bool(), reconciliation["proved"].as_bool()), (Some(true), Some(true)));
+    let html = std::fs::read_to_string(dir.join("proj/reports/reconciliation.html")).expect("page");
+    assert!(html.contains("<h2>Patients merged (2)</h2>") && html.contains("merge by B. Analyst at "), "decided merges in the page");
+    assert!(html.contains("<h2>Patient pairs pending review (never merged) (0)</h2>"));
+    {
+        let server = crate::bearer::serve(&dir.join("data"), &[]);
+        let base = &server.base;
+        let id = |key: &str| migrate::convert::resource_id("patients", key, "");
+        assert_eq!(get(&format!("{base}/Patient/{}", id(&near_key))).await.0, 404, "not created");
+        let (status, survivor) = get(&format!("{base}/Patient/{}", id("P00001"))).await;
+        assert_eq!(status, 200);
+        assert!(
+            survivor["identifier"].as_array().expect("ids").iter().any(|i| i["value"] == near_key.as_str() && i["use"] == "old"),
+            "{survivor}"
+        );
+    }
+
+    // An automatic merge kept apart on review: the duplicate then loads as
+    // its own patient (its medication refers to it again).
+    let dup_pair = report_merge_pair(&read_json(&dir.join("proj/reports/dry-run.json")), "P00002");
+    let (ok, stdout, stderr) = hearth(&["migrate", "review", "proj", "--keep-separate", &dup_pair, "--by", "C"], dir);
+    assert!(ok, "{stderr}\n{stdout}");
+    let (ok, stdout, stderr) = hearth(&["migrate", "run", "proj", "--dry-run"], dir);
+    assert!(ok, "{stderr}\n{stdout}");
+    let report = read_json(&dir.join("proj/reports/dry-run.json"));
+    assert_eq!(report["totals"]["merged"].as_u64(), Some(1), "only the reviewed merge");
+    assert_eq!(report["reviews"][0]["pair"].as_str(), Some(dup_pair.as_str()));
+    assert_eq!(report["reviews"][0]["decision"]["decision"], "separate");
+    assert!(!report["issues"].as_array().expect("issues").iter().any(|i| i["kind"] == "redirected"));
+    let (ok, _, _) = hearth(&["migrate", "review", "proj", "--reopen", &dup_pair], dir);
+    assert!(ok);
+
+    // A decision about a pair that does not exist is stale: reported, never applied.
+    let mut text = std::fs::read_to_string(dir.join("proj/review.toml")).expect("file");
+    text.push_str("\n[[pair]]\nrecord = { table = \"patients\", key = \"P00003\" }\nwith = { table = \"patients\", key = \"P99999\" }\ndecision = \"merge\"\nby = \"C\"\nat = \"2026-11-30T00:00:00Z\"\n");
+    std::fs::write(dir.join("proj/review.toml"), &text).expect("write");
+    let stale_line = text.lines().count() - 5;
+    let (ok, stdout, stderr) = hearth(&["migrate", "run", "proj", "--dry-run"], dir);
+    assert!(ok, "{stderr}\n{stdout}");
+    assert!(stdout.contains(&format!("review.toml:{stale_line}: pair ")) && stdout.contains("merge decision is stale"), "{stdout}");
+    let report = read_json(&dir.join("proj/reports/dry-run.json"));
+    assert_eq!(report["review"]["stale"].as_array().map(Vec::len), Some(1));
+    assert_eq!(report["review"]["stale"][0]["with"]["key"], "P99999");
+    assert_eq!(report["totals"]["merged"].as_u64(), Some(2), "nothing else merged");
+    let stale = report["review"]["stale"][0]["pair"].as_str().expect("id").to_owned();
+    let (ok, listing, _) = hearth(&["migrate", "review", "proj"], dir);
+    assert!(ok && listing.contains(&format!("pair {stale} ")) && listing.contains("stale"), "{listing}");
+    let (ok, stdout, stderr) = hearth(&["migrate", "review", "proj", "--reopen", &stale], dir);
+    assert!(ok && stdout.contains(&format!("reopened: pair {stale}")), "{stderr}\n{stdout}");
+    let text = std::fs::read_to_string(dir.join("proj/review.toml")).expect("file");
+    assert!(!text.contains("P99999") && text.contains(&pair), "{text}");
+
+    // Bad input is named: an unknown pair, a malformed file.
+    let (ok, _, stderr) = hearth(&["migrate", "review", "proj", "--merge", "ffffffff", "--by", "X"], dir);
+    assert!(!ok && stderr.contains("pair ffffffff: no pair of this run has that id"), "{stderr}");
+    std::fs::write(dir.join("proj/review.toml"), "[[pair]]\nrecord = { table = \"patients\" }\n").expect("write");
+    let (ok, _, stderr) = hearth(&["migrate", "run", "proj", "--dry-run"], dir);
+    assert!(!ok && stderr.contains("review.toml:") , "{stderr}");
+}
+
+/// The pair id of the merge into the record of key `into`.
+fn report_merge_pair(report: &serde_json::Value, into: &str) -> String {
+    report["merges"]
+        .as_array()
+        .expect("merges")
+        .iter()
+        .find(|m| m["into"]["key"] == into)
+        .and_then(|m| m["pair"].as_str())
+        .expect("a merge into it")
+        .to_owned()
 }
