@@ -212,3 +212,21 @@ async fn sqlite_target_shapes_read_one_index_range() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+#[tokio::test]
+async fn postgres_patient_code_shapes_read_the_patient_token_index() {
+    in_postgres_schema(|store_url| async move {
+        let pg = Arc::new(PostgresStore::connect(&store_url).await.expect("connect store"));
+        let store: Arc<dyn Store> = pg.clone();
+        seed(&store).await;
+        for (shape, _, _) in TARGET_PLANS.iter().take(2) {
+            let plan = pg.explain(&parse(shape)).await.expect("explain");
+            assert!(
+                plan.iter().any(|line| line.contains("idx_patient_token_search")),
+                "{shape}:\n    {}",
+                plan.join("\n    ")
+            );
+        }
+    })
+    .await;
+}
