@@ -7,6 +7,7 @@ use crate::harness::*;
 use domain::store::Store;
 use fhir::search::query::{Match, SortKey, StringMode, TokenSystem, TotalMode};
 use std::sync::Arc;
+use store::postgres::PostgresStore;
 use store::sqlite::{SqliteOptions, SqliteStore};
 
 const SCHEMA_7: &[(i64, &str)] = &[
@@ -55,6 +56,11 @@ async fn a_schema_7_database_is_upgraded_in_place() {
         conn.execute_batch(OLD_ROWS).expect("old rows");
     }
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&path, SqliteOptions::default()).expect("open and upgrade"));
+    answers_as_a_new_database(store).await;
+}
+
+/// The searches an upgraded database answers, then a write next to the upgraded rows.
+async fn answers_as_a_new_database(store: Arc<dyn Store>) {
 
     let loinc = |code: &str| cond("code", Match::Token { system: TokenSystem::Is("http://loinc.org".into()), code: Some(code.into()), negate: false });
     let count = |mut q: fhir::search::query::SearchQuery| {
@@ -90,4 +96,56 @@ async fn a_schema_7_database_is_upgraded_in_place() {
     .await;
     assert_eq!(ids(&store, &by_patient).await, vec!["o2", "o1"]);
     assert_eq!(count(query("Observation", vec![loinc("2345-7")])).await, Some(2));
+}
+
+const POSTGRES_SCHEMA_5: &[(i64, &str)] = &[
+    (1, include_str!("../../migrations/postgres/0001_init.sql")),
+    (3, include_str!("../../migrations/postgres/0003_composite.sql")),
+    (4, include_str!("../../migrations/postgres/0004_text.sql")),
+    (5, include_str!("../../migrations/postgres/0005_audit.sql")),
+];
+
+/// [`OLD_ROWS`] in PostgreSQL's layout (index rows without `n`).
+const POSTGRES_OLD_ROWS: &str = r#"
+INSERT INTO search_param (pid, code, kind) VALUES (1, 'code', 2), (2, 'subject', 3), (3, 'patient', 3), (4, 'date', 4), (5, 'family', 1);
+SELECT setval(pg_get_serial_sequence('search_param', 'pid'), 5);
+INSERT INTO term_system (sid, uri) VALUES (1, 'http://loinc.org');
+SELECT setval(pg_get_serial_sequence('term_system', 'sid'), 1);
+INSERT INTO resource (rid, type, id, version, last_updated, deleted) VALUES
+    (1, 'Patient', 'p1', 1, 1000, 0), (2, 'Observation', 'o1', 1, 2000, 0), (3, 'Condition', 'c1', 1, 3000, 0),
+    (4, 'Observation', 'gone', 2, 4000, 1);
+SELECT setval(pg_get_serial_sequence('resource', 'rid'), 4);
+INSERT INTO resource_version (rid, type, version, last_updated, method, body) VALUES
+    (1, 'Patient', 1, 1000, 1, '{"resourceType":"Patient","id":"p1"}'),
+    (2, 'Observation', 1, 2000, 1, '{"resourceType":"Observation","id":"o1"}'),
+    (3, 'Condition', 1, 3000, 1, '{"resourceType":"Condition","id":"c1"}'),
+    (4, 'Observation', 1, 3500, 1, '{"resourceType":"Observation","id":"gone"}'),
+    (4, 'Observation', 2, 4000, 4, NULL);
+INSERT INTO idx_string (rid, pid, normalized, exact) VALUES (1, 5, 'smith', 'Smith');
+INSERT INTO idx_token (rid, pid, sid, code, text) VALUES (2, 1, 1, '2345-7', NULL), (3, 1, 1, '2345-7', NULL);
+INSERT INTO idx_reference (rid, pid, target_type, target_id, url) VALUES
+    (2, 2, 'Patient', 'p1', 'Patient/p1'), (2, 3, 'Patient', 'p1', 'Patient/p1'),
+    (3, 2, 'Patient', 'p1', 'Patient/p1'), (3, 3, 'Patient', 'p1', 'Patient/p1');
+INSERT INTO idx_date (rid, pid, low, high) VALUES (2, 4, 100, 200);
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schema_5_postgres_database_is_upgraded_in_place() {
+    in_postgres_schema(|store_url| async move {
+        let (client, connection) = tokio_postgres::connect(&store_url, tokio_postgres::NoTls).await.expect("connect");
+        tokio::spawn(connection);
+        client
+            .batch_execute("CREATE TABLE schema_version (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)")
+            .await
+            .expect("schema_version");
+        for (version, script) in POSTGRES_SCHEMA_5 {
+            client.batch_execute(script).await.expect("old migration");
+            client.execute("INSERT INTO schema_version (version, applied_at) VALUES ($1, 0)", &[version]).await.expect("record");
+        }
+        client.batch_execute(POSTGRES_OLD_ROWS).await.expect("old rows");
+        drop(client);
+        let store: Arc<dyn Store> = Arc::new(PostgresStore::connect(&store_url).await.expect("connect and upgrade"));
+        answers_as_a_new_database(store).await;
+    })
+    .await;
 }
