@@ -59,6 +59,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (4, include_str!("../migrations/postgres/0004_text.sql")),
     (5, include_str!("../migrations/postgres/0005_audit.sql")),
     (8, include_str!("../migrations/postgres/0008_typed_params.sql")),
+    (9, include_str!("../migrations/postgres/0009_patient_token_keys.sql")),
 ];
 
 /// Connections kept by the pool.
@@ -621,9 +622,11 @@ impl PostgresStore {
                 [&c.rid, &c.pid, &c.patient, &c.sid, &c.code, &c.via, &c.date_low, &c.date_high];
             let prepared = tx
                 .prepare_cached(
-                    "INSERT INTO idx_patient_token (rid, pid, patient, sid, code, via, date_low, date_high) \
-                     SELECT * FROM UNNEST($1::BIGINT[], $2::BIGINT[], $3::TEXT[], $4::BIGINT[], $5::TEXT[], $6::BIGINT[], \
-                     $7::BIGINT[], $8::BIGINT[])",
+                    "INSERT INTO idx_patient_token (rid, pid, patient, sid, code, via, date_low, date_high, id, last_updated) \
+                     SELECT u.rid, u.pid, u.patient, u.sid, u.code, u.via, u.date_low, u.date_high, r.id, r.last_updated \
+                     FROM UNNEST($1::BIGINT[], $2::BIGINT[], $3::TEXT[], $4::BIGINT[], $5::TEXT[], $6::BIGINT[], \
+                     $7::BIGINT[], $8::BIGINT[]) AS u(rid, pid, patient, sid, code, via, date_low, date_high) \
+                     JOIN resource r ON r.rid = u.rid",
                 )
                 .await
                 .map_err(pg_error)?;

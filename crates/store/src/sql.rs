@@ -214,6 +214,9 @@ pub(crate) fn search(dialect: Dialect, query: &SearchQuery, sort_kinds: &SortKin
 pub(crate) fn search_keys(dialect: Dialect, query: &SearchQuery, sort_kinds: &SortKinds, known: &std::sync::Arc<Known>) -> Sql {
     let mut b = Builder::new(dialect);
     b.known = std::sync::Arc::clone(known);
+    if b.patient_token_keys(query, sort_kinds) {
+        return b.finish();
+    }
     if patient_token_order(query, sort_kinds).is_some() {
         b.patient_tokens_joined = true;
         b.push("SELECT r.type, r.id FROM idx_patient_token c JOIN resource r ON r.rid = c.rid");
@@ -460,6 +463,50 @@ impl Builder {
         } else {
             let _ = write!(self.text, "r.rid IN (SELECT {c}.rid FROM idx_patient_token {c} WHERE {})", clauses.join(" AND "));
         }
+    }
+
+    /// The ordered keys of `query` from `idx_patient_token` alone, when its
+    /// only filters are a patient and a code (see [`patient_token_pair`]) and
+    /// it is in the default order or by `date`: the rows carry the type (by
+    /// their parameter id), the id, the last update and the date range, and
+    /// exist only for current resources, so no `resource` row is read. Writes
+    /// nothing and answers false otherwise.
+    fn patient_token_keys(&mut self, query: &SearchQuery, sort_kinds: &SortKinds) -> bool {
+        let Some(pair) = patient_token_pair(query) else { return false };
+        let Some(resource_type) = query.resource_type.clone() else { return false };
+        if query.filters.len() != 2 {
+            return false;
+        }
+        let date_kind = || sort_kinds.get("date").is_some_and(|k| k.as_slice() == [Kind::Date]);
+        let first_key = match query.sort.as_slice() {
+            [] => None,
+            [key] if key.param == "date" && date_kind() => Some(match (key.descending, self.dialect) {
+                (true, Dialect::Sqlite) => "c.date_high DESC",
+                (true, Dialect::Postgres) => "c.date_high DESC NULLS LAST",
+                (false, _) => "c.date_low ASC NULLS LAST",
+            }),
+            _ => return false,
+        };
+        let t = self.bind_text(&resource_type);
+        // A record of two matching patients (a chain), or with the code under
+        // two systems, has two rows with the same id, update and dates.
+        let _ = write!(
+            self.text,
+            "SELECT DISTINCT CAST({t} AS TEXT), c.id, c.last_updated, c.date_high, c.date_low FROM idx_patient_token c WHERE "
+        );
+        self.scope = Some(vec![resource_type]);
+        self.patient_tokens_joined = true;
+        self.patient_token_predicate(query, pair);
+        self.push(" ORDER BY ");
+        if let Some(first) = first_key {
+            self.push(first);
+            self.push(", ");
+        }
+        self.push("c.last_updated DESC, c.id ASC");
+        let limit = self.bind(SqlValue::Int(to_i64(query.count)));
+        let offset = self.bind(SqlValue::Int(to_i64(query.offset)));
+        let _ = write!(self.text, " LIMIT {limit} OFFSET {offset}");
+        true
     }
 
     /// `SELECT COUNT(DISTINCT rid) FROM <index> WHERE ...` when `query` is one

@@ -57,6 +57,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (6, include_str!("../migrations/sqlite/0006_resource_writer.sql")),
     (7, include_str!("../migrations/sqlite/0007_audit_patient_index.sql")),
     (8, include_str!("../migrations/sqlite/0008_typed_params.sql")),
+    (9, include_str!("../migrations/sqlite/0009_patient_token_keys.sql")),
 ];
 
 /// Tuning of a [`SqliteStore`].
@@ -1124,8 +1125,8 @@ impl Writer {
             };
             self.conn
                 .prepare_cached(
-                    "INSERT INTO idx_patient_token (rid, pid, patient, sid, code, via, date_low, date_high) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                    "INSERT INTO idx_patient_token (rid, pid, patient, sid, code, via, date_low, date_high, id, last_updated) \
+                     SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, id, last_updated FROM resource WHERE rid = ?1",
                 )
                 .and_then(|mut s| s.execute(params![rid, pid, row.patient, sid, row.code, row.via, row.date_low, row.date_high]))
                 .map_err(db_error)?;
