@@ -219,9 +219,17 @@ async fn read_back(
     options: &LoadOptions,
     report: &mut LoadReport,
 ) -> Result<(), String> {
-    for batch in records.chunks(options.batch_records.max(1)) {
+    use futures_util::StreamExt;
+    // Two batches read at once: the store's readers work in parallel, and
+    // nothing else runs now.
+    let mut reads = futures_util::stream::iter(records.chunks(options.batch_records.max(1)).map(|batch| async move {
         let wanted = batch_resources(batch, options);
         let stored = fetch_stored(service, access, &wanted).await?;
+        Ok::<_, String>((wanted, stored))
+    }))
+    .buffered(BATCHES_IN_FLIGHT);
+    while let Some(result) = reads.next().await {
+        let (wanted, stored) = result?;
         for (table, resource, source) in wanted {
             let key = type_and_id(&resource);
             if stored.get(&key).is_some_and(|s| same(s, &resource)) {

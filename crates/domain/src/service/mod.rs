@@ -787,6 +787,18 @@ impl Service {
         let now = self.clock.now();
         let registry = self.registry();
         let mut commit = Commit::default();
+        // The current versions of all of them in one store call (a bulk
+        // load is mostly new resources, which no cache holds).
+        let mut keys: Vec<(String, String)> = pending.iter().map(|(_, rt, id, _)| (rt.clone(), id.clone())).collect();
+        keys.sort_unstable();
+        keys.dedup();
+        let versions: std::collections::HashMap<(String, String), u64> = self
+            .store
+            .read_many(&keys)
+            .await?
+            .into_iter()
+            .map(|r| ((r.resource_type, r.id), r.version_id))
+            .collect();
         let mut seen: std::collections::HashMap<(String, String), u64> = std::collections::HashMap::new();
         let mut stored = Vec::with_capacity(pending.len());
         for (index, rt, id, body) in pending {
@@ -794,7 +806,7 @@ impl Service {
             let current = match seen.get(&key) {
                 Some(v) => Some(*v),
                 None => {
-                    let v = self.store.read(rt, id).await?.map(|r| r.version_id);
+                    let v = versions.get(&key).copied();
                     commit.checks.push(Check::Version { resource_type: rt.clone(), id: id.clone(), expected: v });
                     v
                 }
