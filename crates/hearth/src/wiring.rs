@@ -43,6 +43,10 @@ pub enum Workload {
 const BULK_WRITER_CACHE_KIB: u32 = 2 * 1024 * 1024;
 /// Page cache of each reader connection in a bulk load, in KiB.
 const BULK_READER_CACHE_KIB: u32 = 256 * 1024;
+/// Current resource versions a bulk load's store keeps in memory, in bytes:
+/// what the load's read-back reads, the reconciliation reads again right
+/// after (from memory, not decrypted from the file a second time).
+const BULK_RESOURCE_CACHE_BYTES: usize = 4 << 30;
 
 /// [`store_with`] for a given workload.
 pub async fn store_for(config: &Config, keys: &Keys, workload: Workload) -> anyhow::Result<Arc<dyn Store>> {
@@ -58,6 +62,7 @@ pub async fn store_for(config: &Config, keys: &Keys, workload: Workload) -> anyh
         if workload == Workload::BulkLoad {
             options.writer_cache_kib = BULK_WRITER_CACHE_KIB;
             options.cache_kib = BULK_READER_CACHE_KIB;
+            options.resource_cache_bytes = BULK_RESOURCE_CACHE_BYTES;
         }
         let store = store::sqlite::SqliteStore::open(&path, options)
             .with_context(|| format!("opening the SQLite store in {}", dir.display()))?;
