@@ -402,7 +402,7 @@ async fn migration_service(
 ) -> anyhow::Result<std::sync::Arc<domain::Service>> {
     let config = target.store.load(env)?;
     wiring::init_tracing("warn");
-    wiring::service(&config).await
+    wiring::service_for(&config, wiring::Workload::BulkLoad).await
 }
 
 /// A progress bar over the source records a run converted.
@@ -741,7 +741,7 @@ async fn migrate_command(command: MigrateCommand, env: &[(String, String)]) -> a
                 .map_err(anyhow::Error::msg)?;
             let config = store.load(env)?;
             wiring::init_tracing("warn");
-            let service = wiring::service(&config).await?;
+            let service = wiring::service_for(&config, wiring::Workload::BulkLoad).await?;
             // The same matching against Hearth as the load (without writing).
             let bar = patient_bar(&run, quiet);
             let matched = migrate::matching::against_hearth(&service, &project, &mut run, false, |n| bar.set_position(n)).await;

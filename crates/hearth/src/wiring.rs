@@ -23,15 +23,47 @@ pub async fn store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
 /// Opens the configured store: SQLite encrypted with the database key; on
 /// both backends, Binary bodies sealed with the attachment key.
 pub async fn store_with(config: &Config, keys: &Keys) -> anyhow::Result<Arc<dyn Store>> {
+    store_for(config, keys, Workload::Interactive).await
+}
+
+/// What a store is opened for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Workload {
+    /// A server or an administrative command: the default caches.
+    Interactive,
+    /// `hearth migrate`: millions of writes and reads by id in one
+    /// process. The embedded store gets large page caches
+    /// (the writer's holds the index B-trees it inserts into; SQLCipher
+    /// decrypts every page read from the file and cannot map it), filled
+    /// only as far as the database is large.
+    BulkLoad,
+}
+
+/// Page cache of the writer connection in a bulk load, in KiB.
+const BULK_WRITER_CACHE_KIB: u32 = 2 * 1024 * 1024;
+/// Page cache of each reader connection in a bulk load, in KiB.
+const BULK_READER_CACHE_KIB: u32 = 256 * 1024;
+/// Current resource versions a bulk load's store keeps in memory, in bytes:
+/// what the load's read-back reads, the reconciliation reads again right
+/// after (from memory, not decrypted from the file a second time).
+const BULK_RESOURCE_CACHE_BYTES: usize = 4 << 30;
+
+/// [`store_with`] for a given workload.
+pub async fn store_for(config: &Config, keys: &Keys, workload: Workload) -> anyhow::Result<Arc<dyn Store>> {
     let inner: Arc<dyn Store> = if config.storage.database_url.is_empty() {
         let dir = &config.storage.data_dir;
         keys::create_private_dir(dir)?;
         let path = dir.join("hearth.db");
-        let options = store::sqlite::SqliteOptions {
+        let mut options = store::sqlite::SqliteOptions {
             key: Some(keys.database.clone()),
             audit_chain: keys.audit.clone(),
             ..store::sqlite::SqliteOptions::default()
         };
+        if workload == Workload::BulkLoad {
+            options.writer_cache_kib = BULK_WRITER_CACHE_KIB;
+            options.cache_kib = BULK_READER_CACHE_KIB;
+            options.resource_cache_bytes = BULK_RESOURCE_CACHE_BYTES;
+        }
         let store = store::sqlite::SqliteStore::open(&path, options)
             .with_context(|| format!("opening the SQLite store in {}", dir.display()))?;
         Arc::new(store)
@@ -46,7 +78,12 @@ pub async fn store_with(config: &Config, keys: &Keys) -> anyhow::Result<Arc<dyn 
 }
 
 pub async fn service(config: &Config) -> anyhow::Result<Arc<Service>> {
-    let store = store(config).await?;
+    service_for(config, Workload::Interactive).await
+}
+
+/// [`service`] over a store opened for `workload`.
+pub async fn service_for(config: &Config, workload: Workload) -> anyhow::Result<Arc<Service>> {
+    let store = store_for(config, &keys(config)?, workload).await?;
     let service = Service::with(
         store,
         Arc::new(domain::service::SystemClock),

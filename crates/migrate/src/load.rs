@@ -21,6 +21,7 @@ use domain::Service;
 use domain::access::Access;
 use domain::service::Return;
 use serde_json::{Map, Value, json};
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 
 /// The identity the load is audited under.
@@ -177,32 +178,37 @@ async fn load_batch<'a>(
         }
     };
     let mut writes: Vec<Value> = Vec::new();
-    let mut places: Vec<String> = Vec::new();
-    for (table, resource, place) in wanted {
+    let mut seen: Vec<Option<u64>> = Vec::new();
+    let mut places: Vec<usize> = Vec::new();
+    for (table, resource, record) in wanted {
         match stored.get(&type_and_id(&resource)) {
-            Some(existing) if same(existing, &resource) => count(table, 0, 0, 1),
-            Some(_) => {
+            Some((existing, _)) if same(existing, &resource) => count(table, 0, 0, 1),
+            Some((_, version)) => {
                 count(table, 0, 1, 0);
-                writes.push(resource);
-                places.push(place);
+                writes.push(resource.into_owned());
+                seen.push(Some(*version));
+                places.push(record);
             }
             None => {
                 count(table, 1, 0, 0);
-                writes.push(resource);
-                places.push(place);
+                writes.push(resource.into_owned());
+                seen.push(None);
+                places.push(record);
             }
         }
     }
     let wrote = !writes.is_empty();
     if wrote {
-        service.load_all(access, writes).await.map_err(|e| {
+        // The versions just read spare the store a second lookup (the
+        // Service checks them in the commit).
+        service.load_all_seen(access, writes, Some(seen)).await.map_err(|e| {
             // "resource N" in the error's location names the record.
             let message = e.message();
             let at = places
                 .iter()
                 .enumerate()
                 .find(|(i, _)| message.contains(&format!("resource {i}")))
-                .map(|(_, p)| format!(" (the record at {p})"))
+                .map(|(_, r)| format!(" (the record at {})", place(&batch[*r])))
                 .unwrap_or_default();
             format!("{message}{at}")
         })?;
@@ -219,15 +225,23 @@ async fn read_back(
     options: &LoadOptions,
     report: &mut LoadReport,
 ) -> Result<(), String> {
-    for batch in records.chunks(options.batch_records.max(1)) {
+    use futures_util::StreamExt;
+    // Two batches read at once: the store's readers work in parallel, and
+    // nothing else runs now.
+    let mut reads = futures_util::stream::iter(records.chunks(options.batch_records.max(1)).map(|batch| async move {
         let wanted = batch_resources(batch, options);
         let stored = fetch_stored(service, access, &wanted).await?;
-        for (table, resource, source) in wanted {
+        Ok::<_, String>((batch, wanted, stored))
+    }))
+    .buffered(BATCHES_IN_FLIGHT);
+    while let Some(result) = reads.next().await {
+        let (batch, wanted, stored) = result?;
+        for (table, resource, record) in wanted {
             let key = type_and_id(&resource);
-            if stored.get(&key).is_some_and(|s| same(s, &resource)) {
+            if stored.get(&key).is_some_and(|(s, _)| same(s, &resource)) {
                 report.tables.entry(table.to_string()).or_default().verified += 1;
             } else {
-                report.mismatched.push((format!("{}/{}", key.0, key.1), source));
+                report.mismatched.push((format!("{}/{}", key.0, key.1), place(&batch[record])));
             }
         }
     }
@@ -267,16 +281,16 @@ fn batch_error(records: &[SourceRecord<'_>], message: String, report: &LoadRepor
     }
 }
 
-/// What a batch of records leaves in the store: each resource with the
-/// table it counts under and its source record, each record's Provenance
-/// after its resources.
-fn batch_resources<'a>(batch: &[SourceRecord<'a>], options: &LoadOptions) -> Vec<(&'a str, Value, String)> {
-    let mut wanted = Vec::new();
-    for record in batch {
+/// What a batch of records leaves in the store: each resource (the run's,
+/// or a record's Provenance, after its resources) with the table it counts
+/// under and its source record (an index into `batch`).
+fn batch_resources<'a>(batch: &[SourceRecord<'a>], options: &LoadOptions) -> Vec<(&'a str, Cow<'a, Value>, usize)> {
+    let mut wanted = Vec::with_capacity(batch.iter().map(|r| r.resources.len() + 1).sum());
+    for (i, record) in batch.iter().enumerate() {
         for resource in &record.resources {
-            wanted.push((record.table, (*resource).clone(), place(record)));
+            wanted.push((record.table, Cow::Borrowed(*resource), i));
         }
-        wanted.push(("provenance", provenance(record, options), place(record)));
+        wanted.push(("provenance", Cow::Owned(provenance(record, options)), i));
     }
     wanted
 }
@@ -330,13 +344,13 @@ fn type_and_id(resource: &Value) -> (String, String) {
     (text("resourceType"), text("id"))
 }
 
-/// What the store holds under the ids of `wanted`, by (type, id): one
-/// batch read through the Service (audited, as every read).
+/// What the store holds under the ids of `wanted`, by (type, id), with its
+/// version: one batch read through the Service (audited, as every read).
 async fn fetch_stored(
     service: &Service,
     access: &Access,
-    wanted: &[(&str, Value, String)],
-) -> Result<HashMap<(String, String), Value>, String> {
+    wanted: &[(&str, Cow<'_, Value>, usize)],
+) -> Result<HashMap<(String, String), (Value, u64)>, String> {
     let keys: Vec<(String, String)> = wanted.iter().map(|(_, resource, _)| type_and_id(resource)).collect();
     let found = service
         .read_many(access, &keys)
@@ -346,7 +360,7 @@ async fn fetch_stored(
     for item in found {
         let Some(body) = item.body.as_deref() else { continue };
         let value: Value = serde_json::from_str(body).map_err(|e| format!("a stored resource is unreadable: {e}"))?;
-        stored.insert((item.resource_type, item.id), value);
+        stored.insert((item.resource_type, item.id), (value, item.version_id));
     }
     Ok(stored)
 }
@@ -394,19 +408,19 @@ pub async fn rollback(
         let mut tables = Vec::new();
         // A record with a resource kept keeps its Provenance too (it comes
         // after the record's resources).
-        let mut keeping: std::collections::HashSet<&str> = std::collections::HashSet::new();
-        for (table, resource, source) in &wanted {
+        let mut keeping: std::collections::HashSet<usize> = std::collections::HashSet::new();
+        for (table, resource, record) in &wanted {
             let key = type_and_id(resource);
             match stored.get(&key) {
                 None => report.absent += 1,
-                Some(_) if *table == "provenance" && keeping.contains(source.as_str()) => {}
-                Some(existing) if same(existing, resource) => {
+                Some(_) if *table == "provenance" && keeping.contains(record) => {}
+                Some((existing, _)) if same(existing, resource) => {
                     entries.push(json!({"request": {"method": "DELETE", "url": format!("{}/{}", key.0, key.1)}}));
                     tables.push(*table);
                 }
                 Some(_) => {
-                    keeping.insert(source);
-                    report.kept.push((format!("{}/{}", key.0, key.1), source.clone()));
+                    keeping.insert(*record);
+                    report.kept.push((format!("{}/{}", key.0, key.1), place(&batch[*record])));
                 }
             }
         }

@@ -69,6 +69,14 @@ pub struct SqliteOptions {
     pub max_group_commits: usize,
     /// Page cache of each connection, in KiB.
     pub cache_kib: u32,
+    /// Page cache of the writer's connection, in KiB (at least `cache_kib`).
+    /// A bulk load (`hearth migrate run`) gives it far more than the
+    /// readers': its inserts land all over the index B-trees, and every
+    /// page that falls out of the cache is re-read from the file, which
+    /// with SQLCipher means decrypted (and, written back, encrypted) again.
+    /// SQLCipher cannot map the file, so this cache is the only one. It
+    /// fills only as far as the database is large.
+    pub writer_cache_kib: u32,
     /// How long a connection waits for a lock held by another process
     /// (checkpoints, backups), in milliseconds.
     pub busy_timeout_ms: u32,
@@ -95,6 +103,7 @@ impl Default for SqliteOptions {
             readers: (cores * 2).max(4),
             max_group_commits: 256,
             cache_kib: 16 * 1024,
+            writer_cache_kib: 16 * 1024,
             busy_timeout_ms: 5_000,
             mmap_bytes: 1 << 30,
             page_size: 4096,
@@ -443,7 +452,11 @@ fn configure(conn: Connection, options: &SqliteOptions, role: Role) -> rusqlite:
     }
     // FULL: the WAL is fsync'd at every commit (see the module comment).
     conn.pragma_update(None, "synchronous", "FULL")?;
-    conn.pragma_update(None, "cache_size", -i64::from(options.cache_kib))?;
+    let cache_kib = match role {
+        Role::Writer => options.writer_cache_kib.max(options.cache_kib),
+        Role::Reader | Role::Checkpointer => options.cache_kib,
+    };
+    conn.pragma_update(None, "cache_size", -i64::from(cache_kib))?;
     conn.pragma_update(None, "temp_store", "MEMORY")?;
     match role {
         Role::Writer => {

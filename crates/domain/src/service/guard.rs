@@ -180,6 +180,22 @@ impl Service {
     /// none is (the first invalid resource is the error, with its index in
     /// `resources`). The same rights as [`Service::load`].
     pub async fn load_all(&self, access: &Access, resources: Vec<Value>) -> Result<Vec<StoredResource>, Error> {
+        self.load_all_seen(access, resources, None).await
+    }
+
+    /// [`Service::load_all`] for a caller that has just read what is stored
+    /// under these ids ([`Service::read_many`]): `seen[i]` is the current
+    /// version it found for `resources[i]` (`None`: none). Nothing is taken
+    /// on trust: each version is checked in the commit, and when one has
+    /// moved since (or was hidden from the caller: a deleted resource) the
+    /// Service looks the versions up itself and commits again. It spares
+    /// the store a second lookup of every id of the batch.
+    pub async fn load_all_seen(
+        &self,
+        access: &Access,
+        resources: Vec<Value>,
+        seen: Option<Vec<Option<u64>>>,
+    ) -> Result<Vec<StoredResource>, Error> {
         for body in &resources {
             let rt = body.get("resourceType").and_then(Value::as_str).unwrap_or_default();
             let allowed = access.decide(Perms::CREATE, rt).is_unrestricted()
@@ -190,7 +206,7 @@ impl Service {
                 return Err(self.audit_error(access, "create", AuditAction::Create, Some(rt), None, e).await);
             }
         }
-        self.load_all_unchecked(access, resources).await
+        self.load_all_unchecked(access, resources, seen).await
     }
 
     /// A transaction's write, checked as the interaction it stands for.

@@ -732,7 +732,17 @@ impl Service {
     }
 
     /// [`Service::load_all`]: every resource valid, committed together, or nothing.
-    pub(crate) async fn load_all_unchecked(&self, access: &Access, resources: Vec<Value>) -> Result<Vec<StoredResource>, Error> {
+    /// `seen`, when given, holds the current version the caller has just
+    /// read for each resource (`None`: not stored), sparing the store a
+    /// second lookup: each is still a check of the commit, and when one has
+    /// moved (or the caller could not see it: a deleted resource) the
+    /// versions are looked up here and the commit is tried once more.
+    pub(crate) async fn load_all_unchecked(
+        &self,
+        access: &Access,
+        resources: Vec<Value>,
+        seen: Option<Vec<Option<u64>>>,
+    ) -> Result<Vec<StoredResource>, Error> {
         let mut pending: Vec<(usize, String, String, Value)> = Vec::with_capacity(resources.len());
         for (index, body) in resources.into_iter().enumerate() {
             let rt = body.get("resourceType").and_then(Value::as_str).unwrap_or_default().to_string();
@@ -746,7 +756,15 @@ impl Service {
             pending.push((index, rt, id, body));
         }
         let mut results: Vec<Option<LoadResult>> = (0..pending.len()).map(|_| None).collect();
-        self.load_together(access, &pending, &mut results).await?;
+        match seen {
+            Some(seen) if seen.len() == pending.len() => {
+                match self.load_together_at(access, &pending, Some(&seen), &mut results).await {
+                    Err(e) if e.kind == ErrorKind::Conflict => self.load_together(access, &pending, &mut results).await?,
+                    other => other?,
+                }
+            }
+            _ => self.load_together(access, &pending, &mut results).await?,
+        }
         results
             .into_iter()
             .map(|r| r.unwrap_or_else(|| Err(Error::new(ErrorKind::Internal, "resource was not processed"))))
@@ -759,9 +777,37 @@ impl Service {
         pending: &[(usize, String, String, Value)],
         results: &mut [Option<LoadResult>],
     ) -> Result<(), Error> {
+        self.load_together_at(access, pending, None, results).await
+    }
+
+    /// `known`: the caller's view of each pending resource's current
+    /// version; without it they are read here.
+    async fn load_together_at(
+        &self,
+        access: &Access,
+        pending: &[(usize, String, String, Value)],
+        known: Option<&[Option<u64>]>,
+        results: &mut [Option<LoadResult>],
+    ) -> Result<(), Error> {
         let now = self.clock.now();
         let registry = self.registry();
         let mut commit = Commit::default();
+        let versions: std::collections::HashMap<(String, String), u64> = match known {
+            Some(known) => pending
+                .iter()
+                .zip(known)
+                .filter_map(|((_, rt, id, _), v)| v.map(|v| ((rt.clone(), id.clone()), v)))
+                .collect(),
+            None => {
+                // The current versions of all of them in one store call (a
+                // bulk load is mostly new resources, which no cache holds).
+                let mut keys: Vec<(String, String)> =
+                    pending.iter().map(|(_, rt, id, _)| (rt.clone(), id.clone())).collect();
+                keys.sort_unstable();
+                keys.dedup();
+                self.store.read_many(&keys).await?.into_iter().map(|r| ((r.resource_type, r.id), r.version_id)).collect()
+            }
+        };
         let mut seen: std::collections::HashMap<(String, String), u64> = std::collections::HashMap::new();
         let mut stored = Vec::with_capacity(pending.len());
         for (index, rt, id, body) in pending {
@@ -769,7 +815,7 @@ impl Service {
             let current = match seen.get(&key) {
                 Some(v) => Some(*v),
                 None => {
-                    let v = self.store.read(rt, id).await?.map(|r| r.version_id);
+                    let v = versions.get(&key).copied();
                     commit.checks.push(Check::Version { resource_type: rt.clone(), id: id.clone(), expected: v });
                     v
                 }
