@@ -39,14 +39,36 @@ pub enum Workload {
     BulkLoad,
 }
 
-/// Page cache of the writer connection in a bulk load, in KiB.
+/// Page cache of the writer connection in a bulk load, in KiB, at most.
 const BULK_WRITER_CACHE_KIB: u32 = 2 * 1024 * 1024;
-/// Page cache of each reader connection in a bulk load, in KiB.
+/// Page cache of each reader connection in a bulk load, in KiB, at most.
 const BULK_READER_CACHE_KIB: u32 = 256 * 1024;
-/// Current resource versions a bulk load's store keeps in memory, in bytes:
-/// what the load's read-back reads, the reconciliation reads again right
-/// after (from memory, not decrypted from the file a second time).
+/// Current resource versions a bulk load's store keeps in memory, in bytes,
+/// at most: what the load's read-back reads, the reconciliation reads again
+/// right after (from memory, not decrypted from the file a second time).
 const BULK_RESOURCE_CACHE_BYTES: usize = 4 << 30;
+/// Memory assumed when the machine's cannot be read (not Linux).
+const ASSUMED_MEMORY_BYTES: u64 = 8 << 30;
+
+/// The bulk load's caches for a machine of `memory` bytes: the caps above on
+/// 24 GiB and more, and under 30% of the memory in all below that (writer
+/// 1/12, resource versions 1/6, each of four readers 1/96 of it), so a small
+/// server is not pushed into swap by a migration.
+fn bulk_caches(memory: u64) -> (u32, u32, usize) {
+    let kib = memory / 1024;
+    let writer = u32::try_from(kib / 12).unwrap_or(u32::MAX).min(BULK_WRITER_CACHE_KIB);
+    let reader = u32::try_from(kib / 96).unwrap_or(u32::MAX).min(BULK_READER_CACHE_KIB);
+    let resources = usize::try_from(memory / 6).unwrap_or(usize::MAX).min(BULK_RESOURCE_CACHE_BYTES);
+    (writer, reader, resources)
+}
+
+/// The machine's memory in bytes (`MemTotal` of /proc/meminfo), if known.
+fn machine_memory() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    kib.checked_mul(1024)
+}
 
 /// [`store_with`] for a given workload.
 pub async fn store_for(config: &Config, keys: &Keys, workload: Workload) -> anyhow::Result<Arc<dyn Store>> {
@@ -60,9 +82,10 @@ pub async fn store_for(config: &Config, keys: &Keys, workload: Workload) -> anyh
             ..store::sqlite::SqliteOptions::default()
         };
         if workload == Workload::BulkLoad {
-            options.writer_cache_kib = BULK_WRITER_CACHE_KIB;
-            options.cache_kib = BULK_READER_CACHE_KIB;
-            options.resource_cache_bytes = BULK_RESOURCE_CACHE_BYTES;
+            let (writer, reader, resources) = bulk_caches(machine_memory().unwrap_or(ASSUMED_MEMORY_BYTES));
+            options.writer_cache_kib = writer.max(options.cache_kib);
+            options.cache_kib = reader.max(options.cache_kib);
+            options.resource_cache_bytes = resources.max(options.resource_cache_bytes);
         }
         let store = store::sqlite::SqliteStore::open(&path, options)
             .with_context(|| format!("opening the SQLite store in {}", dir.display()))?;
@@ -104,4 +127,21 @@ pub fn init_tracing(filter: &str) {
     let filter = tracing_subscriber::EnvFilter::try_new(filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bulk_caches_follow_the_machine_memory() {
+        // 24 GiB and more: the caps.
+        assert_eq!(bulk_caches(24 << 30), (BULK_WRITER_CACHE_KIB, BULK_READER_CACHE_KIB, BULK_RESOURCE_CACHE_BYTES));
+        assert_eq!(bulk_caches(256 << 30), (BULK_WRITER_CACHE_KIB, BULK_READER_CACHE_KIB, BULK_RESOURCE_CACHE_BYTES));
+        // 4 GiB: under 30% of it with four readers.
+        let (writer, reader, resources) = bulk_caches(4 << 30);
+        let total = u64::from(writer) * 1024 + 4 * u64::from(reader) * 1024 + resources as u64;
+        assert!(total <= (4u64 << 30) * 3 / 10, "{total}");
+        assert!(writer >= 300 * 1024 && resources >= 600 << 20, "{writer} {resources}");
+    }
 }
