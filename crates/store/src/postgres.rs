@@ -60,6 +60,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (5, include_str!("../migrations/postgres/0005_audit.sql")),
     (8, include_str!("../migrations/postgres/0008_typed_params.sql")),
     (9, include_str!("../migrations/postgres/0009_patient_token_keys.sql")),
+    (10, include_str!("../migrations/postgres/0010_search_param_code.sql")),
 ];
 
 /// Connections kept by the pool.

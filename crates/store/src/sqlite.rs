@@ -58,6 +58,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (7, include_str!("../migrations/sqlite/0007_audit_patient_index.sql")),
     (8, include_str!("../migrations/sqlite/0008_typed_params.sql")),
     (9, include_str!("../migrations/sqlite/0009_patient_token_keys.sql")),
+    (10, include_str!("../migrations/sqlite/0010_search_param_code.sql")),
 ];
 
 /// Tuning of a [`SqliteStore`].

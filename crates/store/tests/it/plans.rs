@@ -230,3 +230,18 @@ async fn postgres_patient_code_shapes_read_the_patient_token_index() {
     })
     .await;
 }
+
+/// A search across types looks parameter codes up without a type: through
+/// `search_param (code, kind)`, not by reading every interned parameter.
+#[tokio::test]
+async fn sqlite_system_search_finds_parameter_ids_by_code() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let sqlite = Arc::new(SqliteStore::open(&dir.path().join("hearth.db"), SqliteOptions::default()).expect("open"));
+    let store: Arc<dyn Store> = sqlite.clone();
+    seed(&store).await;
+    let mut query = parse("Observation?status=final");
+    query.resource_type = None;
+    let plan = sqlite.explain(&query).await.expect("explain");
+    assert!(plan.iter().any(|l| l.contains("search_param_code")), "{}", plan.join("\n"));
+    assert!(sqlite_full_scans(&plan).is_empty(), "{}", plan.join("\n"));
+}
