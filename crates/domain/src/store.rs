@@ -236,6 +236,21 @@ pub trait Store: Send + Sync + 'static {
     /// `query` (same order, count and offset), without reading their bodies.
     async fn search_keys(&self, query: &SearchQuery) -> Result<Vec<ResourceKey>, StoreError>;
 
+    /// [`Store::search_keys`] together with the current versions of the
+    /// first `read` of those keys (as [`Store::read_many`] answers them):
+    /// the first page of a search. Backends answer from one snapshot and in
+    /// one round trip where they can (the SQLite store reads the bodies by
+    /// row id in the read transaction that listed the keys).
+    async fn search_keys_reading(
+        &self,
+        query: &SearchQuery,
+        read: usize,
+    ) -> Result<(Vec<ResourceKey>, Vec<StoredResource>), StoreError> {
+        let keys = self.search_keys(query).await?;
+        let found = self.read_many(&keys[..read.min(keys.len())]).await?;
+        Ok((keys, found))
+    }
+
     /// Current, non-deleted resources of `resource_type` (every type when
     /// `None`) in (type, id) order, starting after the key `after`, at most
     /// `limit`: a walk over the whole store whose cost per step does not grow

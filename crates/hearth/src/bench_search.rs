@@ -30,6 +30,8 @@ pub struct SearchBenchOptions {
     pub clients: usize,
     pub seconds: u64,
     pub seed: u64,
+    /// The read-audit batch window; the configuration's default when `None`.
+    pub read_audit_window_ms: Option<u64>,
 }
 
 /// Values the queries are built from.
@@ -56,6 +58,10 @@ pub async fn run(opts: &SearchBenchOptions) -> anyhow::Result<String> {
     let mut config = config::Config::default();
     config.storage.data_dir = opts.data_dir.join("store");
     config.storage.database_url = opts.database_url.clone().unwrap_or_default();
+    if let Some(window) = opts.read_audit_window_ms {
+        config.security.read_audit_window_ms = window;
+        config.validate()?;
+    }
     let service = wiring::service(&config).await?;
     let loaded = count(&service, None).await?;
     let load_note = if loaded == 0 {
@@ -132,10 +138,11 @@ pub async fn run(opts: &SearchBenchOptions) -> anyhow::Result<String> {
     let backend = if config.storage.database_url.is_empty() { "SQLite (embedded, WAL)" } else { "PostgreSQL" };
     let mut out = String::new();
     out.push_str(&format!(
-        "Store: {backend}, {} resources ({load_note}); {} clients, {} s per query shape.\n\n",
+        "Store: {backend}, {} resources ({load_note}); {} clients, {} s per query shape; read-audit window {} ms.\n\n",
         thousands(total),
         opts.clients,
-        opts.seconds
+        opts.seconds,
+        config.security.read_audit_window_ms
     ));
     out.push_str("| Query | Clients | Requests | Throughput | p50 | p95 | p99 | Errors | Note |\n");
     out.push_str("|---|---|---|---|---|---|---|---|---|\n");

@@ -133,6 +133,9 @@ enum Command {
         seconds: u64,
         #[arg(long, default_value_t = 1)]
         seed: u64,
+        /// The server's read-audit batch window (security.read_audit_window_ms).
+        #[arg(long)]
+        read_audit_window_ms: Option<u64>,
     },
     /// Data migration from a legacy system (see docs/migration.md).
     Migrate {
@@ -344,7 +347,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("{report}");
             Ok(ExitCode::SUCCESS)
         }
-        Command::BenchSearch { data_dir, database_url, patients, per_patient, heavy, clients, seconds, seed } => {
+        Command::BenchSearch { data_dir, database_url, patients, per_patient, heavy, clients, seconds, seed, read_audit_window_ms } => {
             wiring::init_tracing("warn");
             let options = bench_search::SearchBenchOptions {
                 data_dir,
@@ -355,6 +358,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 clients,
                 seconds,
                 seed,
+                read_audit_window_ms,
             };
             println!("{}", bench_search::run(&options).await?);
             Ok(ExitCode::SUCCESS)

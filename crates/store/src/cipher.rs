@@ -282,6 +282,15 @@ impl Store for EncryptedBinaries {
         self.inner.search_keys(query).await
     }
 
+    async fn search_keys_reading(
+        &self,
+        query: &SearchQuery,
+        read: usize,
+    ) -> Result<(Vec<ResourceKey>, Vec<StoredResource>), StoreError> {
+        let (keys, found) = self.inner.search_keys_reading(query, read).await?;
+        Ok((keys, self.open_all(found)?))
+    }
+
     async fn scan(
         &self,
         resource_type: Option<&str>,

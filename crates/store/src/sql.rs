@@ -209,8 +209,10 @@ pub(crate) fn search(dialect: Dialect, query: &SearchQuery, sort_kinds: &SortKin
     SearchSql { page: page.finish(), count: count.finish() }
 }
 
-/// The (type, id) of the matches of `query` in its sort order, paged by its
-/// count and offset, without the bodies: the list stable paging keeps.
+/// The (type, id, rid) of the matches of `query` in its sort order, paged by
+/// its count and offset, without the bodies: the list stable paging keeps
+/// (the row id lets a store read the first page's bodies without the
+/// (type, id) index).
 pub(crate) fn search_keys(dialect: Dialect, query: &SearchQuery, sort_kinds: &SortKinds, known: &std::sync::Arc<Known>) -> Sql {
     let mut b = Builder::new(dialect);
     b.known = std::sync::Arc::clone(known);
@@ -219,9 +221,9 @@ pub(crate) fn search_keys(dialect: Dialect, query: &SearchQuery, sort_kinds: &So
     }
     if patient_token_order(query, sort_kinds).is_some() {
         b.patient_tokens_joined = true;
-        b.push("SELECT r.type, r.id FROM idx_patient_token c JOIN resource r ON r.rid = c.rid");
+        b.push("SELECT r.type, r.id, r.rid FROM idx_patient_token c JOIN resource r ON r.rid = c.rid");
     } else {
-        b.push("SELECT r.type, r.id FROM resource r");
+        b.push("SELECT r.type, r.id, r.rid FROM resource r");
     }
     b.where_clause(query);
     b.order_by(&query.sort, sort_kinds);
@@ -492,7 +494,7 @@ impl Builder {
         // two systems, has two rows with the same id, update and dates.
         let _ = write!(
             self.text,
-            "SELECT DISTINCT CAST({t} AS TEXT), c.id, c.last_updated, c.date_high, c.date_low FROM idx_patient_token c WHERE "
+            "SELECT DISTINCT CAST({t} AS TEXT), c.id, c.rid, c.last_updated, c.date_high, c.date_low FROM idx_patient_token c WHERE "
         );
         self.scope = Some(vec![resource_type]);
         self.patient_tokens_joined = true;

@@ -1462,6 +1462,19 @@ fn read_current(conn: &Connection, resource_type: &str, id: &str) -> Result<Opti
     row.map(ResourceRow::into_stored).transpose()
 }
 
+/// The current version of the resource stored under row id `rid`.
+fn read_current_by_rid(conn: &Connection, rid: i64) -> Result<Option<StoredResource>, StoreError> {
+    let row = conn
+        .prepare_cached(
+            "SELECT r.type, r.id, v.version, v.last_updated, v.method, v.body \
+             FROM resource r JOIN resource_version v ON v.rid = r.rid AND v.version = r.version \
+             WHERE r.rid = ?1",
+        )
+        .and_then(|mut s| s.query_row([rid], resource_row).optional())
+        .map_err(db_error)?;
+    row.map(ResourceRow::into_stored).transpose()
+}
+
 fn read_version(
     conn: &Connection,
     resource_type: &str,
@@ -1626,6 +1639,52 @@ impl domain::Store for SqliteStore {
                     })
                     .map_err(db_error)?;
                 rows.collect::<Result<Vec<_>, _>>().map_err(db_error)
+            })
+            .await
+    }
+
+    async fn search_keys_reading(
+        &self,
+        query: &SearchQuery,
+        read: usize,
+    ) -> Result<(Vec<ResourceKey>, Vec<StoredResource>), StoreError> {
+        let query = query.clone();
+        let cache = self.inner.cache.clone();
+        self.inner
+            .with_reader(move |conn| {
+                // One read transaction: the keys and the bodies come from one
+                // snapshot, and the page cache is checked against the WAL once.
+                let tx = conn.transaction().map_err(db_error)?;
+                let kinds = resolve_sort_kinds(&tx, &query)?;
+                let statement = sql::search_keys(Dialect::Sqlite, &query, &kinds, &Arc::default());
+                let rows: Vec<(String, String, i64)> = tx
+                    .prepare_cached(&statement.text)
+                    .and_then(|mut s| {
+                        s.query_map(rusqlite::params_from_iter(statement.params.iter()), |row| {
+                            Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+                        })?
+                        .collect()
+                    })
+                    .map_err(db_error)?;
+                let mut found = Vec::with_capacity(read.min(rows.len()));
+                for (resource_type, id, rid) in rows.iter().take(read) {
+                    let ticket = match cache.as_ref().map(|c| c.get(resource_type, id)) {
+                        Some(Ok(hit)) => {
+                            found.push(hit);
+                            continue;
+                        }
+                        Some(Err(ticket)) => Some(ticket),
+                        None => None,
+                    };
+                    if let Some(row) = read_current_by_rid(&tx, *rid)? {
+                        if let (Some(cache), Some(ticket)) = (&cache, ticket) {
+                            cache.keep(ticket, &row);
+                        }
+                        found.push(row);
+                    }
+                }
+                tx.commit().map_err(db_error)?;
+                Ok((rows.into_iter().map(|(t, id, _)| (t, id)).collect(), found))
             })
             .await
     }

@@ -492,15 +492,15 @@ impl Service {
             return Ok((self.store.search(query).await?, None));
         }
         // One statement lists the matches in order (keys only, up to the
-        // limit); the page's bodies are then read by key.
+        // limit); the page's bodies are read with it.
         let all = SearchQuery {
             count: STABLE_PAGING_LIMIT + 1,
             offset: 0,
             total: fhir::search::query::TotalMode::None,
             ..query.clone()
         };
-        let keys = self.store.search_keys(&all).await?;
-        let items = self.read_keys(keys.iter().take(query.count)).await?;
+        let (keys, found) = self.store.search_keys_reading(&all, query.count).await?;
+        let items: Vec<StoredResource> = found.into_iter().filter(|r| !r.is_deleted()).collect();
         if keys.len() > STABLE_PAGING_LIMIT {
             // Too many to keep: later pages go by offset.
             let total = match query.total {

@@ -231,7 +231,14 @@ pub(crate) fn query(resource_type: &str, conditions: Vec<Condition>) -> SearchQu
 
 /// The ids a search returns, in order.
 pub(crate) async fn ids(store: &Arc<dyn Store>, query: &SearchQuery) -> Vec<String> {
-    store.search(query).await.expect("search").items.into_iter().map(|r| r.id).collect()
+    let page = store.search(query).await.expect("search").items;
+    // A first page as the Service reads it (keys listed, the first bodies
+    // read with them) must be the same answer.
+    let (keys, read) = store.search_keys_reading(query, 3).await.expect("search_keys_reading");
+    let expected: Vec<(String, String)> = page.iter().map(|r| (r.resource_type.clone(), r.id.clone())).collect();
+    assert_eq!(keys, expected, "search_keys_reading lists other keys than search");
+    assert_eq!(read, page.iter().take(3).cloned().collect::<Vec<_>>(), "search_keys_reading read other versions");
+    page.into_iter().map(|r| r.id).collect()
 }
 
 /// The ids a search returns, sorted (for tests where order is not the point).
