@@ -36,8 +36,8 @@ use bytes::BytesMut;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use domain::audit::{AuditChain, AuditEntry, AuditQuery, AuditRecord};
 use domain::store::{
-    Check, Commit, HistoryQuery, HistoryScope, Page, Reindex, ResourceKey, StoreError, StoredResource, SysRecord,
-    SysWrite, Write,
+    Check, Commit, ContainedIndex, HistoryQuery, HistoryScope, Page, Reindex, ResourceKey, StoreError, StoredResource,
+    SysRecord, SysWrite, Write,
 };
 use fhir::instant::Instant;
 use fhir::search::query::{SearchQuery, TotalMode};
@@ -61,6 +61,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (8, include_str!("../migrations/postgres/0008_typed_params.sql")),
     (9, include_str!("../migrations/postgres/0009_patient_token_keys.sql")),
     (10, include_str!("../migrations/postgres/0010_search_param_code.sql")),
+    (11, include_str!("../migrations/postgres/0011_contained.sql")),
 ];
 
 /// Connections kept by the pool.
@@ -287,19 +288,13 @@ impl PostgresStore {
     async fn intern(&self, client: &deadpool_postgres::Client, commit: &Commit) -> Result<(), StoreError> {
         let mut grew = false;
         {
-            let mut typed: Vec<(&str, &IndexEntry)> = Vec::new();
-            for write in &commit.writes {
-                typed.extend(write.index.iter().map(|e| (write.resource_type.as_str(), e)));
-            }
-            for reindex in &commit.reindex {
-                typed.extend(reindex.index.iter().map(|e| (reindex.resource_type.as_str(), e)));
-            }
+            let typed: Vec<(std::borrow::Cow<'_, str>, &IndexEntry)> = sql::typed_index_entries(commit).collect();
             for (resource_type, entry) in typed {
                 let kind = Kind::of(&entry.value);
-                let key = (resource_type.to_owned(), entry.param.clone());
+                let key = (resource_type.clone().into_owned(), entry.param.clone());
                 let known = self.params.read()[kind_slot(kind)].contains_key(&key);
                 if !known {
-                    let pid = intern_param(client, resource_type, &entry.param, kind).await?;
+                    let pid = intern_param(client, &resource_type, &entry.param, kind).await?;
                     self.params.write()[kind_slot(kind)].insert(key, pid);
                     grew = true;
                 }
@@ -377,9 +372,12 @@ impl PostgresStore {
         // Index rows are written once at the end: the last write of each
         // resource decides them, after the rows of earlier versions are gone.
         let mut replaced: Vec<i64> = Vec::new();
-        let mut index: Vec<(i64, &str, &[IndexEntry])> = Vec::new();
+        // (rid, type key, entries, with idx_patient_token rows).
+        let mut index: Vec<(i64, &str, &[IndexEntry], bool)> = Vec::new();
         // The same for the full-text rows (fulltext.rs), in the same order.
         let mut texts: Vec<(i64, Option<&TextIndex>)> = Vec::new();
+        // And for the contained resources (sql.rs), per container.
+        let mut contained: Vec<ContainedRows<'_>> = Vec::new();
         for write in &commit.writes {
             let (rid, existed) = write_version(&tx, write).await?;
             if existed && !replaced.contains(&rid) {
@@ -387,34 +385,65 @@ impl PostgresStore {
             }
             let entries: &[IndexEntry] = if write.body.is_some() { &write.index } else { &[] };
             let text = write.body.as_ref().map(|_| &write.text);
-            match index.iter_mut().position(|(r, _, _)| *r == rid) {
+            let rows = ContainedRows {
+                container: rid,
+                resource_type: &write.resource_type,
+                id: &write.id,
+                version: i64::try_from(write.version_id).unwrap_or(i64::MAX),
+                last_updated: write.last_updated.micros(),
+                contained: if write.body.is_some() { &write.contained } else { &[] },
+            };
+            match index.iter_mut().position(|(r, _, _, _)| *r == rid) {
                 Some(slot) => {
                     index[slot].2 = entries;
                     texts[slot].1 = text;
+                    contained[slot] = rows;
                 }
                 None => {
-                    index.push((rid, write.resource_type.as_str(), entries));
+                    index.push((rid, write.resource_type.as_str(), entries, true));
                     texts.push((rid, text));
+                    contained.push(rows);
                 }
             }
         }
         for reindex in &commit.reindex {
-            if let Some(rid) = reindexed_rid(&tx, reindex).await?
-                && !index.iter().any(|(r, _, _)| *r == rid)
+            if let Some((rid, last_updated)) = reindexed_rid(&tx, reindex).await?
+                && !index.iter().any(|(r, _, _, _)| *r == rid)
             {
                 replaced.push(rid);
-                index.push((rid, reindex.resource_type.as_str(), &reindex.index));
+                index.push((rid, reindex.resource_type.as_str(), &reindex.index, true));
                 texts.push((rid, Some(&reindex.text)));
+                contained.push(ContainedRows {
+                    container: rid,
+                    resource_type: &reindex.resource_type,
+                    id: &reindex.id,
+                    version: i64::try_from(reindex.version_id).unwrap_or(i64::MAX),
+                    last_updated,
+                    contained: &reindex.contained,
+                });
             }
         }
+        // The rows of what the replaced versions contained go with them.
+        let mut gone: Vec<i64> = replaced.clone();
         if !replaced.is_empty() {
+            let delete = tx
+                .prepare_cached("DELETE FROM resource WHERE container = ANY($1) RETURNING rid")
+                .await
+                .map_err(pg_error)?;
+            gone.extend(tx.query(&delete, &[&replaced]).await.map_err(pg_error)?.iter().map(|row| row.get::<_, i64>(0)));
             for table in Kind::ALL.iter().map(|k| k.table()).chain(["idx_patient_token"]) {
                 let statement = format!("DELETE FROM {table} WHERE rid = ANY($1)");
-                tx.execute(statement.as_str(), &[&replaced]).await.map_err(pg_error)?;
+                tx.execute(statement.as_str(), &[&gone]).await.map_err(pg_error)?;
             }
         }
+        let keys: Vec<String> =
+            contained.iter().flat_map(|rows| rows.contained.iter().map(|c| sql::contained_type_key(&c.resource_type))).collect();
+        for (rid, key, resource) in insert_contained(&tx, &contained, &keys).await? {
+            index.push((rid, key, &resource.index, false));
+            texts.push((rid, Some(&resource.text)));
+        }
         self.insert_index(&tx, &index).await?;
-        crate::fulltext::postgres_replace(&tx, &replaced, &texts).await.map_err(pg_error)?;
+        crate::fulltext::postgres_replace(&tx, &gone, &texts).await.map_err(pg_error)?;
         for (write, version) in commit.sys.iter().zip(sys_versions) {
             write_sys(&tx, write, version).await?;
         }
@@ -481,7 +510,7 @@ impl PostgresStore {
     async fn insert_index(
         &self,
         tx: &deadpool_postgres::Transaction<'_>,
-        index: &[(i64, &str, &[IndexEntry])],
+        index: &[(i64, &str, &[IndexEntry], bool)],
     ) -> Result<(), StoreError> {
         let mut strings = Columns::default();
         let mut tokens = Columns::default();
@@ -492,8 +521,9 @@ impl PostgresStore {
         let mut uris = Columns::default();
         let mut composites = CompositeColumns::default();
         let mut patient_tokens = PatientTokenColumns::default();
-        for (rid, resource_type, entries) in index {
-            for row in sql::patient_tokens(entries) {
+        for (rid, resource_type, entries, with_patient_tokens) in index {
+            let patient_rows = if *with_patient_tokens { sql::patient_tokens(entries) } else { Vec::new() };
+            for row in patient_rows {
                 patient_tokens.rid.push(*rid);
                 patient_tokens.pid.push(self.pid(resource_type, row.param, Kind::Token)?);
                 patient_tokens.patient.push(row.patient.to_owned());
@@ -960,16 +990,78 @@ async fn intern_param(client: &deadpool_postgres::Client, resource_type: &str, c
     Ok(client.query_one(select, &params).await.map_err(pg_error)?.get(0))
 }
 
-/// The key of a resource still at the version a [`Reindex`] was made from
-/// (locked until commit), or `None` when it has moved on or was deleted.
-async fn reindexed_rid(tx: &deadpool_postgres::Transaction<'_>, reindex: &Reindex) -> Result<Option<i64>, StoreError> {
+/// The key and last update of a resource still at the version a [`Reindex`]
+/// was made from (locked until commit), or `None` when it has moved on or
+/// was deleted.
+async fn reindexed_rid(tx: &deadpool_postgres::Transaction<'_>, reindex: &Reindex) -> Result<Option<(i64, i64)>, StoreError> {
     let version = i64::try_from(reindex.version_id).map_err(|_| StoreError::Conflict("version number out of range".into()))?;
     let select = tx
-        .prepare_cached("SELECT rid FROM resource WHERE type = $1 AND id = $2 AND version = $3 AND deleted = 0 FOR UPDATE")
+        .prepare_cached(
+            "SELECT rid, last_updated FROM resource WHERE type = $1 AND id = $2 AND version = $3 AND deleted = 0 FOR UPDATE",
+        )
         .await
         .map_err(pg_error)?;
     let row = tx.query_opt(&select, &[&reindex.resource_type, &reindex.id, &version]).await.map_err(pg_error)?;
-    Ok(row.map(|r| r.get(0)))
+    Ok(row.map(|r| (r.get(0), r.get(1))))
+}
+
+/// The resources a container's version contains, to be written as rows of
+/// their own (sql.rs, "Contained resources").
+struct ContainedRows<'a> {
+    container: i64,
+    resource_type: &'a str,
+    id: &'a str,
+    version: i64,
+    last_updated: i64,
+    contained: &'a [ContainedIndex],
+}
+
+/// Inserts the rows of the contained resources of `containers` in one
+/// statement; `keys` holds their type keys in the same order. Returns each
+/// one's new rid with its type key, for its index rows.
+async fn insert_contained<'a>(
+    tx: &deadpool_postgres::Transaction<'_>,
+    containers: &[ContainedRows<'a>],
+    keys: &'a [String],
+) -> Result<Vec<(i64, &'a str, &'a ContainedIndex)>, StoreError> {
+    let resources: Vec<(&ContainedRows<'a>, &'a ContainedIndex)> =
+        containers.iter().flat_map(|rows| rows.contained.iter().map(move |c| (rows, c))).collect();
+    if resources.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut types: Vec<&str> = Vec::with_capacity(resources.len());
+    let mut ids: Vec<String> = Vec::with_capacity(resources.len());
+    let mut versions: Vec<i64> = Vec::with_capacity(resources.len());
+    let mut times: Vec<i64> = Vec::with_capacity(resources.len());
+    let mut owners: Vec<i64> = Vec::with_capacity(resources.len());
+    for ((rows, resource), key) in resources.iter().zip(keys) {
+        types.push(key);
+        ids.push(sql::contained_row_id(rows.resource_type, rows.id, &resource.id));
+        versions.push(rows.version);
+        times.push(rows.last_updated);
+        owners.push(rows.container);
+    }
+    let insert = tx
+        .prepare_cached(
+            "INSERT INTO resource (type, id, version, last_updated, deleted, container) \
+             SELECT t, i, v, u, $5, c FROM UNNEST($1::TEXT[], $2::TEXT[], $3::BIGINT[], $4::BIGINT[], $6::BIGINT[]) \
+             AS x(t, i, v, u, c) RETURNING rid, type, id",
+        )
+        .await
+        .map_err(pg_error)?;
+    let rows = tx.query(&insert, &[&types, &ids, &versions, &times, &sql::CONTAINED, &owners]).await.map_err(pg_error)?;
+    // RETURNING follows no promised order: rows are matched by (type, id).
+    let position: HashMap<(&str, &str), usize> =
+        keys.iter().zip(&ids).enumerate().map(|(n, (key, id))| ((key.as_str(), id.as_str()), n)).collect();
+    let mut out = Vec::with_capacity(resources.len());
+    for row in rows {
+        let (rid, key, id): (i64, String, String) = (row.get(0), row.get(1), row.get(2));
+        let Some(&n) = position.get(&(key.as_str(), id.as_str())) else {
+            return Err(StoreError::Internal("a contained resource row went missing".into()));
+        };
+        out.push((rid, keys[n].as_str(), resources[n].1));
+    }
+    Ok(out)
 }
 
 /// Writes one version row (and the resource row), checking that it is the

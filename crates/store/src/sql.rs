@@ -11,7 +11,9 @@
 
 use domain::store::{HistoryQuery, HistoryScope};
 use fhir::search::IndexValue;
-use fhir::search::query::{Condition, Filter, Match, Prefix, SearchQuery, SortKey, StringMode, TokenSystem, UriMode};
+use fhir::search::query::{
+    Condition, ContainedMode, ContainedType, Filter, Match, Prefix, SearchQuery, SortKey, StringMode, TokenSystem, UriMode,
+};
 use std::collections::HashMap;
 use std::fmt::Write as _;
 
@@ -36,11 +38,68 @@ impl Dialect {
     /// wildcard escaping is needed and the test is case-sensitive on both
     /// engines (SQLite's LIKE folds ASCII case).
     fn contains(self, haystack: &str, needle: &str) -> String {
+        format!("{} > 0", self.position(haystack, needle))
+    }
+
+    /// The 1-based position of `needle` in `haystack`, 0 when absent.
+    fn position(self, haystack: &str, needle: &str) -> String {
         match self {
-            Dialect::Sqlite => format!("instr({haystack}, {needle}) > 0"),
-            Dialect::Postgres => format!("strpos({haystack}, {needle}) > 0"),
+            Dialect::Sqlite => format!("instr({haystack}, {needle})"),
+            Dialect::Postgres => format!("strpos({haystack}, {needle})"),
         }
     }
+}
+
+// ---------------------------------------------------------------------------
+// Contained resources (search.html#contained)
+//
+// Each resource a version contains has a `resource` row of its own, written
+// and removed with its container's current version: type `#<type>`
+// ([`contained_type_key`]), id `<container type>/<container id>#<id>`
+// ([`contained_row_id`]), the container's version and last update, `deleted`
+// = [`CONTAINED`], and `container` = the container's rid (migration 0011). It
+// has no `resource_version` rows. Its index rows are those of any resource,
+// under parameter ids interned for the `#<type>` key. So every statement
+// about stand-alone resources (`deleted = 0`, a real type, parameter ids of
+// real types, versions) leaves them out, and a `_contained` search is the
+// ordinary builder over the `#<type>` rows.
+
+/// Every index entry `commit` writes, with the type key its parameter ids are
+/// interned under: the resource's type, or a contained resource's
+/// [`contained_type_key`].
+pub(crate) fn typed_index_entries(
+    commit: &domain::store::Commit,
+) -> impl Iterator<Item = (std::borrow::Cow<'_, str>, &fhir::search::IndexEntry)> {
+    use std::borrow::Cow;
+    fn of<'a>(
+        resource_type: &'a str,
+        index: &'a [fhir::search::IndexEntry],
+        contained: &'a [domain::store::ContainedIndex],
+    ) -> impl Iterator<Item = (Cow<'a, str>, &'a fhir::search::IndexEntry)> {
+        index.iter().map(move |e| (Cow::Borrowed(resource_type), e)).chain(contained.iter().flat_map(|c| {
+            let key = contained_type_key(&c.resource_type);
+            c.index.iter().map(move |e| (Cow::Owned(key.clone()), e))
+        }))
+    }
+    let writes = commit.writes.iter().flat_map(|w| of(&w.resource_type, &w.index, &w.contained));
+    let reindex = commit.reindex.iter().flat_map(|r| of(&r.resource_type, &r.index, &r.contained));
+    writes.chain(reindex)
+}
+
+/// `resource.deleted` of a contained resource's row (0: current, 1: deleted).
+pub(crate) const CONTAINED: i64 = 2;
+
+/// The type key of contained resources of `resource_type` (`#Medication`):
+/// their rows' `type` and the type their parameter ids are interned under.
+pub(crate) fn contained_type_key(resource_type: &str) -> String {
+    format!("#{resource_type}")
+}
+
+/// The `resource.id` of a contained resource's row: unique, and its part
+/// after the first `/` is the id a contained match is answered under
+/// (`domain::store::contained_match_id`).
+pub(crate) fn contained_row_id(container_type: &str, container_id: &str, id: &str) -> String {
+    format!("{container_type}/{container_id}#{id}")
 }
 
 /// A bound parameter value.
@@ -181,6 +240,12 @@ pub(crate) struct SearchSql {
 
 /// Builds the page and count statements of `query`.
 pub(crate) fn search(dialect: Dialect, query: &SearchQuery, sort_kinds: &SortKinds, known: &std::sync::Arc<Known>) -> SearchSql {
+    if query.contained != ContainedMode::No {
+        return SearchSql {
+            page: contained_search(dialect, query, sort_kinds, known, Selected::Page),
+            count: contained_search(dialect, query, sort_kinds, known, Selected::Count),
+        };
+    }
     let mut page = Builder::new(dialect);
     page.known = std::sync::Arc::clone(known);
     page.push("SELECT ");
@@ -212,6 +277,9 @@ pub(crate) fn search(dialect: Dialect, query: &SearchQuery, sort_kinds: &SortKin
 /// The (type, id) of the matches of `query` in its sort order, paged by its
 /// count and offset, without the bodies: the list stable paging keeps.
 pub(crate) fn search_keys(dialect: Dialect, query: &SearchQuery, sort_kinds: &SortKinds, known: &std::sync::Arc<Known>) -> Sql {
+    if query.contained != ContainedMode::No {
+        return contained_search(dialect, query, sort_kinds, known, Selected::Keys);
+    }
     let mut b = Builder::new(dialect);
     b.known = std::sync::Arc::clone(known);
     if b.patient_token_keys(query, sort_kinds) {
@@ -225,6 +293,116 @@ pub(crate) fn search_keys(dialect: Dialect, query: &SearchQuery, sort_kinds: &So
     }
     b.where_clause(query);
     b.order_by(&query.sort, sort_kinds);
+    let limit = b.bind(SqlValue::Int(to_i64(query.count)));
+    let offset = b.bind(SqlValue::Int(to_i64(query.offset)));
+    let _ = write!(b.text, " LIMIT {limit} OFFSET {offset}");
+    b.finish()
+}
+
+/// What a statement of a `_contained` search selects.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Selected {
+    /// The page's rows ([`RESOURCE_COLUMNS`]).
+    Page,
+    /// The page's (type, id) keys.
+    Keys,
+    /// The number of matches.
+    Count,
+}
+
+/// A statement of a search with `_contained=true|both` (see
+/// `domain::Store::search`). The matching rows `r` are contained resources
+/// of the type (`#<type>` rows) and with `both` the type's current
+/// resources, each tested alone by the ordinary conditions; `k` is the
+/// resource a match is answered with (its container, or itself), whose
+/// current version is read. With `_containedType=container` the matches are
+/// the distinct `k`; with `contained` every `r`, under the id after the first
+/// `/` of its row id (`123#med1`; a stand-alone resource's id has no `/`).
+fn contained_search(
+    dialect: Dialect,
+    query: &SearchQuery,
+    sort_kinds: &SortKinds,
+    known: &std::sync::Arc<Known>,
+    selected: Selected,
+) -> Sql {
+    let mut b = Builder::new(dialect);
+    b.known = std::sync::Arc::clone(known);
+    let owner = if query.contained == ContainedMode::Only { "r.container" } else { "COALESCE(r.container, r.rid)" };
+    let by_container = query.contained_type == ContainedType::Container;
+    // Bound only where used: PostgreSQL cannot type an unused parameter.
+    let match_id = if by_container || selected == Selected::Count {
+        String::new()
+    } else {
+        let slash = b.bind_text("/");
+        format!("substr(r.id, {} + 1)", dialect.position("r.id", &slash))
+    };
+    match (by_container, selected) {
+        (true, Selected::Count) => {
+            let _ = write!(b.text, "SELECT COUNT(DISTINCT {owner}) FROM resource r");
+            b.contained_where(query);
+            return b.finish();
+        }
+        (false, Selected::Count) => {
+            b.push("SELECT COUNT(*) FROM resource r");
+            b.contained_where(query);
+            return b.finish();
+        }
+        (true, Selected::Page) => {
+            b.push("SELECT k.type, k.id, v.version, v.last_updated, v.method, v.body FROM resource k \
+                    JOIN resource_version v ON v.rid = k.rid AND v.version = k.version");
+        }
+        (true, Selected::Keys) => b.push("SELECT k.type, k.id FROM resource k"),
+        (false, Selected::Page) => {
+            let _ = write!(
+                b.text,
+                "SELECT k.type, {match_id}, v.version, v.last_updated, v.method, v.body FROM resource r \
+                 JOIN resource k ON k.rid = {owner} JOIN resource_version v ON v.rid = k.rid AND v.version = k.version"
+            );
+        }
+        (false, Selected::Keys) => {
+            let _ = write!(b.text, "SELECT k.type, {match_id} FROM resource r JOIN resource k ON k.rid = {owner}");
+        }
+    }
+    let mut keys: Vec<String> = Vec::new();
+    if by_container {
+        let _ = write!(b.text, " WHERE k.rid IN (SELECT {owner} FROM resource r");
+        b.contained_where(query);
+        b.push(")");
+        // Containers of any type: only `_id` and `_lastUpdated` order them.
+        for key in &query.sort {
+            let direction = if key.descending { "DESC" } else { "ASC" };
+            match key.param.as_str() {
+                "_id" => keys.push(format!("k.id {direction}")),
+                "_lastUpdated" => keys.push(format!("k.last_updated {direction}")),
+                _ => {}
+            }
+        }
+        keys.extend(["k.last_updated DESC".to_owned(), "k.id ASC".to_owned(), "k.type ASC".to_owned()]);
+    } else {
+        b.contained_where(query);
+        for key in &query.sort {
+            let direction = if key.descending { "DESC" } else { "ASC" };
+            match key.param.as_str() {
+                "_id" => keys.push(format!("{match_id} {direction}")),
+                "_lastUpdated" => keys.push(format!("r.last_updated {direction}")),
+                param => {
+                    let Some(kinds) = sort_kinds.get(param) else { continue };
+                    for kind in kinds {
+                        let (low, high) = kind.sort_columns();
+                        let aggregate = if key.descending { format!("MAX({high})") } else { format!("MIN({low})") };
+                        let pid = b.pid_clause(param, *kind);
+                        keys.push(format!(
+                            "(SELECT {aggregate} FROM {} s WHERE s.rid = r.rid AND s.{pid}) {direction} NULLS LAST",
+                            kind.table()
+                        ));
+                    }
+                }
+            }
+        }
+        keys.extend(["r.last_updated DESC".to_owned(), format!("{match_id} ASC"), "k.type ASC".to_owned()]);
+    }
+    b.push(" ORDER BY ");
+    b.push(&keys.join(", "));
     let limit = b.bind(SqlValue::Int(to_i64(query.count)));
     let offset = b.bind(SqlValue::Int(to_i64(query.offset)));
     let _ = write!(b.text, " LIMIT {limit} OFFSET {offset}");
@@ -314,11 +492,14 @@ struct Builder {
     /// The next index predicate is written as the count of its rows
     /// (see [`Builder::count_from_index`]).
     count_rows: bool,
+    /// The conditions being written are about the rows of a `_contained`
+    /// search, contained resources among them (see [`Builder::contained_where`]).
+    in_contained: bool,
 }
 
 impl Builder {
     fn new(dialect: Dialect) -> Builder {
-        Builder { dialect, text: String::with_capacity(256), params: Vec::new(), aliases: 0, probe: false, by_id: false, known: std::sync::Arc::default(), scope: None, patient_tokens_joined: false, count_rows: false }
+        Builder { dialect, text: String::with_capacity(256), params: Vec::new(), aliases: 0, probe: false, by_id: false, known: std::sync::Arc::default(), scope: None, patient_tokens_joined: false, count_rows: false, in_contained: false }
     }
 
     fn finish(self) -> Sql {
@@ -365,6 +546,44 @@ impl Builder {
             self.push(" WHERE ");
             self.push(&clauses.join(" AND "));
         }
+    }
+
+    /// ` WHERE` the row `r` is a match of a `_contained` search before its
+    /// filters (contained resources of the type, and with `both` its current
+    /// resources), and every filter holds for it.
+    fn contained_where(&mut self, query: &SearchQuery) {
+        let own = query.resource_type.clone();
+        let key = own.as_deref().map(contained_type_key);
+        let contained_rows = match &key {
+            Some(key) => {
+                let k = self.bind_text(key);
+                format!("r.type = {k} AND r.deleted = {CONTAINED}")
+            }
+            None => format!("r.deleted = {CONTAINED}"),
+        };
+        match (query.contained, &own) {
+            (ContainedMode::Both, Some(own)) => {
+                let t = self.bind_text(own);
+                let _ = write!(self.text, " WHERE ((r.type = {t} AND r.deleted = 0) OR ({contained_rows}))");
+            }
+            (ContainedMode::Both, None) => {
+                let _ = write!(self.text, " WHERE r.deleted IN (0, {CONTAINED})");
+            }
+            _ => {
+                let _ = write!(self.text, " WHERE {contained_rows}");
+            }
+        }
+        self.scope = match (query.contained, own, key) {
+            (ContainedMode::Both, Some(own), Some(key)) => Some(vec![own, key]),
+            (_, _, Some(key)) => Some(vec![key]),
+            _ => None,
+        };
+        self.in_contained = true;
+        for filter in &query.filters {
+            self.push(" AND ");
+            self.filter("r", filter);
+        }
+        self.in_contained = false;
     }
 
     fn where_clause(&mut self, query: &SearchQuery) {
@@ -642,6 +861,14 @@ impl Builder {
     fn condition(&mut self, alias: &str, condition: &Condition) {
         let param = condition.param.as_str();
         match &condition.matcher {
+            Match::Id(id) if self.in_contained => {
+                // A contained resource's `_id` is its id in the container,
+                // after the `#` of its row id (a resource of its own has none).
+                let p = self.bind_text(id);
+                let hash = self.bind_text("#");
+                let position = self.dialect.position(&format!("{alias}.id"), &hash);
+                let _ = write!(self.text, "substr({alias}.id, {position} + 1) = {p}");
+            }
             Match::Id(id) => {
                 let p = self.bind_text(id);
                 let _ = write!(self.text, "{alias}.id = {p}");
@@ -828,6 +1055,7 @@ impl Builder {
         let pid = self.pid_clause(param, Kind::Reference);
         let types = target_types.iter().map(|t| self.bind_text(t)).collect::<Vec<_>>().join(", ");
         let outer = self.scope.replace(target_types.to_vec());
+        let outer_contained = std::mem::take(&mut self.in_contained);
         let _ = write!(
             self.text,
             "{alias}.rid IN (SELECT {link}.rid FROM idx_reference {link} WHERE {link}.{pid} \
@@ -839,6 +1067,7 @@ impl Builder {
         }
         self.any_of(&target, inner);
         self.scope = outer;
+        self.in_contained = outer_contained;
         self.push("))");
     }
 
@@ -854,6 +1083,7 @@ impl Builder {
         let source = self.alias("s");
         let target = self.alias("t");
         let outer = self.scope.replace(vec![source_type.to_owned()]);
+        let outer_contained = std::mem::take(&mut self.in_contained);
         let pid = self.pid_clause(param, Kind::Reference);
         let st = self.bind_text(source_type);
         let _ = write!(
@@ -869,6 +1099,7 @@ impl Builder {
             self.any_of(&source, inner);
         }
         self.scope = outer;
+        self.in_contained = outer_contained;
         self.push(")");
     }
 

@@ -369,6 +369,7 @@ fn everything_query(id: &str, resource_type: &str, args: &EverythingArgs) -> Opt
         count: 0,
         offset: 0,
         total: TotalMode::Accurate,
+        ..SearchQuery::default()
     })
 }
 
