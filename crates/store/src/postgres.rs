@@ -372,8 +372,8 @@ impl PostgresStore {
         // Index rows are written once at the end: the last write of each
         // resource decides them, after the rows of earlier versions are gone.
         let mut replaced: Vec<i64> = Vec::new();
-        // (rid, type key, entries, with idx_patient_token rows).
-        let mut index: Vec<(i64, &str, &[IndexEntry], bool)> = Vec::new();
+        // (rid, type key, entries, the resource when it has idx_patient_token rows).
+        let mut index: Vec<(i64, &str, &[IndexEntry], Option<sql::Owner<'_>>)> = Vec::new();
         // The same for the full-text rows (fulltext.rs), in the same order.
         let mut texts: Vec<(i64, Option<&TextIndex>)> = Vec::new();
         // And for the contained resources (sql.rs), per container.
@@ -396,11 +396,13 @@ impl PostgresStore {
             match index.iter_mut().position(|(r, _, _, _)| *r == rid) {
                 Some(slot) => {
                     index[slot].2 = entries;
+                    index[slot].3 = Some(sql::Owner { resource_type: &write.resource_type, id: &write.id, contained: rows.contained });
                     texts[slot].1 = text;
                     contained[slot] = rows;
                 }
                 None => {
-                    index.push((rid, write.resource_type.as_str(), entries, true));
+                    let owner = sql::Owner { resource_type: &write.resource_type, id: &write.id, contained: rows.contained };
+                    index.push((rid, write.resource_type.as_str(), entries, Some(owner)));
                     texts.push((rid, text));
                     contained.push(rows);
                 }
@@ -411,7 +413,8 @@ impl PostgresStore {
                 && !index.iter().any(|(r, _, _, _)| *r == rid)
             {
                 replaced.push(rid);
-                index.push((rid, reindex.resource_type.as_str(), &reindex.index, true));
+                let owner = sql::Owner { resource_type: &reindex.resource_type, id: &reindex.id, contained: &reindex.contained };
+                index.push((rid, reindex.resource_type.as_str(), &reindex.index, Some(owner)));
                 texts.push((rid, Some(&reindex.text)));
                 contained.push(ContainedRows {
                     container: rid,
@@ -439,7 +442,7 @@ impl PostgresStore {
         let keys: Vec<String> =
             contained.iter().flat_map(|rows| rows.contained.iter().map(|c| sql::contained_type_key(&c.resource_type))).collect();
         for (rid, key, resource) in insert_contained(&tx, &contained, &keys).await? {
-            index.push((rid, key, &resource.index, false));
+            index.push((rid, key, &resource.index, None));
             texts.push((rid, Some(&resource.text)));
         }
         self.insert_index(&tx, &index).await?;
@@ -510,7 +513,7 @@ impl PostgresStore {
     async fn insert_index(
         &self,
         tx: &deadpool_postgres::Transaction<'_>,
-        index: &[(i64, &str, &[IndexEntry], bool)],
+        index: &[(i64, &str, &[IndexEntry], Option<sql::Owner<'_>>)],
     ) -> Result<(), StoreError> {
         let mut strings = Columns::default();
         let mut tokens = Columns::default();
@@ -521,12 +524,12 @@ impl PostgresStore {
         let mut uris = Columns::default();
         let mut composites = CompositeColumns::default();
         let mut patient_tokens = PatientTokenColumns::default();
-        for (rid, resource_type, entries, with_patient_tokens) in index {
-            let patient_rows = if *with_patient_tokens { sql::patient_tokens(entries) } else { Vec::new() };
+        for (rid, resource_type, entries, owner) in index {
+            let patient_rows = owner.as_ref().map(|owner| sql::patient_tokens(entries, owner)).unwrap_or_default();
             for row in patient_rows {
                 patient_tokens.rid.push(*rid);
                 patient_tokens.pid.push(self.pid(resource_type, row.param, Kind::Token)?);
-                patient_tokens.patient.push(row.patient.to_owned());
+                patient_tokens.patient.push(row.patient.into_owned());
                 patient_tokens.sid.push(match row.system {
                     Some(system) => self.sid(Some(&system.to_owned()))?.unwrap_or(0),
                     None => 0,

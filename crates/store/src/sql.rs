@@ -660,19 +660,29 @@ impl Builder {
                 clauses.push(format!("{c}.patient = {p}"));
             }
             Match::Chain { inner, .. } => {
-                let target = self.alias("t");
-                let outer = self.scope.replace(vec!["Patient".to_owned()]);
-                let mut chained = format!("{c}.patient IN (SELECT {target}.id FROM resource {target} WHERE {target}.deleted = 0 AND ");
-                if !inner.iter().all(|c| is_index_lookup(&c.matcher)) {
-                    let t = self.bind_text("Patient");
-                    let _ = write!(chained, "{target}.type = {t} AND ");
+                // Stand-alone Patients by id, and Patients the record contains
+                // by their row id (see [`patient_tokens`]).
+                let mut chained = format!("{c}.patient IN (");
+                for (n, (deleted, key)) in [(0, "Patient".to_owned()), (CONTAINED, contained_type_key("Patient"))].into_iter().enumerate() {
+                    let target = self.alias("t");
+                    let outer = self.scope.replace(vec![key.clone()]);
+                    if n > 0 {
+                        chained.push_str(" UNION ALL ");
+                    }
+                    let _ = write!(chained, "SELECT {target}.id FROM resource {target} WHERE {target}.deleted = {deleted} AND ");
+                    if !inner.iter().all(|c| is_index_lookup(&c.matcher)) {
+                        let t = self.bind_text(&key);
+                        let _ = write!(chained, "{target}.type = {t} AND ");
+                    }
+                    self.in_contained = deleted == CONTAINED;
+                    let start = self.text.len();
+                    self.any_of(&target, inner);
+                    let written = self.text.split_off(start);
+                    self.in_contained = false;
+                    chained.push_str(&written);
+                    self.scope = outer;
                 }
-                let start = self.text.len();
-                self.any_of(&target, inner);
-                let written = self.text.split_off(start);
-                chained.push_str(&written);
                 chained.push(')');
-                self.scope = outer;
                 clauses.push(chained);
             }
             _ => clauses.push("1 = 0".to_owned()),
@@ -1066,9 +1076,42 @@ impl Builder {
             let _ = write!(self.text, "{target}.type IN ({types}) AND ");
         }
         self.any_of(&target, inner);
+        self.push(")");
         self.scope = outer;
+        self.push(" UNION ALL ");
+        self.contained_targets(param, target_types, inner);
         self.in_contained = outer_contained;
-        self.push("))");
+        self.push(")");
+    }
+
+    /// The rest of a chain (search.html#contained: "a chained condition will
+    /// be evaluated inside contained resources"): `SELECT` the containers
+    /// whose reference under `param` is `#id` of a resource they contain of
+    /// one of `target_types` that meets any of `inner`. Starts from the
+    /// contained resources that meet `inner` (rows of `#<type>`, usually
+    /// none), then checks their container's reference row by its key.
+    fn contained_targets(&mut self, param: &str, target_types: &[String], inner: &[Condition]) {
+        let link = self.alias("l");
+        let target = self.alias("t");
+        let pid = self.pid_clause(param, Kind::Reference);
+        let keys: Vec<String> = target_types.iter().map(|t| contained_type_key(t)).collect();
+        let hash = self.bind_text("#");
+        let local = format!("substr({target}.id, {})", self.dialect.position(&format!("{target}.id"), &hash));
+        let outer = self.scope.replace(keys.clone());
+        let _ = write!(self.text, "SELECT {target}.container FROM resource {target} WHERE {target}.deleted = {CONTAINED} AND ");
+        if !inner.iter().all(|c| is_index_lookup(&c.matcher)) {
+            let types = keys.iter().map(|k| self.bind_text(k)).collect::<Vec<_>>().join(", ");
+            let _ = write!(self.text, "{target}.type IN ({types}) AND ");
+        }
+        self.in_contained = true;
+        self.any_of(&target, inner);
+        self.in_contained = false;
+        let _ = write!(
+            self.text,
+            " AND EXISTS (SELECT 1 FROM idx_reference {link} WHERE {link}.rid = {target}.container AND {link}.{pid} \
+             AND {link}.target_id IS NULL AND {link}.url = {local})"
+        );
+        self.scope = outer;
     }
 
     /// `alias.rid IN (...)`: a current resource of `source_type` that meets
@@ -1334,7 +1377,10 @@ pub(crate) fn is_patient_token_param(code: &str) -> bool {
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct PatientToken<'a> {
     pub(crate) param: &'a str,
-    pub(crate) patient: &'a str,
+    /// The Patient's id; for a Patient the record contains (a `#id`
+    /// reference), its row id ([`contained_row_id`]), which chains to
+    /// patients find among the contained Patients' rows.
+    pub(crate) patient: std::borrow::Cow<'a, str>,
     pub(crate) system: Option<&'a str>,
     pub(crate) code: &'a str,
     pub(crate) via: i64,
@@ -1342,13 +1388,28 @@ pub(crate) struct PatientToken<'a> {
     pub(crate) date_high: Option<i64>,
 }
 
+/// The resource a version's index entries are of, with what it contains:
+/// its `#id` references to contained Patients name patients too.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Owner<'a> {
+    pub(crate) resource_type: &'a str,
+    pub(crate) id: &'a str,
+    pub(crate) contained: &'a [domain::store::ContainedIndex],
+}
+
 /// The `idx_patient_token` rows of a version's index entries: every token of
 /// [`is_patient_token_param`] times every Patient the `patient` or `subject`
-/// parameter refers to by id, once per (parameter, patient, system, code),
-/// with the lowest and highest bound of the `date` parameter.
-pub(crate) fn patient_tokens(entries: &[fhir::search::IndexEntry]) -> Vec<PatientToken<'_>> {
-    let mut patients: Vec<(&str, i64)> = Vec::new();
+/// parameter refers to by id (or by `#id` to a Patient `owner` contains),
+/// once per (parameter, patient, system, code), with the lowest and highest
+/// bound of the `date` parameter.
+pub(crate) fn patient_tokens<'a>(entries: &'a [fhir::search::IndexEntry], owner: &Owner<'a>) -> Vec<PatientToken<'a>> {
+    use std::borrow::Cow;
+    let mut patients: Vec<(Cow<'a, str>, i64)> = Vec::new();
     let (mut low, mut high): (Option<i64>, Option<i64>) = (None, None);
+    let mut add = |patient: Cow<'a, str>, via: i64| match patients.iter_mut().find(|(p, _)| *p == patient) {
+        Some(slot) => slot.1 |= via,
+        None => patients.push((patient, via)),
+    };
     for entry in entries {
         match &entry.value {
             IndexValue::Reference { target_type: Some(t), target_id: Some(id), .. } => {
@@ -1358,9 +1419,17 @@ pub(crate) fn patient_tokens(entries: &[fhir::search::IndexEntry]) -> Vec<Patien
                     ("subject", true) => VIA_SUBJECT,
                     _ => continue,
                 };
-                match patients.iter_mut().find(|(p, _)| *p == id.as_str()) {
-                    Some(slot) => slot.1 |= via,
-                    None => patients.push((id.as_str(), via)),
+                add(Cow::Borrowed(id.as_str()), via);
+            }
+            IndexValue::Reference { target_id: None, url, .. } if !owner.contained.is_empty() => {
+                let via = match entry.param.as_str() {
+                    "patient" => VIA_PATIENT,
+                    "subject" => VIA_SUBJECT,
+                    _ => continue,
+                };
+                let Some(local) = url.strip_prefix('#') else { continue };
+                if owner.contained.iter().any(|c| c.id == local && c.resource_type == "Patient") {
+                    add(Cow::Owned(contained_row_id(owner.resource_type, owner.id, local)), via);
                 }
             }
             IndexValue::Date { low: l, high: h } if entry.param == "date" => {
@@ -1382,7 +1451,7 @@ pub(crate) fn patient_tokens(entries: &[fhir::search::IndexEntry]) -> Vec<Patien
         for (patient, via) in &patients {
             let row = PatientToken {
                 param: &entry.param,
-                patient,
+                patient: patient.clone(),
                 system: system.as_deref(),
                 code,
                 via: *via,

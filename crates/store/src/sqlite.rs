@@ -993,7 +993,8 @@ impl Writer {
         if crate::fulltext::sqlite_replace(&self.conn, rid, true, Some(&reindex.text)).map_err(db_error)? {
             self.text_pending += 1;
         }
-        self.insert_index(rid, &reindex.resource_type, &reindex.index, true)?;
+        let owner = sql::Owner { resource_type: &reindex.resource_type, id: &reindex.id, contained: &reindex.contained };
+        self.insert_index(rid, &reindex.resource_type, &reindex.index, Some(owner))?;
         let container = Container { rid, resource_type: &reindex.resource_type, id: &reindex.id, version, last_updated };
         self.insert_contained(&container, &reindex.contained)
     }
@@ -1035,7 +1036,7 @@ impl Writer {
                 })
                 .map_err(db_error)?;
             let rid = self.conn.last_insert_rowid();
-            self.insert_index(rid, &key, &resource.index, false)?;
+            self.insert_index(rid, &key, &resource.index, None)?;
             if crate::fulltext::sqlite_replace(&self.conn, rid, false, Some(&resource.text)).map_err(db_error)? {
                 self.text_pending += 1;
             }
@@ -1151,7 +1152,8 @@ impl Writer {
         .map_err(db_error)?;
         // A delete has no search values (Write::index is documented empty).
         if write.body.is_some() {
-            self.insert_index(rid, &write.resource_type, &write.index, true)?;
+            let owner = sql::Owner { resource_type: &write.resource_type, id: &write.id, contained: &write.contained };
+            self.insert_index(rid, &write.resource_type, &write.index, Some(owner))?;
         }
         if crate::fulltext::sqlite_replace(conn, rid, existing.is_some(), write.body.as_ref().map(|_| &write.text))
             .map_err(db_error)?
@@ -1167,9 +1169,9 @@ impl Writer {
 
     /// Inserts a version's index rows, several rows per statement: a
     /// statement execution costs about as much as the B-tree insert itself.
-    /// `patient_tokens`: also the rows of `idx_patient_token` (not for a
-    /// contained resource, which no patient search reads).
-    fn insert_index(&self, rid: i64, resource_type: &str, entries: &[IndexEntry], patient_tokens: bool) -> Result<(), StoreError> {
+    /// `owner`: the resource itself, when it has rows in `idx_patient_token`
+    /// (not a contained resource, which no patient search reads).
+    fn insert_index(&self, rid: i64, resource_type: &str, entries: &[IndexEntry], owner: Option<sql::Owner<'_>>) -> Result<(), StoreError> {
         let mut by_kind: [Vec<(i64, &IndexEntry)>; 8] = Default::default();
         for (n, entry) in entries.iter().enumerate() {
             by_kind[kind_slot(Kind::of(&entry.value))].push((n as i64, entry));
@@ -1189,10 +1191,8 @@ impl Writer {
                 rest = tail;
             }
         }
-        if !patient_tokens {
-            return Ok(());
-        }
-        for row in sql::patient_tokens(entries) {
+        let Some(owner) = owner else { return Ok(()) };
+        for row in sql::patient_tokens(entries, &owner) {
             let pid = self.pid(resource_type, row.param, Kind::Token)?;
             let sid = match row.system {
                 Some(system) => self.systems.get(system).copied().ok_or_else(|| StoreError::Internal("system was not interned".into()))?,
@@ -1203,7 +1203,7 @@ impl Writer {
                     "INSERT INTO idx_patient_token (rid, pid, patient, sid, code, via, date_low, date_high, id, last_updated) \
                      SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, id, last_updated FROM resource WHERE rid = ?1",
                 )
-                .and_then(|mut s| s.execute(params![rid, pid, row.patient, sid, row.code, row.via, row.date_low, row.date_high]))
+                .and_then(|mut s| s.execute(params![rid, pid, row.patient.as_ref(), sid, row.code, row.via, row.date_low, row.date_high]))
                 .map_err(db_error)?;
         }
         Ok(())
