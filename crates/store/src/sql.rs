@@ -554,17 +554,20 @@ impl Builder {
     fn contained_where(&mut self, query: &SearchQuery) {
         let own = query.resource_type.clone();
         let key = own.as_deref().map(contained_type_key);
+        // As in [`Builder::where_clause`]: on SQLite a filter that lists its
+        // rows starts the plan, not the type's rows.
+        let column = if self.dialect == Dialect::Sqlite && starts_from_filter(query) { "+r.type" } else { "r.type" };
         let contained_rows = match &key {
             Some(key) => {
                 let k = self.bind_text(key);
-                format!("r.type = {k} AND r.deleted = {CONTAINED}")
+                format!("{column} = {k} AND r.deleted = {CONTAINED}")
             }
             None => format!("r.deleted = {CONTAINED}"),
         };
         match (query.contained, &own) {
             (ContainedMode::Both, Some(own)) => {
                 let t = self.bind_text(own);
-                let _ = write!(self.text, " WHERE ((r.type = {t} AND r.deleted = 0) OR ({contained_rows}))");
+                let _ = write!(self.text, " WHERE (({column} = {t} AND r.deleted = 0) OR ({contained_rows}))");
             }
             (ContainedMode::Both, None) => {
                 let _ = write!(self.text, " WHERE r.deleted IN (0, {CONTAINED})");
