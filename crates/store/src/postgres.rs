@@ -378,10 +378,15 @@ impl PostgresStore {
         let mut texts: Vec<(i64, Option<&TextIndex>)> = Vec::new();
         // And for the contained resources (sql.rs), per container.
         let mut contained: Vec<ContainedRows<'_>> = Vec::new();
+        // Containers whose previous version had contained rows.
+        let mut containing: Vec<i64> = Vec::new();
         for write in &commit.writes {
-            let (rid, existed) = write_version(&tx, write).await?;
+            let (rid, existed, had_contained) = write_version(&tx, write).await?;
             if existed && !replaced.contains(&rid) {
                 replaced.push(rid);
+            }
+            if had_contained && !containing.contains(&rid) {
+                containing.push(rid);
             }
             let entries: &[IndexEntry] = if write.body.is_some() { &write.index } else { &[] };
             let text = write.body.as_ref().map(|_| &write.text);
@@ -409,10 +414,13 @@ impl PostgresStore {
             }
         }
         for reindex in &commit.reindex {
-            if let Some((rid, last_updated)) = reindexed_rid(&tx, reindex).await?
+            if let Some((rid, last_updated, container)) = reindexed_rid(&tx, reindex).await?
                 && !index.iter().any(|(r, _, _, _)| *r == rid)
             {
                 replaced.push(rid);
+                if sql::is_containing(container) {
+                    containing.push(rid);
+                }
                 let owner = sql::Owner { resource_type: &reindex.resource_type, id: &reindex.id, contained: &reindex.contained };
                 index.push((rid, reindex.resource_type.as_str(), &reindex.index, Some(owner)));
                 texts.push((rid, Some(&reindex.text)));
@@ -428,12 +436,14 @@ impl PostgresStore {
         }
         // The rows of what the replaced versions contained go with them.
         let mut gone: Vec<i64> = replaced.clone();
-        if !replaced.is_empty() {
+        if !containing.is_empty() {
             let delete = tx
                 .prepare_cached("DELETE FROM resource WHERE container = ANY($1) RETURNING rid")
                 .await
                 .map_err(pg_error)?;
-            gone.extend(tx.query(&delete, &[&replaced]).await.map_err(pg_error)?.iter().map(|row| row.get::<_, i64>(0)));
+            gone.extend(tx.query(&delete, &[&containing]).await.map_err(pg_error)?.iter().map(|row| row.get::<_, i64>(0)));
+        }
+        if !gone.is_empty() {
             for table in Kind::ALL.iter().map(|k| k.table()).chain(["idx_patient_token"]) {
                 let statement = format!("DELETE FROM {table} WHERE rid = ANY($1)");
                 tx.execute(statement.as_str(), &[&gone]).await.map_err(pg_error)?;
@@ -993,19 +1003,31 @@ async fn intern_param(client: &deadpool_postgres::Client, resource_type: &str, c
     Ok(client.query_one(select, &params).await.map_err(pg_error)?.get(0))
 }
 
-/// The key and last update of a resource still at the version a [`Reindex`]
-/// was made from (locked until commit), or `None` when it has moved on or
-/// was deleted.
-async fn reindexed_rid(tx: &deadpool_postgres::Transaction<'_>, reindex: &Reindex) -> Result<Option<(i64, i64)>, StoreError> {
+/// The key, last update and `container` marker (sql.rs) of a resource still
+/// at the version a [`Reindex`] was made from (locked until commit), or
+/// `None` when it has moved on or was deleted. The marker is set for the
+/// reindexed version's contained resources.
+async fn reindexed_rid(
+    tx: &deadpool_postgres::Transaction<'_>,
+    reindex: &Reindex,
+) -> Result<Option<(i64, i64, Option<i64>)>, StoreError> {
     let version = i64::try_from(reindex.version_id).map_err(|_| StoreError::Conflict("version number out of range".into()))?;
     let select = tx
         .prepare_cached(
-            "SELECT rid, last_updated FROM resource WHERE type = $1 AND id = $2 AND version = $3 AND deleted = 0 FOR UPDATE",
+            "SELECT rid, last_updated, container FROM resource \
+             WHERE type = $1 AND id = $2 AND version = $3 AND deleted = 0 FOR UPDATE",
         )
         .await
         .map_err(pg_error)?;
     let row = tx.query_opt(&select, &[&reindex.resource_type, &reindex.id, &version]).await.map_err(pg_error)?;
-    Ok(row.map(|r| (r.get(0), r.get(1))))
+    let Some(row) = row else { return Ok(None) };
+    let (rid, last_updated, container): (i64, i64, Option<i64>) = (row.get(0), row.get(1), row.get(2));
+    let marker = sql::containing_marker(!reindex.contained.is_empty());
+    if marker != container {
+        let update = tx.prepare_cached("UPDATE resource SET container = $2 WHERE rid = $1").await.map_err(pg_error)?;
+        tx.execute(&update, &[&rid, &marker]).await.map_err(pg_error)?;
+    }
+    Ok(Some((rid, last_updated, container)))
 }
 
 /// The resources a container's version contains, to be written as rows of
@@ -1068,18 +1090,20 @@ async fn insert_contained<'a>(
 }
 
 /// Writes one version row (and the resource row), checking that it is the
-/// next version. Returns the resource's key and whether it existed before.
-async fn write_version(tx: &deadpool_postgres::Transaction<'_>, write: &Write) -> Result<(i64, bool), StoreError> {
+/// next version. Returns the resource's key, whether it existed before, and
+/// whether its previous version had contained rows (sql.rs).
+async fn write_version(tx: &deadpool_postgres::Transaction<'_>, write: &Write) -> Result<(i64, bool, bool), StoreError> {
     let version = i64::try_from(write.version_id)
         .map_err(|_| StoreError::Conflict("version number out of range".into()))?;
     let deleted = i64::from(write.body.is_none());
     let last_updated = write.last_updated.micros();
+    let marker = sql::containing_marker(write.body.is_some() && !write.contained.is_empty());
     let select = tx
-        .prepare_cached("SELECT rid, version FROM resource WHERE type = $1 AND id = $2 FOR UPDATE")
+        .prepare_cached("SELECT rid, version, container FROM resource WHERE type = $1 AND id = $2 FOR UPDATE")
         .await
         .map_err(pg_error)?;
     let existing = tx.query_opt(&select, &[&write.resource_type, &write.id]).await.map_err(pg_error)?;
-    let (rid, existed) = match existing {
+    let (rid, existed, containing) = match existing {
         None => {
             if version != 1 {
                 return Err(StoreError::Conflict(format!(
@@ -1089,20 +1113,21 @@ async fn write_version(tx: &deadpool_postgres::Transaction<'_>, write: &Write) -
             }
             let insert = tx
                 .prepare_cached(
-                    "INSERT INTO resource (type, id, version, last_updated, deleted) \
-                     VALUES ($1, $2, $3, $4, $5) RETURNING rid",
+                    "INSERT INTO resource (type, id, version, last_updated, deleted, container) \
+                     VALUES ($1, $2, $3, $4, $5, $6) RETURNING rid",
                 )
                 .await
                 .map_err(pg_error)?;
             let row = tx
-                .query_one(&insert, &[&write.resource_type, &write.id, &version, &last_updated, &deleted])
+                .query_one(&insert, &[&write.resource_type, &write.id, &version, &last_updated, &deleted, &marker])
                 .await
                 .map_err(pg_error)?;
-            (row.get::<_, i64>(0), false)
+            (row.get::<_, i64>(0), false, false)
         }
         Some(row) => {
             let rid: i64 = row.get(0);
             let current: i64 = row.get(1);
+            let container: Option<i64> = row.get(2);
             if version != current + 1 {
                 return Err(StoreError::Conflict(format!(
                     "{} is at version {current}; version {version} is not the next",
@@ -1110,11 +1135,13 @@ async fn write_version(tx: &deadpool_postgres::Transaction<'_>, write: &Write) -
                 )));
             }
             let update = tx
-                .prepare_cached("UPDATE resource SET version = $1, last_updated = $2, deleted = $3 WHERE rid = $4")
+                .prepare_cached(
+                    "UPDATE resource SET version = $1, last_updated = $2, deleted = $3, container = $5 WHERE rid = $4",
+                )
                 .await
                 .map_err(pg_error)?;
-            tx.execute(&update, &[&version, &last_updated, &deleted, &rid]).await.map_err(pg_error)?;
-            (rid, true)
+            tx.execute(&update, &[&version, &last_updated, &deleted, &rid, &marker]).await.map_err(pg_error)?;
+            (rid, true, sql::is_containing(container))
         }
     };
     let insert = tx
@@ -1128,7 +1155,7 @@ async fn write_version(tx: &deadpool_postgres::Transaction<'_>, write: &Write) -
     tx.execute(&insert, &[&rid, &write.resource_type, &version, &last_updated, &method_code(write.method), &body])
         .await
         .map_err(pg_error)?;
-    Ok((rid, existed))
+    Ok((rid, existed, containing))
 }
 
 async fn check_holds(tx: &deadpool_postgres::Transaction<'_>, check: &Check) -> Result<(), StoreError> {

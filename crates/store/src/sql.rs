@@ -57,7 +57,8 @@ impl Dialect {
 // and removed with its container's current version: type `#<type>`
 // ([`contained_type_key`]), id `<container type>/<container id>#<id>`
 // ([`contained_row_id`]), the container's version and last update, `deleted`
-// = [`CONTAINED`], and `container` = the container's rid (migration 0011). It
+// = [`CONTAINED`], and `container` = the container's rid (migration 0011);
+// the container's own row has `container` = 0 while it has such rows. It
 // has no `resource_version` rows. Its index rows are those of any resource,
 // under parameter ids interned for the `#<type>` key. So every statement
 // about stand-alone resources (`deleted = 0`, a real type, parameter ids of
@@ -85,6 +86,22 @@ pub(crate) fn typed_index_entries(
     let reindex = commit.reindex.iter().flat_map(|r| of(&r.resource_type, &r.index, &r.contained));
     writes.chain(reindex)
 }
+
+/// `resource.container` of a resource whose current version contains
+/// resources ([`CONTAINING`], so that a write knows whether there are rows
+/// to remove without looking), or NULL.
+pub(crate) fn containing_marker(contains: bool) -> Option<i64> {
+    contains.then_some(CONTAINING)
+}
+
+/// Whether a stand-alone resource's `resource.container` says its current
+/// version has contained rows.
+pub(crate) fn is_containing(container: Option<i64>) -> bool {
+    container == Some(CONTAINING)
+}
+
+/// `resource.container` of a container's own row: no rid is 0.
+const CONTAINING: i64 = 0;
 
 /// `resource.deleted` of a contained resource's row (0: current, 1: deleted).
 pub(crate) const CONTAINED: i64 = 2;
@@ -327,7 +344,11 @@ fn contained_search(
 ) -> Sql {
     let mut b = Builder::new(dialect);
     b.known = std::sync::Arc::clone(known);
-    let owner = if query.contained == ContainedMode::Only { "r.container" } else { "COALESCE(r.container, r.rid)" };
+    let owner = if query.contained == ContainedMode::Only {
+        "r.container".to_owned()
+    } else {
+        format!("CASE WHEN r.deleted = {CONTAINED} THEN r.container ELSE r.rid END")
+    };
     let by_container = query.contained_type == ContainedType::Container;
     // Bound only where used: PostgreSQL cannot type an unused parameter.
     let match_id = if by_container || selected == Selected::Count {

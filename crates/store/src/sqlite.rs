@@ -978,18 +978,28 @@ impl Writer {
     /// Replaces the index rows of a resource still at the version reindexed.
     fn reindex(&mut self, reindex: &Reindex) -> Result<(), StoreError> {
         let version = to_i64(reindex.version_id)?;
-        let found: Option<(i64, i64)> = self
+        let found: Option<(i64, i64, Option<i64>)> = self
             .conn
             .prepare_cached(
-                "SELECT rid, last_updated FROM resource WHERE type = ?1 AND id = ?2 AND version = ?3 AND deleted = 0",
+                "SELECT rid, last_updated, container FROM resource WHERE type = ?1 AND id = ?2 AND version = ?3 AND deleted = 0",
             )
             .and_then(|mut s| {
-                s.query_row(params![reindex.resource_type, reindex.id, version], |r| Ok((r.get(0)?, r.get(1)?))).optional()
+                s.query_row(params![reindex.resource_type, reindex.id, version], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                    .optional()
             })
             .map_err(db_error)?;
-        let Some((rid, last_updated)) = found else { return Ok(()) };
+        let Some((rid, last_updated, container)) = found else { return Ok(()) };
         delete_index(&self.conn, rid)?;
-        self.delete_contained(rid)?;
+        if sql::is_containing(container) {
+            self.delete_contained(rid)?;
+        }
+        let marker = sql::containing_marker(!reindex.contained.is_empty());
+        if marker != container {
+            self.conn
+                .prepare_cached("UPDATE resource SET container = ?2 WHERE rid = ?1")
+                .and_then(|mut s| s.execute(params![rid, marker]))
+                .map_err(db_error)?;
+        }
         if crate::fulltext::sqlite_replace(&self.conn, rid, true, Some(&reindex.text)).map_err(db_error)? {
             self.text_pending += 1;
         }
@@ -1096,10 +1106,11 @@ impl Writer {
         let version = to_i64(write.version_id)?;
         let deleted = i64::from(write.body.is_none());
         let last_updated = write.last_updated.micros();
-        let existing: Option<(i64, i64)> = conn
-            .prepare_cached("SELECT rid, version FROM resource WHERE type = ?1 AND id = ?2")
+        let marker = sql::containing_marker(write.body.is_some() && !write.contained.is_empty());
+        let existing: Option<(i64, i64, Option<i64>)> = conn
+            .prepare_cached("SELECT rid, version, container FROM resource WHERE type = ?1 AND id = ?2")
             .and_then(|mut s| {
-                s.query_row(params![write.resource_type, write.id], |r| Ok((r.get(0)?, r.get(1)?))).optional()
+                s.query_row(params![write.resource_type, write.id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).optional()
             })
             .map_err(db_error)?;
         let rid = match existing {
@@ -1111,27 +1122,29 @@ impl Writer {
                     )));
                 }
                 conn.prepare_cached(
-                    "INSERT INTO resource (type, id, version, last_updated, deleted) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    "INSERT INTO resource (type, id, version, last_updated, deleted, container) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 )
-                .and_then(|mut s| s.execute(params![write.resource_type, write.id, version, last_updated, deleted]))
+                .and_then(|mut s| s.execute(params![write.resource_type, write.id, version, last_updated, deleted, marker]))
                 .map_err(db_error)?;
                 conn.last_insert_rowid()
             }
-            Some((rid, current)) => {
+            Some((rid, current, _)) => {
                 if version != current + 1 {
                     return Err(StoreError::Conflict(format!(
                         "{} is at version {current}; version {version} is not the next",
                         write.resource_type
                     )));
                 }
-                conn.prepare_cached("UPDATE resource SET version = ?1, last_updated = ?2, deleted = ?3 WHERE rid = ?4")
-                    .and_then(|mut s| s.execute(params![version, last_updated, deleted, rid]))
-                    .map_err(db_error)?;
+                conn.prepare_cached(
+                    "UPDATE resource SET version = ?1, last_updated = ?2, deleted = ?3, container = ?5 WHERE rid = ?4",
+                )
+                .and_then(|mut s| s.execute(params![version, last_updated, deleted, rid, marker]))
+                .map_err(db_error)?;
                 delete_index(conn, rid)?;
                 rid
             }
         };
-        if existing.is_some() {
+        if existing.is_some_and(|(_, _, container)| sql::is_containing(container)) {
             self.delete_contained(rid)?;
         }
         let conn = &self.conn;

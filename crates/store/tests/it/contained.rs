@@ -310,3 +310,27 @@ pub(crate) async fn chains_go_into_contained_resources(store: Arc<dyn Store>) {
     assert_eq!(ids(&store, &SearchQuery { count: 100, ..query.clone() }).await, ["o2"]);
     assert_eq!(store.search_keys(&SearchQuery { count: 100, ..query }).await.expect("keys").len(), 1);
 }
+
+pub(crate) async fn a_resource_can_match_itself_and_contain_a_match(store: Arc<dyn Store>) {
+    let mut med2 = medication("med2", "A", "tablet");
+    med2["contained"] = json!([medication("ing", "A", "powder")]);
+    med2["ingredient"] = json!([{"itemReference": {"reference": "#ing"}}]);
+    put(&store, med2.clone(), 1, 1).await;
+    let query = search(&[("code", "A"), ("_contained", "both")]);
+    assert_eq!(found(&store, &query).await, ["Medication/med2"]);
+    assert_eq!(total(&store, &query).await, 1);
+    let query = search(&[("code", "A"), ("_contained", "both"), ("_containedType", "contained")]);
+    assert_eq!(found(&store, &query).await, ["Medication/med2", "Medication/med2#ing"]);
+    assert_eq!(total(&store, &query).await, 2);
+    assert_eq!(found(&store, &search(&[("code", "A"), ("_contained", "true")])).await, ["Medication/med2"]);
+    assert_eq!(found(&store, &search(&[("form", "powder"), ("_contained", "both")])).await, ["Medication/med2"]);
+    assert_eq!(found(&store, &search(&[("form", "powder")])).await, Vec::<String>::new());
+    // Written again without it, then with it again.
+    med2.as_object_mut().map(|o| o.remove("contained"));
+    put(&store, med2.clone(), 2, 2).await;
+    assert!(found(&store, &search(&[("_contained", "true")])).await.is_empty());
+    assert_eq!(found(&store, &search(&[("_contained", "both")])).await, ["Medication/med2"]);
+    med2["contained"] = json!([medication("ing", "B", "powder")]);
+    put(&store, med2, 3, 3).await;
+    assert_eq!(found(&store, &search(&[("code", "B"), ("_contained", "true")])).await, ["Medication/med2"]);
+}

@@ -82,6 +82,7 @@ conformance! {
         contained_resources_follow_their_container,
         other_searches_never_see_contained_resources,
         chains_go_into_contained_resources,
+        a_resource_can_match_itself_and_contain_a_match,
     }
     patient_tokens {
         a_patients_coded_records_in_date_order,
