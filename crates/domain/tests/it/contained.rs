@@ -127,3 +127,28 @@ async fn access_is_judged_on_the_container() {
         assert_eq!(all.page.items.len(), 2, "{contained_type}");
     }
 }
+
+#[tokio::test]
+async fn reindex_indexes_what_older_versions_contain() {
+    use domain::store::Store as _;
+    let store = Arc::new(MemoryStore::new());
+    let svc = Service::new(store.clone());
+    put(&svc, request("p1", "A"), "r1").await;
+    // As a store written before contained resources were indexed holds it.
+    let current = store.read("MedicationRequest", "r1").await.expect("read").expect("r1");
+    let bare = domain::store::Reindex {
+        resource_type: "MedicationRequest".into(),
+        id: "r1".into(),
+        version_id: current.version_id,
+        index: Vec::new(),
+        text: Default::default(),
+        contained: Vec::new(),
+    };
+    store.commit(domain::store::Commit { reindex: vec![bare], ..Default::default() }).await.expect("strip");
+    let params = pairs(&[("code", "A"), ("_contained", "true")]);
+    assert!(svc.search(&sys(), Some("Medication"), &params, Handling::Strict).await.expect("search").page.items.is_empty());
+    let report = svc.reindex(&sys(), Some("MedicationRequest"), &Default::default()).await.expect("reindex");
+    assert_eq!(report.reindexed, 1);
+    let found = svc.search(&sys(), Some("Medication"), &params, Handling::Strict).await.expect("search");
+    assert_eq!(keys(&found), ["MedicationRequest/r1"]);
+}
