@@ -152,3 +152,27 @@ async fn reindex_indexes_what_older_versions_contain() {
     let found = svc.search(&sys(), Some("Medication"), &params, Handling::Strict).await.expect("search");
     assert_eq!(keys(&found), ["MedicationRequest/r1"]);
 }
+
+#[tokio::test]
+async fn compartments_search_contained_resources_and_lastn_refuses_them() {
+    let svc = Service::new(Arc::new(MemoryStore::new()));
+    put(&svc, json!({"resourceType": "Patient", "name": [{"family": "Alpha"}]}), "p1").await;
+    let mut container = json!({"resourceType": "DiagnosticReport", "status": "final", "code": {"text": "panel"},
+        "subject": {"reference": "Patient/p1"}, "result": [{"reference": "#o1"}],
+        "contained": [{"resourceType": "Observation", "id": "o1", "status": "final",
+                       "code": {"coding": [{"system": "http://loinc.org", "code": "2345-7"}]},
+                       "subject": {"reference": "Patient/p1"}}]});
+    put(&svc, container.clone(), "dr1").await;
+    container["subject"] = json!({"reference": "Patient/p2"});
+    container["contained"][0]["subject"] = json!({"reference": "Patient/p2"});
+    put(&svc, container, "dr2").await;
+    // The compartment's condition holds for the contained Observation.
+    let params = pairs(&[("code", "2345-7"), ("_contained", "true"), ("_containedType", "contained")]);
+    let result = svc.compartment_search(&sys(), "Patient", "p1", "Observation", &params, Handling::Strict).await.expect("search");
+    assert_eq!(keys(&result), ["DiagnosticReport/dr1#o1"]);
+    let e = svc
+        .observation_lastn(&sys(), &pairs(&[("patient", "p1"), ("_contained", "true")]), Handling::Strict)
+        .await
+        .expect_err("refused");
+    assert_eq!(e.kind, ErrorKind::BadRequest);
+}
