@@ -162,10 +162,24 @@ pub(crate) fn searchset(
         for stored in &page.items {
             let Some(text) = stored.body.as_deref() else { continue };
             let full_url = format!("{base}/{}/{}", stored.resource_type, stored.id);
+            // A contained match (`_containedType=contained`) is the contained
+            // resource itself, at its container's URL + `#id` (search.html#contained);
+            // gone from a container written since the search (a later page), it is left out.
+            let contained = match domain::store::split_contained_match_id(&stored.id) {
+                Some((_, local)) => match domain::service::prepare::contained_resource(text, local) {
+                    Some(found) => Some(found),
+                    None => continue,
+                },
+                None => None,
+            };
+            let (resource_type, text) = match &contained {
+                Some((resource_type, json)) => (resource_type.as_str(), json.as_str()),
+                None => (stored.resource_type.as_str(), text),
+            };
             if subsetting.is_full() {
                 bundle.match_entry(&full_url, text);
             } else {
-                bundle.match_entry(&full_url, &subsetting.apply(&stored.resource_type, text)?);
+                bundle.match_entry(&full_url, &subsetting.apply(resource_type, text)?);
             }
         }
         // Included resources follow the matches, subset the same way.

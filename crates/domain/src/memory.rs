@@ -6,11 +6,13 @@
 
 use crate::audit::{self, AuditChain, AuditEntry, AuditQuery};
 use crate::store::{
-    Check, Commit, HistoryQuery, HistoryScope, Page, ResourceKey, Store, StoreError, StoredResource, SysRecord,
+    Check, Commit, ContainedIndex, HistoryQuery, HistoryScope, Page, ResourceKey, Store, StoreError, StoredResource,
+    SysRecord, contained_match_id,
 };
 use async_trait::async_trait;
 use fhir::search::query::{
-    Condition, Match, Prefix, SearchQuery, SortKey, StringMode, TokenSystem, TotalMode, UriMode,
+    Condition, ContainedMode, ContainedType, Match, Prefix, SearchQuery, SortKey, StringMode, TokenSystem, TotalMode,
+    UriMode,
 };
 use fhir::search::text::TextIndex;
 use fhir::search::{IndexEntry, IndexValue};
@@ -26,6 +28,9 @@ struct Inner {
     index: BTreeMap<(String, String), Vec<IndexEntry>>,
     /// Words of the current version (`_text`, `_content`).
     text: BTreeMap<(String, String), TextIndex>,
+    /// The resources the current version contains, by container; absent
+    /// when it contains none.
+    contained: BTreeMap<(String, String), Vec<ContainedIndex>>,
     /// (sequence, type, id, version): the global write order, for system history.
     log: Vec<(String, String, u64)>,
     /// System records by (kind, key).
@@ -152,10 +157,11 @@ impl Store for MemoryStore {
             }
             next_sys.insert(key, write.json.as_ref().map(|_| write.expected.map_or(1, |v| v + 1)));
         }
-        let reindex: Vec<((String, String), (Vec<IndexEntry>, TextIndex))> = commit
+        type Indexed = (Vec<IndexEntry>, TextIndex, Vec<ContainedIndex>);
+        let reindex: Vec<((String, String), Indexed)> = commit
             .reindex
             .into_iter()
-            .map(|r| ((r.resource_type, r.id), r.version_id, (r.index, r.text)))
+            .map(|r| ((r.resource_type, r.id), r.version_id, (r.index, r.text, r.contained)))
             .filter(|(key, version, _)| {
                 let current = next_versions.get(key).copied().or_else(|| {
                     inner.versions.get(key).and_then(|v| v.last()).filter(|r| !r.is_deleted()).map(|r| r.version_id)
@@ -164,9 +170,10 @@ impl Store for MemoryStore {
             })
             .map(|(key, _, index)| (key, index))
             .collect();
-        for (key, (index, text)) in reindex {
+        for (key, (index, text, contained)) in reindex {
             inner.index.insert(key.clone(), index);
-            inner.text.insert(key, text);
+            inner.text.insert(key.clone(), text);
+            set_contained(&mut inner, key, contained);
         }
         for write in commit.writes {
             let key = (write.resource_type.clone(), write.id.clone());
@@ -174,9 +181,11 @@ impl Store for MemoryStore {
             if write.body.is_some() {
                 inner.index.insert(key.clone(), write.index);
                 inner.text.insert(key.clone(), write.text);
+                set_contained(&mut inner, key.clone(), write.contained);
             } else {
                 inner.index.remove(&key);
                 inner.text.remove(&key);
+                inner.contained.remove(&key);
             }
             inner.versions.entry(key).or_default().push(StoredResource {
                 resource_type: write.resource_type,
@@ -247,6 +256,9 @@ impl Store for MemoryStore {
 
     async fn search(&self, query: &SearchQuery) -> Result<Page<StoredResource>, StoreError> {
         let inner = self.inner.read();
+        if query.contained != ContainedMode::No {
+            return Ok(contained_search(&inner, query));
+        }
         let mut found = matching(&inner, query);
         sort(&inner, &mut found, &query.sort);
         let total = match query.total {
@@ -338,28 +350,173 @@ fn matching<'a>(inner: &'a Inner, query: &SearchQuery) -> Vec<&'a StoredResource
                 return None;
             }
             let entries = inner.index.get(key).unwrap_or(&empty);
-            query
-                .filters
-                .iter()
-                .all(|f| f.any_of.iter().any(|c| condition_holds(inner, current, entries, c)))
-                .then_some(current)
+            let subject = Subject { resource: current, entries, contained: None };
+            holds_all(inner, &subject, query).then_some(current)
         })
         .collect()
 }
 
-fn condition_holds(inner: &Inner, resource: &StoredResource, entries: &[IndexEntry], condition: &Condition) -> bool {
-    let values = || entries.iter().filter(|e| e.param == condition.param).map(|e| &e.value);
+/// What conditions are evaluated on: a current resource, or one of the
+/// resources it contains (`contained`; `resource` is then the container).
+struct Subject<'a> {
+    resource: &'a StoredResource,
+    entries: &'a [IndexEntry],
+    contained: Option<&'a ContainedIndex>,
+}
+
+/// Every filter of `query` holds for `subject`.
+fn holds_all(inner: &Inner, subject: &Subject<'_>, query: &SearchQuery) -> bool {
+    query.filters.iter().all(|f| f.any_of.iter().any(|c| condition_holds(inner, subject, c)))
+}
+
+/// Keeps a container's contained resources (none: no entry).
+fn set_contained(inner: &mut Inner, key: (String, String), contained: Vec<ContainedIndex>) {
+    if contained.is_empty() {
+        inner.contained.remove(&key);
+    } else {
+        inner.contained.insert(key, contained);
+    }
+}
+
+/// One match of a search of contained resources: a resource, or a resource
+/// it contains.
+struct Hit<'a> {
+    resource: &'a StoredResource,
+    entries: &'a [IndexEntry],
+    contained: Option<&'a ContainedIndex>,
+}
+
+impl Hit<'_> {
+    /// The id the match is answered under (`123#med1` for a contained one).
+    fn id(&self) -> String {
+        match self.contained {
+            Some(c) => contained_match_id(&self.resource.id, &c.id),
+            None => self.resource.id.clone(),
+        }
+    }
+}
+
+/// A search with `_contained=true|both` (see [`Store::search`]): every
+/// contained resource of the type (and with `both` every current resource of
+/// it) is tested alone; the matches are answered as the containers, once
+/// each, or as the contained resources under their match ids.
+fn contained_search(inner: &Inner, query: &SearchQuery) -> Page<StoredResource> {
+    let empty = Vec::new();
+    let wanted = |t: &str| query.resource_type.as_deref().is_none_or(|w| w == t);
+    let mut hits: Vec<Hit<'_>> = Vec::new();
+    for (key, versions) in &inner.versions {
+        let Some(current) = versions.last().filter(|r| !r.is_deleted()) else { continue };
+        if query.contained == ContainedMode::Both && wanted(&key.0) {
+            let entries = inner.index.get(key).unwrap_or(&empty);
+            if holds_all(inner, &Subject { resource: current, entries, contained: None }, query) {
+                hits.push(Hit { resource: current, entries, contained: None });
+            }
+        }
+        for c in inner.contained.get(key).into_iter().flatten().filter(|c| wanted(&c.resource_type)) {
+            if holds_all(inner, &Subject { resource: current, entries: &c.index, contained: Some(c) }, query) {
+                hits.push(Hit { resource: current, entries: &c.index, contained: Some(c) });
+            }
+        }
+    }
+    let items: Vec<StoredResource> = match query.contained_type {
+        ContainedType::Contained => {
+            let mut keyed: Vec<(String, Hit<'_>)> = hits.into_iter().map(|h| (h.id(), h)).collect();
+            keyed.sort_by(|(ia, a), (ib, b)| {
+                for key in &query.sort {
+                    let ord = match key.param.as_str() {
+                        "_id" => ia.cmp(ib),
+                        "_lastUpdated" => a.resource.last_updated.cmp(&b.resource.last_updated),
+                        param => compare_sort_values(
+                            sort_value(a.entries, param, key.descending),
+                            sort_value(b.entries, param, key.descending),
+                            key.descending,
+                        ),
+                    };
+                    let ord = match key.param.as_str() {
+                        "_id" | "_lastUpdated" if key.descending => ord.reverse(),
+                        _ => ord,
+                    };
+                    if ord != Ordering::Equal {
+                        return ord;
+                    }
+                }
+                b.resource
+                    .last_updated
+                    .cmp(&a.resource.last_updated)
+                    .then_with(|| ia.cmp(ib))
+                    .then_with(|| a.resource.resource_type.cmp(&b.resource.resource_type))
+            });
+            keyed.into_iter().map(|(id, h)| StoredResource { id, ..h.resource.clone() }).collect()
+        }
+        ContainedType::Container => {
+            let mut containers: Vec<&StoredResource> = Vec::new();
+            for hit in hits {
+                if !containers.iter().any(|r| std::ptr::eq(*r, hit.resource)) {
+                    containers.push(hit.resource);
+                }
+            }
+            // Only `_id` and `_lastUpdated` order containers of any type.
+            containers.sort_by(|a, b| {
+                for key in &query.sort {
+                    let ord = match key.param.as_str() {
+                        "_id" => a.id.cmp(&b.id),
+                        "_lastUpdated" => a.last_updated.cmp(&b.last_updated),
+                        _ => continue,
+                    };
+                    let ord = if key.descending { ord.reverse() } else { ord };
+                    if ord != Ordering::Equal {
+                        return ord;
+                    }
+                }
+                b.last_updated
+                    .cmp(&a.last_updated)
+                    .then_with(|| a.id.cmp(&b.id))
+                    .then_with(|| a.resource_type.cmp(&b.resource_type))
+            });
+            containers.into_iter().cloned().collect()
+        }
+    };
+    let total = match query.total {
+        TotalMode::None => None,
+        TotalMode::Estimate | TotalMode::Accurate => Some(items.len() as u64),
+    };
+    Page { items: items.into_iter().skip(query.offset).take(query.count).collect(), total }
+}
+
+fn condition_holds(inner: &Inner, subject: &Subject<'_>, condition: &Condition) -> bool {
+    let resource = subject.resource;
+    let values = || subject.entries.iter().filter(|e| e.param == condition.param).map(|e| &e.value);
     match &condition.matcher {
-        Match::Id(id) => &resource.id == id,
+        Match::Id(id) => match subject.contained {
+            Some(c) => &c.id == id,
+            None => &resource.id == id,
+        },
         Match::Chain { target_types, inner: conditions } => values().any(|v| match v {
             IndexValue::Reference { target_type: Some(t), target_id: Some(id), .. } if target_types.contains(t) => {
                 let key = (t.clone(), id.clone());
                 current_of(inner, &key).is_some_and(|(target, target_entries)| {
-                    conditions.iter().any(|c| condition_holds(inner, target, target_entries, c))
+                    let target = Subject { resource: target, entries: target_entries, contained: None };
+                    conditions.iter().any(|c| condition_holds(inner, &target, c))
+                })
+            }
+            // A chain goes on inside a resource the container itself
+            // contains (search.html#contained), through its `#id`.
+            IndexValue::Reference { target_id: None, url, .. } if subject.contained.is_none() => {
+                let Some(local) = url.strip_prefix('#') else { return false };
+                let key = (resource.resource_type.clone(), resource.id.clone());
+                inner.contained.get(&key).into_iter().flatten().any(|c| {
+                    c.id == local
+                        && target_types.contains(&c.resource_type)
+                        && conditions.iter().any(|condition| {
+                            let target = Subject { resource, entries: &c.index, contained: Some(c) };
+                            condition_holds(inner, &target, condition)
+                        })
                 })
             }
             _ => false,
         }),
+        // Nothing refers to a contained resource by type and id.
+        Match::Has { .. } if subject.contained.is_some() => false,
         Match::Has { source_type, inner: conditions } => inner
             .versions
             .range((source_type.clone(), String::new())..)
@@ -371,13 +528,17 @@ fn condition_holds(inner: &Inner, resource: &StoredResource, entries: &[IndexEnt
                             && matches!(&e.value, IndexValue::Reference { target_type: Some(t), target_id: Some(i), .. }
                                 if *t == resource.resource_type && *i == resource.id)
                     });
-                    refers && conditions.iter().any(|c| condition_holds(inner, source, source_entries, c))
+                    let source = Subject { resource: source, entries: source_entries, contained: None };
+                    refers && conditions.iter().any(|c| condition_holds(inner, &source, c))
                 })
             }),
-        Match::Text { field, phrases } => inner
-            .text
-            .get(&(resource.resource_type.clone(), resource.id.clone()))
-            .is_some_and(|text| fhir::search::text::matches(text.field(*field), phrases)),
+        Match::Text { field, phrases } => match subject.contained {
+            Some(c) => fhir::search::text::matches(c.text.field(*field), phrases),
+            None => inner
+                .text
+                .get(&(resource.resource_type.clone(), resource.id.clone()))
+                .is_some_and(|text| fhir::search::text::matches(text.field(*field), phrases)),
+        },
         Match::LastUpdated { prefix, low, high } => {
             let t = resource.last_updated.micros();
             range_matches(*prefix, t as f64, t as f64, *low as f64, *high as f64)

@@ -87,6 +87,40 @@ pub struct Write {
     /// The words of this version for `_text` and `_content`; they replace the
     /// previous version's. Empty for a delete.
     pub text: TextIndex,
+    /// The resources this version contains, indexed for `_contained`
+    /// searches; they replace the previous version's. Empty for a delete
+    /// (and for most resources).
+    pub contained: Vec<ContainedIndex>,
+}
+
+/// A resource contained in another (`contained`, references.html#contained),
+/// indexed apart from stand-alone resources: only searches with
+/// `_contained=true|both` see it, and chains through a `#id` reference of
+/// its container (search.html#contained).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ContainedIndex {
+    /// Its own resource type (`Medication`).
+    pub resource_type: String,
+    /// Its id within the container (`med1`, referred to as `#med1`).
+    pub id: String,
+    /// Its search values, extracted as for a resource of its type.
+    pub index: Vec<IndexEntry>,
+    /// Its words for `_text` and `_content`.
+    pub text: TextIndex,
+}
+
+/// The id under which a search with `_containedType=contained` reports a
+/// matching contained resource: its container's id, `#`, its own id
+/// (`123#med1`), so that `[type]/[id]` of the match is the contained
+/// resource's URL (`Observation/123#med1`). No resource id holds a `#`.
+pub fn contained_match_id(container_id: &str, contained_id: &str) -> String {
+    format!("{container_id}#{contained_id}")
+}
+
+/// The (container id, contained id) of a [`contained_match_id`]; `None` for
+/// the id of a resource of its own.
+pub fn split_contained_match_id(id: &str) -> Option<(&str, &str)> {
+    id.split_once('#')
 }
 
 /// A precondition evaluated inside the commit's transaction.
@@ -112,6 +146,8 @@ pub struct Reindex {
     pub index: Vec<IndexEntry>,
     /// The version's words (`_text`, `_content`), replacing the stored ones.
     pub text: TextIndex,
+    /// The version's contained resources, replacing the stored ones.
+    pub contained: Vec<ContainedIndex>,
 }
 
 /// A write to a system record: Hearth's own data that is not FHIR (users,
@@ -230,6 +266,17 @@ pub trait Store: Send + Sync + 'static {
 
     /// Current, non-deleted resources matching `query`, in the query's sort
     /// order (default: last_updated descending, then id), paged by count/offset.
+    ///
+    /// With `query.contained` other than `No` (search.html#contained), the
+    /// matches of type `query.resource_type` are contained resources too (or
+    /// only), each tested alone against every filter; `_lastUpdated` of a
+    /// contained resource is its container's, `_id` its id in the container.
+    /// A matching contained resource is answered with its container's current
+    /// version: once per container (`ContainedType::Container`, sorted by
+    /// `_id`/`_lastUpdated` of the containers only), or once per contained
+    /// match with the `id` [`contained_match_id`] (`ContainedType::Contained`,
+    /// sorted by the contained resource's own values; ties by the container's
+    /// last update, that id, then the container's type).
     async fn search(&self, query: &SearchQuery) -> Result<Page<StoredResource>, StoreError>;
 
     /// The (type, id) of the resources [`Store::search`] would return for

@@ -232,6 +232,7 @@ fn observation(id: &str, patient: &str, clock: &AtomicU64) -> Write {
         body: Some(Arc::from(observation_body(id, patient))),
         index,
         text: text_of(&observation_body(id, patient)),
+        contained: Vec::new(),
     }
 }
 
@@ -278,6 +279,7 @@ fn patient_write(id: &str, clock: &AtomicU64) -> Write {
         body: Some(Arc::from(patient_body(id))),
         index,
         text: text_of(&patient_body(id)),
+        contained: Vec::new(),
     }
 }
 

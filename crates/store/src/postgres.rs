@@ -36,8 +36,8 @@ use bytes::BytesMut;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use domain::audit::{AuditChain, AuditEntry, AuditQuery, AuditRecord};
 use domain::store::{
-    Check, Commit, HistoryQuery, HistoryScope, Page, Reindex, ResourceKey, StoreError, StoredResource, SysRecord,
-    SysWrite, Write,
+    Check, Commit, ContainedIndex, HistoryQuery, HistoryScope, Page, Reindex, ResourceKey, StoreError, StoredResource,
+    SysRecord, SysWrite, Write,
 };
 use fhir::instant::Instant;
 use fhir::search::query::{SearchQuery, TotalMode};
@@ -61,6 +61,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (8, include_str!("../migrations/postgres/0008_typed_params.sql")),
     (9, include_str!("../migrations/postgres/0009_patient_token_keys.sql")),
     (10, include_str!("../migrations/postgres/0010_search_param_code.sql")),
+    (11, include_str!("../migrations/postgres/0011_contained.sql")),
 ];
 
 /// Connections kept by the pool.
@@ -287,19 +288,13 @@ impl PostgresStore {
     async fn intern(&self, client: &deadpool_postgres::Client, commit: &Commit) -> Result<(), StoreError> {
         let mut grew = false;
         {
-            let mut typed: Vec<(&str, &IndexEntry)> = Vec::new();
-            for write in &commit.writes {
-                typed.extend(write.index.iter().map(|e| (write.resource_type.as_str(), e)));
-            }
-            for reindex in &commit.reindex {
-                typed.extend(reindex.index.iter().map(|e| (reindex.resource_type.as_str(), e)));
-            }
+            let typed: Vec<(std::borrow::Cow<'_, str>, &IndexEntry)> = sql::typed_index_entries(commit).collect();
             for (resource_type, entry) in typed {
                 let kind = Kind::of(&entry.value);
-                let key = (resource_type.to_owned(), entry.param.clone());
+                let key = (resource_type.clone().into_owned(), entry.param.clone());
                 let known = self.params.read()[kind_slot(kind)].contains_key(&key);
                 if !known {
-                    let pid = intern_param(client, resource_type, &entry.param, kind).await?;
+                    let pid = intern_param(client, &resource_type, &entry.param, kind).await?;
                     self.params.write()[kind_slot(kind)].insert(key, pid);
                     grew = true;
                 }
@@ -377,44 +372,91 @@ impl PostgresStore {
         // Index rows are written once at the end: the last write of each
         // resource decides them, after the rows of earlier versions are gone.
         let mut replaced: Vec<i64> = Vec::new();
-        let mut index: Vec<(i64, &str, &[IndexEntry])> = Vec::new();
+        // (rid, type key, entries, the resource when it has idx_patient_token rows).
+        let mut index: Vec<(i64, &str, &[IndexEntry], Option<sql::Owner<'_>>)> = Vec::new();
         // The same for the full-text rows (fulltext.rs), in the same order.
         let mut texts: Vec<(i64, Option<&TextIndex>)> = Vec::new();
+        // And for the contained resources (sql.rs), per container.
+        let mut contained: Vec<ContainedRows<'_>> = Vec::new();
+        // Containers whose previous version had contained rows.
+        let mut containing: Vec<i64> = Vec::new();
         for write in &commit.writes {
-            let (rid, existed) = write_version(&tx, write).await?;
+            let (rid, existed, had_contained) = write_version(&tx, write).await?;
             if existed && !replaced.contains(&rid) {
                 replaced.push(rid);
             }
+            if had_contained && !containing.contains(&rid) {
+                containing.push(rid);
+            }
             let entries: &[IndexEntry] = if write.body.is_some() { &write.index } else { &[] };
             let text = write.body.as_ref().map(|_| &write.text);
-            match index.iter_mut().position(|(r, _, _)| *r == rid) {
+            let rows = ContainedRows {
+                container: rid,
+                resource_type: &write.resource_type,
+                id: &write.id,
+                version: i64::try_from(write.version_id).unwrap_or(i64::MAX),
+                last_updated: write.last_updated.micros(),
+                contained: if write.body.is_some() { &write.contained } else { &[] },
+            };
+            match index.iter_mut().position(|(r, _, _, _)| *r == rid) {
                 Some(slot) => {
                     index[slot].2 = entries;
+                    index[slot].3 = Some(sql::Owner { resource_type: &write.resource_type, id: &write.id, contained: rows.contained });
                     texts[slot].1 = text;
+                    contained[slot] = rows;
                 }
                 None => {
-                    index.push((rid, write.resource_type.as_str(), entries));
+                    let owner = sql::Owner { resource_type: &write.resource_type, id: &write.id, contained: rows.contained };
+                    index.push((rid, write.resource_type.as_str(), entries, Some(owner)));
                     texts.push((rid, text));
+                    contained.push(rows);
                 }
             }
         }
         for reindex in &commit.reindex {
-            if let Some(rid) = reindexed_rid(&tx, reindex).await?
-                && !index.iter().any(|(r, _, _)| *r == rid)
+            if let Some((rid, last_updated, container)) = reindexed_rid(&tx, reindex).await?
+                && !index.iter().any(|(r, _, _, _)| *r == rid)
             {
                 replaced.push(rid);
-                index.push((rid, reindex.resource_type.as_str(), &reindex.index));
+                if sql::is_containing(container) {
+                    containing.push(rid);
+                }
+                let owner = sql::Owner { resource_type: &reindex.resource_type, id: &reindex.id, contained: &reindex.contained };
+                index.push((rid, reindex.resource_type.as_str(), &reindex.index, Some(owner)));
                 texts.push((rid, Some(&reindex.text)));
+                contained.push(ContainedRows {
+                    container: rid,
+                    resource_type: &reindex.resource_type,
+                    id: &reindex.id,
+                    version: i64::try_from(reindex.version_id).unwrap_or(i64::MAX),
+                    last_updated,
+                    contained: &reindex.contained,
+                });
             }
         }
-        if !replaced.is_empty() {
+        // The rows of what the replaced versions contained go with them.
+        let mut gone: Vec<i64> = replaced.clone();
+        if !containing.is_empty() {
+            let delete = tx
+                .prepare_cached("DELETE FROM resource WHERE container = ANY($1) RETURNING rid")
+                .await
+                .map_err(pg_error)?;
+            gone.extend(tx.query(&delete, &[&containing]).await.map_err(pg_error)?.iter().map(|row| row.get::<_, i64>(0)));
+        }
+        if !gone.is_empty() {
             for table in Kind::ALL.iter().map(|k| k.table()).chain(["idx_patient_token"]) {
                 let statement = format!("DELETE FROM {table} WHERE rid = ANY($1)");
-                tx.execute(statement.as_str(), &[&replaced]).await.map_err(pg_error)?;
+                tx.execute(statement.as_str(), &[&gone]).await.map_err(pg_error)?;
             }
         }
+        let keys: Vec<String> =
+            contained.iter().flat_map(|rows| rows.contained.iter().map(|c| sql::contained_type_key(&c.resource_type))).collect();
+        for (rid, key, resource) in insert_contained(&tx, &contained, &keys).await? {
+            index.push((rid, key, &resource.index, None));
+            texts.push((rid, Some(&resource.text)));
+        }
         self.insert_index(&tx, &index).await?;
-        crate::fulltext::postgres_replace(&tx, &replaced, &texts).await.map_err(pg_error)?;
+        crate::fulltext::postgres_replace(&tx, &gone, &texts).await.map_err(pg_error)?;
         for (write, version) in commit.sys.iter().zip(sys_versions) {
             write_sys(&tx, write, version).await?;
         }
@@ -481,7 +523,7 @@ impl PostgresStore {
     async fn insert_index(
         &self,
         tx: &deadpool_postgres::Transaction<'_>,
-        index: &[(i64, &str, &[IndexEntry])],
+        index: &[(i64, &str, &[IndexEntry], Option<sql::Owner<'_>>)],
     ) -> Result<(), StoreError> {
         let mut strings = Columns::default();
         let mut tokens = Columns::default();
@@ -492,11 +534,12 @@ impl PostgresStore {
         let mut uris = Columns::default();
         let mut composites = CompositeColumns::default();
         let mut patient_tokens = PatientTokenColumns::default();
-        for (rid, resource_type, entries) in index {
-            for row in sql::patient_tokens(entries) {
+        for (rid, resource_type, entries, owner) in index {
+            let patient_rows = owner.as_ref().map(|owner| sql::patient_tokens(entries, owner)).unwrap_or_default();
+            for row in patient_rows {
                 patient_tokens.rid.push(*rid);
                 patient_tokens.pid.push(self.pid(resource_type, row.param, Kind::Token)?);
-                patient_tokens.patient.push(row.patient.to_owned());
+                patient_tokens.patient.push(row.patient.into_owned());
                 patient_tokens.sid.push(match row.system {
                     Some(system) => self.sid(Some(&system.to_owned()))?.unwrap_or(0),
                     None => 0,
@@ -960,31 +1003,107 @@ async fn intern_param(client: &deadpool_postgres::Client, resource_type: &str, c
     Ok(client.query_one(select, &params).await.map_err(pg_error)?.get(0))
 }
 
-/// The key of a resource still at the version a [`Reindex`] was made from
-/// (locked until commit), or `None` when it has moved on or was deleted.
-async fn reindexed_rid(tx: &deadpool_postgres::Transaction<'_>, reindex: &Reindex) -> Result<Option<i64>, StoreError> {
+/// The key, last update and `container` marker (sql.rs) of a resource still
+/// at the version a [`Reindex`] was made from (locked until commit), or
+/// `None` when it has moved on or was deleted. The marker is set for the
+/// reindexed version's contained resources.
+async fn reindexed_rid(
+    tx: &deadpool_postgres::Transaction<'_>,
+    reindex: &Reindex,
+) -> Result<Option<(i64, i64, Option<i64>)>, StoreError> {
     let version = i64::try_from(reindex.version_id).map_err(|_| StoreError::Conflict("version number out of range".into()))?;
     let select = tx
-        .prepare_cached("SELECT rid FROM resource WHERE type = $1 AND id = $2 AND version = $3 AND deleted = 0 FOR UPDATE")
+        .prepare_cached(
+            "SELECT rid, last_updated, container FROM resource \
+             WHERE type = $1 AND id = $2 AND version = $3 AND deleted = 0 FOR UPDATE",
+        )
         .await
         .map_err(pg_error)?;
     let row = tx.query_opt(&select, &[&reindex.resource_type, &reindex.id, &version]).await.map_err(pg_error)?;
-    Ok(row.map(|r| r.get(0)))
+    let Some(row) = row else { return Ok(None) };
+    let (rid, last_updated, container): (i64, i64, Option<i64>) = (row.get(0), row.get(1), row.get(2));
+    let marker = sql::containing_marker(!reindex.contained.is_empty());
+    if marker != container {
+        let update = tx.prepare_cached("UPDATE resource SET container = $2 WHERE rid = $1").await.map_err(pg_error)?;
+        tx.execute(&update, &[&rid, &marker]).await.map_err(pg_error)?;
+    }
+    Ok(Some((rid, last_updated, container)))
+}
+
+/// The resources a container's version contains, to be written as rows of
+/// their own (sql.rs, "Contained resources").
+struct ContainedRows<'a> {
+    container: i64,
+    resource_type: &'a str,
+    id: &'a str,
+    version: i64,
+    last_updated: i64,
+    contained: &'a [ContainedIndex],
+}
+
+/// Inserts the rows of the contained resources of `containers` in one
+/// statement; `keys` holds their type keys in the same order. Returns each
+/// one's new rid with its type key, for its index rows.
+async fn insert_contained<'a>(
+    tx: &deadpool_postgres::Transaction<'_>,
+    containers: &[ContainedRows<'a>],
+    keys: &'a [String],
+) -> Result<Vec<(i64, &'a str, &'a ContainedIndex)>, StoreError> {
+    let resources: Vec<(&ContainedRows<'a>, &'a ContainedIndex)> =
+        containers.iter().flat_map(|rows| rows.contained.iter().map(move |c| (rows, c))).collect();
+    if resources.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut types: Vec<&str> = Vec::with_capacity(resources.len());
+    let mut ids: Vec<String> = Vec::with_capacity(resources.len());
+    let mut versions: Vec<i64> = Vec::with_capacity(resources.len());
+    let mut times: Vec<i64> = Vec::with_capacity(resources.len());
+    let mut owners: Vec<i64> = Vec::with_capacity(resources.len());
+    for ((rows, resource), key) in resources.iter().zip(keys) {
+        types.push(key);
+        ids.push(sql::contained_row_id(rows.resource_type, rows.id, &resource.id));
+        versions.push(rows.version);
+        times.push(rows.last_updated);
+        owners.push(rows.container);
+    }
+    let insert = tx
+        .prepare_cached(
+            "INSERT INTO resource (type, id, version, last_updated, deleted, container) \
+             SELECT t, i, v, u, $5, c FROM UNNEST($1::TEXT[], $2::TEXT[], $3::BIGINT[], $4::BIGINT[], $6::BIGINT[]) \
+             AS x(t, i, v, u, c) RETURNING rid, type, id",
+        )
+        .await
+        .map_err(pg_error)?;
+    let rows = tx.query(&insert, &[&types, &ids, &versions, &times, &sql::CONTAINED, &owners]).await.map_err(pg_error)?;
+    // RETURNING follows no promised order: rows are matched by (type, id).
+    let position: HashMap<(&str, &str), usize> =
+        keys.iter().zip(&ids).enumerate().map(|(n, (key, id))| ((key.as_str(), id.as_str()), n)).collect();
+    let mut out = Vec::with_capacity(resources.len());
+    for row in rows {
+        let (rid, key, id): (i64, String, String) = (row.get(0), row.get(1), row.get(2));
+        let Some(&n) = position.get(&(key.as_str(), id.as_str())) else {
+            return Err(StoreError::Internal("a contained resource row went missing".into()));
+        };
+        out.push((rid, keys[n].as_str(), resources[n].1));
+    }
+    Ok(out)
 }
 
 /// Writes one version row (and the resource row), checking that it is the
-/// next version. Returns the resource's key and whether it existed before.
-async fn write_version(tx: &deadpool_postgres::Transaction<'_>, write: &Write) -> Result<(i64, bool), StoreError> {
+/// next version. Returns the resource's key, whether it existed before, and
+/// whether its previous version had contained rows (sql.rs).
+async fn write_version(tx: &deadpool_postgres::Transaction<'_>, write: &Write) -> Result<(i64, bool, bool), StoreError> {
     let version = i64::try_from(write.version_id)
         .map_err(|_| StoreError::Conflict("version number out of range".into()))?;
     let deleted = i64::from(write.body.is_none());
     let last_updated = write.last_updated.micros();
+    let marker = sql::containing_marker(write.body.is_some() && !write.contained.is_empty());
     let select = tx
-        .prepare_cached("SELECT rid, version FROM resource WHERE type = $1 AND id = $2 FOR UPDATE")
+        .prepare_cached("SELECT rid, version, container FROM resource WHERE type = $1 AND id = $2 FOR UPDATE")
         .await
         .map_err(pg_error)?;
     let existing = tx.query_opt(&select, &[&write.resource_type, &write.id]).await.map_err(pg_error)?;
-    let (rid, existed) = match existing {
+    let (rid, existed, containing) = match existing {
         None => {
             if version != 1 {
                 return Err(StoreError::Conflict(format!(
@@ -994,20 +1113,21 @@ async fn write_version(tx: &deadpool_postgres::Transaction<'_>, write: &Write) -
             }
             let insert = tx
                 .prepare_cached(
-                    "INSERT INTO resource (type, id, version, last_updated, deleted) \
-                     VALUES ($1, $2, $3, $4, $5) RETURNING rid",
+                    "INSERT INTO resource (type, id, version, last_updated, deleted, container) \
+                     VALUES ($1, $2, $3, $4, $5, $6) RETURNING rid",
                 )
                 .await
                 .map_err(pg_error)?;
             let row = tx
-                .query_one(&insert, &[&write.resource_type, &write.id, &version, &last_updated, &deleted])
+                .query_one(&insert, &[&write.resource_type, &write.id, &version, &last_updated, &deleted, &marker])
                 .await
                 .map_err(pg_error)?;
-            (row.get::<_, i64>(0), false)
+            (row.get::<_, i64>(0), false, false)
         }
         Some(row) => {
             let rid: i64 = row.get(0);
             let current: i64 = row.get(1);
+            let container: Option<i64> = row.get(2);
             if version != current + 1 {
                 return Err(StoreError::Conflict(format!(
                     "{} is at version {current}; version {version} is not the next",
@@ -1015,11 +1135,13 @@ async fn write_version(tx: &deadpool_postgres::Transaction<'_>, write: &Write) -
                 )));
             }
             let update = tx
-                .prepare_cached("UPDATE resource SET version = $1, last_updated = $2, deleted = $3 WHERE rid = $4")
+                .prepare_cached(
+                    "UPDATE resource SET version = $1, last_updated = $2, deleted = $3, container = $5 WHERE rid = $4",
+                )
                 .await
                 .map_err(pg_error)?;
-            tx.execute(&update, &[&version, &last_updated, &deleted, &rid]).await.map_err(pg_error)?;
-            (rid, true)
+            tx.execute(&update, &[&version, &last_updated, &deleted, &rid, &marker]).await.map_err(pg_error)?;
+            (rid, true, sql::is_containing(container))
         }
     };
     let insert = tx
@@ -1033,7 +1155,7 @@ async fn write_version(tx: &deadpool_postgres::Transaction<'_>, write: &Write) -
     tx.execute(&insert, &[&rid, &write.resource_type, &version, &last_updated, &method_code(write.method), &body])
         .await
         .map_err(pg_error)?;
-    Ok((rid, existed))
+    Ok((rid, existed, containing))
 }
 
 async fn check_holds(tx: &deadpool_postgres::Transaction<'_>, check: &Check) -> Result<(), StoreError> {

@@ -11,7 +11,9 @@
 
 use domain::store::{HistoryQuery, HistoryScope};
 use fhir::search::IndexValue;
-use fhir::search::query::{Condition, Filter, Match, Prefix, SearchQuery, SortKey, StringMode, TokenSystem, UriMode};
+use fhir::search::query::{
+    Condition, ContainedMode, ContainedType, Filter, Match, Prefix, SearchQuery, SortKey, StringMode, TokenSystem, UriMode,
+};
 use std::collections::HashMap;
 use std::fmt::Write as _;
 
@@ -36,11 +38,85 @@ impl Dialect {
     /// wildcard escaping is needed and the test is case-sensitive on both
     /// engines (SQLite's LIKE folds ASCII case).
     fn contains(self, haystack: &str, needle: &str) -> String {
+        format!("{} > 0", self.position(haystack, needle))
+    }
+
+    /// The 1-based position of `needle` in `haystack`, 0 when absent.
+    fn position(self, haystack: &str, needle: &str) -> String {
         match self {
-            Dialect::Sqlite => format!("instr({haystack}, {needle}) > 0"),
-            Dialect::Postgres => format!("strpos({haystack}, {needle}) > 0"),
+            Dialect::Sqlite => format!("instr({haystack}, {needle})"),
+            Dialect::Postgres => format!("strpos({haystack}, {needle})"),
         }
     }
+}
+
+// ---------------------------------------------------------------------------
+// Contained resources (search.html#contained)
+//
+// Each resource a version contains has a `resource` row of its own, written
+// and removed with its container's current version: type `#<type>`
+// ([`contained_type_key`]), id `<container type>/<container id>#<id>`
+// ([`contained_row_id`]), the container's version and last update, `deleted`
+// = [`CONTAINED`], and `container` = the container's rid (migration 0011);
+// the container's own row has `container` = 0 while it has such rows. It
+// has no `resource_version` rows. Its index rows are those of any resource,
+// under parameter ids interned for the `#<type>` key. So every statement
+// about stand-alone resources (`deleted = 0`, a real type, parameter ids of
+// real types, versions) leaves them out, and a `_contained` search is the
+// ordinary builder over the `#<type>` rows.
+
+/// Every index entry `commit` writes, with the type key its parameter ids are
+/// interned under: the resource's type, or a contained resource's
+/// [`contained_type_key`].
+pub(crate) fn typed_index_entries(
+    commit: &domain::store::Commit,
+) -> impl Iterator<Item = (std::borrow::Cow<'_, str>, &fhir::search::IndexEntry)> {
+    use std::borrow::Cow;
+    fn of<'a>(
+        resource_type: &'a str,
+        index: &'a [fhir::search::IndexEntry],
+        contained: &'a [domain::store::ContainedIndex],
+    ) -> impl Iterator<Item = (Cow<'a, str>, &'a fhir::search::IndexEntry)> {
+        index.iter().map(move |e| (Cow::Borrowed(resource_type), e)).chain(contained.iter().flat_map(|c| {
+            let key = contained_type_key(&c.resource_type);
+            c.index.iter().map(move |e| (Cow::Owned(key.clone()), e))
+        }))
+    }
+    let writes = commit.writes.iter().flat_map(|w| of(&w.resource_type, &w.index, &w.contained));
+    let reindex = commit.reindex.iter().flat_map(|r| of(&r.resource_type, &r.index, &r.contained));
+    writes.chain(reindex)
+}
+
+/// `resource.container` of a resource whose current version contains
+/// resources ([`CONTAINING`], so that a write knows whether there are rows
+/// to remove without looking), or NULL.
+pub(crate) fn containing_marker(contains: bool) -> Option<i64> {
+    contains.then_some(CONTAINING)
+}
+
+/// Whether a stand-alone resource's `resource.container` says its current
+/// version has contained rows.
+pub(crate) fn is_containing(container: Option<i64>) -> bool {
+    container == Some(CONTAINING)
+}
+
+/// `resource.container` of a container's own row: no rid is 0.
+const CONTAINING: i64 = 0;
+
+/// `resource.deleted` of a contained resource's row (0: current, 1: deleted).
+pub(crate) const CONTAINED: i64 = 2;
+
+/// The type key of contained resources of `resource_type` (`#Medication`):
+/// their rows' `type` and the type their parameter ids are interned under.
+pub(crate) fn contained_type_key(resource_type: &str) -> String {
+    format!("#{resource_type}")
+}
+
+/// The `resource.id` of a contained resource's row: unique, and its part
+/// after the first `/` is the id a contained match is answered under
+/// (`domain::store::contained_match_id`).
+pub(crate) fn contained_row_id(container_type: &str, container_id: &str, id: &str) -> String {
+    format!("{container_type}/{container_id}#{id}")
 }
 
 /// A bound parameter value.
@@ -181,6 +257,12 @@ pub(crate) struct SearchSql {
 
 /// Builds the page and count statements of `query`.
 pub(crate) fn search(dialect: Dialect, query: &SearchQuery, sort_kinds: &SortKinds, known: &std::sync::Arc<Known>) -> SearchSql {
+    if query.contained != ContainedMode::No {
+        return SearchSql {
+            page: contained_search(dialect, query, sort_kinds, known, Selected::Page),
+            count: contained_search(dialect, query, sort_kinds, known, Selected::Count),
+        };
+    }
     let mut page = Builder::new(dialect);
     page.known = std::sync::Arc::clone(known);
     page.push("SELECT ");
@@ -214,6 +296,9 @@ pub(crate) fn search(dialect: Dialect, query: &SearchQuery, sort_kinds: &SortKin
 /// (the row id lets a store read the first page's bodies without the
 /// (type, id) index).
 pub(crate) fn search_keys(dialect: Dialect, query: &SearchQuery, sort_kinds: &SortKinds, known: &std::sync::Arc<Known>) -> Sql {
+    if query.contained != ContainedMode::No {
+        return contained_search(dialect, query, sort_kinds, known, Selected::Keys);
+    }
     let mut b = Builder::new(dialect);
     b.known = std::sync::Arc::clone(known);
     if b.patient_token_keys(query, sort_kinds) {
@@ -227,6 +312,120 @@ pub(crate) fn search_keys(dialect: Dialect, query: &SearchQuery, sort_kinds: &So
     }
     b.where_clause(query);
     b.order_by(&query.sort, sort_kinds);
+    let limit = b.bind(SqlValue::Int(to_i64(query.count)));
+    let offset = b.bind(SqlValue::Int(to_i64(query.offset)));
+    let _ = write!(b.text, " LIMIT {limit} OFFSET {offset}");
+    b.finish()
+}
+
+/// What a statement of a `_contained` search selects.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Selected {
+    /// The page's rows ([`RESOURCE_COLUMNS`]).
+    Page,
+    /// The page's (type, id) keys.
+    Keys,
+    /// The number of matches.
+    Count,
+}
+
+/// A statement of a search with `_contained=true|both` (see
+/// `domain::Store::search`). The matching rows `r` are contained resources
+/// of the type (`#<type>` rows) and with `both` the type's current
+/// resources, each tested alone by the ordinary conditions; `k` is the
+/// resource a match is answered with (its container, or itself), whose
+/// current version is read. With `_containedType=container` the matches are
+/// the distinct `k`; with `contained` every `r`, under the id after the first
+/// `/` of its row id (`123#med1`; a stand-alone resource's id has no `/`).
+fn contained_search(
+    dialect: Dialect,
+    query: &SearchQuery,
+    sort_kinds: &SortKinds,
+    known: &std::sync::Arc<Known>,
+    selected: Selected,
+) -> Sql {
+    let mut b = Builder::new(dialect);
+    b.known = std::sync::Arc::clone(known);
+    let owner = if query.contained == ContainedMode::Only {
+        "r.container".to_owned()
+    } else {
+        format!("CASE WHEN r.deleted = {CONTAINED} THEN r.container ELSE r.rid END")
+    };
+    let by_container = query.contained_type == ContainedType::Container;
+    // Bound only where used: PostgreSQL cannot type an unused parameter.
+    let match_id = if by_container || selected == Selected::Count {
+        String::new()
+    } else {
+        let slash = b.bind_text("/");
+        format!("substr(r.id, {} + 1)", dialect.position("r.id", &slash))
+    };
+    match (by_container, selected) {
+        (true, Selected::Count) => {
+            let _ = write!(b.text, "SELECT COUNT(DISTINCT {owner}) FROM resource r");
+            b.contained_where(query);
+            return b.finish();
+        }
+        (false, Selected::Count) => {
+            b.push("SELECT COUNT(*) FROM resource r");
+            b.contained_where(query);
+            return b.finish();
+        }
+        (true, Selected::Page) => {
+            b.push("SELECT k.type, k.id, v.version, v.last_updated, v.method, v.body FROM resource k \
+                    JOIN resource_version v ON v.rid = k.rid AND v.version = k.version");
+        }
+        (true, Selected::Keys) => b.push("SELECT k.type, k.id FROM resource k"),
+        (false, Selected::Page) => {
+            let _ = write!(
+                b.text,
+                "SELECT k.type, {match_id}, v.version, v.last_updated, v.method, v.body FROM resource r \
+                 JOIN resource k ON k.rid = {owner} JOIN resource_version v ON v.rid = k.rid AND v.version = k.version"
+            );
+        }
+        (false, Selected::Keys) => {
+            let _ = write!(b.text, "SELECT k.type, {match_id} FROM resource r JOIN resource k ON k.rid = {owner}");
+        }
+    }
+    let mut keys: Vec<String> = Vec::new();
+    if by_container {
+        let _ = write!(b.text, " WHERE k.rid IN (SELECT {owner} FROM resource r");
+        b.contained_where(query);
+        b.push(")");
+        // Containers of any type: only `_id` and `_lastUpdated` order them.
+        for key in &query.sort {
+            let direction = if key.descending { "DESC" } else { "ASC" };
+            match key.param.as_str() {
+                "_id" => keys.push(format!("k.id {direction}")),
+                "_lastUpdated" => keys.push(format!("k.last_updated {direction}")),
+                _ => {}
+            }
+        }
+        keys.extend(["k.last_updated DESC".to_owned(), "k.id ASC".to_owned(), "k.type ASC".to_owned()]);
+    } else {
+        b.contained_where(query);
+        for key in &query.sort {
+            let direction = if key.descending { "DESC" } else { "ASC" };
+            match key.param.as_str() {
+                "_id" => keys.push(format!("{match_id} {direction}")),
+                "_lastUpdated" => keys.push(format!("r.last_updated {direction}")),
+                param => {
+                    let Some(kinds) = sort_kinds.get(param) else { continue };
+                    for kind in kinds {
+                        let (low, high) = kind.sort_columns();
+                        let aggregate = if key.descending { format!("MAX({high})") } else { format!("MIN({low})") };
+                        let pid = b.pid_clause(param, *kind);
+                        keys.push(format!(
+                            "(SELECT {aggregate} FROM {} s WHERE s.rid = r.rid AND s.{pid}) {direction} NULLS LAST",
+                            kind.table()
+                        ));
+                    }
+                }
+            }
+        }
+        keys.extend(["r.last_updated DESC".to_owned(), format!("{match_id} ASC"), "k.type ASC".to_owned()]);
+    }
+    b.push(" ORDER BY ");
+    b.push(&keys.join(", "));
     let limit = b.bind(SqlValue::Int(to_i64(query.count)));
     let offset = b.bind(SqlValue::Int(to_i64(query.offset)));
     let _ = write!(b.text, " LIMIT {limit} OFFSET {offset}");
@@ -316,11 +515,14 @@ struct Builder {
     /// The next index predicate is written as the count of its rows
     /// (see [`Builder::count_from_index`]).
     count_rows: bool,
+    /// The conditions being written are about the rows of a `_contained`
+    /// search, contained resources among them (see [`Builder::contained_where`]).
+    in_contained: bool,
 }
 
 impl Builder {
     fn new(dialect: Dialect) -> Builder {
-        Builder { dialect, text: String::with_capacity(256), params: Vec::new(), aliases: 0, probe: false, by_id: false, known: std::sync::Arc::default(), scope: None, patient_tokens_joined: false, count_rows: false }
+        Builder { dialect, text: String::with_capacity(256), params: Vec::new(), aliases: 0, probe: false, by_id: false, known: std::sync::Arc::default(), scope: None, patient_tokens_joined: false, count_rows: false, in_contained: false }
     }
 
     fn finish(self) -> Sql {
@@ -367,6 +569,47 @@ impl Builder {
             self.push(" WHERE ");
             self.push(&clauses.join(" AND "));
         }
+    }
+
+    /// ` WHERE` the row `r` is a match of a `_contained` search before its
+    /// filters (contained resources of the type, and with `both` its current
+    /// resources), and every filter holds for it.
+    fn contained_where(&mut self, query: &SearchQuery) {
+        let own = query.resource_type.clone();
+        let key = own.as_deref().map(contained_type_key);
+        // As in [`Builder::where_clause`]: on SQLite a filter that lists its
+        // rows starts the plan, not the type's rows.
+        let column = if self.dialect == Dialect::Sqlite && starts_from_filter(query) { "+r.type" } else { "r.type" };
+        let contained_rows = match &key {
+            Some(key) => {
+                let k = self.bind_text(key);
+                format!("{column} = {k} AND r.deleted = {CONTAINED}")
+            }
+            None => format!("r.deleted = {CONTAINED}"),
+        };
+        match (query.contained, &own) {
+            (ContainedMode::Both, Some(own)) => {
+                let t = self.bind_text(own);
+                let _ = write!(self.text, " WHERE (({column} = {t} AND r.deleted = 0) OR ({contained_rows}))");
+            }
+            (ContainedMode::Both, None) => {
+                let _ = write!(self.text, " WHERE r.deleted IN (0, {CONTAINED})");
+            }
+            _ => {
+                let _ = write!(self.text, " WHERE {contained_rows}");
+            }
+        }
+        self.scope = match (query.contained, own, key) {
+            (ContainedMode::Both, Some(own), Some(key)) => Some(vec![own, key]),
+            (_, _, Some(key)) => Some(vec![key]),
+            _ => None,
+        };
+        self.in_contained = true;
+        for filter in &query.filters {
+            self.push(" AND ");
+            self.filter("r", filter);
+        }
+        self.in_contained = false;
     }
 
     fn where_clause(&mut self, query: &SearchQuery) {
@@ -443,19 +686,29 @@ impl Builder {
                 clauses.push(format!("{c}.patient = {p}"));
             }
             Match::Chain { inner, .. } => {
-                let target = self.alias("t");
-                let outer = self.scope.replace(vec!["Patient".to_owned()]);
-                let mut chained = format!("{c}.patient IN (SELECT {target}.id FROM resource {target} WHERE {target}.deleted = 0 AND ");
-                if !inner.iter().all(|c| is_index_lookup(&c.matcher)) {
-                    let t = self.bind_text("Patient");
-                    let _ = write!(chained, "{target}.type = {t} AND ");
+                // Stand-alone Patients by id, and Patients the record contains
+                // by their row id (see [`patient_tokens`]).
+                let mut chained = format!("{c}.patient IN (");
+                for (n, (deleted, key)) in [(0, "Patient".to_owned()), (CONTAINED, contained_type_key("Patient"))].into_iter().enumerate() {
+                    let target = self.alias("t");
+                    let outer = self.scope.replace(vec![key.clone()]);
+                    if n > 0 {
+                        chained.push_str(" UNION ALL ");
+                    }
+                    let _ = write!(chained, "SELECT {target}.id FROM resource {target} WHERE {target}.deleted = {deleted} AND ");
+                    if !inner.iter().all(|c| is_index_lookup(&c.matcher)) {
+                        let t = self.bind_text(&key);
+                        let _ = write!(chained, "{target}.type = {t} AND ");
+                    }
+                    self.in_contained = deleted == CONTAINED;
+                    let start = self.text.len();
+                    self.any_of(&target, inner);
+                    let written = self.text.split_off(start);
+                    self.in_contained = false;
+                    chained.push_str(&written);
+                    self.scope = outer;
                 }
-                let start = self.text.len();
-                self.any_of(&target, inner);
-                let written = self.text.split_off(start);
-                chained.push_str(&written);
                 chained.push(')');
-                self.scope = outer;
                 clauses.push(chained);
             }
             _ => clauses.push("1 = 0".to_owned()),
@@ -644,6 +897,14 @@ impl Builder {
     fn condition(&mut self, alias: &str, condition: &Condition) {
         let param = condition.param.as_str();
         match &condition.matcher {
+            Match::Id(id) if self.in_contained => {
+                // A contained resource's `_id` is its id in the container,
+                // after the `#` of its row id (a resource of its own has none).
+                let p = self.bind_text(id);
+                let hash = self.bind_text("#");
+                let position = self.dialect.position(&format!("{alias}.id"), &hash);
+                let _ = write!(self.text, "substr({alias}.id, {position} + 1) = {p}");
+            }
             Match::Id(id) => {
                 let p = self.bind_text(id);
                 let _ = write!(self.text, "{alias}.id = {p}");
@@ -830,6 +1091,7 @@ impl Builder {
         let pid = self.pid_clause(param, Kind::Reference);
         let types = target_types.iter().map(|t| self.bind_text(t)).collect::<Vec<_>>().join(", ");
         let outer = self.scope.replace(target_types.to_vec());
+        let outer_contained = std::mem::take(&mut self.in_contained);
         let _ = write!(
             self.text,
             "{alias}.rid IN (SELECT {link}.rid FROM idx_reference {link} WHERE {link}.{pid} \
@@ -840,8 +1102,42 @@ impl Builder {
             let _ = write!(self.text, "{target}.type IN ({types}) AND ");
         }
         self.any_of(&target, inner);
+        self.push(")");
         self.scope = outer;
-        self.push("))");
+        self.push(" UNION ALL ");
+        self.contained_targets(param, target_types, inner);
+        self.in_contained = outer_contained;
+        self.push(")");
+    }
+
+    /// The rest of a chain (search.html#contained: "a chained condition will
+    /// be evaluated inside contained resources"): `SELECT` the containers
+    /// whose reference under `param` is `#id` of a resource they contain of
+    /// one of `target_types` that meets any of `inner`. Starts from the
+    /// contained resources that meet `inner` (rows of `#<type>`, usually
+    /// none), then checks their container's reference row by its key.
+    fn contained_targets(&mut self, param: &str, target_types: &[String], inner: &[Condition]) {
+        let link = self.alias("l");
+        let target = self.alias("t");
+        let pid = self.pid_clause(param, Kind::Reference);
+        let keys: Vec<String> = target_types.iter().map(|t| contained_type_key(t)).collect();
+        let hash = self.bind_text("#");
+        let local = format!("substr({target}.id, {})", self.dialect.position(&format!("{target}.id"), &hash));
+        let outer = self.scope.replace(keys.clone());
+        let _ = write!(self.text, "SELECT {target}.container FROM resource {target} WHERE {target}.deleted = {CONTAINED} AND ");
+        if !inner.iter().all(|c| is_index_lookup(&c.matcher)) {
+            let types = keys.iter().map(|k| self.bind_text(k)).collect::<Vec<_>>().join(", ");
+            let _ = write!(self.text, "{target}.type IN ({types}) AND ");
+        }
+        self.in_contained = true;
+        self.any_of(&target, inner);
+        self.in_contained = false;
+        let _ = write!(
+            self.text,
+            " AND EXISTS (SELECT 1 FROM idx_reference {link} WHERE {link}.rid = {target}.container AND {link}.{pid} \
+             AND {link}.target_id IS NULL AND {link}.url = {local})"
+        );
+        self.scope = outer;
     }
 
     /// `alias.rid IN (...)`: a current resource of `source_type` that meets
@@ -856,6 +1152,7 @@ impl Builder {
         let source = self.alias("s");
         let target = self.alias("t");
         let outer = self.scope.replace(vec![source_type.to_owned()]);
+        let outer_contained = std::mem::take(&mut self.in_contained);
         let pid = self.pid_clause(param, Kind::Reference);
         let st = self.bind_text(source_type);
         let _ = write!(
@@ -871,6 +1168,7 @@ impl Builder {
             self.any_of(&source, inner);
         }
         self.scope = outer;
+        self.in_contained = outer_contained;
         self.push(")");
     }
 
@@ -1105,7 +1403,10 @@ pub(crate) fn is_patient_token_param(code: &str) -> bool {
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct PatientToken<'a> {
     pub(crate) param: &'a str,
-    pub(crate) patient: &'a str,
+    /// The Patient's id; for a Patient the record contains (a `#id`
+    /// reference), its row id ([`contained_row_id`]), which chains to
+    /// patients find among the contained Patients' rows.
+    pub(crate) patient: std::borrow::Cow<'a, str>,
     pub(crate) system: Option<&'a str>,
     pub(crate) code: &'a str,
     pub(crate) via: i64,
@@ -1113,13 +1414,28 @@ pub(crate) struct PatientToken<'a> {
     pub(crate) date_high: Option<i64>,
 }
 
+/// The resource a version's index entries are of, with what it contains:
+/// its `#id` references to contained Patients name patients too.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Owner<'a> {
+    pub(crate) resource_type: &'a str,
+    pub(crate) id: &'a str,
+    pub(crate) contained: &'a [domain::store::ContainedIndex],
+}
+
 /// The `idx_patient_token` rows of a version's index entries: every token of
 /// [`is_patient_token_param`] times every Patient the `patient` or `subject`
-/// parameter refers to by id, once per (parameter, patient, system, code),
-/// with the lowest and highest bound of the `date` parameter.
-pub(crate) fn patient_tokens(entries: &[fhir::search::IndexEntry]) -> Vec<PatientToken<'_>> {
-    let mut patients: Vec<(&str, i64)> = Vec::new();
+/// parameter refers to by id (or by `#id` to a Patient `owner` contains),
+/// once per (parameter, patient, system, code), with the lowest and highest
+/// bound of the `date` parameter.
+pub(crate) fn patient_tokens<'a>(entries: &'a [fhir::search::IndexEntry], owner: &Owner<'a>) -> Vec<PatientToken<'a>> {
+    use std::borrow::Cow;
+    let mut patients: Vec<(Cow<'a, str>, i64)> = Vec::new();
     let (mut low, mut high): (Option<i64>, Option<i64>) = (None, None);
+    let mut add = |patient: Cow<'a, str>, via: i64| match patients.iter_mut().find(|(p, _)| *p == patient) {
+        Some(slot) => slot.1 |= via,
+        None => patients.push((patient, via)),
+    };
     for entry in entries {
         match &entry.value {
             IndexValue::Reference { target_type: Some(t), target_id: Some(id), .. } => {
@@ -1129,9 +1445,17 @@ pub(crate) fn patient_tokens(entries: &[fhir::search::IndexEntry]) -> Vec<Patien
                     ("subject", true) => VIA_SUBJECT,
                     _ => continue,
                 };
-                match patients.iter_mut().find(|(p, _)| *p == id.as_str()) {
-                    Some(slot) => slot.1 |= via,
-                    None => patients.push((id.as_str(), via)),
+                add(Cow::Borrowed(id.as_str()), via);
+            }
+            IndexValue::Reference { target_id: None, url, .. } if !owner.contained.is_empty() => {
+                let via = match entry.param.as_str() {
+                    "patient" => VIA_PATIENT,
+                    "subject" => VIA_SUBJECT,
+                    _ => continue,
+                };
+                let Some(local) = url.strip_prefix('#') else { continue };
+                if owner.contained.iter().any(|c| c.id == local && c.resource_type == "Patient") {
+                    add(Cow::Owned(contained_row_id(owner.resource_type, owner.id, local)), via);
                 }
             }
             IndexValue::Date { low: l, high: h } if entry.param == "date" => {
@@ -1153,7 +1477,7 @@ pub(crate) fn patient_tokens(entries: &[fhir::search::IndexEntry]) -> Vec<Patien
         for (patient, via) in &patients {
             let row = PatientToken {
                 param: &entry.param,
-                patient,
+                patient: patient.clone(),
                 system: system.as_deref(),
                 code,
                 via: *via,

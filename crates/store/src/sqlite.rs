@@ -32,8 +32,8 @@ use crate::{ResourceRow, method_code};
 use async_trait::async_trait;
 use domain::audit::{AuditChain, AuditEntry, AuditQuery, AuditRecord};
 use domain::store::{
-    Check, Commit, HistoryQuery, HistoryScope, Page, Reindex, ResourceKey, StoreError, StoredResource, SysRecord,
-    SysWrite, Write,
+    Check, Commit, ContainedIndex, HistoryQuery, HistoryScope, Page, Reindex, ResourceKey, StoreError, StoredResource,
+    SysRecord, SysWrite, Write,
 };
 use fhir::instant::Instant;
 use fhir::search::query::{SearchQuery, TotalMode};
@@ -59,6 +59,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (8, include_str!("../migrations/sqlite/0008_typed_params.sql")),
     (9, include_str!("../migrations/sqlite/0009_patient_token_keys.sql")),
     (10, include_str!("../migrations/sqlite/0010_search_param_code.sql")),
+    (11, include_str!("../migrations/sqlite/0011_contained.sql")),
 ];
 
 /// Tuning of a [`SqliteStore`].
@@ -977,33 +978,91 @@ impl Writer {
     /// Replaces the index rows of a resource still at the version reindexed.
     fn reindex(&mut self, reindex: &Reindex) -> Result<(), StoreError> {
         let version = to_i64(reindex.version_id)?;
-        let rid: Option<i64> = self
+        let found: Option<(i64, i64, Option<i64>)> = self
             .conn
-            .prepare_cached("SELECT rid FROM resource WHERE type = ?1 AND id = ?2 AND version = ?3 AND deleted = 0")
-            .and_then(|mut s| s.query_row(params![reindex.resource_type, reindex.id, version], |r| r.get(0)).optional())
+            .prepare_cached(
+                "SELECT rid, last_updated, container FROM resource WHERE type = ?1 AND id = ?2 AND version = ?3 AND deleted = 0",
+            )
+            .and_then(|mut s| {
+                s.query_row(params![reindex.resource_type, reindex.id, version], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                    .optional()
+            })
             .map_err(db_error)?;
-        let Some(rid) = rid else { return Ok(()) };
+        let Some((rid, last_updated, container)) = found else { return Ok(()) };
         delete_index(&self.conn, rid)?;
+        if sql::is_containing(container) {
+            self.delete_contained(rid)?;
+        }
+        let marker = sql::containing_marker(!reindex.contained.is_empty());
+        if marker != container {
+            self.conn
+                .prepare_cached("UPDATE resource SET container = ?2 WHERE rid = ?1")
+                .and_then(|mut s| s.execute(params![rid, marker]))
+                .map_err(db_error)?;
+        }
         if crate::fulltext::sqlite_replace(&self.conn, rid, true, Some(&reindex.text)).map_err(db_error)? {
             self.text_pending += 1;
         }
-        self.insert_index(rid, &reindex.resource_type, &reindex.index)
+        let owner = sql::Owner { resource_type: &reindex.resource_type, id: &reindex.id, contained: &reindex.contained };
+        self.insert_index(rid, &reindex.resource_type, &reindex.index, Some(owner))?;
+        let container = Container { rid, resource_type: &reindex.resource_type, id: &reindex.id, version, last_updated };
+        self.insert_contained(&container, &reindex.contained)
+    }
+
+    /// Removes the rows of the resources a container's current version
+    /// contains (sql.rs, "Contained resources"), with their index rows and words.
+    fn delete_contained(&mut self, container: i64) -> Result<(), StoreError> {
+        let rids: Vec<i64> = self
+            .conn
+            .prepare_cached("SELECT rid FROM resource WHERE container = ?1")
+            .and_then(|mut s| s.query_map([container], |r| r.get(0))?.collect())
+            .map_err(db_error)?;
+        if rids.is_empty() {
+            return Ok(());
+        }
+        for rid in rids {
+            delete_index(&self.conn, rid)?;
+            crate::fulltext::sqlite_replace(&self.conn, rid, true, None).map_err(db_error)?;
+        }
+        self.conn
+            .prepare_cached("DELETE FROM resource WHERE container = ?1")
+            .and_then(|mut s| s.execute([container]))
+            .map_err(db_error)?;
+        Ok(())
+    }
+
+    /// Writes a row per resource the container's current version contains,
+    /// with its index rows and words (sql.rs, "Contained resources").
+    fn insert_contained(&mut self, container: &Container<'_>, contained: &[ContainedIndex]) -> Result<(), StoreError> {
+        for resource in contained {
+            let key = sql::contained_type_key(&resource.resource_type);
+            let id = sql::contained_row_id(container.resource_type, container.id, &resource.id);
+            self.conn
+                .prepare_cached(
+                    "INSERT INTO resource (type, id, version, last_updated, deleted, container) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                )
+                .and_then(|mut s| {
+                    s.execute(params![key, id, container.version, container.last_updated, sql::CONTAINED, container.rid])
+                })
+                .map_err(db_error)?;
+            let rid = self.conn.last_insert_rowid();
+            self.insert_index(rid, &key, &resource.index, None)?;
+            if crate::fulltext::sqlite_replace(&self.conn, rid, false, Some(&resource.text)).map_err(db_error)? {
+                self.text_pending += 1;
+            }
+        }
+        Ok(())
     }
 
     /// Makes sure every parameter code and system of the commit has an
     /// interned id. Runs outside the commit's savepoint so that the cache
     /// never holds an id a savepoint rollback removed.
     fn intern(&mut self, commit: &Commit) -> Result<(), StoreError> {
-        let typed = commit
-            .writes
-            .iter()
-            .flat_map(|w| w.index.iter().map(move |e| (w.resource_type.as_str(), e)))
-            .chain(commit.reindex.iter().flat_map(|r| r.index.iter().map(move |e| (r.resource_type.as_str(), e))));
-        for (resource_type, entry) in typed {
+        for (resource_type, entry) in sql::typed_index_entries(commit) {
             let kind = Kind::of(&entry.value);
-            let key = (resource_type.to_owned(), entry.param.clone());
+            let key = (resource_type.clone().into_owned(), entry.param.clone());
             if !self.params[kind_slot(kind)].contains_key(&key) {
-                let pid = intern_param(&self.conn, resource_type, &entry.param, kind)?;
+                let pid = intern_param(&self.conn, &resource_type, &entry.param, kind)?;
                 self.params[kind_slot(kind)].insert(key, pid);
             }
             let system = match &entry.value {
@@ -1047,10 +1106,11 @@ impl Writer {
         let version = to_i64(write.version_id)?;
         let deleted = i64::from(write.body.is_none());
         let last_updated = write.last_updated.micros();
-        let existing: Option<(i64, i64)> = conn
-            .prepare_cached("SELECT rid, version FROM resource WHERE type = ?1 AND id = ?2")
+        let marker = sql::containing_marker(write.body.is_some() && !write.contained.is_empty());
+        let existing: Option<(i64, i64, Option<i64>)> = conn
+            .prepare_cached("SELECT rid, version, container FROM resource WHERE type = ?1 AND id = ?2")
             .and_then(|mut s| {
-                s.query_row(params![write.resource_type, write.id], |r| Ok((r.get(0)?, r.get(1)?))).optional()
+                s.query_row(params![write.resource_type, write.id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).optional()
             })
             .map_err(db_error)?;
         let rid = match existing {
@@ -1062,26 +1122,32 @@ impl Writer {
                     )));
                 }
                 conn.prepare_cached(
-                    "INSERT INTO resource (type, id, version, last_updated, deleted) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    "INSERT INTO resource (type, id, version, last_updated, deleted, container) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 )
-                .and_then(|mut s| s.execute(params![write.resource_type, write.id, version, last_updated, deleted]))
+                .and_then(|mut s| s.execute(params![write.resource_type, write.id, version, last_updated, deleted, marker]))
                 .map_err(db_error)?;
                 conn.last_insert_rowid()
             }
-            Some((rid, current)) => {
+            Some((rid, current, _)) => {
                 if version != current + 1 {
                     return Err(StoreError::Conflict(format!(
                         "{} is at version {current}; version {version} is not the next",
                         write.resource_type
                     )));
                 }
-                conn.prepare_cached("UPDATE resource SET version = ?1, last_updated = ?2, deleted = ?3 WHERE rid = ?4")
-                    .and_then(|mut s| s.execute(params![version, last_updated, deleted, rid]))
-                    .map_err(db_error)?;
+                conn.prepare_cached(
+                    "UPDATE resource SET version = ?1, last_updated = ?2, deleted = ?3, container = ?5 WHERE rid = ?4",
+                )
+                .and_then(|mut s| s.execute(params![version, last_updated, deleted, rid, marker]))
+                .map_err(db_error)?;
                 delete_index(conn, rid)?;
                 rid
             }
         };
+        if existing.is_some_and(|(_, _, container)| sql::is_containing(container)) {
+            self.delete_contained(rid)?;
+        }
+        let conn = &self.conn;
         conn.prepare_cached(
             "INSERT INTO resource_version (rid, type, version, last_updated, method, body) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -1099,19 +1165,26 @@ impl Writer {
         .map_err(db_error)?;
         // A delete has no search values (Write::index is documented empty).
         if write.body.is_some() {
-            self.insert_index(rid, &write.resource_type, &write.index)?;
+            let owner = sql::Owner { resource_type: &write.resource_type, id: &write.id, contained: &write.contained };
+            self.insert_index(rid, &write.resource_type, &write.index, Some(owner))?;
         }
         if crate::fulltext::sqlite_replace(conn, rid, existing.is_some(), write.body.as_ref().map(|_| &write.text))
             .map_err(db_error)?
         {
             self.text_pending += 1;
         }
+        if write.body.is_some() && !write.contained.is_empty() {
+            let container = Container { rid, resource_type: &write.resource_type, id: &write.id, version, last_updated };
+            self.insert_contained(&container, &write.contained)?;
+        }
         Ok(())
     }
 
     /// Inserts a version's index rows, several rows per statement: a
     /// statement execution costs about as much as the B-tree insert itself.
-    fn insert_index(&self, rid: i64, resource_type: &str, entries: &[IndexEntry]) -> Result<(), StoreError> {
+    /// `owner`: the resource itself, when it has rows in `idx_patient_token`
+    /// (not a contained resource, which no patient search reads).
+    fn insert_index(&self, rid: i64, resource_type: &str, entries: &[IndexEntry], owner: Option<sql::Owner<'_>>) -> Result<(), StoreError> {
         let mut by_kind: [Vec<(i64, &IndexEntry)>; 8] = Default::default();
         for (n, entry) in entries.iter().enumerate() {
             by_kind[kind_slot(Kind::of(&entry.value))].push((n as i64, entry));
@@ -1131,7 +1204,8 @@ impl Writer {
                 rest = tail;
             }
         }
-        for row in sql::patient_tokens(entries) {
+        let Some(owner) = owner else { return Ok(()) };
+        for row in sql::patient_tokens(entries, &owner) {
             let pid = self.pid(resource_type, row.param, Kind::Token)?;
             let sid = match row.system {
                 Some(system) => self.systems.get(system).copied().ok_or_else(|| StoreError::Internal("system was not interned".into()))?,
@@ -1142,7 +1216,7 @@ impl Writer {
                     "INSERT INTO idx_patient_token (rid, pid, patient, sid, code, via, date_low, date_high, id, last_updated) \
                      SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, id, last_updated FROM resource WHERE rid = ?1",
                 )
-                .and_then(|mut s| s.execute(params![rid, pid, row.patient, sid, row.code, row.via, row.date_low, row.date_high]))
+                .and_then(|mut s| s.execute(params![rid, pid, row.patient.as_ref(), sid, row.code, row.via, row.date_low, row.date_high]))
                 .map_err(db_error)?;
         }
         Ok(())
@@ -1207,6 +1281,15 @@ impl Writer {
         }
         Ok(())
     }
+}
+
+/// The resource row a version's contained resources belong to.
+struct Container<'a> {
+    rid: i64,
+    resource_type: &'a str,
+    id: &'a str,
+    version: i64,
+    last_updated: i64,
 }
 
 /// Rows per multi-row INSERT; a version's rows of one table are split into

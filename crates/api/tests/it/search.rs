@@ -12,6 +12,7 @@ per_backend!(
     system_search_spans_types,
     handling_strict_and_lenient,
     summary_and_elements_on_search,
+    contained_searches_over_http,
 );
 
 async fn three_patients(s: &Server) -> Vec<String> {
@@ -152,4 +153,62 @@ async fn summary_and_elements_on_search(s: Server) {
         assert!(e["resource"].get("name").is_none());
     }
     expect_outcome(s.get("Patient?_summary=sometimes").await, 400).await;
+}
+
+/// `_contained` and `_containedType` (search.html#contained): a contained
+/// match is the contained resource at its container's URL + `#id`, a
+/// container is itself; both are `search.mode = match`; updates and deletes
+/// of the container carry its contained resources along.
+async fn contained_searches_over_http(s: Server) {
+    let request = |code: &str| {
+        json!({"resourceType": "MedicationRequest", "status": "active", "intent": "order",
+               "subject": {"reference": "Patient/p1"},
+               "contained": [{"resourceType": "Medication", "id": "med",
+                              "code": {"coding": [{"system": "http://example.org/med", "code": code}]}}],
+               "medicationReference": {"reference": "#med"}})
+    };
+    let mr = s.create(request("A")).await;
+    let contained = fhir_body(s.get("Medication?code=A&_contained=true&_containedType=contained").await).await;
+    let entries = contained["entry"].as_array().expect("entries");
+    assert_eq!(entries.len(), 1);
+    assert_eq!(entries[0]["fullUrl"], format!("{}/MedicationRequest/{mr}#med", s.base));
+    assert_eq!(entries[0]["search"]["mode"], "match");
+    assert_eq!(entries[0]["resource"], json!({"resourceType": "Medication", "id": "med",
+        "code": {"coding": [{"system": "http://example.org/med", "code": "A"}]}}));
+    // `_summary` and `_elements` apply to the contained resource's type.
+    let subset = fhir_body(s.get("Medication?code=A&_contained=true&_containedType=contained&_elements=code").await).await;
+    assert_eq!(subset["entry"][0]["resource"]["code"]["coding"][0]["code"], "A");
+    assert_eq!(subset["entry"][0]["resource"]["resourceType"], "Medication");
+
+    let container = fhir_body(s.get("Medication?code=A&_contained=both&_total=accurate").await).await;
+    assert_eq!(container["total"], 1);
+    assert_eq!(container["entry"][0]["fullUrl"], format!("{}/MedicationRequest/{mr}", s.base));
+    assert_eq!(container["entry"][0]["resource"]["resourceType"], "MedicationRequest");
+    assert_eq!(container["entry"][0]["search"]["mode"], "match");
+    let self_link = link(&container, "self").expect("self link");
+    assert!(self_link.contains("_contained=both"), "{self_link}");
+
+    // Not searched by default, nor counted.
+    let plain = fhir_body(s.get("Medication?code=A&_summary=count").await).await;
+    assert_eq!(plain["total"], 0);
+
+    // An update replaces the contained resources; a delete removes them.
+    let mut changed = request("B");
+    changed["id"] = json!(mr);
+    let response = s.send_json(Method::PUT, &format!("MedicationRequest/{mr}"), &changed).send().await.unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    let old = fhir_body(s.get("Medication?code=A&_contained=true").await).await;
+    assert!(old["entry"].as_array().is_none_or(|e| e.is_empty()), "{old}");
+    let new = fhir_body(s.get("Medication?code=B&_contained=true").await).await;
+    assert_eq!(new["entry"][0]["resource"]["meta"]["versionId"], "2");
+    let response = s.request(Method::DELETE, &format!("MedicationRequest/{mr}")).send().await.unwrap();
+    assert!(response.status().is_success());
+    let gone = fhir_body(s.get("Medication?code=B&_contained=both").await).await;
+    assert!(gone["entry"].as_array().is_none_or(|e| e.is_empty()), "{gone}");
+
+    // Bad values are refused with an OperationOutcome.
+    let outcome = expect_outcome(s.get("Medication?_contained=sometimes").await, 400).await;
+    assert_eq!(outcome["issue"][0]["expression"][0], "_contained");
+    let outcome = expect_outcome(s.get("Medication?_contained=true&_sort=code").await, 400).await;
+    assert_eq!(outcome["issue"][0]["code"], "not-supported");
 }

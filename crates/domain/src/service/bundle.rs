@@ -227,7 +227,11 @@ async fn run_single(service: &Service, access: &Access, entry: &Entry, base: &st
                 .iter()
                 .filter_map(|r| {
                     let text = r.body.as_deref()?;
-                    let resource: Value = serde_json::from_str(text).ok()?;
+                    // A contained match is the contained resource (search.html#contained).
+                    let resource: Value = match crate::store::split_contained_match_id(&r.id) {
+                        Some((_, local)) => serde_json::from_str(&super::prepare::contained_resource(text, local)?.1).ok()?,
+                        None => serde_json::from_str(text).ok()?,
+                    };
                     Some(json!({"fullUrl": format!("{base}/{}/{}", r.resource_type, r.id), "resource": resource, "search": {"mode": "match"}}))
                 })
                 .collect();

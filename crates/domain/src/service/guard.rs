@@ -698,11 +698,15 @@ impl Service {
     async fn filter_matches(&self, resource: &StoredResource, body: &Value, filter: &[(String, String)], stored: bool) -> Result<bool, Error> {
         let registry = self.registry();
         let mut params = filter.to_vec();
-        params.push(("_id".into(), resource.id.clone()));
+        // A contained match is judged by its container (it is part of it).
+        let id = crate::store::split_contained_match_id(&resource.id).map_or(resource.id.as_str(), |(container, _)| container);
+        params.push(("_id".into(), id.to_string()));
         let parsed = fhir::search::query::parse(&registry, Some(&resource.resource_type), &params, false)
             .map_err(|issues| Error::with_issues(ErrorKind::Internal, issues))?;
         let mut query = parsed.query;
         query.count = 1;
+        // A scope's filter is about the resource itself, never its contained ones.
+        query.contained = fhir::search::query::ContainedMode::No;
         if stored {
             return Ok(!self.store.search(&query).await?.items.is_empty());
         }
@@ -976,7 +980,9 @@ fn patients_of_write(write: &Write) -> Vec<String> {
 /// the stored JSON, cheap enough for every read).
 pub(crate) fn patients_of_stored(resource: &StoredResource) -> Vec<String> {
     if resource.resource_type == "Patient" {
-        return vec![resource.id.clone()];
+        // A contained match (`p1#c1`) is read from its container, Patient p1.
+        let id = crate::store::split_contained_match_id(&resource.id).map_or(resource.id.as_str(), |(container, _)| container);
+        return vec![id.to_string()];
     }
     let Some(text) = resource.body.as_deref() else { return Vec::new() };
     let mut out: Vec<String> = Vec::new();

@@ -11,7 +11,8 @@
 //! - `:iterate` applies a directive to the resources included so far too,
 //!   round after round, until nothing new is found.
 //!
-//! Included resources are not counted in the total and not paged; at most
+//! The matches that are contained resources (`_containedType=contained`)
+//! are not followed. Included resources are not counted in the total and not paged; at most
 //! [`MAX_INCLUDED`] are returned, and the result says when some were left out.
 
 use super::Service;
@@ -59,7 +60,10 @@ impl Service {
         }
         let registry = self.registry();
         let mut seen: HashSet<Key> = matches.iter().map(key_of).collect();
-        let mut frontier: Vec<StoredResource> = matches.to_vec();
+        // A contained resource answered as a match (`_containedType=contained`)
+        // is part of its container: the directives follow resources of their own.
+        let mut frontier: Vec<StoredResource> =
+            matches.iter().filter(|r| crate::store::split_contained_match_id(&r.id).is_none()).cloned().collect();
         for round in 0..=MAX_ROUNDS {
             let active: Vec<&Include> = includes.iter().filter(|i| round == 0 || i.iterate).collect();
             if frontier.is_empty() || active.is_empty() {

@@ -539,10 +539,29 @@ impl Service {
     /// The current versions of `keys`, in their order, leaving out those
     /// deleted since: one [`Store::read_many`] (the SQLite store answers from
     /// its cache of current versions, else in one reader call).
+    ///
+    /// A key of a contained match (`_containedType=contained`, whose id is a
+    /// [`crate::store::contained_match_id`]) is its container read at its
+    /// current version under that id.
     async fn read_keys<'k>(&self, keys: impl Iterator<Item = &'k ResourceKey>) -> Result<Vec<StoredResource>, Error> {
         let keys: Vec<ResourceKey> = keys.cloned().collect();
-        let found = self.store.read_many(&keys).await?;
-        Ok(found.into_iter().filter(|r| !r.is_deleted()).collect())
+        if !keys.iter().any(|(_, id)| crate::store::split_contained_match_id(id).is_some()) {
+            let found = self.store.read_many(&keys).await?;
+            return Ok(found.into_iter().filter(|r| !r.is_deleted()).collect());
+        }
+        let containers: Vec<ResourceKey> = keys
+            .iter()
+            .map(|(t, id)| (t.clone(), crate::store::split_contained_match_id(id).map_or(id.as_str(), |(c, _)| c).to_string()))
+            .collect();
+        let found = self.store.read_many(&containers).await?;
+        Ok(keys
+            .iter()
+            .zip(&containers)
+            .filter_map(|((_, id), (t, container))| {
+                let stored = found.iter().find(|r| &r.resource_type == t && &r.id == container && !r.is_deleted())?;
+                Some(StoredResource { id: id.clone(), ..stored.clone() })
+            })
+            .collect())
     }
 
     fn page_size(&self, asked: Option<usize>) -> usize {
@@ -563,6 +582,14 @@ impl Service {
         let parsed = fhir::search::query::parse(&self.registry(), Some(resource_type), &params, false)
             .map_err(|issues| Error::with_issues(ErrorKind::BadRequest, issues))?;
         let mut query = parsed.query;
+        if query.contained != fhir::search::query::ContainedMode::No {
+            let mut e = Error::new(ErrorKind::BadRequest, "conditional operations cannot search contained resources (_contained)")
+                .at("_contained");
+            if let Some(issue) = e.issues.first_mut() {
+                issue.code = fhir::IssueType::NotSupported;
+            }
+            return Err(e);
+        }
         if terminology::needs_terminology(&query) {
             let mut e = Error::new(
                 ErrorKind::BadRequest,

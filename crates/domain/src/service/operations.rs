@@ -205,6 +205,14 @@ impl Service {
             return Err(Error::new(ErrorKind::BadRequest, "$lastn needs a patient or subject parameter"));
         }
         let mut search = self.parse_search("Observation", &rest, handling, self.config.max_page_size)?;
+        if search.query.contained != fhir::search::query::ContainedMode::No {
+            let mut e = Error::new(ErrorKind::BadRequest, "$lastn groups Observations of their own; _contained is not supported")
+                .at("_contained");
+            if let Some(issue) = e.issues.first_mut() {
+                issue.code = fhir::IssueType::NotSupported;
+            }
+            return Err(e);
+        }
         self.resolve_terminology(&mut search.query).await?;
         if let Some(max) = max_given {
             search.applied.insert(0, ("max".to_string(), max));
@@ -369,6 +377,7 @@ fn everything_query(id: &str, resource_type: &str, args: &EverythingArgs) -> Opt
         count: 0,
         offset: 0,
         total: TotalMode::Accurate,
+        ..SearchQuery::default()
     })
 }
 

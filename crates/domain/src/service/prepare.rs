@@ -2,7 +2,7 @@
 //! `id` and `meta` stamping, and search-index extraction.
 
 use crate::error::{Error, ErrorKind};
-use crate::store::{Method, Write};
+use crate::store::{ContainedIndex, Method, Write};
 use fhir::instant::Instant;
 use fhir::search::Registry;
 use fhir::search::text::TextIndex;
@@ -95,6 +95,7 @@ pub fn stamp(
     }
     let index = registry.extract(&body);
     let words = TextIndex::of(&body);
+    let contained = contained_index(registry, &body);
     let text = body.to_string();
     Write {
         resource_type: resource_type.to_string(),
@@ -105,7 +106,45 @@ pub fn stamp(
         body: Some(Arc::from(text)),
         index,
         text: words,
+        contained,
     }
+}
+
+/// The search values and words of each resource `body` contains
+/// (search.html#contained), extracted as for a resource of its own type.
+/// A contained resource without a valid id, or whose id an earlier one
+/// already has, cannot be told apart (`#id`) and is not indexed.
+pub fn contained_index(registry: &Registry, body: &Value) -> Vec<ContainedIndex> {
+    let Some(list) = body.get("contained").and_then(Value::as_array) else { return Vec::new() };
+    let mut out: Vec<ContainedIndex> = Vec::with_capacity(list.len());
+    for resource in list {
+        let (Some(resource_type), Some(id)) =
+            (resource.get("resourceType").and_then(Value::as_str), resource.get("id").and_then(Value::as_str))
+        else {
+            continue;
+        };
+        if !is_valid_id(id) || !fhir::definitions::is_resource_type(resource_type) || out.iter().any(|c| c.id == id) {
+            continue;
+        }
+        out.push(ContainedIndex {
+            resource_type: resource_type.to_string(),
+            id: id.to_string(),
+            index: registry.extract(resource),
+            text: TextIndex::of(resource),
+        });
+    }
+    out
+}
+
+/// The JSON of the resource with id `contained_id` that `body` (a stored
+/// container's JSON text) contains, and its type: what a search with
+/// `_containedType=contained` answers for a match
+/// ([`crate::store::contained_match_id`]). `None` when there is none.
+pub fn contained_resource(body: &str, contained_id: &str) -> Option<(String, String)> {
+    let value: Value = serde_json::from_str(body).ok()?;
+    let found = value.get("contained")?.as_array()?.iter().find(|c| c.get("id").and_then(Value::as_str) == Some(contained_id))?;
+    let resource_type = found.get("resourceType")?.as_str()?.to_string();
+    Some((resource_type, found.to_string()))
 }
 
 /// A tombstone version.
@@ -119,6 +158,7 @@ pub fn tombstone(resource_type: &str, id: &str, version_id: u64, last_updated: I
         body: None,
         index: Vec::new(),
         text: TextIndex::default(),
+        contained: Vec::new(),
     }
 }
 
@@ -174,5 +214,30 @@ mod tests {
         assert!(text.starts_with(r#"{"resourceType":"Observation","id":"o1","meta":{"tag""#), "{text}");
         assert!(text.contains(r#""versionId":"3""#));
         assert!(text.contains(r#""value":1.50"#));
+        assert!(write.contained.is_empty());
+    }
+
+    #[test]
+    fn contained_resources_are_indexed_under_their_own_type() {
+        let body = serde_json::json!({
+            "resourceType": "MedicationRequest",
+            "contained": [
+                {"resourceType": "Medication", "id": "m1", "code": {"coding": [{"system": "http://x", "code": "A"}]}},
+                {"resourceType": "Medication", "id": "m1", "code": {"text": "same id again"}},
+                {"resourceType": "Medication", "code": {"text": "no id"}},
+                {"resourceType": "Organization", "id": "o1", "name": "Acme Pharma"}
+            ],
+            "medicationReference": {"reference": "#m1"}
+        });
+        let write = stamp(&Registry::core(), "MedicationRequest", "r1", 1, Instant(0), Method::Post, body);
+        let kinds: Vec<(&str, &str)> = write.contained.iter().map(|c| (c.resource_type.as_str(), c.id.as_str())).collect();
+        assert_eq!(kinds, vec![("Medication", "m1"), ("Organization", "o1")]);
+        assert!(write.contained[0].index.iter().any(|e| e.param == "code"));
+        assert!(write.contained[1].text.content.contains("acme"));
+        let text = write.body.as_deref().unwrap_or("");
+        let (resource_type, json) = contained_resource(text, "o1").unwrap_or_default();
+        assert_eq!(resource_type, "Organization");
+        assert!(json.contains("Acme Pharma"));
+        assert!(contained_resource(text, "nope").is_none());
     }
 }

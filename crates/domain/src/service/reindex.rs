@@ -110,6 +110,7 @@ impl Service {
                     version_id: stored.version_id,
                     index: registry.extract(&value),
                     text: TextIndex::of(&value),
+                    contained: super::prepare::contained_index(&registry, &value),
                 });
             }
             let n = commit.reindex.len() as u64;

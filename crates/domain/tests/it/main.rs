@@ -2,6 +2,7 @@
 //! versioning, conditional operations, batch and transaction semantics.
 
 mod access;
+mod contained;
 mod includes;
 mod service;
 mod operations;

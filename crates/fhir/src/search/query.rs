@@ -13,6 +13,38 @@ pub struct SearchQuery {
     /// Number of matches to skip (paging).
     pub offset: usize,
     pub total: TotalMode,
+    /// `_contained` (search.html#contained): whether the resources searched
+    /// are those contained in others (`contained` elements), or not.
+    pub contained: ContainedMode,
+    /// `_containedType`: how a matching contained resource is answered.
+    pub contained_type: ContainedType,
+}
+
+/// `_contained` (search.html#contained). A contained resource matches when
+/// every filter holds for it alone (two contained resources of one
+/// container never combine their values).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ContainedMode {
+    /// `false`, the default: only resources that are not contained.
+    #[default]
+    No,
+    /// `true`: only contained resources.
+    Only,
+    /// `both`: resources that are not contained, and contained ones.
+    Both,
+}
+
+/// `_containedType` (search.html#contained): what a search with
+/// [`ContainedMode::Only`] or [`ContainedMode::Both`] answers for a matching
+/// contained resource.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ContainedType {
+    /// `container`, the default: the resource that contains it, once however
+    /// many of its contained resources match.
+    #[default]
+    Container,
+    /// `contained`: the contained resource itself, one match each.
+    Contained,
 }
 
 /// One URL parameter: any of its comma-separated conditions may hold (OR).
@@ -192,7 +224,7 @@ pub struct Parsed {
 /// Repeating a parameter is AND; commas within a value are OR (`\,` is a
 /// literal comma). An unknown parameter or modifier or a malformed value is an
 /// error (`invalid`, or `not-supported` for valid FHIR this server does not
-/// do: `_contained`, `_filter`...), unless
+/// do: `_filter`, `_list`...), unless
 /// `lenient`, in which case the parameter is listed in `ignored` and left out
 /// (`Prefer: handling=lenient`, search.html#errors). `_format` and `_pretty`
 /// are ignored silently. Diagnostics never echo the searched values.
@@ -223,7 +255,37 @@ pub fn parse(
             }
         }
     }
+    if let Err(issue) = check_contained(&parsed.query) {
+        if lenient {
+            parsed.query.contained = ContainedMode::No;
+            parsed.applied.retain(|(name, _)| name != "_contained");
+            parsed.ignored.push("_contained".to_string());
+        } else {
+            issues.push(issue.at("_contained"));
+        }
+    }
     if issues.is_empty() { Ok(parsed) } else { Err(issues) }
+}
+
+/// What a search of contained resources (`_contained=true|both`) cannot do
+/// here: search every type at once (a type, or `_type`, is needed), and sort
+/// containers by a search parameter (with `_containedType=container` the
+/// entries are containers of any type; `_id` and `_lastUpdated` sort them).
+fn check_contained(query: &SearchQuery) -> Result<(), Issue> {
+    if query.contained == ContainedMode::No {
+        return Ok(());
+    }
+    if query.resource_type.is_none() {
+        return Err(unsupported("_contained=true|both needs a resource type (or _type)"));
+    }
+    if query.contained_type == ContainedType::Container
+        && query.sort.iter().any(|k| !matches!(k.param.as_str(), "_id" | "_lastUpdated"))
+    {
+        return Err(unsupported(
+            "with _contained=true|both and _containedType=container, _sort takes only _id and _lastUpdated",
+        ));
+    }
+    Ok(())
 }
 
 enum Applied {
@@ -301,22 +363,24 @@ fn parse_one(
                 _ => return Err(unsupported("_type with more than one resource type is not supported")),
             }
         }
-        // Contained resources are not searched (search.html#contained): the
-        // defaults `_contained=false` and `_containedType=container` are what
-        // every search does; asking for contained resources is not supported.
+        // search.html#contained: which resources are searched, and what a
+        // contained match is answered with (checked with the whole query, below).
         "_contained" => {
-            return match value {
-                "false" => Ok(Applied::Yes),
-                "true" | "both" => Err(unsupported("searching contained resources (_contained=true|both) is not supported")),
-                _ => Err(invalid("_contained must be true, false or both")),
+            query.contained = match value {
+                "false" => ContainedMode::No,
+                "true" => ContainedMode::Only,
+                "both" => ContainedMode::Both,
+                _ => return Err(invalid("_contained must be true, false or both")),
             };
+            return Ok(Applied::Yes);
         }
         "_containedType" => {
-            return match value {
-                "container" => Ok(Applied::Yes),
-                "contained" => Err(unsupported("_containedType=contained is not supported")),
-                _ => Err(invalid("_containedType must be container or contained")),
+            query.contained_type = match value {
+                "container" => ContainedType::Container,
+                "contained" => ContainedType::Contained,
+                _ => return Err(invalid("_containedType must be container or contained")),
             };
+            return Ok(Applied::Yes);
         }
         "_list" | "_query" | "_filter" => {
             return Err(unsupported(format!("{name} is not supported")));

@@ -129,6 +129,7 @@ pub(crate) fn write(resource_type: &str, id: &str, version: u64, when: Instant, 
         body: Some(body(resource_type, id, version)),
         index,
         text: TextIndex::default(),
+        contained: Vec::new(),
     }
 }
 
@@ -142,6 +143,7 @@ pub(crate) fn delete(resource_type: &str, id: &str, version: u64, when: Instant)
         body: None,
         index: Vec::new(),
         text: TextIndex::default(),
+        contained: Vec::new(),
     }
 }
 

@@ -8,6 +8,7 @@ mod audit;
 mod cache;
 mod chains;
 mod commit;
+mod contained;
 mod crud;
 mod durability;
 mod encryption;
@@ -74,6 +75,15 @@ trail_tests! {
 }
 
 conformance! {
+    contained {
+        only_asked_for_contained_resources_are_searched,
+        every_condition_holds_for_one_contained_resource,
+        contained_matches_sort_by_their_own_values,
+        contained_resources_follow_their_container,
+        other_searches_never_see_contained_resources,
+        chains_go_into_contained_resources,
+        a_resource_can_match_itself_and_contain_a_match,
+    }
     patient_tokens {
         a_patients_coded_records_in_date_order,
         chained_patients_with_a_code,

@@ -18,6 +18,7 @@ fn reindex(id: &str, version: u64, name: &str) -> Reindex {
         version_id: version,
         index: vec![string("name", name)],
         text: TextIndex::default(),
+        contained: Vec::new(),
     }
 }
 

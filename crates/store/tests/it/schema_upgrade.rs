@@ -1,7 +1,9 @@
 //! Upgrading a database written before search parameters were interned per
 //! resource type (schema 7) to schema 8: every index row is given its
 //! resource type's parameter id and a patient's coded records are indexed
-//! by patient, so the searches answer as on a new database.
+//! by patient, so the searches answer as on a new database. And one written
+//! before contained resources were indexed (schema 10) to schema 11: its
+//! containers are found by `_contained` once reindexed or written again.
 
 use crate::harness::*;
 use domain::store::Store;
@@ -148,4 +150,108 @@ async fn a_schema_5_postgres_database_is_upgraded_in_place() {
         answers_as_a_new_database(store).await;
     })
     .await;
+}
+
+const SCHEMA_10: &[(i64, &str)] = &[
+    (1, include_str!("../../migrations/sqlite/0001_init.sql")),
+    (3, include_str!("../../migrations/sqlite/0003_composite.sql")),
+    (4, include_str!("../../migrations/sqlite/0004_text.sql")),
+    (5, include_str!("../../migrations/sqlite/0005_audit.sql")),
+    (6, include_str!("../../migrations/sqlite/0006_resource_writer.sql")),
+    (7, include_str!("../../migrations/sqlite/0007_audit_patient_index.sql")),
+    (8, include_str!("../../migrations/sqlite/0008_typed_params.sql")),
+    (9, include_str!("../../migrations/sqlite/0009_patient_token_keys.sql")),
+    (10, include_str!("../../migrations/sqlite/0010_search_param_code.sql")),
+];
+
+const POSTGRES_SCHEMA_10: &[(i64, &str)] = &[
+    (1, include_str!("../../migrations/postgres/0001_init.sql")),
+    (3, include_str!("../../migrations/postgres/0003_composite.sql")),
+    (4, include_str!("../../migrations/postgres/0004_text.sql")),
+    (5, include_str!("../../migrations/postgres/0005_audit.sql")),
+    (8, include_str!("../../migrations/postgres/0008_typed_params.sql")),
+    (9, include_str!("../../migrations/postgres/0009_patient_token_keys.sql")),
+    (10, include_str!("../../migrations/postgres/0010_search_param_code.sql")),
+];
+
+/// A MedicationRequest containing Medication #m1 as a schema-10 writer left
+/// it: its version, and no row for what it contains (index rows are not
+/// needed here).
+const CONTAINER_BODY: &str = r##"{"resourceType":"MedicationRequest","id":"mr1","meta":{"versionId":"1"},"status":"active","intent":"order","subject":{"reference":"Patient/p1"},"contained":[{"resourceType":"Medication","id":"m1","code":{"coding":[{"system":"http://example.org/med","code":"A"}]}}],"medicationReference":{"reference":"#m1"}}"##;
+
+fn old_container_rows() -> String {
+    format!(
+        "INSERT INTO resource (rid, type, id, version, last_updated, deleted) VALUES (1, 'MedicationRequest', 'mr1', 1, 1000, 0); \
+         INSERT INTO resource_version (rid, type, version, last_updated, method, body) VALUES (1, 'MedicationRequest', 1, 1000, 1, '{CONTAINER_BODY}');"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schema_10_database_indexes_contained_resources_once_reindexed() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let path = dir.path().join("hearth.db");
+    {
+        let conn = rusqlite::Connection::open(&path).expect("create schema-10 database");
+        conn.execute_batch("CREATE TABLE schema_version (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)")
+            .expect("schema_version");
+        for (version, script) in SCHEMA_10 {
+            conn.execute_batch(script).expect("old migration");
+            conn.execute("INSERT INTO schema_version (version, applied_at) VALUES (?1, 0)", [version]).expect("record");
+        }
+        conn.execute_batch(&old_container_rows()).expect("old rows");
+    }
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&path, SqliteOptions::default()).expect("open and upgrade"));
+    contained_after_upgrade(store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schema_10_postgres_database_indexes_contained_resources_once_reindexed() {
+    in_postgres_schema(|store_url| async move {
+        let (client, connection) = tokio_postgres::connect(&store_url, tokio_postgres::NoTls).await.expect("connect");
+        tokio::spawn(connection);
+        client
+            .batch_execute("CREATE TABLE schema_version (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)")
+            .await
+            .expect("schema_version");
+        for (version, script) in POSTGRES_SCHEMA_10 {
+            client.batch_execute(script).await.expect("old migration");
+            client.execute("INSERT INTO schema_version (version, applied_at) VALUES ($1, 0)", &[version]).await.expect("record");
+        }
+        client.batch_execute(&old_container_rows()).await.expect("old rows");
+        client.batch_execute("SELECT setval(pg_get_serial_sequence('resource', 'rid'), 1)").await.expect("sequence");
+        drop(client);
+        let store: Arc<dyn Store> = Arc::new(PostgresStore::connect(&store_url).await.expect("connect and upgrade"));
+        contained_after_upgrade(store).await;
+    })
+    .await;
+}
+
+/// What `$reindex` does for the old container, then a new version of it.
+async fn contained_after_upgrade(store: Arc<dyn Store>) {
+    let registry = fhir::search::Registry::core();
+    let contained = |code: &str| {
+        let params = [("code", code), ("_contained", "true"), ("_containedType", "contained")];
+        let params: Vec<(String, String)> = params.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let mut q = fhir::search::query::parse(&registry, Some("Medication"), &params, false).expect("parse").query;
+        q.count = 10;
+        q
+    };
+    assert!(ids(&store, &contained("A")).await.is_empty(), "not indexed before a reindex");
+    let body: serde_json::Value = serde_json::from_str(CONTAINER_BODY).expect("json");
+    let reindex = domain::store::Reindex {
+        resource_type: "MedicationRequest".into(),
+        id: "mr1".into(),
+        version_id: 1,
+        index: registry.extract(&body),
+        text: fhir::search::text::TextIndex::of(&body),
+        contained: domain::service::prepare::contained_index(&registry, &body),
+    };
+    store.commit(domain::store::Commit { reindex: vec![reindex], ..Default::default() }).await.expect("reindex");
+    assert_eq!(ids(&store, &contained("A")).await, ["mr1#m1"]);
+    let mut next = body.clone();
+    next["contained"][0]["code"]["coding"][0]["code"] = serde_json::json!("B");
+    let write = domain::service::prepare::stamp(&registry, "MedicationRequest", "mr1", 2, at(5), domain::store::Method::Put, next);
+    store.commit(commit(vec![write])).await.expect("update");
+    assert!(ids(&store, &contained("A")).await.is_empty());
+    assert_eq!(ids(&store, &contained("B")).await, ["mr1#m1"]);
 }

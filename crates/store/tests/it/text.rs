@@ -196,6 +196,7 @@ pub(crate) async fn updates_deletes_and_reindex_replace_words(store: Arc<dyn Sto
         version_id: version,
         index: vec![],
         text,
+        contained: Vec::new(),
     };
     let rows = vec![reindex("c1", 6, words("reindexed", "reindexed")), reindex("c2", 2, words("stale", "stale"))];
     store.commit(Commit { reindex: rows, ..Commit::default() }).await.expect("reindex");

@@ -249,11 +249,41 @@ fn result_parameters() {
 }
 
 #[test]
+fn contained_and_contained_type() {
+    let plain = ok("Patient", &[("_contained", "false"), ("_containedType", "container")]);
+    assert_eq!(plain.applied.len(), 2);
+    assert_eq!((plain.query.contained, plain.query.contained_type), (ContainedMode::No, ContainedType::Container));
+    assert_eq!(ok("Patient", &[]).query.contained, ContainedMode::No);
+    let only = ok("Medication", &[("_contained", "true"), ("code", "x"), ("_containedType", "contained")]);
+    assert_eq!((only.query.contained, only.query.contained_type), (ContainedMode::Only, ContainedType::Contained));
+    assert_eq!(only.applied.len(), 3);
+    let both = ok("Medication", &[("_contained", "both")]);
+    assert_eq!((both.query.contained, both.query.contained_type), (ContainedMode::Both, ContainedType::Container));
+    // `_containedType` alone changes nothing that is searched.
+    assert_eq!(ok("Medication", &[("_containedType", "contained")]).query.contained, ContainedMode::No);
+    for bad in [("_contained", "maybe"), ("_contained", "TRUE"), ("_containedType", "both"), ("_containedType", "")] {
+        assert_eq!(err("Patient", &[bad])[0].code, IssueType::Invalid, "{bad:?}");
+    }
+    // Sorting containers of any type by a parameter, or every type at once.
+    let issues = err("Medication", &[("_contained", "true"), ("_sort", "code")]);
+    assert_eq!((issues[0].code, issues[0].expression.as_deref()), (IssueType::NotSupported, Some("_contained")));
+    assert!(ok("Medication", &[("_contained", "both"), ("_sort", "-_lastUpdated,_id")]).query.contained == ContainedMode::Both);
+    let sorted = ok("Medication", &[("_contained", "true"), ("_containedType", "contained"), ("_sort", "code")]);
+    assert_eq!(sorted.query.sort.len(), 1);
+    let issues = parse(&Registry::core(), None, &pairs(&[("_contained", "true")]), false).unwrap_err();
+    assert_eq!(issues[0].code, IssueType::NotSupported);
+    let typed = parse(&Registry::core(), None, &pairs(&[("_contained", "true"), ("_type", "Medication")]), false).unwrap();
+    assert_eq!(typed.query.contained, ContainedMode::Only);
+    // Lenient: the search goes on without `_contained`.
+    let lenient = parse(&Registry::core(), Some("Medication"), &pairs(&[("_contained", "true"), ("_sort", "code")]), true).unwrap();
+    assert_eq!(lenient.query.contained, ContainedMode::No);
+    assert_eq!(lenient.ignored, vec!["_contained"]);
+    assert_eq!(lenient.applied, pairs(&[("_sort", "code")]));
+}
+
+#[test]
 fn unknown_and_unsupported_parameters_strict_and_lenient() {
-    let issues = err("Patient", &[("nonsense", "1"), ("family", "ok"), ("_contained", "true"), ("_has:Observation:nonsense:code", "x")]);
-    assert_eq!(ok("Patient", &[("_contained", "false"), ("_containedType", "container")]).applied.len(), 2);
-    assert_eq!(err("Patient", &[("_containedType", "contained")])[0].code, IssueType::NotSupported);
-    assert_eq!(err("Patient", &[("_contained", "maybe")])[0].code, IssueType::Invalid);
+    let issues = err("Patient", &[("nonsense", "1"), ("family", "ok"), ("_list", "x"), ("_has:Observation:nonsense:code", "x")]);
     assert_eq!(issues.len(), 3, "every problem is reported: {issues:?}");
     assert_eq!(issues[0].code, IssueType::Invalid);
     assert_eq!(issues[0].expression.as_deref(), Some("nonsense"));
