@@ -287,7 +287,9 @@ pub trait Store: Send + Sync + 'static {
     /// first `read` of those keys (as [`Store::read_many`] answers them):
     /// the first page of a search. Backends answer from one snapshot and in
     /// one round trip where they can (the SQLite store reads the bodies by
-    /// row id in the read transaction that listed the keys).
+    /// row id in the read transaction that listed the keys). Not for
+    /// contained matches (`_containedType=contained`): their keys name no
+    /// stored resource (the Service reads their containers).
     async fn search_keys_reading(
         &self,
         query: &SearchQuery,

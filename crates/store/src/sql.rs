@@ -374,7 +374,7 @@ fn contained_search(
             b.push("SELECT k.type, k.id, v.version, v.last_updated, v.method, v.body FROM resource k \
                     JOIN resource_version v ON v.rid = k.rid AND v.version = k.version");
         }
-        (true, Selected::Keys) => b.push("SELECT k.type, k.id FROM resource k"),
+        (true, Selected::Keys) => b.push("SELECT k.type, k.id, k.rid FROM resource k"),
         (false, Selected::Page) => {
             let _ = write!(
                 b.text,
@@ -383,7 +383,9 @@ fn contained_search(
             );
         }
         (false, Selected::Keys) => {
-            let _ = write!(b.text, "SELECT k.type, {match_id} FROM resource r JOIN resource k ON k.rid = {owner}");
+            // The rid is the container's (`search_keys_reading` is not used
+            // for contained matches: their keys name no stored resource).
+            let _ = write!(b.text, "SELECT k.type, {match_id}, k.rid FROM resource r JOIN resource k ON k.rid = {owner}");
         }
     }
     let mut keys: Vec<String> = Vec::new();

@@ -26,7 +26,7 @@ use crate::store::{
 };
 use fhir::instant::Instant;
 use fhir::search::Registry;
-use fhir::search::query::SearchQuery;
+use fhir::search::query::{ContainedMode, ContainedType, SearchQuery};
 use serde_json::Value;
 use std::sync::Arc;
 
@@ -499,8 +499,14 @@ impl Service {
             total: fhir::search::query::TotalMode::None,
             ..query.clone()
         };
-        let (keys, found) = self.store.search_keys_reading(&all, query.count).await?;
-        let items: Vec<StoredResource> = found.into_iter().filter(|r| !r.is_deleted()).collect();
+        let (keys, items) = if query.contained != ContainedMode::No && query.contained_type == ContainedType::Contained {
+            let keys = self.store.search_keys(&all).await?;
+            let items = self.read_keys(keys.iter().take(query.count)).await?;
+            (keys, items)
+        } else {
+            let (keys, found) = self.store.search_keys_reading(&all, query.count).await?;
+            (keys, found.into_iter().filter(|r| !r.is_deleted()).collect())
+        };
         if keys.len() > STABLE_PAGING_LIMIT {
             // Too many to keep: later pages go by offset.
             let total = match query.total {
@@ -582,7 +588,7 @@ impl Service {
         let parsed = fhir::search::query::parse(&self.registry(), Some(resource_type), &params, false)
             .map_err(|issues| Error::with_issues(ErrorKind::BadRequest, issues))?;
         let mut query = parsed.query;
-        if query.contained != fhir::search::query::ContainedMode::No {
+        if query.contained != ContainedMode::No {
             let mut e = Error::new(ErrorKind::BadRequest, "conditional operations cannot search contained resources (_contained)")
                 .at("_contained");
             if let Some(issue) = e.issues.first_mut() {

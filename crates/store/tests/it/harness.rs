@@ -236,10 +236,15 @@ pub(crate) async fn ids(store: &Arc<dyn Store>, query: &SearchQuery) -> Vec<Stri
     let page = store.search(query).await.expect("search").items;
     // A first page as the Service reads it (keys listed, the first bodies
     // read with them) must be the same answer.
+    // (Not for contained matches, whose keys name no stored resource.)
+    let contained_matches = query.contained != fhir::search::query::ContainedMode::No
+        && query.contained_type == fhir::search::query::ContainedType::Contained;
     let (keys, read) = store.search_keys_reading(query, 3).await.expect("search_keys_reading");
     let expected: Vec<(String, String)> = page.iter().map(|r| (r.resource_type.clone(), r.id.clone())).collect();
     assert_eq!(keys, expected, "search_keys_reading lists other keys than search");
-    assert_eq!(read, page.iter().take(3).cloned().collect::<Vec<_>>(), "search_keys_reading read other versions");
+    if !contained_matches {
+        assert_eq!(read, page.iter().take(3).cloned().collect::<Vec<_>>(), "search_keys_reading read other versions");
+    }
     page.into_iter().map(|r| r.id).collect()
 }
 
