@@ -29,7 +29,8 @@ pub async fn store_with(config: &Config, keys: &Keys) -> anyhow::Result<Arc<dyn 
 /// What a store is opened for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Workload {
-    /// A server or an administrative command: the default caches.
+    /// A server or an administrative command: the default page caches, a
+    /// cache of current versions sized to the machine.
     Interactive,
     /// `hearth migrate`: millions of writes and reads by id in one
     /// process. The embedded store gets large page caches
@@ -47,6 +48,9 @@ const BULK_READER_CACHE_KIB: u32 = 256 * 1024;
 /// at most: what the load's read-back reads, the reconciliation reads again
 /// right after (from memory, not decrypted from the file a second time).
 const BULK_RESOURCE_CACHE_BYTES: usize = 4 << 30;
+/// Current resource versions a server's store keeps in memory, in bytes, at
+/// most (a twelfth of the machine's memory below 24 GiB).
+const SERVE_RESOURCE_CACHE_BYTES: usize = 2 << 30;
 /// Memory assumed when the machine's cannot be read (not Linux).
 const ASSUMED_MEMORY_BYTES: u64 = 8 << 30;
 
@@ -60,6 +64,15 @@ fn bulk_caches(memory: u64) -> (u32, u32, usize) {
     let reader = u32::try_from(kib / 96).unwrap_or(u32::MAX).min(BULK_READER_CACHE_KIB);
     let resources = usize::try_from(memory / 6).unwrap_or(usize::MAX).min(BULK_RESOURCE_CACHE_BYTES);
     (writer, reader, resources)
+}
+
+/// The cache of current versions of a server's store on a machine of
+/// `memory` bytes: a twelfth of it, at most [`SERVE_RESOURCE_CACHE_BYTES`].
+/// It answers reads by id and the pages of searches without decrypting
+/// pages (SQLite empties its readers' page caches at every commit), and
+/// fills only with what is read.
+fn serve_resource_cache(memory: u64) -> usize {
+    usize::try_from(memory / 12).unwrap_or(usize::MAX).min(SERVE_RESOURCE_CACHE_BYTES)
 }
 
 /// The machine's memory in bytes (`MemTotal` of /proc/meminfo), if known.
@@ -81,11 +94,17 @@ pub async fn store_for(config: &Config, keys: &Keys, workload: Workload) -> anyh
             audit_chain: keys.audit.clone(),
             ..store::sqlite::SqliteOptions::default()
         };
-        if workload == Workload::BulkLoad {
-            let (writer, reader, resources) = bulk_caches(machine_memory().unwrap_or(ASSUMED_MEMORY_BYTES));
-            options.writer_cache_kib = writer.max(options.cache_kib);
-            options.cache_kib = reader.max(options.cache_kib);
-            options.resource_cache_bytes = resources.max(options.resource_cache_bytes);
+        let memory = machine_memory().unwrap_or(ASSUMED_MEMORY_BYTES);
+        match workload {
+            Workload::Interactive => {
+                options.resource_cache_bytes = serve_resource_cache(memory).max(options.resource_cache_bytes);
+            }
+            Workload::BulkLoad => {
+                let (writer, reader, resources) = bulk_caches(memory);
+                options.writer_cache_kib = writer.max(options.cache_kib);
+                options.cache_kib = reader.max(options.cache_kib);
+                options.resource_cache_bytes = resources.max(options.resource_cache_bytes);
+            }
         }
         let store = store::sqlite::SqliteStore::open(&path, options)
             .with_context(|| format!("opening the SQLite store in {}", dir.display()))?;
@@ -143,5 +162,12 @@ mod tests {
         let total = u64::from(writer) * 1024 + 4 * u64::from(reader) * 1024 + resources as u64;
         assert!(total <= (4u64 << 30) * 3 / 10, "{total}");
         assert!(writer >= 300 * 1024 && resources >= 600 << 20, "{writer} {resources}");
+    }
+
+    #[test]
+    fn a_servers_cache_of_versions_follows_the_machine_memory() {
+        assert_eq!(serve_resource_cache(24 << 30), SERVE_RESOURCE_CACHE_BYTES);
+        assert_eq!(serve_resource_cache(12 << 30), 1 << 30);
+        assert_eq!(serve_resource_cache(1 << 30), (1 << 30) / 12);
     }
 }
