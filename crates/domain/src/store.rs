@@ -310,6 +310,15 @@ pub trait Store: Send + Sync + 'static {
     /// Readiness: the backend answers.
     async fn ping(&self) -> Result<(), StoreError>;
 
+    /// After a bulk load (`hearth import`, a migration's load): lets the
+    /// database's query planner see the new data (PostgreSQL: `ANALYZE`,
+    /// which autovacuum would otherwise run only later, leaving plans made
+    /// for an empty database). Nothing to do where the store keeps no
+    /// statistics.
+    async fn refresh_planner_statistics(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
     /// A system record (see [`SysWrite`]).
     async fn sys_get(&self, kind: &str, key: &str) -> Result<Option<SysRecord>, StoreError>;
 

@@ -110,6 +110,9 @@ pub async fn import_paths(service: &Arc<Service>, paths: &[PathBuf], options: &I
         }
     }
     bar.finish_and_clear();
+    if summary.loaded_total() > 0 {
+        service.store().refresh_planner_statistics().await.context("refreshing the database's statistics")?;
+    }
     summary.seconds = started.elapsed().as_secs_f64();
     Ok(summary)
 }

@@ -147,6 +147,13 @@ pub async fn load(
         progress(done);
     }
     drop(batches);
+    if report.transactions > 0 {
+        service
+            .store()
+            .refresh_planner_statistics()
+            .await
+            .map_err(|e| batch_error(&records, format!("refreshing the database's statistics: {e}"), &report))?;
+    }
     let started = std::time::Instant::now();
     if let Err(message) = read_back(service, &access, &records, options, &mut report).await {
         return Err(batch_error(&records, message, &report));

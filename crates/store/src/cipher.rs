@@ -305,6 +305,10 @@ impl Store for EncryptedBinaries {
         self.inner.ping().await
     }
 
+    async fn refresh_planner_statistics(&self) -> Result<(), StoreError> {
+        self.inner.refresh_planner_statistics().await
+    }
+
     async fn sys_get(&self, kind: &str, key: &str) -> Result<Option<SysRecord>, StoreError> {
         self.inner.sys_get(kind, key).await
     }

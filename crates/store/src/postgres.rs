@@ -62,6 +62,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (9, include_str!("../migrations/postgres/0009_patient_token_keys.sql")),
     (10, include_str!("../migrations/postgres/0010_search_param_code.sql")),
     (11, include_str!("../migrations/postgres/0011_contained.sql")),
+    (12, include_str!("../migrations/postgres/0012_index_only_lookups.sql")),
 ];
 
 /// Connections kept by the pool.
@@ -1416,6 +1417,12 @@ impl domain::Store for PostgresStore {
     async fn ping(&self) -> Result<(), StoreError> {
         let client = self.client().await?;
         client.simple_query("SELECT 1").await.map_err(pg_error)?;
+        Ok(())
+    }
+
+    async fn refresh_planner_statistics(&self) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        client.simple_query("ANALYZE").await.map_err(pg_error)?;
         Ok(())
     }
 
