@@ -65,6 +65,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (12, include_str!("../migrations/postgres/0012_index_only_lookups.sql")),
 ];
 
+/// `ANALYZE` of the tables searches read, in the store's schema.
+const SEARCHED_TABLES_ANALYZE: &str = "ANALYZE resource, resource_version, search_param, term_system, idx_string, \
+     idx_token, idx_reference, idx_date, idx_number, idx_quantity, idx_uri, idx_composite, idx_patient_token, idx_text";
+
 /// Connections kept by the pool.
 const POOL_SIZE: usize = 16;
 
@@ -1422,7 +1426,8 @@ impl domain::Store for PostgresStore {
 
     async fn refresh_planner_statistics(&self) -> Result<(), StoreError> {
         let client = self.client().await?;
-        client.simple_query("ANALYZE").await.map_err(pg_error)?;
+        // This schema's tables only (a bare ANALYZE visits every schema).
+        client.simple_query(SEARCHED_TABLES_ANALYZE).await.map_err(pg_error)?;
         Ok(())
     }
 

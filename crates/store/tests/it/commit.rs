@@ -181,6 +181,46 @@ pub(crate) async fn conflicts_do_not_affect_concurrent_commits(store: Arc<dyn St
     assert_eq!(store.read("Patient", "taken").await.expect("read").expect("exists").version_id, 1);
 }
 
+/// Large commits (a migration's or an import's batches, which the SQLite
+/// writer applies in groups of their own) queued among small ones: each
+/// lands whole or, when one of its checks fails, not at all.
+pub(crate) async fn large_and_small_commits_queued_together_land_whole(store: Arc<dyn Store>) {
+    create(&store, "Patient", "taken", at(0), vec![]).await;
+    let tasks: Vec<_> = (0..12)
+        .map(|i| {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move {
+                let large = i % 3 == 0;
+                let failing = i == 6;
+                let size = if large { 150 } else { 2 };
+                let mut writes: Vec<_> = (0..size)
+                    .map(|k| write("Patient", &format!("c{i}-{k}"), 1, at(1 + i), vec![identifier(&format!("c{i}"))]))
+                    .collect();
+                if failing {
+                    // Creates "taken" again at its end: the whole commit fails.
+                    writes.push(write("Patient", "taken", 1, at(1 + i), vec![]));
+                }
+                (size, failing, store.commit(commit(writes)).await)
+            })
+        })
+        .collect();
+    let mut expected = Vec::new();
+    for (i, task) in tasks.into_iter().enumerate() {
+        let (size, failing, result) = task.await.expect("task");
+        if failing {
+            assert!(matches!(result, Err(StoreError::Conflict(_))), "{result:?}");
+            expected.push((i, 0));
+        } else {
+            result.expect("commit");
+            expected.push((i, size));
+        }
+    }
+    for (i, size) in expected {
+        assert_eq!(ids(&store, &by_identifier(&format!("c{i}"))).await.len(), size, "commit {i}");
+    }
+    assert_eq!(store.read("Patient", "taken").await.expect("read").expect("exists").version_id, 1);
+}
+
 pub(crate) async fn same_resource_twice_in_one_commit(store: Arc<dyn Store>) {
     store
         .commit(commit(vec![

@@ -147,6 +147,7 @@ conformance! {
         racing_conditional_creates_one_wins,
         concurrent_creates_all_land,
         conflicts_do_not_affect_concurrent_commits,
+        large_and_small_commits_queued_together_land_whole,
         same_resource_twice_in_one_commit,
         update_replaces_index_rows,
         delete_removes_index_rows,
