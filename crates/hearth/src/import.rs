@@ -133,10 +133,12 @@ fn collect_files(path: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Batches in flight: while one is parsed, validated and written, the next is
-/// read. More than one concurrent batch was measured slower (their commits are
-/// grouped by the SQLite writer, each in its own savepoint): see docs/benchmarks.md.
-const IN_FLIGHT: usize = 1;
+/// Batches in flight: while one is written, the next is parsed, validated
+/// and indexed, and the one after is read. (With one, measured faster
+/// until the SQLite writer applied large commits in groups of their own:
+/// grouped, each in a savepoint, their statements grew slower with the
+/// group's size; docs/benchmarks.md.)
+const IN_FLIGHT: usize = 2;
 
 /// What became of one NDJSON line: its resource type, or where and why not.
 type LineOutcome = (usize, Result<String, Rejection>);
