@@ -13,7 +13,8 @@
 //! commits waiting in its queue in ONE SQLite transaction (group commit): each
 //! commit runs inside its own SAVEPOINT, so a commit whose check fails is rolled
 //! back alone and answered Conflict while the others proceed; then one COMMIT
-//! (one fsync) acknowledges them all. Readers run in parallel on their own
+//! (one fsync) acknowledges them all. A large commit is applied alone, with
+//! no savepoint (`applied_alone`). Readers run in parallel on their own
 //! connections (WAL readers never block on the writer). Checkpoints (copying
 //! the WAL back into the database file) run on their own thread and
 //! connection, so commits never wait for them.
