@@ -422,29 +422,16 @@ fn contained_search(inner: &Inner, query: &SearchQuery) -> Page<StoredResource> 
         ContainedType::Contained => {
             let mut keyed: Vec<(String, Hit<'_>)> = hits.into_iter().map(|h| (h.id(), h)).collect();
             keyed.sort_by(|(ia, a), (ib, b)| {
-                for key in &query.sort {
-                    let ord = match key.param.as_str() {
-                        "_id" => ia.cmp(ib),
-                        "_lastUpdated" => a.resource.last_updated.cmp(&b.resource.last_updated),
-                        param => compare_sort_values(
-                            sort_value(a.entries, param, key.descending),
-                            sort_value(b.entries, param, key.descending),
-                            key.descending,
-                        ),
-                    };
-                    let ord = match key.param.as_str() {
-                        "_id" | "_lastUpdated" if key.descending => ord.reverse(),
-                        _ => ord,
-                    };
-                    if ord != Ordering::Equal {
-                        return ord;
-                    }
-                }
-                b.resource
+                compare_by_keys(
+                    &query.sort,
+                    (ia, &a.resource.last_updated, a.entries),
+                    (ib, &b.resource.last_updated, b.entries),
+                )
+                .then_with(|| b.resource
                     .last_updated
                     .cmp(&a.resource.last_updated)
                     .then_with(|| ia.cmp(ib))
-                    .then_with(|| a.resource.resource_type.cmp(&b.resource.resource_type))
+                    .then_with(|| a.resource.resource_type.cmp(&b.resource.resource_type)))
             });
             keyed.into_iter().map(|(id, h)| StoredResource { id, ..h.resource.clone() }).collect()
         }
@@ -646,31 +633,40 @@ pub fn range_matches(prefix: Prefix, rl: f64, rh: f64, pl: f64, ph: f64) -> bool
 fn sort(inner: &Inner, found: &mut [&StoredResource], keys: &[SortKey]) {
     let empty = Vec::new();
     found.sort_by(|a, b| {
-        for key in keys {
-            let ord = match key.param.as_str() {
-                "_id" => a.id.cmp(&b.id),
-                "_lastUpdated" => a.last_updated.cmp(&b.last_updated),
-                param => {
-                    let ea = inner.index.get(&(a.resource_type.clone(), a.id.clone())).unwrap_or(&empty);
-                    let eb = inner.index.get(&(b.resource_type.clone(), b.id.clone())).unwrap_or(&empty);
-                    compare_sort_values(
-                        sort_value(ea, param, key.descending),
-                        sort_value(eb, param, key.descending),
-                        key.descending,
-                    )
-                }
-            };
-            let ord = match key.param.as_str() {
-                "_id" | "_lastUpdated" if key.descending => ord.reverse(),
-                _ => ord,
-            };
-            if ord != Ordering::Equal {
-                return ord;
-            }
-        }
-        // Default order, and the tie-breaker: newest first, then id.
-        b.last_updated.cmp(&a.last_updated).then_with(|| a.id.cmp(&b.id))
+        let ea = inner.index.get(&(a.resource_type.clone(), a.id.clone())).unwrap_or(&empty);
+        let eb = inner.index.get(&(b.resource_type.clone(), b.id.clone())).unwrap_or(&empty);
+        compare_by_keys(keys, (&a.id, &a.last_updated, ea), (&b.id, &b.last_updated, eb))
+            // Default order, and the tie-breaker: newest first, then id.
+            .then_with(|| b.last_updated.cmp(&a.last_updated).then_with(|| a.id.cmp(&b.id)))
     });
+}
+
+/// Two matches, each as (id, last update, index entries), in the order of
+/// the `_sort` keys; `Equal` when every key ties.
+fn compare_by_keys(
+    keys: &[SortKey],
+    (id_a, updated_a, entries_a): (&str, &fhir::instant::Instant, &[IndexEntry]),
+    (id_b, updated_b, entries_b): (&str, &fhir::instant::Instant, &[IndexEntry]),
+) -> Ordering {
+    for key in keys {
+        let ord = match key.param.as_str() {
+            "_id" => id_a.cmp(id_b),
+            "_lastUpdated" => updated_a.cmp(updated_b),
+            param => compare_sort_values(
+                sort_value(entries_a, param, key.descending),
+                sort_value(entries_b, param, key.descending),
+                key.descending,
+            ),
+        };
+        let ord = match key.param.as_str() {
+            "_id" | "_lastUpdated" if key.descending => ord.reverse(),
+            _ => ord,
+        };
+        if ord != Ordering::Equal {
+            return ord;
+        }
+    }
+    Ordering::Equal
 }
 
 #[derive(PartialEq, PartialOrd)]

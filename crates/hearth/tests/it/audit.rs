@@ -74,8 +74,22 @@ fn verify_and_report_an_intact_trail() {
     assert!(lines.next().expect("header").starts_with("seq,recorded,user,"));
     let rows: Vec<&str> = lines.collect();
     assert!(rows.len() >= 7, "6 loads and the verify: {text}");
-    let seqs: Vec<u64> = rows.iter().map(|r| r.split(',').next().expect("seq").parse().expect("number")).collect();
-    assert!(seqs.windows(2).all(|w| w[0] > w[1]), "newest first: {seqs:?}");
+    // Newest first by the recorded time, equal times by number. (Entries of
+    // concurrent commits, such as the import's two batches in flight, are
+    // numbered in commit order, which need not be the order of their times.)
+    let keys: Vec<(fhir::instant::Instant, u64)> = rows
+        .iter()
+        .map(|r| {
+            let mut fields = r.split(',');
+            let seq = fields.next().expect("seq").parse().expect("number");
+            let recorded = fhir::instant::Instant::parse(fields.next().expect("recorded")).expect("an instant");
+            (recorded, seq)
+        })
+        .collect();
+    assert!(
+        keys.windows(2).all(|w| w[0].0 > w[1].0 || (w[0].0 == w[1].0 && w[0].1 < w[1].1)),
+        "newest first: {keys:?}"
+    );
     assert!(text.contains("hearth import"));
 
     let json = hearth(&["audit", "report", "--format", "json", "--patient", "aud-1", "--event", "create"], &data);

@@ -47,18 +47,37 @@ INSERT INTO idx_date (rid, pid, n, low, high) VALUES (2, 4, 3, 100, 200);
 async fn a_schema_7_database_is_upgraded_in_place() {
     let dir = tempfile::tempdir().expect("temporary directory");
     let path = dir.path().join("hearth.db");
-    {
-        let conn = rusqlite::Connection::open(&path).expect("create schema-7 database");
-        conn.execute_batch("CREATE TABLE schema_version (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)")
-            .expect("schema_version");
-        for (version, script) in SCHEMA_7 {
-            conn.execute_batch(script).expect("old migration");
-            conn.execute("INSERT INTO schema_version (version, applied_at) VALUES (?1, 0)", [version]).expect("record");
-        }
-        conn.execute_batch(OLD_ROWS).expect("old rows");
-    }
+    old_sqlite_database(&path, SCHEMA_7, OLD_ROWS);
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&path, SqliteOptions::default()).expect("open and upgrade"));
     answers_as_a_new_database(store).await;
+}
+
+/// A SQLite file at `path` as an older Hearth left it: `migrations` applied
+/// and recorded, then `rows`.
+fn old_sqlite_database(path: &std::path::Path, migrations: &[(i64, &str)], rows: &str) {
+    let conn = rusqlite::Connection::open(path).expect("create the old database");
+    conn.execute_batch("CREATE TABLE schema_version (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)")
+        .expect("schema_version");
+    for (version, script) in migrations {
+        conn.execute_batch(script).expect("old migration");
+        conn.execute("INSERT INTO schema_version (version, applied_at) VALUES (?1, 0)", [version]).expect("record");
+    }
+    conn.execute_batch(rows).expect("old rows");
+}
+
+/// A PostgreSQL schema at `store_url` as an older Hearth left it.
+async fn old_postgres_schema(store_url: &str, migrations: &[(i64, &str)], rows: &str) {
+    let (client, connection) = tokio_postgres::connect(store_url, tokio_postgres::NoTls).await.expect("connect");
+    tokio::spawn(connection);
+    client
+        .batch_execute("CREATE TABLE schema_version (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)")
+        .await
+        .expect("schema_version");
+    for (version, script) in migrations {
+        client.batch_execute(script).await.expect("old migration");
+        client.execute("INSERT INTO schema_version (version, applied_at) VALUES ($1, 0)", &[version]).await.expect("record");
+    }
+    client.batch_execute(rows).await.expect("old rows");
 }
 
 /// The searches an upgraded database answers, then a write next to the upgraded rows.
@@ -134,18 +153,7 @@ INSERT INTO idx_date (rid, pid, low, high) VALUES (2, 4, 100, 200);
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_schema_5_postgres_database_is_upgraded_in_place() {
     in_postgres_schema(|store_url| async move {
-        let (client, connection) = tokio_postgres::connect(&store_url, tokio_postgres::NoTls).await.expect("connect");
-        tokio::spawn(connection);
-        client
-            .batch_execute("CREATE TABLE schema_version (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)")
-            .await
-            .expect("schema_version");
-        for (version, script) in POSTGRES_SCHEMA_5 {
-            client.batch_execute(script).await.expect("old migration");
-            client.execute("INSERT INTO schema_version (version, applied_at) VALUES ($1, 0)", &[version]).await.expect("record");
-        }
-        client.batch_execute(POSTGRES_OLD_ROWS).await.expect("old rows");
-        drop(client);
+        old_postgres_schema(&store_url, POSTGRES_SCHEMA_5, POSTGRES_OLD_ROWS).await;
         let store: Arc<dyn Store> = Arc::new(PostgresStore::connect(&store_url).await.expect("connect and upgrade"));
         answers_as_a_new_database(store).await;
     })
@@ -190,16 +198,7 @@ fn old_container_rows() -> String {
 async fn a_schema_10_database_indexes_contained_resources_once_reindexed() {
     let dir = tempfile::tempdir().expect("temporary directory");
     let path = dir.path().join("hearth.db");
-    {
-        let conn = rusqlite::Connection::open(&path).expect("create schema-10 database");
-        conn.execute_batch("CREATE TABLE schema_version (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)")
-            .expect("schema_version");
-        for (version, script) in SCHEMA_10 {
-            conn.execute_batch(script).expect("old migration");
-            conn.execute("INSERT INTO schema_version (version, applied_at) VALUES (?1, 0)", [version]).expect("record");
-        }
-        conn.execute_batch(&old_container_rows()).expect("old rows");
-    }
+    old_sqlite_database(&path, SCHEMA_10, &old_container_rows());
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&path, SqliteOptions::default()).expect("open and upgrade"));
     contained_after_upgrade(store).await;
 }
@@ -207,19 +206,8 @@ async fn a_schema_10_database_indexes_contained_resources_once_reindexed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_schema_10_postgres_database_indexes_contained_resources_once_reindexed() {
     in_postgres_schema(|store_url| async move {
-        let (client, connection) = tokio_postgres::connect(&store_url, tokio_postgres::NoTls).await.expect("connect");
-        tokio::spawn(connection);
-        client
-            .batch_execute("CREATE TABLE schema_version (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)")
-            .await
-            .expect("schema_version");
-        for (version, script) in POSTGRES_SCHEMA_10 {
-            client.batch_execute(script).await.expect("old migration");
-            client.execute("INSERT INTO schema_version (version, applied_at) VALUES ($1, 0)", &[version]).await.expect("record");
-        }
-        client.batch_execute(&old_container_rows()).await.expect("old rows");
-        client.batch_execute("SELECT setval(pg_get_serial_sequence('resource', 'rid'), 1)").await.expect("sequence");
-        drop(client);
+        let rows = format!("{}; SELECT setval(pg_get_serial_sequence('resource', 'rid'), 1);", old_container_rows());
+        old_postgres_schema(&store_url, POSTGRES_SCHEMA_10, &rows).await;
         let store: Arc<dyn Store> = Arc::new(PostgresStore::connect(&store_url).await.expect("connect and upgrade"));
         contained_after_upgrade(store).await;
     })
