@@ -264,6 +264,36 @@ async fn postgres_any_of_several_lookups_reads_the_indexes() {
     .await;
 }
 
+/// After a bulk load the planner's statistics are refreshed for this
+/// store's tables (and only its schema's).
+#[tokio::test]
+async fn postgres_statistics_are_refreshed_after_a_bulk_load() {
+    in_postgres_schema(|store_url| async move {
+        let pg = Arc::new(PostgresStore::connect(&store_url).await.expect("connect store"));
+        let store: Arc<dyn Store> = pg.clone();
+        seed(&store).await;
+        let (client, connection) = tokio_postgres::connect(&store_url, tokio_postgres::NoTls).await.expect("connect");
+        tokio::spawn(connection);
+        let analyzed = |client: tokio_postgres::Client| async move {
+            let row = client
+                .query_one(
+                    "SELECT COALESCE(sum(analyze_count), 0)::BIGINT FROM pg_stat_user_tables \
+                     WHERE schemaname = current_schema() AND relname IN ('resource', 'idx_token', 'idx_reference')",
+                    &[],
+                )
+                .await
+                .expect("statistics");
+            (row.get::<_, i64>(0), client)
+        };
+        let (before, client) = analyzed(client).await;
+        store.refresh_planner_statistics().await.expect("refresh");
+        let (after, _) = analyzed(client).await;
+        // (The schema's migrations analysed them once already, on an empty store.)
+        assert_eq!(after - before, 3, "{before} -> {after}");
+    })
+    .await;
+}
+
 /// A search across types looks parameter codes up without a type: through
 /// `search_param (code, kind)`, not by reading every interned parameter.
 #[tokio::test]
