@@ -6,6 +6,7 @@
 #
 #   cargo build --release -p hearth
 #   scripts/bench-migrate.sh [PATIENTS [WORK_DIR]]     # default 1000, a temporary folder
+#   BATCH=10000 scripts/bench-migrate.sh ...            # source records per transaction (default 50000)
 #
 # The steps are cumulative (each `migrate run` extracts again): the time of
 # a stage is its step minus the step before (convert = convert - extract...).
@@ -29,8 +30,11 @@ step sample "$HEARTH" migrate sample --layout synthea-csv --out "$WORK/proj/csv"
 step extract "$HEARTH" migrate check "$WORK/proj"
 step convert "$HEARTH" migrate run "$WORK/proj" --dry-run --until convert
 step validate "$HEARTH" migrate run "$WORK/proj" --dry-run
-step load "$HEARTH" migrate run "$WORK/proj" --data-dir "$WORK/data" --quiet
-step rerun "$HEARTH" migrate run "$WORK/proj" --data-dir "$WORK/data" --quiet
+# A first load into a store nothing else writes to: large transactions
+# (crates/migrate/src/load.rs, DEFAULT_BATCH_RECORDS).
+BATCH=${BATCH:-50000}
+step load "$HEARTH" migrate run "$WORK/proj" --data-dir "$WORK/data" --quiet --batch "$BATCH"
+step rerun "$HEARTH" migrate run "$WORK/proj" --data-dir "$WORK/data" --quiet --batch "$BATCH"
 head -n 1 "$WORK/out.sample"
 tail -n 1 "$WORK/out.validate"
 tail -n 1 "$WORK/out.load"

@@ -104,6 +104,7 @@ pub async fn store_for(config: &Config, keys: &Keys, workload: Workload) -> anyh
                 options.writer_cache_kib = writer.max(options.cache_kib);
                 options.cache_kib = reader.max(options.cache_kib);
                 options.resource_cache_bytes = resources.max(options.resource_cache_bytes);
+                options.checkpoints = store::sqlite::Checkpoints::BULK_LOAD;
             }
         }
         let store = store::sqlite::SqliteStore::open(&path, options)

@@ -53,6 +53,7 @@ pub mod dryrun;
 pub mod fhir_source;
 pub mod load;
 pub mod matching;
+pub mod parallel;
 pub mod project;
 pub mod reconcile;
 pub mod report;

@@ -27,8 +27,15 @@ use std::collections::{BTreeMap, HashMap};
 /// The identity the load is audited under.
 pub const MIGRATION_ACTOR: &str = "hearth migrate";
 
-/// Source records per transaction.
-pub const DEFAULT_BATCH_RECORDS: usize = 1000;
+/// Source records per transaction. Larger transactions write less: every
+/// commit writes each index page its inserts touched, and a batch's inserts
+/// land all over the index B-trees (1,000 patients: 330 s to load with
+/// 1,000 records per batch, 188 s with 10,000, 154 s with 50,000;
+/// docs/benchmarks.md). But SQLite has one writer: while a batch commits
+/// (about 2 s for 10,000 records), a server writing to the same store waits,
+/// and gives up after its busy timeout (5 s). `--batch 50000` suits a first
+/// load or a rehearsal into a store that nothing else writes to.
+pub const DEFAULT_BATCH_RECORDS: usize = 10_000;
 
 /// What the load did with the resources of one table.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -243,9 +250,12 @@ async fn read_back(
     .buffered(BATCHES_IN_FLIGHT);
     while let Some(result) = reads.next().await {
         let (batch, wanted, stored) = result?;
-        for (table, resource, record) in wanted {
+        let verdicts = crate::parallel::map(&wanted, |(_, resource, _)| {
+            stored.get(&type_and_id(resource)).is_some_and(|(s, _)| same(s, resource))
+        });
+        for ((table, resource, record), verified) in wanted.into_iter().zip(verdicts) {
             let key = type_and_id(&resource);
-            if stored.get(&key).is_some_and(|(s, _)| same(s, &resource)) {
+            if verified {
                 report.tables.entry(table.to_string()).or_default().verified += 1;
             } else {
                 report.mismatched.push((format!("{}/{}", key.0, key.1), place(&batch[record])));
@@ -363,10 +373,11 @@ async fn fetch_stored(
         .read_many(access, &keys)
         .await
         .map_err(|e| format!("reading what is stored: {}", e.message()))?;
+    // Parsed on every core: a rerun and the read-back parse each stored resource.
+    let parsed = crate::parallel::map(&found, |item| item.body.as_deref().map(serde_json::from_str::<Value>).transpose());
     let mut stored = HashMap::with_capacity(found.len());
-    for item in found {
-        let Some(body) = item.body.as_deref() else { continue };
-        let value: Value = serde_json::from_str(body).map_err(|e| format!("a stored resource is unreadable: {e}"))?;
+    for (item, value) in found.into_iter().zip(parsed) {
+        let Some(value) = value.map_err(|e| format!("a stored resource is unreadable: {e}"))? else { continue };
         stored.insert((item.resource_type, item.id), (value, item.version_id));
     }
     Ok(stored)

@@ -135,6 +135,7 @@ conformance! {
         version_check_none_rejects_existing,
         version_check_accepts_current,
         version_check_rejects_stale,
+        version_check_on_the_written_resource_rejects_stale,
         concurrent_updates_one_wins,
         recreate_after_delete_continues_versions,
     }

@@ -55,6 +55,25 @@ pub(crate) async fn version_check_rejects_stale(store: Arc<dyn Store>) {
     assert_eq!(store.read("Patient", "p2").await.expect("read"), None);
 }
 
+pub(crate) async fn version_check_on_the_written_resource_rejects_stale(store: Arc<dyn Store>) {
+    create(&store, "Patient", "p1", at(1), vec![]).await;
+    store.commit(commit(vec![write("Patient", "p1", 2, at(2), vec![])])).await.expect("update");
+    // The check and the write agree with each other but not with the store
+    // (the SQLite writer lets the write's own version rule enforce them).
+    for (expected, version) in [(Some(1), 2), (None, 1), (Some(1), 3)] {
+        let result = store
+            .commit(checked(vec![version_check("p1", expected)], vec![write("Patient", "p1", version, at(3), vec![])]))
+            .await;
+        assert!(matches!(result, Err(StoreError::Conflict(_))), "expected {expected:?}, version {version}: {result:?}");
+    }
+    assert_eq!(store.read("Patient", "p1").await.expect("read").expect("exists").version_id, 2);
+    store
+        .commit(checked(vec![version_check("p1", Some(2))], vec![write("Patient", "p1", 3, at(4), vec![])]))
+        .await
+        .expect("update with expected 2");
+    assert_eq!(store.read("Patient", "p1").await.expect("read").expect("exists").version_id, 3);
+}
+
 pub(crate) async fn concurrent_updates_one_wins(store: Arc<dyn Store>) {
     create(&store, "Patient", "p1", at(1), vec![]).await;
     let attempts = (0..8).map(|i| {
