@@ -33,8 +33,18 @@ step validate "$HEARTH" migrate run "$WORK/proj" --dry-run
 # A first load into a store nothing else writes to: large transactions
 # (crates/migrate/src/load.rs, DEFAULT_BATCH_RECORDS).
 BATCH=${BATCH:-50000}
+# Each full run's stage times, from its report (a rerun overwrites it).
+stages() {
+    cp "$WORK/proj/reports/reconciliation.json" "$WORK/reconciliation.$1.json"
+    printf '  stages of the %s run:' "$1"
+    tr -d ' \n' < "$WORK/reconciliation.$1.json" | grep -o '"stage":"[a-z-]*","seconds":[0-9.]*' |
+        sed 's/"stage":"\([a-z-]*\)","seconds":\([0-9]*\.[0-9]\).*/ \1 \2 s/' | tr '\n' ','
+    echo
+}
 step load "$HEARTH" migrate run "$WORK/proj" --data-dir "$WORK/data" --quiet --batch "$BATCH"
+stages load
 step rerun "$HEARTH" migrate run "$WORK/proj" --data-dir "$WORK/data" --quiet --batch "$BATCH"
+stages rerun
 head -n 1 "$WORK/out.sample"
 tail -n 1 "$WORK/out.validate"
 tail -n 1 "$WORK/out.load"

@@ -240,22 +240,36 @@ async fn read_back(
     report: &mut LoadReport,
 ) -> Result<(), String> {
     use futures_util::StreamExt;
-    // Two batches read at once: the store's readers work in parallel, and
-    // nothing else runs now.
-    let mut reads = futures_util::stream::iter(records.chunks(options.batch_records.max(1)).map(|batch| async move {
+    // Small reads, several at once: the store's readers work in parallel,
+    // and nothing else runs now. Each stored resource is parsed, compared
+    // and dropped on one of the cores (`parallel::map`).
+    let mut reads = futures_util::stream::iter(records.chunks(READ_BACK_RECORDS).map(|batch| async move {
         let wanted = batch_resources(batch, options);
-        let stored = fetch_stored(service, access, &wanted).await?;
-        Ok::<_, String>((batch, wanted, stored))
+        let keys: Vec<(String, String)> = wanted.iter().map(|(_, resource, _)| type_and_id(resource)).collect();
+        let found = service
+            .read_many(access, &keys)
+            .await
+            .map_err(|e| format!("reading what is stored: {}", e.message()))?;
+        Ok::<_, String>((batch, wanted, keys, found))
     }))
-    .buffered(BATCHES_IN_FLIGHT);
+    .buffered(READS_IN_FLIGHT);
     while let Some(result) = reads.next().await {
-        let (batch, wanted, stored) = result?;
+        let (batch, wanted, keys, found) = result?;
+        let bodies: HashMap<(&str, &str), &str> = found
+            .iter()
+            .filter_map(|item| Some(((item.resource_type.as_str(), item.id.as_str()), item.body.as_deref()?)))
+            .collect();
         let verdicts = crate::parallel::map(&wanted, |(_, resource, _)| {
-            stored.get(&type_and_id(resource)).is_some_and(|(s, _)| same(s, resource))
+            let (resource_type, id) = (str_field(resource, "resourceType"), str_field(resource, "id"));
+            match bodies.get(&(resource_type, id)) {
+                None => Ok(false),
+                Some(body) => serde_json::from_str::<Value>(body)
+                    .map(|stored| same(&stored, resource))
+                    .map_err(|e| format!("a stored resource is unreadable: {e}")),
+            }
         });
-        for ((table, resource, record), verified) in wanted.into_iter().zip(verdicts) {
-            let key = type_and_id(&resource);
-            if verified {
+        for (((table, _, record), key), verified) in wanted.into_iter().zip(keys).zip(verdicts) {
+            if verified? {
                 report.tables.entry(table.to_string()).or_default().verified += 1;
             } else {
                 report.mismatched.push((format!("{}/{}", key.0, key.1), place(&batch[record])));
@@ -263,6 +277,14 @@ async fn read_back(
         }
     }
     Ok(())
+}
+
+/// Source records per read of the read-back, and reads at once.
+const READ_BACK_RECORDS: usize = 1000;
+const READS_IN_FLIGHT: usize = 3;
+
+fn str_field<'a>(resource: &'a Value, field: &str) -> &'a str {
+    resource.get(field).and_then(Value::as_str).unwrap_or_default()
 }
 
 /// The resources of the run grouped by source record, in source order.

@@ -1058,7 +1058,7 @@ impl Writer {
             self.text_pending += 1;
         }
         let owner = sql::Owner { resource_type: &reindex.resource_type, id: &reindex.id, contained: &reindex.contained };
-        self.insert_index(rid, &reindex.resource_type, &reindex.index, Some(owner))?;
+        self.insert_index(rid, &reindex.resource_type, &reindex.index, Some((owner, last_updated)))?;
         let container = Container { rid, resource_type: &reindex.resource_type, id: &reindex.id, version, last_updated };
         self.insert_contained(&container, &reindex.contained)
     }
@@ -1232,7 +1232,7 @@ impl Writer {
         // A delete has no search values (Write::index is documented empty).
         if write.body.is_some() {
             let owner = sql::Owner { resource_type: &write.resource_type, id: &write.id, contained: &write.contained };
-            self.insert_index(rid, &write.resource_type, &write.index, Some(owner))?;
+            self.insert_index(rid, &write.resource_type, &write.index, Some((owner, last_updated)))?;
         }
         if crate::fulltext::sqlite_replace(conn, rid, existing.is_some(), write.body.as_ref().map(|_| &write.text))
             .map_err(db_error)?
@@ -1248,9 +1248,16 @@ impl Writer {
 
     /// Inserts a version's index rows, several rows per statement: a
     /// statement execution costs about as much as the B-tree insert itself.
-    /// `owner`: the resource itself, when it has rows in `idx_patient_token`
-    /// (not a contained resource, which no patient search reads).
-    fn insert_index(&self, rid: i64, resource_type: &str, entries: &[IndexEntry], owner: Option<sql::Owner<'_>>) -> Result<(), StoreError> {
+    /// `owner`: the resource itself and its `last_updated`, when it has rows
+    /// in `idx_patient_token` (not a contained resource, which no patient
+    /// search reads).
+    fn insert_index(
+        &self,
+        rid: i64,
+        resource_type: &str,
+        entries: &[IndexEntry],
+        owner: Option<(sql::Owner<'_>, i64)>,
+    ) -> Result<(), StoreError> {
         let mut by_kind: [Vec<(i64, &IndexEntry)>; 8] = Default::default();
         for (n, entry) in entries.iter().enumerate() {
             by_kind[kind_slot(Kind::of(&entry.value))].push((n as i64, entry));
@@ -1270,7 +1277,7 @@ impl Writer {
                 rest = tail;
             }
         }
-        let Some(owner) = owner else { return Ok(()) };
+        let Some((owner, last_updated)) = owner else { return Ok(()) };
         for row in sql::patient_tokens(entries, &owner) {
             let pid = self.pid(resource_type, row.param, Kind::Token)?;
             let sid = match row.system {
@@ -1279,10 +1286,23 @@ impl Writer {
             };
             self.conn
                 .prepare_cached(
-                    "INSERT OR FAIL INTO idx_patient_token (rid, pid, patient, sid, code, via, date_low, date_high, id, last_updated) \
-                     SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, id, last_updated FROM resource WHERE rid = ?1",
+                    "INSERT INTO idx_patient_token (rid, pid, patient, sid, code, via, date_low, date_high, id, last_updated) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
                 )
-                .and_then(|mut s| s.execute(params![rid, pid, row.patient.as_ref(), sid, row.code, row.via, row.date_low, row.date_high]))
+                .and_then(|mut s| {
+                    s.execute(params![
+                        rid,
+                        pid,
+                        row.patient.as_ref(),
+                        sid,
+                        row.code,
+                        row.via,
+                        row.date_low,
+                        row.date_high,
+                        owner.id,
+                        last_updated
+                    ])
+                })
                 .map_err(db_error)?;
         }
         Ok(())
