@@ -20,6 +20,7 @@ use crate::source::Provenance;
 use domain::Service;
 use domain::access::Access;
 use domain::service::Return;
+use domain::store::StoredResource;
 use serde_json::{Map, Value, json};
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
@@ -255,19 +256,7 @@ async fn read_back(
     .buffered(READS_IN_FLIGHT);
     while let Some(result) = reads.next().await {
         let (batch, wanted, keys, found) = result?;
-        let bodies: HashMap<(&str, &str), &str> = found
-            .iter()
-            .filter_map(|item| Some(((item.resource_type.as_str(), item.id.as_str()), item.body.as_deref()?)))
-            .collect();
-        let verdicts = crate::parallel::map(&wanted, |(_, resource, _)| {
-            let (resource_type, id) = (str_field(resource, "resourceType"), str_field(resource, "id"));
-            match bodies.get(&(resource_type, id)) {
-                None => Ok(false),
-                Some(body) => serde_json::from_str::<Value>(body)
-                    .map(|stored| same(&stored, resource))
-                    .map_err(|e| format!("a stored resource is unreadable: {e}")),
-            }
-        });
+        let verdicts = read_back_verdicts(wanted.iter().map(|(_, resource, _)| resource.as_ref()), &found);
         for (((table, _, record), key), verified) in wanted.into_iter().zip(keys).zip(verdicts) {
             if verified? {
                 report.tables.entry(table.to_string()).or_default().verified += 1;
@@ -277,6 +266,41 @@ async fn read_back(
         }
     }
     Ok(())
+}
+
+/// Whether each of `wanted` is stored as it is (meta aside), among `found`
+/// (what the store answered for them): each stored resource is parsed,
+/// compared and dropped on one of the cores. An unreadable stored resource
+/// is an error, not a difference.
+fn read_back_verdicts<'v>(wanted: impl Iterator<Item = &'v Value>, found: &[StoredResource]) -> Vec<Result<bool, String>> {
+    let bodies: HashMap<(&str, &str), &str> = found
+        .iter()
+        .filter_map(|item| Some(((item.resource_type.as_str(), item.id.as_str()), item.body.as_deref()?)))
+        .collect();
+    let wanted: Vec<&Value> = wanted.collect();
+    crate::parallel::map(&wanted, |resource| match bodies.get(&(str_field(resource, "resourceType"), str_field(resource, "id"))) {
+        None => Ok(false),
+        Some(body) => serde_json::from_str::<Value>(body).map(|stored| same(&stored, resource)).map_err(unreadable),
+    })
+}
+
+fn unreadable(e: serde_json::Error) -> String {
+    format!("a stored resource is unreadable: {e}")
+}
+
+/// A stored resource parsed: (type, id), the resource, its version.
+pub(crate) type Parsed = ((String, String), Value, u64);
+
+/// The stored resources of `found` parsed (on every core), deleted ones left out.
+pub(crate) fn parse_stored(found: Vec<StoredResource>) -> Result<Vec<Parsed>, String> {
+    let parsed = crate::parallel::map(&found, |item| item.body.as_deref().map(serde_json::from_str::<Value>).transpose());
+    let mut out = Vec::with_capacity(found.len());
+    for (item, value) in found.into_iter().zip(parsed) {
+        if let Some(value) = value.map_err(unreadable)? {
+            out.push(((item.resource_type, item.id), value, item.version_id));
+        }
+    }
+    Ok(out)
 }
 
 /// Source records per read of the read-back, and reads at once.
@@ -379,8 +403,7 @@ fn provenance(record: &SourceRecord<'_>, options: &LoadOptions) -> Value {
 }
 
 fn type_and_id(resource: &Value) -> (String, String) {
-    let text = |field: &str| resource.get(field).and_then(Value::as_str).unwrap_or_default().to_string();
-    (text("resourceType"), text("id"))
+    (str_field(resource, "resourceType").to_owned(), str_field(resource, "id").to_owned())
 }
 
 /// What the store holds under the ids of `wanted`, by (type, id), with its
@@ -395,14 +418,8 @@ async fn fetch_stored(
         .read_many(access, &keys)
         .await
         .map_err(|e| format!("reading what is stored: {}", e.message()))?;
-    // Parsed on every core: a rerun and the read-back parse each stored resource.
-    let parsed = crate::parallel::map(&found, |item| item.body.as_deref().map(serde_json::from_str::<Value>).transpose());
-    let mut stored = HashMap::with_capacity(found.len());
-    for (item, value) in found.into_iter().zip(parsed) {
-        let Some(value) = value.map_err(|e| format!("a stored resource is unreadable: {e}"))? else { continue };
-        stored.insert((item.resource_type, item.id), (value, item.version_id));
-    }
-    Ok(stored)
+    // A rerun compares every stored resource: parsed on every core.
+    Ok(parse_stored(found)?.into_iter().map(|(key, value, version)| (key, (value, version))).collect())
 }
 
 /// The same resource, meta aside (and a Provenance's `recorded` time).
@@ -475,4 +492,62 @@ pub async fn rollback(
         progress(done);
     }
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stored(resource_type: &str, id: &str, body: Option<&str>) -> StoredResource {
+        StoredResource {
+            resource_type: resource_type.into(),
+            id: id.into(),
+            version_id: 1,
+            last_updated: fhir::instant::Instant::now(),
+            method: domain::store::Method::Put,
+            body: body.map(Into::into),
+        }
+    }
+
+    #[test]
+    fn the_read_back_finds_what_differs_is_missing_or_unreadable() {
+        let wanted = [
+            json!({"resourceType": "Patient", "id": "same", "gender": "female"}),
+            json!({"resourceType": "Patient", "id": "changed", "gender": "female"}),
+            json!({"resourceType": "Patient", "id": "deleted", "gender": "female"}),
+            json!({"resourceType": "Patient", "id": "absent", "gender": "female"}),
+            json!({"resourceType": "Observation", "id": "same", "status": "final"}),
+        ];
+        let found = [
+            // Meta is the store's own: not a difference.
+            stored("Patient", "same", Some(r#"{"resourceType":"Patient","id":"same","meta":{"versionId":"1"},"gender":"female"}"#)),
+            stored("Patient", "changed", Some(r#"{"resourceType":"Patient","id":"changed","gender":"male"}"#)),
+            stored("Patient", "deleted", None),
+            // Same id, another type.
+            stored("Practitioner", "absent", Some(r#"{"resourceType":"Practitioner","id":"absent","gender":"female"}"#)),
+            stored("Observation", "same", Some(r#"{"resourceType":"Observation","id":"same","status":"final"}"#)),
+        ];
+        let verdicts: Vec<bool> = read_back_verdicts(wanted.iter(), &found).into_iter().map(|v| v.expect("readable")).collect();
+        assert_eq!(verdicts, [true, false, false, false, true]);
+        let broken = [stored("Patient", "same", Some("{not json"))];
+        let verdicts = read_back_verdicts(wanted[..1].iter(), &broken);
+        assert!(matches!(&verdicts[0], Err(message) if message.contains("unreadable")), "{verdicts:?}");
+    }
+
+    #[test]
+    fn stored_bodies_parse_in_order_without_the_deleted() {
+        let found: Vec<StoredResource> = (0..300)
+            .map(|i| {
+                let body = format!(r#"{{"resourceType":"Patient","id":"p{i}"}}"#);
+                stored("Patient", &format!("p{i}"), (i % 3 != 0).then_some(body.as_str()))
+            })
+            .collect();
+        let parsed = parse_stored(found).expect("parsed");
+        assert_eq!(parsed.len(), 200);
+        for ((key, value, _), i) in parsed.iter().zip((0..300).filter(|i| i % 3 != 0)) {
+            assert_eq!(key.1, format!("p{i}"));
+            assert_eq!(value["id"], json!(format!("p{i}")));
+        }
+        assert!(parse_stored(vec![stored("Patient", "x", Some("["))]).is_err());
+    }
 }

@@ -1015,13 +1015,7 @@ async fn read_stored(
             .read_many(access, chunk)
             .await
             .map_err(|e| format!("reading what is stored: {}", e.message()))?;
-        // Parsed on every core (the store's readers wait meanwhile).
-        let parsed = crate::parallel::map(&found, |item| item.body.as_deref().map(serde_json::from_str::<Value>).transpose());
-        let mut out = Vec::with_capacity(found.len());
-        for (item, value) in found.into_iter().zip(parsed) {
-            let Some(value) = value.map_err(|e| format!("a stored resource is unreadable: {e}"))? else { continue };
-            out.push(((item.resource_type, item.id), value));
-        }
+        let out: Vec<_> = crate::load::parse_stored(found)?.into_iter().map(|(key, value, _)| (key, value)).collect();
         Ok::<_, String>((chunk.len() as u64, out))
     }))
     .buffer_unordered(READS_IN_FLIGHT);
