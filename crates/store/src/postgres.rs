@@ -63,6 +63,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (10, include_str!("../migrations/postgres/0010_search_param_code.sql")),
     (11, include_str!("../migrations/postgres/0011_contained.sql")),
     (12, include_str!("../migrations/postgres/0012_index_only_lookups.sql")),
+    (13, include_str!("../migrations/postgres/0013_combined_params.sql")),
 ];
 
 /// `ANALYZE` of the tables searches read, in the store's schema.

@@ -61,6 +61,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (9, include_str!("../migrations/sqlite/0009_patient_token_keys.sql")),
     (10, include_str!("../migrations/sqlite/0010_search_param_code.sql")),
     (11, include_str!("../migrations/sqlite/0011_contained.sql")),
+    (12, include_str!("../migrations/sqlite/0012_combined_params.sql")),
 ];
 
 /// Tuning of a [`SqliteStore`].

@@ -22,7 +22,7 @@
 
 use super::params::{ParamType, SearchParamDef, TABLE, search_param_by_url};
 use super::query::{
-    MAX_COMPOSITE_COMPONENTS, canonical_combined_of, canonical_param, combined_of, of_type_code, of_type_param,
+    MAX_COMPOSITE_COMPONENTS, canonical_param, combined_of, of_type_code, of_type_param,
     reference_identifier_param,
 };
 use super::ranges::{date_range, decimal_range};
@@ -53,8 +53,6 @@ impl Extractor {
         let derived = match def.kind {
             ParamType::Token => Some(of_type_param(&def.code)),
             ParamType::Reference => Some(reference_identifier_param(&def.code)),
-            // combo-value-quantity's are value-quantity's and component-value-quantity's.
-            ParamType::Quantity if canonical_combined_of(def, &def.code).is_some() => None,
             ParamType::Quantity | ParamType::Composite => Some(canonical_param(&def.code)),
             _ => None,
         };
@@ -77,7 +75,7 @@ fn indexed(def: &SearchParamDef) -> bool {
         && def.kind != ParamType::Special
         && def.expression.is_some()
         // Searched through the parameters they combine (query.rs).
-        && !(def.kind == ParamType::Composite && combined_of(&def.code).is_some())
+        && combined_of(def).is_none()
 }
 
 /// The components of a composite parameter, compiled; `None` when one cannot

@@ -243,3 +243,64 @@ async fn contained_after_upgrade(store: Arc<dyn Store>) {
     assert!(ids(&store, &contained("A")).await.is_empty());
     assert_eq!(ids(&store, &contained("B")).await, ["mr1#m1"]);
 }
+
+/// Observation o1's rows as a schema-11 (PostgreSQL: 12) writer left them:
+/// `code` and `combo-code` the same, a `combo-value-quantity`, both in the
+/// patient's tokens. `n` is the column SQLite's rows have.
+fn old_combo_rows(n: bool) -> String {
+    let (n_col, n0, n1, n2) = if n { ("n, ", "0, ", "1, ", "2, ") } else { ("", "", "", "") };
+    format!(
+        "INSERT INTO search_param (pid, type, code, kind) VALUES (1, 'Observation', 'code', 2), (2, 'Observation', 'combo-code', 2), \
+             (3, 'Observation', 'combo-value-quantity', 6), (4, 'Condition', 'combo-code', 2); \
+         INSERT INTO term_system (sid, uri) VALUES (1, 'http://loinc.org'); \
+         INSERT INTO resource (rid, type, id, version, last_updated, deleted) VALUES (1, 'Observation', 'o1', 1, 1000, 0), (2, 'Condition', 'c1', 1, 1000, 0); \
+         INSERT INTO resource_version (rid, type, version, last_updated, method, body) VALUES \
+             (1, 'Observation', 1, 1000, 1, '{{\"resourceType\":\"Observation\",\"id\":\"o1\"}}'), \
+             (2, 'Condition', 1, 1000, 1, '{{\"resourceType\":\"Condition\",\"id\":\"c1\"}}'); \
+         INSERT INTO idx_token (rid, pid, {n_col}sid, code, text) VALUES (1, 1, {n0}1, '8480-6', NULL), (1, 2, {n1}1, '8480-6', NULL), \
+             (2, 4, {n0}1, 'x', NULL); \
+         INSERT INTO idx_quantity (rid, pid, {n_col}low, high, sid, code) VALUES (1, 3, {n2}119.5, 120.5, NULL, NULL); \
+         INSERT INTO idx_patient_token (rid, pid, patient, sid, code, via, date_low, date_high, id, last_updated) VALUES \
+             (1, 1, 'p1', 1, '8480-6', 1, NULL, NULL, 'o1', 1000), (1, 2, 'p1', 1, '8480-6', 1, NULL, NULL, 'o1', 1000);"
+    )
+}
+
+/// After the upgrade: the Observation's combo- rows are gone, its `code`
+/// rows (which combo-code searches) stay, and so does anything else's.
+const COMBO_ROWS_LEFT: &str = "SELECT (SELECT COUNT(*) FROM idx_token WHERE pid = 1), (SELECT COUNT(*) FROM idx_token WHERE pid = 2), \
+     (SELECT COUNT(*) FROM idx_token WHERE pid = 4), (SELECT COUNT(*) FROM idx_quantity), \
+     (SELECT COUNT(*) FROM idx_patient_token WHERE pid = 1), (SELECT COUNT(*) FROM idx_patient_token WHERE pid = 2)";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schema_11_database_drops_the_rows_of_combined_parameters() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let path = dir.path().join("hearth.db");
+    let mut schema_11 = SCHEMA_10.to_vec();
+    schema_11.push((11, include_str!("../../migrations/sqlite/0011_contained.sql")));
+    old_sqlite_database(&path, &schema_11, &old_combo_rows(true));
+    let store = SqliteStore::open(&path, SqliteOptions::default()).expect("open and upgrade");
+    drop(store);
+    let conn = rusqlite::Connection::open(&path).expect("inspect");
+    let left: [i64; 6] = conn
+        .query_row(COMBO_ROWS_LEFT, [], |r| Ok([r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?]))
+        .expect("count");
+    assert_eq!(left, [1, 0, 1, 0, 1, 0]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schema_12_postgres_database_drops_the_rows_of_combined_parameters() {
+    in_postgres_schema(|store_url| async move {
+        let mut schema_12 = POSTGRES_SCHEMA_10.to_vec();
+        schema_12.push((11, include_str!("../../migrations/postgres/0011_contained.sql")));
+        schema_12.push((12, include_str!("../../migrations/postgres/0012_index_only_lookups.sql")));
+        old_postgres_schema(&store_url, &schema_12, &old_combo_rows(false)).await;
+        let store = PostgresStore::connect(&store_url).await.expect("connect and upgrade");
+        drop(store);
+        let (client, connection) = tokio_postgres::connect(&store_url, tokio_postgres::NoTls).await.expect("connect");
+        tokio::spawn(connection);
+        let row = client.query_one(COMBO_ROWS_LEFT, &[]).await.expect("count");
+        let left: Vec<i64> = (0..6).map(|i| row.get(i)).collect();
+        assert_eq!(left, [1, 0, 1, 0, 1, 0]);
+    })
+    .await;
+}

@@ -308,8 +308,12 @@ fn composites_are_indexed_per_element() {
             IndexValue::Composite(vec![loinc("8462-4"), ucum(79.5, 80.5, "g")]),
         ]
     );
-    // combo- is searched through code-value- and component-code-value-.
-    assert!(entries(&bp, "combo-code-value-quantity").is_empty());
+    // Every combo- is searched through the Observation's parameter and its
+    // components' (query.rs, COMBINED): none is indexed itself.
+    for combo in ["combo-code", "combo-code-value-quantity", "combo-value-quantity", "combo-value-quantity:canonical"] {
+        assert!(entries(&bp, combo).is_empty(), "{combo}");
+    }
+    assert_eq!(entries(&bp, "component-code").len(), 2);
     assert!(entries(&bp, "code-value-quantity").is_empty(), "the Observation itself has no value");
 
     // Several values of one component: every combination, canonical units too.

@@ -395,6 +395,30 @@ fn combo_composites_search_the_observation_and_its_components() {
     assert_eq!(parsed.applied.len(), 1);
 }
 
+#[test]
+fn combo_tokens_and_quantities_search_the_observation_and_its_components() {
+    let params = |name: &str, value: &str| -> Vec<String> {
+        ok("Observation", &[(name, value)]).query.filters[0].any_of.iter().map(|c| c.param.clone()).collect()
+    };
+    assert_eq!(params("combo-code", "http://loinc.org|8480-6"), ["code", "component-code"]);
+    assert_eq!(params("combo-code:text", "systolic"), ["code", "component-code"]);
+    assert_eq!(params("combo-value-quantity", "gt5"), ["value-quantity", "component-value-quantity"]);
+    assert_eq!(
+        params("combo-value-quantity", "5|http://unitsofmeasure.org|mg"),
+        ["value-quantity:canonical", "component-value-quantity:canonical"]
+    );
+    // A negation holds for both: two filters, each of one parameter.
+    let parsed = ok("Observation", &[("combo-code:not", "http://loinc.org|8480-6")]);
+    let filters: Vec<(&str, &Match)> =
+        parsed.query.filters.iter().map(|f| (f.any_of[0].param.as_str(), &f.any_of[0].matcher)).collect();
+    let not = tm(TokenSystem::Is("http://loinc.org".into()), Some("8480-6"), true);
+    assert_eq!(filters, [("code", &not), ("component-code", &not)]);
+    // Several negated codes are not two filters' worth: refused, not half answered.
+    assert_eq!(err("Observation", &[("combo-code:not", "a,b")])[0].code, IssueType::NotSupported);
+    assert_eq!(err("DiagnosticReport", &[("result.combo-code:not", "a")])[0].code, IssueType::NotSupported);
+    assert_eq!(err("Observation", &[("_sort", "combo-code")])[0].code, IssueType::NotSupported);
+}
+
 fn tm(system: TokenSystem, code: Option<&str>, negate: bool) -> Match {
     Match::Token { system, code: code.map(str::to_string), negate }
 }
