@@ -94,6 +94,7 @@ pub async fn store_for(config: &Config, keys: &Keys, workload: Workload) -> anyh
             audit_chain: keys.audit.clone(),
             ..store::sqlite::SqliteOptions::default()
         };
+        keys.database_format.apply(&mut options);
         let memory = machine_memory().unwrap_or(ASSUMED_MEMORY_BYTES);
         match workload {
             Workload::Interactive => {

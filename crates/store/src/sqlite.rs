@@ -64,6 +64,33 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (12, include_str!("../migrations/sqlite/0012_combined_params.sql")),
 ];
 
+/// The HMAC SQLCipher authenticates each page of an encrypted database
+/// with. SHA-512 is SQLCipher 4's default and what every database made
+/// before Hearth recorded the choice uses; SHA-256 costs about half as much
+/// per page written or read (measured on a bulk load: 9% of the writer's
+/// time for SHA-512) and, at 256 bits, keeps the same margin as the AES-256
+/// encryption it authenticates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PageHmac {
+    Sha512,
+    Sha256,
+}
+
+impl PageHmac {
+    /// The value of SQLCipher's `cipher_hmac_algorithm`.
+    pub fn sqlcipher_name(self) -> &'static str {
+        match self {
+            PageHmac::Sha512 => "HMAC_SHA512",
+            PageHmac::Sha256 => "HMAC_SHA256",
+        }
+    }
+
+    /// The algorithm named `name` ([`PageHmac::sqlcipher_name`]).
+    pub fn from_sqlcipher_name(name: &str) -> Option<PageHmac> {
+        [PageHmac::Sha512, PageHmac::Sha256].into_iter().find(|h| h.sqlcipher_name() == name)
+    }
+}
+
 /// Tuning of a [`SqliteStore`].
 #[derive(Debug, Clone)]
 pub struct SqliteOptions {
@@ -87,8 +114,13 @@ pub struct SqliteOptions {
     /// Bytes of the database file readers map into memory, so a page they
     /// miss in their cache costs no system call (0 turns mapping off).
     pub mmap_bytes: u64,
-    /// Page size of a newly created database (ignored for an existing one).
+    /// Page size of the database. A plaintext file records its own (this
+    /// applies when it is created); an encrypted one must be opened with the
+    /// size it was created with (SQLCipher cannot read it before decrypting).
     pub page_size: u32,
+    /// The HMAC that authenticates each page of an encrypted database:
+    /// like `page_size`, fixed when the file is created.
+    pub page_hmac: PageHmac,
     /// The SQLCipher key of the database file; `None` keeps it in plaintext
     /// (tests that want it). Given, it is the first statement of every
     /// connection, and the WAL and journal are encrypted with it too.
@@ -138,6 +170,7 @@ impl Default for SqliteOptions {
             busy_timeout_ms: 5_000,
             mmap_bytes: 1 << 30,
             page_size: 4096,
+            page_hmac: PageHmac::Sha512,
             key: None,
             audit_chain: AuditChain::random(),
             resource_cache_bytes: 64 << 20,
@@ -361,6 +394,7 @@ fn try_unlock(conn: &Connection, options: &SqliteOptions) -> rusqlite::Result<bo
         let pragma = zeroize::Zeroizing::new(format!("PRAGMA key = \"x'{}'\"", key.to_hex().as_str()));
         conn.execute_batch(&pragma)?;
         conn.pragma_update(None, "cipher_page_size", options.page_size)?;
+        conn.execute_batch(&format!("PRAGMA cipher_hmac_algorithm = {}", options.page_hmac.sqlcipher_name()))?;
     }
     match conn.query_row("SELECT count(*) FROM sqlite_schema", [], |row| row.get::<_, i64>(0)) {
         Ok(_) => Ok(true),
@@ -445,10 +479,11 @@ pub(crate) fn encrypt_plaintext(path: &Path, options: &SqliteOptions, new_key: &
     let copy_text = copy.to_str().ok_or_else(|| StoreError::Internal("the database path is not UTF-8".into()))?;
     let attach = zeroize::Zeroizing::new(format!(
         "ATTACH DATABASE '{}' AS encrypted KEY \"x'{}'\"; PRAGMA encrypted.cipher_page_size = {}; \
-         SELECT sqlcipher_export('encrypted'); DETACH DATABASE encrypted;",
+         PRAGMA encrypted.cipher_hmac_algorithm = {}; SELECT sqlcipher_export('encrypted'); DETACH DATABASE encrypted;",
         copy_text.replace('\'', "''"),
         new_key.to_hex().as_str(),
-        options.page_size
+        options.page_size,
+        options.page_hmac.sqlcipher_name()
     ));
     conn.execute_batch(&attach).map_err(db_error)?;
     drop(conn);

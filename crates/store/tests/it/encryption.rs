@@ -254,3 +254,51 @@ async fn postgres_rotation_reseals_binaries() {
     })
     .await;
 }
+
+/// Pages of 8 KiB authenticated with HMAC-SHA256 (what a new key file gives).
+fn keyed_8k_sha256(key: &DbKey) -> SqliteOptions {
+    SqliteOptions { page_size: 8192, page_hmac: store::sqlite::PageHmac::Sha256, ..keyed(key) }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_opens_only_in_the_format_it_was_made_in_and_rotation_keeps_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("hearth.db");
+    let (key, new_key) = (Secret::random(), Secret::random());
+    {
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&path, keyed_8k_sha256(&key)).expect("create"));
+        let patient = Write { body: Some(patient_body("p1")), ..write("Patient", "p1", 1, at(1), vec![]) };
+        store.commit(commit(vec![patient])).await.expect("create");
+    }
+    // The right key in the other format does not open it; in its own, it does.
+    let error = SqliteStore::open(&path, keyed(&key)).err().expect("another format fails").to_string();
+    assert!(error.contains("does not open"), "{error}");
+    let sha512 = SqliteOptions { page_hmac: store::sqlite::PageHmac::Sha512, ..keyed_8k_sha256(&key) };
+    assert!(SqliteStore::open(&path, sha512).is_err(), "the page size alone is not enough");
+    let store = SqliteStore::open(&path, keyed_8k_sha256(&key)).expect("its format opens");
+    assert_eq!(store.read("Patient", "p1").await.expect("read").expect("found").body, Some(patient_body("p1")));
+    drop(store);
+
+    // Re-keyed, the file keeps its format.
+    let cipher = BinaryCipher::new(&Secret::random());
+    let done = store::cipher::rotate_sqlite(&path, &keyed_8k_sha256(&key), &key, &new_key, &cipher, &cipher).expect("rotate");
+    assert_eq!(done.database, DbRotation::Rekeyed);
+    let store = SqliteStore::open(&path, keyed_8k_sha256(&new_key)).expect("the new key in the same format");
+    assert_eq!(store.read("Patient", "p1").await.expect("read").expect("found").body, Some(patient_body("p1")));
+    drop(store);
+    assert!(SqliteStore::open(&path, keyed(&new_key)).is_err());
+
+    // A plaintext file encrypted into this format opens in it only.
+    let plain_path = dir.path().join("plain.db");
+    {
+        let plain: Arc<dyn Store> = Arc::new(SqliteStore::open(&plain_path, SqliteOptions::default()).expect("open"));
+        let patient = Write { body: Some(patient_body("p2")), ..write("Patient", "p2", 1, at(1), vec![]) };
+        plain.commit(commit(vec![patient])).await.expect("create");
+    }
+    let done = store::cipher::rotate_sqlite(&plain_path, &keyed_8k_sha256(&key), &Secret::random(), &key, &cipher, &cipher)
+        .expect("encrypt");
+    assert_eq!(done.database, DbRotation::Encrypted);
+    assert!(SqliteStore::open(&plain_path, keyed(&key)).is_err());
+    let store = SqliteStore::open(&plain_path, keyed_8k_sha256(&key)).expect("encrypted in the format");
+    assert_eq!(store.read("Patient", "p2").await.expect("read").expect("found").body, Some(patient_body("p2")));
+}
