@@ -248,3 +248,57 @@ async fn a_key_file_others_can_read_stops_the_start() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("may be read by group or others") && stderr.contains("chmod 600"), "{stderr}");
 }
+
+/// A key file written before the page format was recorded (no
+/// `database_page_size` / `database_hmac` lines): Hearth creates and reopens
+/// its database in SQLCipher's default format (4 KiB pages, HMAC-SHA512), so
+/// the databases such key files made keep opening. A new key file's
+/// database does not open in that format.
+#[test]
+fn a_key_file_without_the_format_lines_keeps_sqlciphers_default_format() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let input = tmp.path().join("input.ndjson");
+    std::fs::write(&input, json!({"resourceType": "Patient", "id": "fmt-1"}).to_string()).expect("write");
+    let import = |data: &Path| {
+        let output = Command::new(BIN)
+            .args(["import", "--quiet", "--data-dir"])
+            .arg(data)
+            .arg(&input)
+            .env_remove("HEARTH_DATABASE_URL")
+            .env_remove("HEARTH_DB_KEY")
+            .output()
+            .expect("import runs");
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    };
+    let key = "ab".repeat(32);
+    let opens_in_default_format = |data: &Path| {
+        let conn = rusqlite::Connection::open(data.join("hearth.db")).expect("open");
+        conn.execute_batch(&format!("PRAGMA key = \"x'{key}'\";")).expect("key");
+        conn.query_row("SELECT COUNT(*) FROM resource", [], |r| r.get::<_, i64>(0)).ok()
+    };
+    let old = tmp.path().join("old");
+    std::fs::create_dir(&old).expect("mkdir");
+    std::fs::set_permissions(&old, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+    let key_file = old.join("hearth.key");
+    let other = "cd".repeat(32);
+    std::fs::write(&key_file, format!("version = 1\ndatabase = \"{key}\"\nattachments = \"{other}\"\naudit = \"{other}\"\n"))
+        .expect("key file");
+    std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    import(&old);
+    import(&old); // reopened in the same format
+    assert_eq!(opens_in_default_format(&old), Some(1));
+
+    // A new key file: the database is in the recorded format, not the default.
+    let new = tmp.path().join("new");
+    import(&new);
+    let text = std::fs::read_to_string(new.join("hearth.key")).expect("key file");
+    assert!(text.contains("database_hmac = \"HMAC_SHA256\""), "{text}");
+    let own_key = text.lines().find_map(|l| l.strip_prefix("database = \"")?.strip_suffix('"')).expect("key").to_string();
+    let count_with = |settings: &str| {
+        let conn = rusqlite::Connection::open(new.join("hearth.db")).expect("open");
+        conn.execute_batch(&format!("PRAGMA key = \"x'{own_key}'\"; {settings}")).expect("key");
+        conn.query_row("SELECT COUNT(*) FROM resource", [], |r| r.get::<_, i64>(0)).ok()
+    };
+    assert_eq!(count_with(""), None, "not in the default format");
+    assert_eq!(count_with("PRAGMA cipher_hmac_algorithm = HMAC_SHA256;"), Some(1));
+}
