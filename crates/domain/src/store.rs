@@ -319,6 +319,24 @@ pub trait Store: Send + Sync + 'static {
         Ok(())
     }
 
+    /// Before a bulk load of about `upcoming` resources: a store that would
+    /// rather build its search indexes in one pass afterwards than maintain
+    /// them insert by insert may stop maintaining them until
+    /// [`Store::restore_search_indexes`]. Searches stay correct meanwhile,
+    /// only slower; reads by id and writes are unaffected. Answers whether it
+    /// did. A store that does not do this (the default) answers `false`.
+    async fn defer_search_indexes(&self, upcoming: u64) -> Result<bool, StoreError> {
+        let _ = upcoming;
+        Ok(false)
+    }
+
+    /// Builds the search indexes [`Store::defer_search_indexes`] left
+    /// unmaintained (nothing to do when there are none). A store also does
+    /// this when it opens, for a load that was stopped before it could.
+    async fn restore_search_indexes(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
     /// A system record (see [`SysWrite`]).
     async fn sys_get(&self, kind: &str, key: &str) -> Result<Option<SysRecord>, StoreError>;
 

@@ -126,35 +126,26 @@ pub async fn load(
     options: &LoadOptions,
     mut progress: impl FnMut(u64),
 ) -> Result<LoadReport, LoadError> {
-    use futures_util::StreamExt;
     let access = Access::system(MIGRATION_ACTOR);
     let records = by_source_record(&run.resources);
     let mut report = LoadReport::default();
     for record in &records {
         report.tables.entry(record.table.to_string()).or_default().records += 1;
     }
-    let access_ref = &access;
-    let mut batches = futures_util::stream::iter(records.chunks(options.batch_records.max(1)).map(|batch| async move {
-        let result = load_batch(service, access_ref, batch, options).await;
-        (batch, result)
-    }))
-    .buffered(BATCHES_IN_FLIGHT);
-    let mut done = 0u64;
-    while let Some((batch, result)) = batches.next().await {
-        let (counts, wrote) = result.map_err(|m| batch_error(batch, m, &report))?;
-        for (table, created, updated, unchanged) in counts {
-            let c = report.tables.entry(table.to_string()).or_default();
-            c.created += created;
-            c.updated += updated;
-            c.unchanged += unchanged;
-        }
-        if wrote {
-            report.transactions += 1;
-        }
-        done += batch.len() as u64;
-        progress(done);
-    }
-    drop(batches);
+    // Into a store far smaller than the load (a first load, a rehearsal), the
+    // search indexes are built once at the end rather than kept up to date
+    // insert by insert (domain::Store::defer_search_indexes).
+    let upcoming: u64 = records.iter().map(|r| r.resources.len() as u64 + 1).sum();
+    let deferred = service
+        .store()
+        .defer_search_indexes(upcoming)
+        .await
+        .map_err(|e| batch_error(&records, format!("deferring the search indexes: {e}"), &report))?;
+    let written = write_batches(service, &access, &records, options, &mut report, &mut progress).await;
+    // Built even after a failed batch: the store serves searches meanwhile.
+    let restored = if deferred { service.store().restore_search_indexes().await } else { Ok(()) };
+    written?;
+    restored.map_err(|e| batch_error(&records, format!("building the search indexes: {e}"), &report))?;
     if report.transactions > 0 {
         service
             .store()
@@ -168,6 +159,41 @@ pub async fn load(
     }
     report.read_back = started.elapsed();
     Ok(report)
+}
+
+/// Writes the batches of `records`, [`BATCHES_IN_FLIGHT`] at once, adding
+/// their counts to `report`.
+async fn write_batches(
+    service: &Service,
+    access: &Access,
+    records: &[SourceRecord<'_>],
+    options: &LoadOptions,
+    report: &mut LoadReport,
+    progress: &mut impl FnMut(u64),
+) -> Result<(), LoadError> {
+    use futures_util::StreamExt;
+    let access_ref = access;
+    let mut batches = futures_util::stream::iter(records.chunks(options.batch_records.max(1)).map(|batch| async move {
+        let result = load_batch(service, access_ref, batch, options).await;
+        (batch, result)
+    }))
+    .buffered(BATCHES_IN_FLIGHT);
+    let mut done = 0u64;
+    while let Some((batch, result)) = batches.next().await {
+        let (counts, wrote) = result.map_err(|m| batch_error(batch, m, report))?;
+        for (table, created, updated, unchanged) in counts {
+            let c = report.tables.entry(table.to_string()).or_default();
+            c.created += created;
+            c.updated += updated;
+            c.unchanged += unchanged;
+        }
+        if wrote {
+            report.transactions += 1;
+        }
+        done += batch.len() as u64;
+        progress(done);
+    }
+    Ok(())
 }
 
 /// One batch: what the store holds under its ids is fetched; what differs

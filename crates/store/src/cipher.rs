@@ -309,6 +309,14 @@ impl Store for EncryptedBinaries {
         self.inner.refresh_planner_statistics().await
     }
 
+    async fn defer_search_indexes(&self, upcoming: u64) -> Result<bool, StoreError> {
+        self.inner.defer_search_indexes(upcoming).await
+    }
+
+    async fn restore_search_indexes(&self) -> Result<(), StoreError> {
+        self.inner.restore_search_indexes().await
+    }
+
     async fn sys_get(&self, kind: &str, key: &str) -> Result<Option<SysRecord>, StoreError> {
         self.inner.sys_get(kind, key).await
     }

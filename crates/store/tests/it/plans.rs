@@ -128,6 +128,12 @@ async fn sqlite_search_shapes_use_indexes() {
     let sqlite = Arc::new(SqliteStore::open(&dir.path().join("hearth.db"), SqliteOptions::default()).expect("open"));
     let store: Arc<dyn Store> = sqlite.clone();
     seed(&store).await;
+    let failures = sqlite_shapes_not_served_by_indexes(&sqlite).await;
+    assert!(failures.is_empty(), "full scans or type walks in SQLite plans:\n{}", failures.join("\n"));
+}
+
+/// The [`SHAPES`] whose SQLite plan scans a table or walks a type, with the plan.
+async fn sqlite_shapes_not_served_by_indexes(sqlite: &SqliteStore) -> Vec<String> {
     let mut failures = Vec::new();
     for shape in SHAPES {
         let plan = sqlite.explain(&parse(shape)).await.expect("explain");
@@ -140,7 +146,67 @@ async fn sqlite_search_shapes_use_indexes() {
             failures.push(format!("{shape}:\n    {}", plan.join("\n    ")));
         }
     }
-    assert!(failures.is_empty(), "full scans or type walks in SQLite plans:\n{}", failures.join("\n"));
+    failures
+}
+
+/// Ids of what `shape` finds.
+async fn found(store: &Arc<dyn Store>, shape: &str) -> Vec<String> {
+    let mut ids: Vec<String> = store.search(&parse(shape)).await.expect("search").items.into_iter().map(|r| r.id).collect();
+    ids.sort();
+    ids
+}
+
+async fn write_observation(store: &Arc<dyn Store>, id: &str) {
+    let resource = json!({"resourceType": "Observation", "id": id, "status": "final", "subject": {"reference": "Patient/p1"},
+                          "code": {"coding": [{"system": "http://loinc.org", "code": "2345-7"}]}, "effectiveDateTime": "2024-04-01"});
+    let mut w = write("Observation", id, 1, at(2), Registry::core().extract(&resource));
+    w.body = Some(Arc::from(resource.to_string()));
+    store.commit(commit(vec![w])).await.expect("write");
+}
+
+const BY_CODE: &str = "Observation?patient=p1&code=http://loinc.org|2345-7";
+
+#[tokio::test]
+async fn sqlite_a_bulk_load_into_a_small_store_builds_the_search_indexes_at_its_end() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let sqlite = Arc::new(SqliteStore::open(&dir.path().join("hearth.db"), SqliteOptions::default()).expect("open"));
+    let store: Arc<dyn Store> = sqlite.clone();
+    seed(&store).await;
+    // Five resources held: a load of ten may double the store, not more.
+    assert!(!store.defer_search_indexes(10).await.expect("defer"), "a load no larger than twice the store keeps its indexes");
+    assert!(sqlite_shapes_not_served_by_indexes(&sqlite).await.is_empty());
+
+    assert!(store.defer_search_indexes(1_000).await.expect("defer"));
+    assert!(!sqlite_shapes_not_served_by_indexes(&sqlite).await.is_empty(), "the search indexes are gone while deferred");
+    // Searches answer the same meanwhile, writes included.
+    write_observation(&store, "o3").await;
+    assert_eq!(found(&store, BY_CODE).await, ["o1", "o3"]);
+
+    store.restore_search_indexes().await.expect("restore");
+    let failures = sqlite_shapes_not_served_by_indexes(&sqlite).await;
+    assert!(failures.is_empty(), "after the load:\n{}", failures.join("\n"));
+    assert_eq!(found(&store, BY_CODE).await, ["o1", "o3"]);
+    // Nothing left to build: a second restore does nothing.
+    store.restore_search_indexes().await.expect("restore again");
+}
+
+#[tokio::test]
+async fn sqlite_indexes_a_stopped_bulk_load_deferred_are_built_when_the_store_opens() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let path = dir.path().join("hearth.db");
+    {
+        let sqlite = Arc::new(SqliteStore::open(&path, SqliteOptions::default()).expect("open"));
+        let store: Arc<dyn Store> = sqlite.clone();
+        seed(&store).await;
+        assert!(store.defer_search_indexes(1_000).await.expect("defer"));
+        write_observation(&store, "o3").await;
+        // The load stops here, before it builds the indexes.
+    }
+    let sqlite = Arc::new(SqliteStore::open(&path, SqliteOptions::default()).expect("reopen"));
+    let store: Arc<dyn Store> = sqlite.clone();
+    let failures = sqlite_shapes_not_served_by_indexes(&sqlite).await;
+    assert!(failures.is_empty(), "after reopening:\n{}", failures.join("\n"));
+    assert_eq!(found(&store, BY_CODE).await, ["o1", "o3"]);
 }
 
 #[tokio::test]
