@@ -42,6 +42,13 @@ pub enum Workload {
 
 /// Page cache of the writer connection in a bulk load, in KiB, at most.
 const BULK_WRITER_CACHE_KIB: u32 = 2 * 1024 * 1024;
+
+/// How long a bulk load waits for the write lock another process holds, in
+/// milliseconds: a server that opens the store while a first load has
+/// deferred its search indexes builds them, holding the lock for as long as
+/// that takes (about 34 s for 1,000 migrated patients), and nobody waits on
+/// a bulk load's commits but itself.
+const BULK_BUSY_TIMEOUT_MS: u32 = 10 * 60 * 1000;
 /// Page cache of each reader connection in a bulk load, in KiB, at most.
 const BULK_READER_CACHE_KIB: u32 = 256 * 1024;
 /// Current resource versions a bulk load's store keeps in memory, in bytes,
@@ -106,6 +113,7 @@ pub async fn store_for(config: &Config, keys: &Keys, workload: Workload) -> anyh
                 options.cache_kib = reader.max(options.cache_kib);
                 options.resource_cache_bytes = resources.max(options.resource_cache_bytes);
                 options.checkpoints = store::sqlite::Checkpoints::BULK_LOAD;
+                options.busy_timeout_ms = BULK_BUSY_TIMEOUT_MS;
             }
         }
         let store = store::sqlite::SqliteStore::open(&path, options)

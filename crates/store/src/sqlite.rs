@@ -298,10 +298,16 @@ impl SqliteStore {
     pub fn open(path: &Path, options: SqliteOptions) -> Result<SqliteStore, StoreError> {
         let mut conn = open_connection(path, &options, Role::Writer)?;
         migrate(&mut conn)?;
-        // A bulk load that stopped before building its deferred indexes.
-        let restored = restore_search_indexes(&conn).map_err(db_error)?;
-        if restored > 0 {
-            tracing::info!(indexes = restored, "built the search indexes a stopped bulk load had deferred");
+        // A bulk load that stopped before building its deferred indexes (or
+        // one still loading from another process, which builds them itself
+        // if its commits keep the lock from this one).
+        match restore_search_indexes(&conn) {
+            Ok(0) => {}
+            Ok(built) => tracing::info!(indexes = built, "built the search indexes a stopped bulk load had deferred"),
+            Err(error) => tracing::warn!(
+                error = %db_error(error),
+                "could not build the search indexes a bulk load deferred; searches are slower until they are"
+            ),
         }
         // Readers open now, so that a bad file fails here, not on first read.
         let readers = ReaderPool::start(path, &options)?;
