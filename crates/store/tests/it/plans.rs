@@ -100,14 +100,26 @@ async fn seed(store: &Arc<dyn Store>) {
         json!({"resourceType": "Encounter", "id": "e1", "status": "finished", "subject": {"reference": "Patient/p1"},
                "class": {"code": "AMB"}, "period": {"start": "2024-03-01"}}),
     ];
-    let registry = Registry::core();
     for resource in resources {
-        let rt = resource["resourceType"].as_str().unwrap_or_default().to_string();
-        let id = resource["id"].as_str().unwrap_or_default().to_string();
-        let mut w = write(&rt, &id, 1, at(1), registry.extract(&resource));
-        w.body = Some(Arc::from(resource.to_string()));
-        store.commit(commit(vec![w])).await.expect("seed");
+        put(store, &resource, 1).await;
     }
+}
+
+/// Stores the first version of `resource`, indexed, at `seconds`.
+async fn put(store: &Arc<dyn Store>, resource: &Value, seconds: i64) {
+    let rt = resource["resourceType"].as_str().unwrap_or_default();
+    let id = resource["id"].as_str().unwrap_or_default();
+    let mut w = write(rt, id, 1, at(seconds), Registry::core().extract(resource));
+    w.body = Some(Arc::from(resource.to_string()));
+    store.commit(commit(vec![w])).await.expect("write");
+}
+
+/// A SQLite store at `path` holding [`seed`]'s resources.
+async fn seeded_sqlite(path: &std::path::Path) -> (Arc<SqliteStore>, Arc<dyn Store>) {
+    let sqlite = Arc::new(SqliteStore::open(path, SqliteOptions::default()).expect("open"));
+    let store: Arc<dyn Store> = sqlite.clone();
+    seed(&store).await;
+    (sqlite, store)
 }
 
 /// Plan lines that read a whole table or index.
@@ -125,9 +137,7 @@ fn sqlite_full_scans(plan: &[String]) -> Vec<String> {
 #[tokio::test]
 async fn sqlite_search_shapes_use_indexes() {
     let dir = tempfile::tempdir().expect("temporary directory");
-    let sqlite = Arc::new(SqliteStore::open(&dir.path().join("hearth.db"), SqliteOptions::default()).expect("open"));
-    let store: Arc<dyn Store> = sqlite.clone();
-    seed(&store).await;
+    let (sqlite, _store) = seeded_sqlite(&dir.path().join("hearth.db")).await;
     let failures = sqlite_shapes_not_served_by_indexes(&sqlite).await;
     assert!(failures.is_empty(), "full scans or type walks in SQLite plans:\n{}", failures.join("\n"));
 }
@@ -159,9 +169,7 @@ async fn found(store: &Arc<dyn Store>, shape: &str) -> Vec<String> {
 async fn write_observation(store: &Arc<dyn Store>, id: &str) {
     let resource = json!({"resourceType": "Observation", "id": id, "status": "final", "subject": {"reference": "Patient/p1"},
                           "code": {"coding": [{"system": "http://loinc.org", "code": "2345-7"}]}, "effectiveDateTime": "2024-04-01"});
-    let mut w = write("Observation", id, 1, at(2), Registry::core().extract(&resource));
-    w.body = Some(Arc::from(resource.to_string()));
-    store.commit(commit(vec![w])).await.expect("write");
+    put(store, &resource, 2).await;
 }
 
 const BY_CODE: &str = "Observation?patient=p1&code=http://loinc.org|2345-7";
@@ -169,9 +177,7 @@ const BY_CODE: &str = "Observation?patient=p1&code=http://loinc.org|2345-7";
 #[tokio::test]
 async fn sqlite_a_bulk_load_into_a_small_store_builds_the_search_indexes_at_its_end() {
     let dir = tempfile::tempdir().expect("temporary directory");
-    let sqlite = Arc::new(SqliteStore::open(&dir.path().join("hearth.db"), SqliteOptions::default()).expect("open"));
-    let store: Arc<dyn Store> = sqlite.clone();
-    seed(&store).await;
+    let (sqlite, store) = seeded_sqlite(&dir.path().join("hearth.db")).await;
     // Five resources held: a load of ten may double the store, not more.
     assert!(!store.defer_search_indexes(10).await.expect("defer"), "a load no larger than twice the store keeps its indexes");
     assert!(sqlite_shapes_not_served_by_indexes(&sqlite).await.is_empty());
@@ -195,9 +201,7 @@ async fn sqlite_indexes_a_stopped_bulk_load_deferred_are_built_when_the_store_op
     let dir = tempfile::tempdir().expect("temporary directory");
     let path = dir.path().join("hearth.db");
     {
-        let sqlite = Arc::new(SqliteStore::open(&path, SqliteOptions::default()).expect("open"));
-        let store: Arc<dyn Store> = sqlite.clone();
-        seed(&store).await;
+        let (_sqlite, store) = seeded_sqlite(&path).await;
         assert!(store.defer_search_indexes(1_000).await.expect("defer"));
         write_observation(&store, "o3").await;
         // The load stops here, before it builds the indexes.
@@ -258,9 +262,7 @@ const TARGET_PLANS: &[(&str, &[&str], &[&str])] = &[
 #[tokio::test]
 async fn sqlite_target_shapes_read_one_index_range() {
     let dir = tempfile::tempdir().expect("temporary directory");
-    let sqlite = Arc::new(SqliteStore::open(&dir.path().join("hearth.db"), SqliteOptions::default()).expect("open"));
-    let store: Arc<dyn Store> = sqlite.clone();
-    seed(&store).await;
+    let (sqlite, _store) = seeded_sqlite(&dir.path().join("hearth.db")).await;
     let mut failures = Vec::new();
     for (shape, wanted, unwanted) in TARGET_PLANS {
         let query = parse(shape);
@@ -365,9 +367,7 @@ async fn postgres_statistics_are_refreshed_after_a_bulk_load() {
 #[tokio::test]
 async fn sqlite_system_search_finds_parameter_ids_by_code() {
     let dir = tempfile::tempdir().expect("temporary directory");
-    let sqlite = Arc::new(SqliteStore::open(&dir.path().join("hearth.db"), SqliteOptions::default()).expect("open"));
-    let store: Arc<dyn Store> = sqlite.clone();
-    seed(&store).await;
+    let (sqlite, _store) = seeded_sqlite(&dir.path().join("hearth.db")).await;
     let mut query = parse("Observation?status=final");
     query.resource_type = None;
     let plan = sqlite.explain(&query).await.expect("explain");
