@@ -482,6 +482,19 @@ fn load_is_idempotent_resumable_and_applies_deltas() {
     assert_eq!(created["patients"], first["patients"][0], "one Patient per converted patient row");
     assert_eq!(created["provenance"], first.iter().filter(|(t, _)| *t != "provenance").map(|(_, c)| c[0]).sum::<u64>());
     assert!(created["vitals"] > first["vitals"][0], "a vitals row makes several Observations, none dropped");
+    // The load into a new store deferred the search indexes and built them
+    // at its end: none is left for the next open to build.
+    {
+        let db = crate::open_database(&dir.join("whole"));
+        let left: i64 = db.query_row("SELECT count(*) FROM deferred_index", [], |r| r.get(0)).expect("deferred");
+        assert_eq!(left, 0, "every deferred index was built");
+        for index in ["idx_token_search", "idx_reference_search", "idx_date_search", "idx_patient_token_search"] {
+            let found: i64 = db
+                .query_row("SELECT count(*) FROM sqlite_master WHERE type = 'index' AND name = ?1", [index], |r| r.get(0))
+                .expect("schema");
+            assert_eq!(found, 1, "{index} exists after the load");
+        }
+    }
     let again = load(dir, "whole");
     for (table, c) in &again {
         assert_eq!((c[1], c[2], c[3]), (0, 0, created[table]), "rerun of {table}");
