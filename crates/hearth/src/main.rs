@@ -437,7 +437,8 @@ fn patient_bar(run: &migrate::dryrun::DryRun, quiet: bool) -> indicatif::Progres
 struct MigrationTarget {
     #[command(flatten)]
     store: config::StoreArgs,
-    /// Source records per transaction.
+    /// Source records per transaction (a load's first batches are smaller,
+    /// growing to this).
     #[arg(long, default_value_t = migrate::load::DEFAULT_BATCH_RECORDS)]
     batch: usize,
     /// No progress bar (for scripts and CI logs).

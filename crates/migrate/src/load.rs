@@ -195,13 +195,13 @@ async fn write_batches(
 ) -> Result<(), LoadError> {
     use futures_util::StreamExt;
     let access_ref = access;
-    let mut batches = futures_util::stream::iter(batches(records, options.batch_records).into_iter().map(|batch| async move {
+    let mut in_flight = futures_util::stream::iter(batches(records, options.batch_records).into_iter().map(|batch| async move {
         let result = load_batch(service, access_ref, batch, options).await;
         (batch, result)
     }))
     .buffered(BATCHES_IN_FLIGHT);
     let mut done = 0u64;
-    while let Some((batch, result)) = batches.next().await {
+    while let Some((batch, result)) = in_flight.next().await {
         let (counts, wrote) = result.map_err(|m| batch_error(batch, m, report))?;
         for (table, created, updated, unchanged) in counts {
             let c = report.tables.entry(table.to_string()).or_default();
