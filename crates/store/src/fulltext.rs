@@ -14,7 +14,9 @@
 //!   commit wrote 5x the WAL bytes). So commits put their words in a plain
 //!   table, `idx_text_pending` (one appended row), and the writer moves them
 //!   into FTS5 in one transaction once [`FLUSH_ROWS`] have gathered, like
-//!   PostgreSQL's GIN pending list. Searches look in both: FTS5, and the
+//!   PostgreSQL's GIN pending list. A large commit (more writes than a
+//!   group takes, a migration's batch) writes its words into FTS5 directly:
+//!   it fills whole segments itself. Searches look in both: FTS5, and the
 //!   pending rows through [`MATCH_FUNCTION`], which runs the memory store's
 //!   own matching (`fhir::search::text::matches`), so the answers are the same.
 //! - PostgreSQL: two `tsvector` columns with GIN indexes, written from
@@ -172,20 +174,30 @@ pub(crate) fn tsvector(words: &str) -> String {
 /// SQLite: replaces the words of resource `rid` (`existed`: it may have
 /// some) with `text`, as a pending row; `None` or an empty text leaves none.
 /// Returns whether a pending row was written.
+///
+/// `direct`: the words go straight into FTS5, in the caller's transaction.
+/// A large commit (a migration's batch) does so: its words fill FTS5's
+/// segments as well as a flush would, and writing, reading and deleting
+/// them as pending rows as well cost the load's writer time for nothing.
 pub(crate) fn sqlite_replace(
     conn: &rusqlite::Connection,
     rid: i64,
     existed: bool,
     text: Option<&TextIndex>,
+    direct: bool,
 ) -> rusqlite::Result<bool> {
     if existed {
         conn.prepare_cached("DELETE FROM idx_text WHERE rowid = ?1")?.execute([rid])?;
         conn.prepare_cached("DELETE FROM idx_text_pending WHERE rid = ?1")?.execute([rid])?;
     }
     let Some(text) = text.filter(|t| !t.is_empty()) else { return Ok(false) };
-    conn.prepare_cached("INSERT INTO idx_text_pending (rid, narrative, content) VALUES (?1, ?2, ?3)")?
-        .execute(rusqlite::params![rid, text.narrative, text.content])?;
-    Ok(true)
+    let into = if direct {
+        "INSERT INTO idx_text (rowid, narrative, content) VALUES (?1, ?2, ?3)"
+    } else {
+        "INSERT INTO idx_text_pending (rid, narrative, content) VALUES (?1, ?2, ?3)"
+    };
+    conn.prepare_cached(into)?.execute(rusqlite::params![rid, text.narrative, text.content])?;
+    Ok(!direct)
 }
 
 /// SQLite: moves every pending row into FTS5, in one transaction of its own

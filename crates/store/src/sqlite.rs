@@ -722,6 +722,9 @@ struct Writer {
     /// Rows in `idx_text_pending` (about: rolled back commits count too);
     /// at [`crate::fulltext::FLUSH_ROWS`] they are moved into FTS5.
     text_pending: usize,
+    /// The commit being applied is large and alone in its group: its words
+    /// go straight into FTS5 (fulltext.rs, [`crate::fulltext::sqlite_replace`]).
+    text_direct: bool,
     /// The key of the audit trail's digests.
     chain: AuditChain,
     /// The last audit entry written, committed or in the open transaction;
@@ -828,6 +831,7 @@ impl Writer {
             systems: HashMap::new(),
             insert_sql: insert_statements(),
             text_pending,
+            text_direct: false,
             chain,
             head,
             relaxed: false,
@@ -909,6 +913,7 @@ impl Writer {
             }
         };
         let mut results = Vec::with_capacity(group.len());
+        self.text_direct = matches!(group.as_slice(), [job] if applied_alone(&job.commit));
         if let [job] = group.as_slice() {
             // Alone in its group, a commit needs no savepoint: on failure the
             // whole transaction is rolled back (and sub-journaling is avoided).
@@ -1214,7 +1219,7 @@ impl Writer {
                 .and_then(|mut s| s.execute(params![rid, marker]))
                 .map_err(db_error)?;
         }
-        if crate::fulltext::sqlite_replace(&self.conn, rid, true, Some(&reindex.text)).map_err(db_error)? {
+        if crate::fulltext::sqlite_replace(&self.conn, rid, true, Some(&reindex.text), self.text_direct).map_err(db_error)? {
             self.text_pending += 1;
         }
         let owner = sql::Owner { resource_type: &reindex.resource_type, id: &reindex.id, contained: &reindex.contained };
@@ -1236,7 +1241,7 @@ impl Writer {
         }
         for rid in rids {
             delete_index(&self.conn, rid)?;
-            crate::fulltext::sqlite_replace(&self.conn, rid, true, None).map_err(db_error)?;
+            crate::fulltext::sqlite_replace(&self.conn, rid, true, None, false).map_err(db_error)?;
         }
         self.conn
             .prepare_cached("DELETE FROM resource WHERE container = ?1")
@@ -1261,7 +1266,7 @@ impl Writer {
                 .map_err(db_error)?;
             let rid = self.conn.last_insert_rowid();
             self.insert_index(rid, &key, &resource.index, None)?;
-            if crate::fulltext::sqlite_replace(&self.conn, rid, false, Some(&resource.text)).map_err(db_error)? {
+            if crate::fulltext::sqlite_replace(&self.conn, rid, false, Some(&resource.text), self.text_direct).map_err(db_error)? {
                 self.text_pending += 1;
             }
         }
@@ -1394,7 +1399,7 @@ impl Writer {
             let owner = sql::Owner { resource_type: &write.resource_type, id: &write.id, contained: &write.contained };
             self.insert_index(rid, &write.resource_type, &write.index, Some((owner, last_updated)))?;
         }
-        if crate::fulltext::sqlite_replace(conn, rid, existing.is_some(), write.body.as_ref().map(|_| &write.text))
+        if crate::fulltext::sqlite_replace(conn, rid, existing.is_some(), write.body.as_ref().map(|_| &write.text), self.text_direct)
             .map_err(db_error)?
         {
             self.text_pending += 1;

@@ -240,8 +240,9 @@ pub(crate) async fn phrase_ir_is_what_stores_evaluate(store: Arc<dyn Store>) {
 }
 
 /// More writes than the SQLite writer keeps pending (fulltext.rs moves them
-/// into FTS5 at 512): words are found wherever they are kept, and updates
-/// and deletes of resources already moved replace them there too.
+/// into FTS5 at 512; a commit that large writes them there itself): words
+/// are found wherever they are kept, and updates and deletes of resources
+/// already moved replace them there too.
 pub(crate) async fn words_are_found_before_and_after_the_index_catches_up(store: Arc<dyn Store>) {
     let bulk: Vec<Write> = (0..600)
         .map(|i| {
@@ -270,4 +271,27 @@ pub(crate) async fn words_are_found_before_and_after_the_index_catches_up(store:
     assert_eq!(count(TextField::Content, "renamed").await, 1);
     assert_eq!(count(TextField::Content, "n7").await, 0);
     assert_eq!(count(TextField::Content, "n8").await, 0);
+}
+
+/// SQLite: a large commit (a migration's batch) writes its words into FTS5
+/// in its own transaction, not as pending rows; small commits keep theirs
+/// pending until enough gather (fulltext.rs). Both are found.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_large_commits_write_words_into_fts5_directly() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let path = dir.path().join("hearth.db");
+    let store: Arc<dyn Store> =
+        Arc::new(store::sqlite::SqliteStore::open(&path, store::sqlite::SqliteOptions::default()).expect("open"));
+    let bulk: Vec<Write> =
+        (0..300).map(|i| with_text("Condition", &format!("b{i}"), 1, words("", &format!("bulk n{i}")), vec![])).collect();
+    store.commit(commit(bulk)).await.expect("bulk");
+    for i in 0..3 {
+        put(&store, "Condition", &format!("s{i}"), words("", "single bulk")).await;
+    }
+    assert_eq!(id_set(&store, &text_query(None, TextField::Content, "bulk")).await.len(), 303);
+    assert_eq!(id_set(&store, &text_query(None, TextField::Content, "n299")).await, strs(&["b299"]));
+    let conn = rusqlite::Connection::open(&path).expect("inspect");
+    let count = |sql: &str| conn.query_row(sql, [], |r| r.get::<_, i64>(0)).expect(sql);
+    assert_eq!(count("SELECT COUNT(*) FROM idx_text_pending"), 3, "only the small commits' words wait");
+    assert_eq!(count("SELECT COUNT(*) FROM idx_text"), 300, "the large commit's words are in FTS5");
 }
