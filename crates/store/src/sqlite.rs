@@ -714,8 +714,9 @@ fn to_i64(n: u64) -> Result<i64, StoreError> {
 struct Writer {
     conn: Connection,
     max_group: usize,
-    /// Interned `search_param` ids per kind, keyed by (resource type, code).
-    params: [HashMap<(String, String), i64>; 8],
+    /// Interned `search_param` ids per kind, by resource type then code
+    /// (looked up without building a key: twice per index row).
+    params: [HashMap<String, HashMap<String, i64>>; 8],
     systems: HashMap<String, i64>,
     /// Multi-row index INSERTs per kind and chunk size.
     insert_sql: [[String; 5]; 8],
@@ -1279,10 +1280,12 @@ impl Writer {
     fn intern(&mut self, commit: &Commit) -> Result<(), StoreError> {
         for (resource_type, entry) in sql::typed_index_entries(commit) {
             let kind = Kind::of(&entry.value);
-            let key = (resource_type.clone().into_owned(), entry.param.clone());
-            if !self.params[kind_slot(kind)].contains_key(&key) {
+            if self.pid(&resource_type, &entry.param, kind).is_err() {
                 let pid = intern_param(&self.conn, &resource_type, &entry.param, kind)?;
-                self.params[kind_slot(kind)].insert(key, pid);
+                self.params[kind_slot(kind)]
+                    .entry(resource_type.into_owned())
+                    .or_default()
+                    .insert(entry.param.clone(), pid);
             }
             let system = match &entry.value {
                 IndexValue::Token { system: Some(system), .. } | IndexValue::Quantity { system: Some(system), .. } => system,
@@ -1303,7 +1306,8 @@ impl Writer {
 
     fn pid(&self, resource_type: &str, param: &str, kind: Kind) -> Result<i64, StoreError> {
         self.params[kind_slot(kind)]
-            .get(&(resource_type.to_owned(), param.to_owned()))
+            .get(resource_type)
+            .and_then(|codes| codes.get(param))
             .copied()
             .ok_or_else(|| StoreError::Internal("search parameter was not interned".into()))
     }
