@@ -142,3 +142,20 @@ async fn postgres_reconnect_finds_everything() {
     let versions = versions.expect("schema_version");
     assert!(recorded_once(&versions), "{versions:?}");
 }
+
+/// The bundled SQLite is built as `.cargo/config.toml` asks
+/// (`LIBSQLITE3_FLAGS`, ARCHITECTURE.md): no shared page cache behind one
+/// mutex, no memory statistics taken under a lock at every allocation, no
+/// shared-cache mode. A build that lost the setting fails here, not as a
+/// slower load in a benchmark.
+#[test]
+fn sqlite_is_built_without_its_global_mutexes() {
+    let conn = rusqlite::Connection::open_in_memory().expect("open");
+    let options: Vec<String> = conn
+        .prepare("PRAGMA compile_options")
+        .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
+        .expect("compile_options");
+    assert!(options.iter().any(|o| o == "DEFAULT_MEMSTATUS=0"), "{options:?}");
+    assert!(options.iter().any(|o| o == "OMIT_SHARED_CACHE"), "{options:?}");
+    assert!(!options.iter().any(|o| o == "ENABLE_MEMORY_MANAGEMENT"), "{options:?}");
+}
