@@ -43,7 +43,7 @@ use parking_lot::Mutex;
 use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params};
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use tokio::sync::{mpsc, oneshot};
@@ -263,7 +263,45 @@ fn defer_search_indexes(conn: &Connection) -> rusqlite::Result<()> {
 
 /// Creates every index `deferred_index` holds, in one transaction; returns
 /// how many.
+///
+/// SQLite sorts each index's entries first. With temporary storage in
+/// memory (`temp_store=MEMORY`, Hearth's setting) its sorter keeps every
+/// entry in an allocation of its own on one long list and sorts that alone;
+/// with temporary files allowed it packs entries into large buffers, sorts
+/// runs of them on worker threads (`PRAGMA threads`) and merges: a third
+/// less time for the build at the end of a 300-patient migration
+/// (docs/benchmarks.md). But SQLCipher does not encrypt temporary files,
+/// and the entries are index keys (names, codes). So the build uses
+/// temporary files only in a private directory of a memory file system
+/// ([`MemoryTempDir`]), and keeps everything in memory where there is none.
 fn restore_search_indexes(conn: &Connection) -> rusqlite::Result<usize> {
+    let pending: i64 = conn.query_row("SELECT count(*) FROM deferred_index", [], |r| r.get(0))?;
+    if pending == 0 {
+        return Ok(0);
+    }
+    let _one_at_a_time = SORT_IN_FILES.lock();
+    let temp = MemoryTempDir::create().filter(|dir| temp_files_go_to(conn, dir.path()));
+    if temp.is_some() {
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(4);
+        conn.pragma_update(None, "temp_store", "FILE")?;
+        conn.pragma_update(None, "threads", threads)?;
+    }
+    let created = build_deferred_indexes(conn);
+    if temp.is_some() {
+        // Back to memory before the directory goes (and whatever happened).
+        let restored = conn
+            .pragma_update(None, "temp_store", "MEMORY")
+            .and_then(|()| conn.pragma_update(None, "threads", 0))
+            .and_then(|()| conn.pragma_update(None, "temp_store_directory", ""));
+        if let Err(error) = restored {
+            tracing::warn!(error = %db_error(error), "could not put temporary storage back in memory");
+        }
+    }
+    created
+}
+
+/// The body of [`restore_search_indexes`], in one transaction.
+fn build_deferred_indexes(conn: &Connection) -> rusqlite::Result<usize> {
     conn.execute_batch("BEGIN IMMEDIATE")?;
     let created = (|| {
         let deferred: Vec<(String, String)> = conn
@@ -279,6 +317,65 @@ fn restore_search_indexes(conn: &Connection) -> rusqlite::Result<usize> {
         Ok(deferred.len())
     })();
     finish(conn, created)
+}
+
+/// SQLite's temporary directory is one setting of the whole process: one
+/// index build at a time uses it.
+static SORT_IN_FILES: parking_lot::Mutex<()> = parking_lot::Mutex::new(());
+
+/// A private directory (mode 0700) in a memory file system (`tmpfs` at
+/// `/dev/shm`, Linux) for SQLite's temporary files while it builds the
+/// deferred indexes: what it writes there stays in memory, as with
+/// `temp_store=MEMORY`, and no other user can open it. SQLite deletes each
+/// file as it opens it; the directory goes when this is dropped. `None`
+/// where there is no such file system (or the directory cannot be made).
+struct MemoryTempDir(PathBuf);
+
+impl MemoryTempDir {
+    const PARENT: &'static str = "/dev/shm";
+
+    fn create() -> Option<MemoryTempDir> {
+        if !is_memory_file_system(Path::new(Self::PARENT)) {
+            return None;
+        }
+        let path = Path::new(Self::PARENT).join(format!("hearth-sort-{}-{:016x}", std::process::id(), OsRng.next_u64()));
+        let mut builder = std::fs::DirBuilder::new();
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+        // `create`, not `create_all`: a path someone else made is refused.
+        builder.create(&path).ok()?;
+        Some(MemoryTempDir(path))
+    }
+
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for MemoryTempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Points SQLite's temporary files at `dir`; whether it took (a build of
+/// SQLite without deprecated pragmas ignores `temp_store_directory`, and its
+/// files would then go to the system's temporary directory).
+fn temp_files_go_to(conn: &Connection, dir: &Path) -> bool {
+    let Some(dir) = dir.to_str() else { return false };
+    let set = conn.pragma_update(None, "temp_store_directory", dir);
+    let now: rusqlite::Result<String> = conn.query_row("PRAGMA temp_store_directory", [], |r| r.get(0));
+    set.is_ok() && now.is_ok_and(|now| now == dir)
+}
+
+/// Whether `dir` is the mount point of a `tmpfs` (from `/proc/self/mounts`).
+fn is_memory_file_system(dir: &Path) -> bool {
+    let Ok(mounts) = std::fs::read_to_string("/proc/self/mounts") else { return false };
+    mounts.lines().any(|line| {
+        let mut fields = line.split_whitespace();
+        let (_, point, kind) = (fields.next(), fields.next(), fields.next());
+        point.is_some_and(|p| Path::new(p) == dir) && kind == Some("tmpfs")
+    })
 }
 
 /// Commits the transaction `result` ran in, or rolls it back.
@@ -2160,5 +2257,79 @@ impl domain::Store for SqliteStore {
                 Ok((head.seq > 0).then_some((head.seq, head.hash)))
             })
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The directories this process's index builds made in `/dev/shm`.
+    fn sort_dirs_left() -> Vec<String> {
+        let prefix = format!("hearth-sort-{}-", std::process::id());
+        std::fs::read_dir(MemoryTempDir::PARENT)
+            .map(|entries| {
+                entries.filter_map(|e| e.ok()?.file_name().into_string().ok()).filter(|n| n.starts_with(&prefix)).collect()
+            })
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn the_sort_directory_is_private_in_memory_and_goes_away() {
+        let _alone = SORT_IN_FILES.lock();
+        match MemoryTempDir::create() {
+            Some(dir) => {
+                let path = dir.path().to_path_buf();
+                assert_eq!(path.parent(), Some(Path::new(MemoryTempDir::PARENT)));
+                #[cfg(unix)]
+                {
+                    use std::os::unix::fs::PermissionsExt;
+                    let mode = std::fs::metadata(&path).expect("made").permissions().mode();
+                    assert_eq!(mode & 0o777, 0o700, "only this user may enter it");
+                }
+                // This SQLite takes the setting (it was built with deprecated pragmas).
+                let conn = Connection::open_in_memory().expect("connection");
+                assert!(temp_files_go_to(&conn, &path), "temporary files would go elsewhere");
+                conn.pragma_update(None, "temp_store_directory", "").expect("reset");
+                drop(dir);
+                assert!(!path.exists(), "dropped, the directory is gone");
+            }
+            None => assert!(!is_memory_file_system(Path::new(MemoryTempDir::PARENT)), "a tmpfs was there to use"),
+        }
+        assert!(!is_memory_file_system(Path::new("/")) || cfg!(not(target_os = "linux")), "the root is no tmpfs here");
+    }
+
+    #[test]
+    fn deferred_indexes_are_built_and_temporary_storage_goes_back_to_memory() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let mut conn = open_connection(&dir.path().join("hearth.db"), &SqliteOptions::default(), Role::Writer).expect("open");
+        migrate(&mut conn).expect("migrate");
+        defer_search_indexes(&conn).expect("defer");
+        // Enough rows that the sorter has runs to sort.
+        conn.execute_batch(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 20000) \
+             INSERT INTO idx_token (rid, pid, n, sid, code, text) SELECT i, i % 7, 0, NULL, 'c' || (i * 7919 % 20000), NULL FROM n",
+        )
+        .expect("rows");
+        assert_eq!(restore_search_indexes(&conn).expect("built"), DEFERRABLE_INDEXES.len());
+        let built: i64 = conn
+            .query_row("SELECT count(*) FROM sqlite_master WHERE type = 'index' AND name LIKE 'idx_%'", [], |r| r.get(0))
+            .expect("count");
+        assert!(built >= DEFERRABLE_INDEXES.len() as i64);
+        // Row i = 3 has pid 3 and code c3757 (3 * 7919 % 20000).
+        let count = |how: &str| -> i64 {
+            conn.query_row(&format!("SELECT count(*) FROM idx_token {how} WHERE pid = 3 AND code = 'c3757'"), [], |r| r.get(0))
+                .expect("search")
+        };
+        assert!(count("INDEXED BY idx_token_search") >= 1);
+        assert_eq!(count("INDEXED BY idx_token_search"), count("NOT INDEXED"));
+        let temp_store: i64 = conn.query_row("PRAGMA temp_store", [], |r| r.get(0)).expect("temp_store");
+        assert_eq!(temp_store, 2, "temporary storage is in memory again");
+        let threads: i64 = conn.query_row("PRAGMA threads", [], |r| r.get(0)).expect("threads");
+        assert_eq!(threads, 0);
+        let _alone = SORT_IN_FILES.lock();
+        assert!(sort_dirs_left().is_empty(), "left behind: {:?}", sort_dirs_left());
+        // Nothing deferred any more: nothing to build.
+        assert_eq!(restore_search_indexes(&conn).expect("again"), 0);
     }
 }
