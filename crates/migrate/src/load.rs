@@ -240,7 +240,7 @@ async fn load_batch<'a>(
             None => counts.push((table, created, updated, unchanged)),
         }
     };
-    let mut writes: Vec<Value> = Vec::new();
+    let mut writes: Vec<Cow<'a, Value>> = Vec::new();
     let mut seen: Vec<Option<u64>> = Vec::new();
     let mut places: Vec<usize> = Vec::new();
     for (table, resource, record) in wanted {
@@ -248,13 +248,13 @@ async fn load_batch<'a>(
             Some((existing, _)) if same(existing, &resource) => count(table, 0, 0, 1),
             Some((_, version)) => {
                 count(table, 0, 1, 0);
-                writes.push(resource.into_owned());
+                writes.push(resource);
                 seen.push(Some(*version));
                 places.push(record);
             }
             None => {
                 count(table, 1, 0, 0);
-                writes.push(resource.into_owned());
+                writes.push(resource);
                 seen.push(None);
                 places.push(record);
             }

@@ -445,7 +445,7 @@ async fn transaction(service: &Service, access: &Access, entries: &[Entry], base
                     resolve_references(service, &mut body, &references, &location).await?;
                     prepare::validate(resource_type, &body, Some(&location))?;
                     commit.checks.extend(checks.iter().cloned());
-                    let write = prepare::stamp(registry, resource_type, id, 1, now, Method::Post, body);
+                    let write = prepare::stamp(registry, resource_type, id, 1, now, Method::Post, &body);
                     if let Some(slot) = results.get_mut(entry.index) {
                         *slot = Some((stored_of(&write), "201 Created"));
                     }
@@ -481,7 +481,7 @@ async fn transaction(service: &Service, access: &Access, entries: &[Entry], base
                         expected: current_version,
                     });
                     let created = current.as_ref().is_none_or(StoredResource::is_deleted);
-                    let write = prepare::stamp(registry, resource_type, id, current_version.unwrap_or(0) + 1, now, Method::Put, body);
+                    let write = prepare::stamp(registry, resource_type, id, current_version.unwrap_or(0) + 1, now, Method::Put, &body);
                     if let Some(slot) = results.get_mut(entry.index) {
                         *slot = Some((stored_of(&write), if created { "201 Created" } else { "200 OK" }));
                     }
@@ -502,7 +502,7 @@ async fn transaction(service: &Service, access: &Access, entries: &[Entry], base
                         id: id.clone(),
                         expected: Some(current.version_id),
                     });
-                    let write = prepare::stamp(registry, resource_type, id, current.version_id + 1, now, Method::Patch, patched);
+                    let write = prepare::stamp(registry, resource_type, id, current.version_id + 1, now, Method::Patch, &patched);
                     if let Some(slot) = results.get_mut(entry.index) {
                         *slot = Some((stored_of(&write), "200 OK"));
                     }

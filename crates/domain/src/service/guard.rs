@@ -190,14 +190,14 @@ impl Service {
     /// moved since (or was hidden from the caller: a deleted resource) the
     /// Service looks the versions up itself and commits again. It spares
     /// the store a second lookup of every id of the batch.
-    pub async fn load_all_seen(
+    pub async fn load_all_seen<B: std::borrow::Borrow<Value> + Send + Sync>(
         &self,
         access: &Access,
-        resources: Vec<Value>,
+        resources: Vec<B>,
         seen: Option<Vec<Option<u64>>>,
     ) -> Result<Vec<StoredResource>, Error> {
         for body in &resources {
-            let rt = body.get("resourceType").and_then(Value::as_str).unwrap_or_default();
+            let rt = body.borrow().get("resourceType").and_then(Value::as_str).unwrap_or_default();
             let allowed = access.decide(Perms::CREATE, rt).is_unrestricted()
                 && access.decide(Perms::UPDATE, rt).is_unrestricted()
                 && access.patient.is_none();
@@ -711,7 +711,7 @@ impl Service {
             return Ok(!self.store.search(&query).await?.items.is_empty());
         }
         let scratch = crate::memory::MemoryStore::new();
-        let write = super::prepare::stamp(&registry, &resource.resource_type, &resource.id, 1, Instant(0), Method::Post, body.clone());
+        let write = super::prepare::stamp(&registry, &resource.resource_type, &resource.id, 1, Instant(0), Method::Post, body);
         use crate::store::Store as _;
         scratch.commit(Commit { writes: vec![write], ..Commit::default() }).await?;
         Ok(!scratch.search(&query).await?.items.is_empty())

@@ -28,6 +28,7 @@ use fhir::instant::Instant;
 use fhir::search::Registry;
 use fhir::search::query::{ContainedMode, ContainedType, SearchQuery};
 use serde_json::Value;
+use std::borrow::Borrow;
 use std::sync::Arc;
 
 /// The source of "now", injected so tests are deterministic.
@@ -216,7 +217,7 @@ impl Service {
         prepare::validate(resource_type, &body, None)?;
         let Some(criteria) = if_none_exist else {
             let id = self.ids.new_id();
-            let write = prepare::stamp(&self.registry(), resource_type, &id, 1, self.clock.now(), Method::Post, body);
+            let write = prepare::stamp(&self.registry(), resource_type, &id, 1, self.clock.now(), Method::Post, &body);
             let stored = stored_of(&write);
             // A fresh UUID cannot collide; the store still refuses a version
             // that is not current+1, so no separate check is needed.
@@ -229,7 +230,7 @@ impl Service {
             match matches.as_slice() {
                 [] => {
                     let id = self.ids.new_id();
-                    let write = prepare::stamp(&self.registry(), resource_type, &id, 1, self.clock.now(), Method::Post, body.clone());
+                    let write = prepare::stamp(&self.registry(), resource_type, &id, 1, self.clock.now(), Method::Post, &body);
                     let stored = stored_of(&write);
                     let checks = vec![Check::Matches { query: query.clone(), ids: Vec::new() }];
                     match self.store.commit(self.write_commit(access, checks, write)).await {
@@ -331,7 +332,6 @@ impl Service {
         if_match: Option<u64>,
         extra_checks: Vec<Check>,
     ) -> Result<Updated, Error> {
-        let mut body = Some(body);
         for _ in 0..RETRIES {
             let current = self.store.read(resource_type, id).await?;
             let current_version = current.as_ref().map(|r| r.version_id);
@@ -341,9 +341,7 @@ impl Service {
                 }
             let created = current.as_ref().is_none_or(StoredResource::is_deleted);
             let version = current_version.unwrap_or(0) + 1;
-            let Some(payload) = body.take() else { break };
-            let write = prepare::stamp(&self.registry(), resource_type, id, version, self.clock.now(), Method::Put, payload.clone());
-            body = Some(payload);
+            let write = prepare::stamp(&self.registry(), resource_type, id, version, self.clock.now(), Method::Put, &body);
             let stored = stored_of(&write);
             let mut checks = extra_checks.clone();
             checks.push(Check::Version { resource_type: resource_type.into(), id: id.into(), expected: current_version });
@@ -379,7 +377,7 @@ impl Service {
                 return Err(Error::new(ErrorKind::Invalid, "a patch may not change the resourceType or id"));
             }
             prepare::validate(resource_type, &patched, None)?;
-            let write = prepare::stamp(&self.registry(), resource_type, id, current.version_id + 1, self.clock.now(), Method::Patch, patched);
+            let write = prepare::stamp(&self.registry(), resource_type, id, current.version_id + 1, self.clock.now(), Method::Patch, &patched);
             let stored = stored_of(&write);
             let checks = vec![Check::Version {
                 resource_type: resource_type.into(),
@@ -770,23 +768,24 @@ impl Service {
     /// second lookup: each is still a check of the commit, and when one has
     /// moved (or the caller could not see it: a deleted resource) the
     /// versions are looked up here and the commit is tried once more.
-    pub(crate) async fn load_all_unchecked(
+    pub(crate) async fn load_all_unchecked<B: Borrow<Value> + Send + Sync>(
         &self,
         access: &Access,
-        resources: Vec<Value>,
+        resources: Vec<B>,
         seen: Option<Vec<Option<u64>>>,
     ) -> Result<Vec<StoredResource>, Error> {
-        let mut pending: Vec<(usize, String, String, Value)> = Vec::with_capacity(resources.len());
-        for (index, body) in resources.into_iter().enumerate() {
+        let mut pending: Vec<(usize, String, String, B)> = Vec::with_capacity(resources.len());
+        for (index, resource) in resources.into_iter().enumerate() {
+            let body: &Value = resource.borrow();
             let rt = body.get("resourceType").and_then(Value::as_str).unwrap_or_default().to_string();
             let id = prepare::check_type(&rt)
-                .and_then(|()| prepare::validate(&rt, &body, None))
+                .and_then(|()| prepare::validate(&rt, body, None))
                 .and_then(|()| match body.get("id").and_then(Value::as_str) {
                     Some(id) => prepare::check_id(id).map(|()| id.to_string()).map_err(|e| e.at("id")),
                     None => Err(Error::new(ErrorKind::BadRequest, "a resource loaded as a unit needs its id").at("id")),
                 })
                 .map_err(|e| e.at(format!("resource {index}")))?;
-            pending.push((index, rt, id, body));
+            pending.push((index, rt, id, resource));
         }
         let mut results: Vec<Option<LoadResult>> = (0..pending.len()).map(|_| None).collect();
         match seen {
@@ -804,10 +803,10 @@ impl Service {
             .collect()
     }
 
-    async fn load_together(
+    async fn load_together<B: Borrow<Value> + Sync>(
         &self,
         access: &Access,
-        pending: &[(usize, String, String, Value)],
+        pending: &[(usize, String, String, B)],
         results: &mut [Option<LoadResult>],
     ) -> Result<(), Error> {
         self.load_together_at(access, pending, None, results).await
@@ -815,10 +814,10 @@ impl Service {
 
     /// `known`: the caller's view of each pending resource's current
     /// version; without it they are read here.
-    async fn load_together_at(
+    async fn load_together_at<B: Borrow<Value> + Sync>(
         &self,
         access: &Access,
-        pending: &[(usize, String, String, Value)],
+        pending: &[(usize, String, String, B)],
         known: Option<&[Option<u64>]>,
         results: &mut [Option<LoadResult>],
     ) -> Result<(), Error> {
@@ -855,7 +854,7 @@ impl Service {
             };
             let version = current.unwrap_or(0) + 1;
             seen.insert(key, version);
-            let write = prepare::stamp(&registry, rt, id, version, now, Method::Put, body.clone());
+            let write = prepare::stamp(&registry, rt, id, version, now, Method::Put, body.borrow());
             stored.push((*index, stored_of(&write)));
             commit.writes.push(write);
         }

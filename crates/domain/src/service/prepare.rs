@@ -80,7 +80,11 @@ pub fn validate(resource_type: &str, body: &Value, location: Option<&str>) -> Re
 }
 
 /// Sets `id`, `meta.versionId` and `meta.lastUpdated` (keeping the other meta
-/// elements), serialises, and extracts the search index.
+/// elements), serialises, and extracts the search index. `body` is borrowed:
+/// the stamped resource is written out as it is serialised ([`Stamped`]),
+/// never copied (a bulk load stamps millions). Neither the id nor those two
+/// meta elements are search values or words, so the index and the words are
+/// taken from `body` as it is.
 pub fn stamp(
     registry: &Registry,
     resource_type: &str,
@@ -88,15 +92,16 @@ pub fn stamp(
     version_id: u64,
     last_updated: Instant,
     method: Method,
-    mut body: Value,
+    body: &Value,
 ) -> Write {
-    if let Some(obj) = body.as_object_mut() {
-        set_id_and_meta(obj, id, version_id, last_updated);
-    }
-    let index = registry.extract(&body);
-    let words = TextIndex::of(&body);
-    let contained = contained_index(registry, &body);
-    let text = body.to_string();
+    let index = registry.extract(body);
+    let words = TextIndex::of(body);
+    let contained = contained_index(registry, body);
+    let text = match body.as_object() {
+        Some(object) => serde_json::to_string(&Stamped { object, id, meta: stamped_meta(object, version_id, last_updated) })
+            .unwrap_or_else(|_| body.to_string()),
+        None => body.to_string(),
+    };
     Write {
         resource_type: resource_type.to_string(),
         id: id.to_string(),
@@ -108,6 +113,55 @@ pub fn stamp(
         text: words,
         contained,
     }
+}
+
+/// A resource object serialised with its `id` and `meta` stamped: as
+/// FHIR JSON writers do, `resourceType` first and `id` second when the
+/// object had no id (an id it had keeps its place, with the new value);
+/// `meta` where it was, or last.
+struct Stamped<'a> {
+    object: &'a Map<String, Value>,
+    id: &'a str,
+    meta: Map<String, Value>,
+}
+
+impl serde::Serialize for Stamped<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let had_id = self.object.contains_key("id");
+        let had_meta = self.object.contains_key("meta");
+        let mut map = serializer.serialize_map(None)?;
+        if !had_id {
+            if let Some(resource_type) = self.object.get("resourceType") {
+                map.serialize_entry("resourceType", resource_type)?;
+            }
+            map.serialize_entry("id", self.id)?;
+        }
+        for (key, value) in self.object {
+            match key.as_str() {
+                "resourceType" if !had_id => {}
+                "id" => map.serialize_entry("id", self.id)?,
+                "meta" => map.serialize_entry("meta", &self.meta)?,
+                _ => map.serialize_entry(key, value)?,
+            }
+        }
+        if !had_meta {
+            map.serialize_entry("meta", &self.meta)?;
+        }
+        map.end()
+    }
+}
+
+/// The `meta` of a stamped version: the object's own (when it is an
+/// object) with `versionId` and `lastUpdated` set.
+fn stamped_meta(object: &Map<String, Value>, version_id: u64, last_updated: Instant) -> Map<String, Value> {
+    let mut meta = match object.get("meta") {
+        Some(Value::Object(meta)) => meta.clone(),
+        _ => Map::new(),
+    };
+    meta.insert("versionId".into(), Value::String(version_id.to_string()));
+    meta.insert("lastUpdated".into(), Value::String(last_updated.to_fhir()));
+    meta
 }
 
 /// The search values and words of each resource `body` contains
@@ -162,30 +216,6 @@ pub fn tombstone(resource_type: &str, id: &str, version_id: u64, last_updated: I
     }
 }
 
-fn set_id_and_meta(obj: &mut Map<String, Value>, id: &str, version_id: u64, last_updated: Instant) {
-    // Keep `resourceType` first and `id` second, as FHIR JSON writers do.
-    let had_id = obj.contains_key("id");
-    obj.insert("id".into(), Value::String(id.to_string()));
-    if !had_id {
-        // preserve_order appends new keys; move id right after resourceType.
-        let entries: Vec<(String, Value)> = std::mem::take(obj).into_iter().collect();
-        for (k, v) in entries.iter().filter(|(k, _)| k == "resourceType" || k == "id") {
-            obj.insert(k.clone(), v.clone());
-        }
-        for (k, v) in entries.into_iter().filter(|(k, _)| k != "resourceType" && k != "id") {
-            obj.insert(k, v);
-        }
-    }
-    let meta = obj.entry("meta").or_insert_with(|| Value::Object(Map::new()));
-    if !meta.is_object() {
-        *meta = Value::Object(Map::new());
-    }
-    if let Some(meta) = meta.as_object_mut() {
-        meta.insert("versionId".into(), Value::String(version_id.to_string()));
-        meta.insert("lastUpdated".into(), Value::String(last_updated.to_fhir()));
-    }
-}
-
 /// Parses stored JSON text back into a value.
 pub fn parse_stored(text: &str) -> Result<Value, Error> {
     serde_json::from_str(text).map_err(|_| Error::new(ErrorKind::Internal, "a stored resource could not be parsed"))
@@ -209,7 +239,7 @@ mod tests {
         let body: Value =
             serde_json::from_str(r#"{"resourceType":"Observation","meta":{"tag":[{"code":"t"}]},"valueQuantity":{"value":1.50}}"#)
                 .unwrap_or(Value::Null);
-        let write = stamp(&Registry::core(), "Observation", "o1", 3, Instant(0), Method::Put, body);
+        let write = stamp(&Registry::core(), "Observation", "o1", 3, Instant(0), Method::Put, &body);
         let text = write.body.as_deref().unwrap_or("");
         assert!(text.starts_with(r#"{"resourceType":"Observation","id":"o1","meta":{"tag""#), "{text}");
         assert!(text.contains(r#""versionId":"3""#));
@@ -229,7 +259,7 @@ mod tests {
             ],
             "medicationReference": {"reference": "#m1"}
         });
-        let write = stamp(&Registry::core(), "MedicationRequest", "r1", 1, Instant(0), Method::Post, body);
+        let write = stamp(&Registry::core(), "MedicationRequest", "r1", 1, Instant(0), Method::Post, &body);
         let kinds: Vec<(&str, &str)> = write.contained.iter().map(|c| (c.resource_type.as_str(), c.id.as_str())).collect();
         assert_eq!(kinds, vec![("Medication", "m1"), ("Organization", "o1")]);
         assert!(write.contained[0].index.iter().any(|e| e.param == "code"));
@@ -239,5 +269,55 @@ mod tests {
         assert_eq!(resource_type, "Organization");
         assert!(json.contains("Acme Pharma"));
         assert!(contained_resource(text, "nope").is_none());
+    }
+
+    /// What a stamped version is: the body with `id` and `meta` set in
+    /// place (this, with `preserve_order`, is what [`stamp`] writes out
+    /// without copying the body).
+    fn set_id_and_meta(obj: &mut Map<String, Value>, id: &str, version_id: u64, last_updated: Instant) {
+        // Keep `resourceType` first and `id` second, as FHIR JSON writers do.
+        let had_id = obj.contains_key("id");
+        obj.insert("id".into(), Value::String(id.to_string()));
+        if !had_id {
+            // preserve_order appends new keys; move id right after resourceType.
+            let entries: Vec<(String, Value)> = std::mem::take(obj).into_iter().collect();
+            for (k, v) in entries.iter().filter(|(k, _)| k == "resourceType" || k == "id") {
+                obj.insert(k.clone(), v.clone());
+            }
+            for (k, v) in entries.into_iter().filter(|(k, _)| k != "resourceType" && k != "id") {
+                obj.insert(k, v);
+            }
+        }
+        let meta = obj.entry("meta").or_insert_with(|| Value::Object(Map::new()));
+        if !meta.is_object() {
+            *meta = Value::Object(Map::new());
+        }
+        if let Some(meta) = meta.as_object_mut() {
+            meta.insert("versionId".into(), Value::String(version_id.to_string()));
+            meta.insert("lastUpdated".into(), Value::String(last_updated.to_fhir()));
+        }
+    }
+
+    #[test]
+    fn stamping_writes_what_setting_id_and_meta_in_place_would() {
+        let bodies = [
+            r#"{"resourceType":"Patient","id":"old","active":true}"#,
+            r#"{"resourceType":"Patient","active":true}"#,
+            r#"{"active":true,"resourceType":"Patient"}"#,
+            r#"{"resourceType":"Patient","meta":{"tag":[{"code":"t"}],"versionId":"9"},"name":[{"family":"Ôé"}]}"#,
+            r#"{"resourceType":"Patient","meta":"not an object","gender":"other"}"#,
+            r#"{"resourceType":"Patient","gender":"other","meta":{"lastUpdated":"2020-01-01T00:00:00Z","source":"s"}}"#,
+            r#"{"id":"x","resourceType":"Patient"}"#,
+            r#"{}"#,
+        ];
+        for text in bodies {
+            let body: Value = serde_json::from_str(text).expect("json");
+            let mut expected = body.clone();
+            if let Some(object) = expected.as_object_mut() {
+                set_id_and_meta(object, "p1", 4, Instant(1_600_000_000_000_000));
+            }
+            let write = stamp(&Registry::core(), "Patient", "p1", 4, Instant(1_600_000_000_000_000), Method::Put, &body);
+            assert_eq!(write.body.as_deref(), Some(expected.to_string().as_str()), "{text}");
+        }
     }
 }

@@ -16,7 +16,7 @@ fn stamped(resource: &Value, version: u64, when: i64) -> Write {
     let rt = resource["resourceType"].as_str().unwrap_or_default();
     let id = resource["id"].as_str().unwrap_or_default();
     let method = if version == 1 { Method::Post } else { Method::Put };
-    prepare::stamp(&Registry::core(), rt, id, version, at(when), method, resource.clone())
+    prepare::stamp(&Registry::core(), rt, id, version, at(when), method, resource)
 }
 
 async fn put(store: &Arc<dyn Store>, resource: Value, version: u64, when: i64) {

@@ -238,7 +238,7 @@ async fn contained_after_upgrade(store: Arc<dyn Store>) {
     assert_eq!(ids(&store, &contained("A")).await, ["mr1#m1"]);
     let mut next = body.clone();
     next["contained"][0]["code"]["coding"][0]["code"] = serde_json::json!("B");
-    let write = domain::service::prepare::stamp(&registry, "MedicationRequest", "mr1", 2, at(5), domain::store::Method::Put, next);
+    let write = domain::service::prepare::stamp(&registry, "MedicationRequest", "mr1", 2, at(5), domain::store::Method::Put, &next);
     store.commit(commit(vec![write])).await.expect("update");
     assert!(ids(&store, &contained("A")).await.is_empty());
     assert_eq!(ids(&store, &contained("B")).await, ["mr1#m1"]);
