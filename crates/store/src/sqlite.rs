@@ -319,6 +319,9 @@ fn build_deferred_indexes(conn: &Connection) -> rusqlite::Result<usize> {
     finish(conn, created)
 }
 
+/// The writer's hash maps, looked up per index row: foldhash, seeded per map.
+type FastMap<K, V> = HashMap<K, V, foldhash::quality::RandomState>;
+
 /// SQLite's temporary directory is one setting of the whole process: one
 /// index build at a time uses it.
 static SORT_IN_FILES: parking_lot::Mutex<()> = parking_lot::Mutex::new(());
@@ -813,8 +816,8 @@ struct Writer {
     max_group: usize,
     /// Interned `search_param` ids per kind, by resource type then code
     /// (looked up without building a key: twice per index row).
-    params: [HashMap<String, HashMap<String, i64>>; 8],
-    systems: HashMap<String, i64>,
+    params: [FastMap<String, FastMap<String, i64>>; 8],
+    systems: FastMap<String, i64>,
     /// Multi-row index INSERTs per kind and chunk size.
     insert_sql: [[String; 5]; 8],
     /// Rows in `idx_text_pending` (about: rolled back commits count too);
@@ -926,7 +929,7 @@ impl Writer {
             conn,
             max_group,
             params: Default::default(),
-            systems: HashMap::new(),
+            systems: FastMap::default(),
             insert_sql: insert_statements(),
             text_pending,
             text_direct: false,
@@ -1785,8 +1788,8 @@ fn is_unique_violation(error: &rusqlite::Error) -> bool {
 /// [`Writer::write`] refuses a version that is not the next one, so such a
 /// check would only look the resource up a second time (a bulk load checks
 /// every resource it writes).
-fn implied_version_checks(commit: &Commit) -> std::collections::HashSet<usize> {
-    let mut first: HashMap<(&str, &str), u64> = HashMap::with_capacity(commit.writes.len());
+fn implied_version_checks(commit: &Commit) -> std::collections::HashSet<usize, foldhash::quality::RandomState> {
+    let mut first: FastMap<(&str, &str), u64> = FastMap::with_capacity_and_hasher(commit.writes.len(), Default::default());
     for write in &commit.writes {
         first.entry((write.resource_type.as_str(), write.id.as_str())).or_insert(write.version_id);
     }
