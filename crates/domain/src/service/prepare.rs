@@ -98,8 +98,10 @@ pub fn stamp(
     let words = TextIndex::of(body);
     let contained = contained_index(registry, body);
     let text = match body.as_object() {
+        // Into a String, with string keys only, serde_json cannot fail; a
+        // fallback would store the body unstamped.
         Some(object) => serde_json::to_string(&Stamped { object, id, meta: stamped_meta(object, version_id, last_updated) })
-            .unwrap_or_else(|_| body.to_string()),
+            .expect("a JSON object with string keys serialises into a String"),
         None => body.to_string(),
     };
     Write {
