@@ -206,7 +206,22 @@ struct Job {
     commit: Commit,
     /// Instead of the (empty) commit: work on the schema, alone.
     maintenance: Option<Maintenance>,
-    reply: oneshot::Sender<Result<(), StoreError>>,
+    reply: oneshot::Sender<Reply>,
+}
+
+/// The outcome of a [`Job`], with its commit handed back: the thread that
+/// built the commit frees it, not the writer (a large commit is millions of
+/// small allocations, and freeing another thread's memory is the allocator's
+/// slow path; the writer is the bound of a bulk load).
+struct Reply {
+    result: Result<(), StoreError>,
+    commit: Commit,
+}
+
+impl Job {
+    fn answer(self, result: Result<(), StoreError>) {
+        let _ = self.reply.send(Reply { result, commit: self.commit });
+    }
 }
 
 /// Schema work the writer does between commits.
@@ -435,7 +450,8 @@ impl SqliteStore {
         jobs.send(Job { commit: Commit::default(), maintenance: Some(work), reply })
             .await
             .map_err(|_| StoreError::Unavailable("sqlite writer has stopped".into()))?;
-        answer.await.map_err(|_| StoreError::Unavailable("sqlite writer has stopped".into()))?
+        let Reply { result, .. } = answer.await.map_err(|_| StoreError::Unavailable("sqlite writer has stopped".into()))?;
+        result
     }
 
     /// The plan SQLite chooses for the page and count statements of `query`
@@ -821,7 +837,9 @@ struct Writer {
     params: [FastMap<String, FastMap<String, i64>>; 8],
     systems: FastMap<String, i64>,
     /// Multi-row index INSERTs per kind and chunk size.
-    insert_sql: [[String; 5]; 8],
+    insert_sql: [[String; INSERT_CHUNKS.len()]; 8],
+    /// Multi-row `idx_patient_token` INSERTs per chunk size.
+    insert_patient_sql: [String; INSERT_CHUNKS.len()],
     /// Rows in `idx_text_pending` (about: rolled back commits count too);
     /// at [`crate::fulltext::FLUSH_ROWS`] they are moved into FTS5.
     text_pending: usize,
@@ -932,7 +950,8 @@ impl Writer {
             max_group,
             params: Default::default(),
             systems: FastMap::default(),
-            insert_sql: insert_statements(),
+            insert_sql: std::array::from_fn(|kind| insert_statements(INDEX_COLUMNS[kind])),
+            insert_patient_sql: insert_statements(PATIENT_TOKEN_COLUMNS),
             text_pending,
             text_direct: false,
             chain,
@@ -952,7 +971,8 @@ impl Writer {
         let mut held: Option<Job> = None;
         while let Some(first) = held.take().or_else(|| self.next_job(&mut receiver)) {
             if let Some(work) = first.maintenance {
-                let _ = first.reply.send(self.maintain(work));
+                let result = self.maintain(work);
+                first.answer(result);
                 continue;
             }
             let alone = applied_alone(&first.commit);
@@ -991,7 +1011,7 @@ impl Writer {
         if let Err(e) = self.conn.execute_batch("BEGIN IMMEDIATE") {
             let error = db_error(e);
             for job in group.drain(..) {
-                let _ = job.reply.send(Err(error.clone()));
+                job.answer(Err(error.clone()));
             }
             return;
         }
@@ -1086,7 +1106,7 @@ impl Writer {
                     }
                 }
                 for (job, result) in group.drain(..).zip(results) {
-                    let _ = job.reply.send(result);
+                    job.answer(result);
                 }
             }
             Err(e) => {
@@ -1187,7 +1207,7 @@ impl Writer {
         self.forget_interned();
         self.head = head;
         for job in group.drain(..) {
-            let _ = job.reply.send(Err(error.clone()));
+            job.answer(Err(error.clone()));
         }
     }
 
@@ -1236,6 +1256,7 @@ impl Writer {
     }
 
     fn apply(&mut self, commit: &Commit) -> Result<(), StoreError> {
+        let mut rows = PendingRows::default();
         let implied = implied_version_checks(commit);
         for (n, check) in commit.checks.iter().enumerate() {
             if !implied.contains(&n) {
@@ -1245,11 +1266,12 @@ impl Writer {
         // Every compare-and-swap is checked before anything is written.
         let sys_versions = crate::audit::check_sys(&commit.sys, |kind, key| sys_version(&self.conn, kind, key))?;
         for write in &commit.writes {
-            self.write(write)?;
+            self.write(write, &mut rows)?;
         }
         for reindex in &commit.reindex {
-            self.reindex(reindex)?;
+            self.reindex(reindex, &mut rows)?;
         }
+        self.insert_rows(&mut rows)?;
         for (write, version) in commit.sys.iter().zip(sys_versions) {
             write_sys(&self.conn, write, version)?;
         }
@@ -1298,7 +1320,9 @@ impl Writer {
     }
 
     /// Replaces the index rows of a resource still at the version reindexed.
-    fn reindex(&mut self, reindex: &Reindex) -> Result<(), StoreError> {
+    fn reindex<'c>(&mut self, reindex: &'c Reindex, rows: &mut PendingRows<'c>) -> Result<(), StoreError> {
+        // The rows waiting may be this resource's: inserted before its rows go.
+        self.insert_rows(rows)?;
         let version = to_i64(reindex.version_id)?;
         let found: Option<(i64, i64, Option<i64>)> = self
             .conn
@@ -1326,9 +1350,9 @@ impl Writer {
             self.text_pending += 1;
         }
         let owner = sql::Owner { resource_type: &reindex.resource_type, id: &reindex.id, contained: &reindex.contained };
-        self.insert_index(rid, &reindex.resource_type, &reindex.index, Some((owner, last_updated)))?;
+        self.add_index_rows(rows, rid, &reindex.resource_type, &reindex.index, Some((owner, last_updated)))?;
         let container = Container { rid, resource_type: &reindex.resource_type, id: &reindex.id, version, last_updated };
-        self.insert_contained(&container, &reindex.contained)
+        self.insert_contained(&container, &reindex.contained, rows)
     }
 
     /// Removes the rows of the resources a container's current version
@@ -1355,7 +1379,12 @@ impl Writer {
 
     /// Writes a row per resource the container's current version contains,
     /// with its index rows and words (sql.rs, "Contained resources").
-    fn insert_contained(&mut self, container: &Container<'_>, contained: &[ContainedIndex]) -> Result<(), StoreError> {
+    fn insert_contained<'c>(
+        &mut self,
+        container: &Container<'_>,
+        contained: &'c [ContainedIndex],
+        rows: &mut PendingRows<'c>,
+    ) -> Result<(), StoreError> {
         for resource in contained {
             let key = sql::contained_type_key(&resource.resource_type);
             let id = sql::contained_row_id(container.resource_type, container.id, &resource.id);
@@ -1368,7 +1397,7 @@ impl Writer {
                 })
                 .map_err(db_error)?;
             let rid = self.conn.last_insert_rowid();
-            self.insert_index(rid, &key, &resource.index, None)?;
+            self.add_index_rows(rows, rid, &key, &resource.index, None)?;
             if crate::fulltext::sqlite_replace(&self.conn, rid, false, Some(&resource.text), self.text_direct).map_err(db_error)? {
                 self.text_pending += 1;
             }
@@ -1426,7 +1455,7 @@ impl Writer {
         }
     }
 
-    fn write(&mut self, write: &Write) -> Result<(), StoreError> {
+    fn write<'c>(&mut self, write: &'c Write, rows: &mut PendingRows<'c>) -> Result<(), StoreError> {
         let conn = &self.conn;
         let version = to_i64(write.version_id)?;
         let deleted = i64::from(write.body.is_none());
@@ -1472,6 +1501,9 @@ impl Writer {
                         write.resource_type
                     )));
                 }
+                // The rows waiting may be this resource's: inserted before its rows go.
+                self.insert_rows(rows)?;
+                let conn = &self.conn;
                 conn.prepare_cached(
                     "UPDATE resource SET version = ?1, last_updated = ?2, deleted = ?3, container = ?5 WHERE rid = ?4",
                 )
@@ -1503,7 +1535,7 @@ impl Writer {
         // A delete has no search values (Write::index is documented empty).
         if write.body.is_some() {
             let owner = sql::Owner { resource_type: &write.resource_type, id: &write.id, contained: &write.contained };
-            self.insert_index(rid, &write.resource_type, &write.index, Some((owner, last_updated)))?;
+            self.add_index_rows(rows, rid, &write.resource_type, &write.index, Some((owner, last_updated)))?;
         }
         if crate::fulltext::sqlite_replace(conn, rid, existing.is_some(), write.body.as_ref().map(|_| &write.text), self.text_direct)
             .map_err(db_error)?
@@ -1512,70 +1544,92 @@ impl Writer {
         }
         if write.body.is_some() && !write.contained.is_empty() {
             let container = Container { rid, resource_type: &write.resource_type, id: &write.id, version, last_updated };
-            self.insert_contained(&container, &write.contained)?;
+            self.insert_contained(&container, &write.contained, rows)?;
         }
         Ok(())
     }
 
-    /// Inserts a version's index rows, several rows per statement: a
-    /// statement execution costs about as much as the B-tree insert itself.
+    /// Adds a version's index rows to those waiting for [`Self::insert_rows`].
     /// `owner`: the resource itself and its `last_updated`, when it has rows
     /// in `idx_patient_token` (not a contained resource, which no patient
     /// search reads).
-    fn insert_index(
+    fn add_index_rows<'c>(
         &self,
+        rows: &mut PendingRows<'c>,
         rid: i64,
         resource_type: &str,
-        entries: &[IndexEntry],
-        owner: Option<(sql::Owner<'_>, i64)>,
+        entries: &'c [IndexEntry],
+        owner: Option<(sql::Owner<'c>, i64)>,
     ) -> Result<(), StoreError> {
-        let mut by_kind: [Vec<(i64, &IndexEntry)>; 8] = Default::default();
         for (n, entry) in entries.iter().enumerate() {
-            by_kind[kind_slot(Kind::of(&entry.value))].push((n as i64, entry));
+            let kind = Kind::of(&entry.value);
+            let pid = self.pid(resource_type, &entry.param, kind)?;
+            rows.index[kind_slot(kind)].push(IndexRow { rid, pid, n: n as i64, entry });
         }
+        if let Some((owner, last_updated)) = owner {
+            for token in sql::patient_tokens(entries, &owner) {
+                let pid = self.pid(resource_type, token.param, Kind::Token)?;
+                let sid = match token.system {
+                    Some(system) => {
+                        self.systems.get(system).copied().ok_or_else(|| StoreError::Internal("system was not interned".into()))?
+                    }
+                    None => 0,
+                };
+                rows.patient.push(PatientRow { rid, pid, sid, token, id: owner.id, last_updated });
+            }
+        }
+        if rows.len() >= PENDING_ROWS_MAX {
+            self.insert_rows(rows)?;
+        }
+        Ok(())
+    }
+
+    /// Inserts the index rows waiting, in multi-row statements of
+    /// [`INSERT_CHUNKS`] rows: a statement's execution costs about as much
+    /// as the B-tree insert of a row, so the rows of many resources share
+    /// statements. Each table's rows go in the order they came (by `rid`
+    /// in a bulk load: appended to the clustered B-tree).
+    fn insert_rows(&self, rows: &mut PendingRows<'_>) -> Result<(), StoreError> {
         for kind in Kind::ALL {
-            let mut rest = by_kind[kind_slot(kind)].as_slice();
+            let slot = kind_slot(kind);
+            let mut rest = rows.index[slot].as_slice();
             while !rest.is_empty() {
-                let (size_slot, size) =
-                    INSERT_CHUNKS.iter().copied().enumerate().find(|(_, size)| *size <= rest.len()).unwrap_or((0, 1));
-                let (chunk, tail) = rest.split_at(size.min(rest.len()));
-                let mut statement = self.conn.prepare_cached(&self.insert_sql[kind_slot(kind)][size_slot]).map_err(db_error)?;
+                let (size_slot, chunk, tail) = chunk_of(rest);
+                let mut statement = self.conn.prepare_cached(&self.insert_sql[slot][size_slot]).map_err(db_error)?;
                 let mut column = 0;
-                for (n, entry) in chunk {
-                    self.bind_row(&mut statement, &mut column, rid, resource_type, *n, entry)?;
+                for row in chunk {
+                    self.bind_row(&mut statement, &mut column, row)?;
                 }
                 statement.raw_execute().map_err(db_error)?;
                 rest = tail;
             }
+            rows.index[slot].clear();
         }
-        let Some((owner, last_updated)) = owner else { return Ok(()) };
-        for row in sql::patient_tokens(entries, &owner) {
-            let pid = self.pid(resource_type, row.param, Kind::Token)?;
-            let sid = match row.system {
-                Some(system) => self.systems.get(system).copied().ok_or_else(|| StoreError::Internal("system was not interned".into()))?,
-                None => 0,
-            };
-            self.conn
-                .prepare_cached(
-                    "INSERT INTO idx_patient_token (rid, pid, patient, sid, code, via, date_low, date_high, id, last_updated) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-                )
-                .and_then(|mut s| {
-                    s.execute(params![
-                        rid,
-                        pid,
-                        row.patient.as_ref(),
-                        sid,
-                        row.code,
-                        row.via,
-                        row.date_low,
-                        row.date_high,
-                        owner.id,
-                        last_updated
-                    ])
-                })
-                .map_err(db_error)?;
+        let mut rest = rows.patient.as_slice();
+        while !rest.is_empty() {
+            let (size_slot, chunk, tail) = chunk_of(rest);
+            let mut statement = self.conn.prepare_cached(&self.insert_patient_sql[size_slot]).map_err(db_error)?;
+            let mut column = 0;
+            for row in chunk {
+                let mut bind = |value: &dyn rusqlite::ToSql| {
+                    column += 1;
+                    statement.raw_bind_parameter(column, value).map_err(db_error)
+                };
+                bind(&row.rid)?;
+                bind(&row.pid)?;
+                bind(&row.token.patient.as_ref())?;
+                bind(&row.sid)?;
+                bind(&row.token.code)?;
+                bind(&row.token.via)?;
+                bind(&row.token.date_low)?;
+                bind(&row.token.date_high)?;
+                bind(&row.id)?;
+                bind(&row.last_updated)?;
+            }
+            statement.raw_execute().map_err(db_error)?;
+            rest = tail;
         }
+        rows.patient.clear();
         Ok(())
     }
 
@@ -1584,19 +1638,16 @@ impl Writer {
         &self,
         statement: &mut rusqlite::CachedStatement<'_>,
         column: &mut usize,
-        rid: i64,
-        resource_type: &str,
-        n: i64,
-        entry: &IndexEntry,
+        row: &IndexRow<'_>,
     ) -> Result<(), StoreError> {
         let mut bind = |value: &dyn rusqlite::ToSql| {
             *column += 1;
             statement.raw_bind_parameter(*column, value).map_err(db_error)
         };
-        bind(&rid)?;
-        bind(&self.pid(resource_type, &entry.param, Kind::of(&entry.value))?)?;
-        bind(&n)?;
-        match &entry.value {
+        bind(&row.rid)?;
+        bind(&row.pid)?;
+        bind(&row.n)?;
+        match &row.entry.value {
             IndexValue::String { normalized, exact } => {
                 bind(normalized)?;
                 bind(exact)?;
@@ -1649,9 +1700,52 @@ struct Container<'a> {
     last_updated: i64,
 }
 
-/// Rows per multi-row INSERT; a version's rows of one table are split into
+/// Rows per multi-row INSERT; the rows waiting for a table are split into
 /// these sizes, so each table has only this many distinct statements.
-const INSERT_CHUNKS: [usize; 5] = [16, 8, 4, 2, 1];
+const INSERT_CHUNKS: [usize; 4] = [64, 16, 4, 1];
+
+/// The most index rows a commit keeps waiting before it inserts them.
+const PENDING_ROWS_MAX: usize = 8192;
+
+/// The longest of [`INSERT_CHUNKS`] that `rows` fill (its slot), the rows
+/// for it and the rest.
+fn chunk_of<T>(rows: &[T]) -> (usize, &[T], &[T]) {
+    let (slot, size) = INSERT_CHUNKS.iter().copied().enumerate().find(|(_, size)| *size <= rows.len()).unwrap_or((0, 1));
+    let (chunk, rest) = rows.split_at(size.min(rows.len()));
+    (slot, chunk, rest)
+}
+
+/// A version's index row waiting for its INSERT ([`Writer::insert_rows`]).
+struct IndexRow<'c> {
+    rid: i64,
+    pid: i64,
+    n: i64,
+    entry: &'c IndexEntry,
+}
+
+/// An `idx_patient_token` row waiting for its INSERT.
+struct PatientRow<'c> {
+    rid: i64,
+    pid: i64,
+    sid: i64,
+    token: sql::PatientToken<'c>,
+    /// The resource's id and last update.
+    id: &'c str,
+    last_updated: i64,
+}
+
+/// The index rows of a commit not inserted yet, per table.
+#[derive(Default)]
+struct PendingRows<'c> {
+    index: [Vec<IndexRow<'c>>; 8],
+    patient: Vec<PatientRow<'c>>,
+}
+
+impl PendingRows<'_> {
+    fn len(&self) -> usize {
+        self.index.iter().map(Vec::len).sum::<usize>() + self.patient.len()
+    }
+}
 
 /// Columns of each index table, in `Kind::ALL` order.
 const INDEX_COLUMNS: [&str; 8] = [
@@ -1665,19 +1759,19 @@ const INDEX_COLUMNS: [&str; 8] = [
     "idx_composite (rid, pid, n, s0, c0, l0, h0, s1, c1, l1, h1, s2, c2, l2, h2)",
 ];
 
-/// `INSERT OR FAIL INTO <table> VALUES (?, ...), ...` per kind and chunk
+/// Columns of `idx_patient_token`.
+const PATIENT_TOKEN_COLUMNS: &str = "idx_patient_token (rid, pid, patient, sid, code, via, date_low, date_high, id, last_updated)";
+
+/// `INSERT OR FAIL INTO <table> (<columns>) VALUES (?, ...), ...` per chunk
 /// size. `OR FAIL` rather than the default `OR ABORT`: a multi-row statement
 /// that may abort makes SQLite keep a statement journal (a copy of every
 /// page the statement changes, to undo it alone), about 5% of a bulk load's
 /// writer time. Nothing needs a statement undone alone here: a failing
 /// commit is undone whole (its savepoint, or the transaction).
-fn insert_statements() -> [[String; 5]; 8] {
-    std::array::from_fn(|kind| {
-        let columns = INDEX_COLUMNS[kind];
-        let arity = columns.matches(',').count() + 1;
-        let row = format!("({})", vec!["?"; arity].join(", "));
-        std::array::from_fn(|size| format!("INSERT OR FAIL INTO {columns} VALUES {}", vec![row.as_str(); INSERT_CHUNKS[size]].join(", ")))
-    })
+fn insert_statements(columns: &str) -> [String; INSERT_CHUNKS.len()] {
+    let arity = columns.matches(',').count() + 1;
+    let row = format!("({})", vec!["?"; arity].join(", "));
+    std::array::from_fn(|size| format!("INSERT OR FAIL INTO {columns} VALUES {}", vec![row.as_str(); INSERT_CHUNKS[size]].join(", ")))
 }
 
 /// `DELETE FROM idx_* WHERE rid = ?1`, in `Kind::ALL` order.
@@ -2083,7 +2177,10 @@ impl domain::Store for SqliteStore {
         jobs.send(Job { commit, maintenance: None, reply })
             .await
             .map_err(|_| StoreError::Unavailable("sqlite writer has stopped".into()))?;
-        answer.await.map_err(|_| StoreError::Unavailable("sqlite writer has stopped".into()))?
+        let Reply { result, commit } =
+            answer.await.map_err(|_| StoreError::Unavailable("sqlite writer has stopped".into()))?;
+        drop(commit);
+        result
     }
 
     async fn history(

@@ -234,6 +234,47 @@ pub(crate) async fn same_resource_twice_in_one_commit(store: Arc<dyn Store>) {
     assert_eq!(ids(&store, &by_identifier("second")).await, vec!["p1".to_string()]);
 }
 
+/// A commit of thousands of resources, as a bulk load makes: every index
+/// row of every resource is stored (the SQLite writer inserts the rows of
+/// many resources per statement, and in several rounds), and a patient's
+/// coded records are found.
+pub(crate) async fn a_large_commit_indexes_every_row(store: Arc<dyn Store>) {
+    const LOINC: &str = "http://loinc.org";
+    const RECORDS: usize = 2_500;
+    let writes = (0..RECORDS)
+        .map(|i| {
+            let patient = format!("p{}", i % 11);
+            write("Observation", &format!("o{i}"), 1, at(1), vec![
+                token("code", Some(LOINC), Some(&format!("c{}", i % 7)), None),
+                token("status", None, Some("final"), None),
+                reference("subject", "Patient", &patient),
+                reference("patient", "Patient", &patient),
+                date("date", i as i64, i as i64),
+            ])
+        })
+        .collect();
+    store.commit(commit(writes)).await.expect("commit");
+    let code = |c: usize| {
+        cond("code", Match::Token { system: TokenSystem::Is(LOINC.into()), code: Some(format!("c{c}")), negate: false })
+    };
+    let patient = |p: usize| cond("patient", Match::Reference { target_type: None, id: format!("p{p}") });
+    let expected = |keep: &dyn Fn(usize) -> bool| {
+        let mut ids: Vec<String> = (0..RECORDS).filter(|i| keep(*i)).map(|i| format!("o{i}")).collect();
+        ids.sort();
+        ids
+    };
+    for c in [0, 6] {
+        assert_eq!(id_set(&store, &query("Observation", vec![code(c)])).await, expected(&|i| i % 7 == c), "code c{c}");
+    }
+    assert_eq!(
+        id_set(&store, &query("Observation", vec![patient(3), code(2)])).await,
+        expected(&|i| i % 11 == 3 && i % 7 == 2),
+        "a patient's records with a code"
+    );
+    let last = query("Observation", vec![cond("date", Match::Date { prefix: fhir::search::query::Prefix::Ge, low: 2_490, high: 2_490 })]);
+    assert_eq!(id_set(&store, &last).await, expected(&|i| i >= 2_490), "the last rows of the commit");
+}
+
 pub(crate) async fn update_replaces_index_rows(store: Arc<dyn Store>) {
     create(&store, "Patient", "p1", at(1), vec![identifier("old"), string("name", "Ann")]).await;
     store.commit(commit(vec![write("Patient", "p1", 2, at(2), vec![identifier("new")])])).await.expect("update");

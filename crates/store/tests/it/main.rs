@@ -150,6 +150,7 @@ conformance! {
         conflicts_do_not_affect_concurrent_commits,
         large_and_small_commits_queued_together_land_whole,
         same_resource_twice_in_one_commit,
+        a_large_commit_indexes_every_row,
         update_replaces_index_rows,
         delete_removes_index_rows,
     }
