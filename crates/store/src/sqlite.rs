@@ -1710,7 +1710,8 @@ const PENDING_ROWS_MAX: usize = 8192;
 /// The longest of [`INSERT_CHUNKS`] that `rows` fill (its slot), the rows
 /// for it and the rest.
 fn chunk_of<T>(rows: &[T]) -> (usize, &[T], &[T]) {
-    let (slot, size) = INSERT_CHUNKS.iter().copied().enumerate().find(|(_, size)| *size <= rows.len()).unwrap_or((0, 1));
+    let last = INSERT_CHUNKS.len() - 1;
+    let (slot, size) = INSERT_CHUNKS.iter().copied().enumerate().find(|(_, size)| *size <= rows.len()).unwrap_or((last, 1));
     let (chunk, rest) = rows.split_at(size.min(rows.len()));
     (slot, chunk, rest)
 }
@@ -2179,6 +2180,7 @@ impl domain::Store for SqliteStore {
             .map_err(|_| StoreError::Unavailable("sqlite writer has stopped".into()))?;
         let Reply { result, commit } =
             answer.await.map_err(|_| StoreError::Unavailable("sqlite writer has stopped".into()))?;
+        // Freed here, by the thread that built it (see `Reply`).
         drop(commit);
         result
     }
