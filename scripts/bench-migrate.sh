@@ -37,8 +37,8 @@ BATCH=${BATCH:-50000}
 stages() {
     cp "$WORK/proj/reports/reconciliation.json" "$WORK/reconciliation.$1.json"
     printf '  stages of the %s run:' "$1"
-    tr -d ' \n' < "$WORK/reconciliation.$1.json" | grep -o '"stage":"[a-z-]*","seconds":[0-9.]*' |
-        sed 's/"stage":"\([a-z-]*\)","seconds":\([0-9]*\.[0-9]\).*/ \1 \2 s/' | tr '\n' ','
+    tr -d ' \n' < "$WORK/reconciliation.$1.json" | grep -o '"stage":"[a-z-]*","seconds":[0-9.e-]*' |
+        sed 's/"stage":"\([a-z-]*\)","seconds":/\1 /' | awk '{ printf " %s %.1f s,", $1, $2 }'
     echo
 }
 step load "$HEARTH" migrate run "$WORK/proj" --data-dir "$WORK/data" --quiet --batch "$BATCH"

@@ -377,7 +377,11 @@ pub fn reconciliation_html(report: &Value) -> String {
         .flatten()
         .map(|t| {
             let s = t["seconds"].as_f64().unwrap_or(0.0);
-            (value_text(&t["stage"]), s, format!("{s:.3} s"))
+            let stage = match t["note"].as_str() {
+                Some(note) => format!("{} ({note})", value_text(&t["stage"])),
+                None => value_text(&t["stage"]),
+            };
+            (stage, s, format!("{s:.3} s"))
         })
         .collect();
     b.push_str(&bar_chart("Time per stage", &timings));

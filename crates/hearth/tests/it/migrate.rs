@@ -659,7 +659,7 @@ fn reconcile_writes_a_report_that_balances_and_a_spot_check_worksheet() {
     assert_eq!(report["totals"]["unaccounted"], 0);
     assert_eq!((report["balanced"].as_bool(), report["proved"].as_bool()), (Some(true), Some(true)));
     let stages: Vec<&str> = report["timings"].as_array().expect("timings").iter().map(|t| t["stage"].as_str().expect("stage")).collect();
-    assert_eq!(stages, ["extract", "convert", "validate", "match", "load", "read-back", "reconcile"]);
+    assert_eq!(stages, ["extract", "convert", "validate", "match", "load", "search-indexes", "read-back", "reconcile"]);
     assert!(report["reasons"].as_array().expect("reasons").iter().any(|r| r["kind"] == "orphan" && r["count"] == 1));
 
     // The page: self-contained, the four charts, every table.
@@ -910,7 +910,7 @@ fn until_extract_only_counts_and_until_load_stops_before_reconciling() {
     assert!(reports.join("load.json").exists() && !reports.join("reconciliation.json").exists(), "{stdout}");
     let load = read_json(&reports.join("load.json"));
     let stages: Vec<&str> = load["timings"].as_array().expect("timings").iter().map(|t| t["stage"].as_str().expect("stage")).collect();
-    assert_eq!(stages, ["load", "read-back"]);
+    assert_eq!(stages, ["load", "search-indexes", "read-back"]);
     let (ok, stdout, _) = hearth(&["migrate", "status", "proj"], dir);
     assert!(ok && stdout.contains("not reconciled yet"), "{stdout}");
 }
