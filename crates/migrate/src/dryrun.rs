@@ -9,7 +9,8 @@
 //! - `quarantined`: it converts and validates but is held for review: a
 //!   reference that does not resolve (a result without its patient, or whose
 //!   patient or encounter is itself held), a date in the future or before the
-//!   patient's birth, an impossible vital sign;
+//!   patient's birth, an impossible vital sign, a result in a unit of
+//!   another kind of quantity than its code;
 //! - `merged`: a patient record that is the same patient as an earlier one
 //!   (patient matching, [`crate::matching`]): the earlier record loads and
 //!   gains its identifiers, and every record that referred to it refers to
@@ -459,6 +460,56 @@ const VITAL_RANGES: &[(&str, &str, f64, f64, &str)] = &[
     ("8302-2", "cm", 20.0, 275.0, "body height"),
 ];
 
+/// The UCUM units a result with one of these LOINC codes may be recorded
+/// in. A value in a unit of another kind of quantity (a body weight in cm,
+/// a glucose in %) cannot be read as the measurement the code names: a
+/// unit and value mismatch, held for review. Codes not listed are not
+/// checked; a unit without a UCUM code is reported by the conversion.
+const EXPECTED_UNITS: &[(&str, &[&str], &str)] = &[
+    ("8480-6", &["mm[Hg]"], "systolic blood pressure"),
+    ("8462-4", &["mm[Hg]"], "diastolic blood pressure"),
+    ("8867-4", &["/min", "{beats}/min"], "heart rate"),
+    ("9279-1", &["/min", "{breaths}/min"], "respiratory rate"),
+    ("8310-5", &["Cel", "[degF]"], "body temperature"),
+    ("29463-7", &["kg", "g", "[lb_av]", "[oz_av]"], "body weight"),
+    ("8302-2", &["cm", "m", "[in_i]", "[ft_i]"], "body height"),
+    ("39156-5", &["kg/m2"], "body mass index"),
+    ("59408-5", &["%"], "oxygen saturation"),
+    ("2708-6", &["%"], "oxygen saturation"),
+    ("2345-7", &["mg/dL", "mmol/L"], "glucose"),
+    ("2339-0", &["mg/dL", "mmol/L"], "glucose"),
+    ("4548-4", &["%", "mmol/mol"], "hemoglobin A1c"),
+    ("2093-3", &["mg/dL", "mmol/L"], "total cholesterol"),
+    ("2085-9", &["mg/dL", "mmol/L"], "HDL cholesterol"),
+    ("13457-7", &["mg/dL", "mmol/L"], "LDL cholesterol"),
+    ("18262-6", &["mg/dL", "mmol/L"], "LDL cholesterol"),
+    ("2571-8", &["mg/dL", "mmol/L"], "triglycerides"),
+    ("2160-0", &["mg/dL", "umol/L"], "creatinine"),
+    ("38483-4", &["mg/dL", "umol/L"], "creatinine"),
+    ("2823-3", &["mmol/L", "meq/L"], "potassium"),
+    ("6298-4", &["mmol/L", "meq/L"], "potassium"),
+    ("2951-2", &["mmol/L", "meq/L"], "sodium"),
+    ("2947-0", &["mmol/L", "meq/L"], "sodium"),
+    ("718-7", &["g/dL", "g/L", "mmol/L"], "hemoglobin"),
+    ("3016-3", &["u[IU]/mL", "m[IU]/L"], "TSH"),
+];
+
+/// A unit and value mismatch of `resource` (an Observation), if any: its
+/// LOINC code is in [`EXPECTED_UNITS`] and its UCUM unit is not one listed.
+fn unit_mismatch(resource: &Value, field: &str) -> Option<Finding> {
+    let coding = resource["code"]["coding"].as_array()?.iter().find(|c| c["system"] == "http://loinc.org")?;
+    let code = coding["code"].as_str()?;
+    let quantity = &resource["valueQuantity"];
+    let unit = quantity["code"].as_str().filter(|_| quantity["system"] == crate::convert::UCUM)?;
+    let (_, units, what) = EXPECTED_UNITS.iter().find(|(c, _, _)| *c == code)?;
+    (!units.contains(&unit)).then(|| Finding {
+        severity: Severity::Error,
+        kind: "unit-mismatch",
+        field: Some(field.to_owned()),
+        message: format!("{field}: {what} ({code}) in {unit}, which is not a unit it is measured in ({})", units.join(", ")),
+    })
+}
+
 fn validate(project: &Project, states: &mut BTreeMap<String, Vec<State>>, today: &str) -> (Vec<Pair>, Vec<Pair>) {
     // Hearth's validator on every resource.
     for list in states.values_mut() {
@@ -501,7 +552,9 @@ fn validate(project: &Project, states: &mut BTreeMap<String, Vec<State>>, today:
     }
 
     // Clinical sanity.
-    for list in states.values_mut() {
+    for (table, list) in states.iter_mut() {
+        // The column a row's result takes its unit from, if any.
+        let unit_column = project.tables[table].columns.values().find_map(|c| c.unit_column.clone());
         for s in list.iter_mut().filter(|s| !s.rejected) {
             let birth = s.converted.links.iter().find_map(|l| births.get(&(l.table.clone(), l.key.clone())));
             for (column, date) in &s.converted.dates {
@@ -526,6 +579,10 @@ fn validate(project: &Project, states: &mut BTreeMap<String, Vec<State>>, today:
                 }
             }
             for (resource, column) in s.converted.resources.iter().zip(&s.converted.columns) {
+                let unit_field = column.as_deref().or(unit_column.as_deref()).unwrap_or("value");
+                if let Some(finding) = unit_mismatch(resource, unit_field) {
+                    s.held.push(finding);
+                }
                 let code = resource["code"]["coding"][0]["code"].as_str().unwrap_or_default();
                 let unit = resource["valueQuantity"]["code"].as_str().unwrap_or_default();
                 let Some(value) = resource["valueQuantity"]["value"].as_f64() else {
@@ -1060,6 +1117,93 @@ values = { OV = "AMB" }
         let class =
             run.resources.iter().find(|o| o.key == "V5").map(|o| o.resource["class"].clone()).expect("V5 loads");
         assert_eq!(class, json!({ "system": "urn:hearth:local:visits:kind", "code": "XX" }));
+    }
+
+    #[test]
+    fn a_result_in_a_unit_of_another_quantity_is_held_for_review() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let toml = r#"
+[project]
+name = "t"
+
+[defaults]
+date_formats = ["YYYY-MM-DD"]
+timezone = "UTC"
+
+[sources.s]
+kind = "csv"
+path = "."
+
+[code_systems]
+loinc = "http://loinc.org"
+
+[tables.patients]
+source = "s"
+file = "patients.csv"
+resource = "Patient"
+key = "id"
+
+[tables.patients.columns]
+id = { element = "Patient.identifier.value", required = true }
+born = { element = "Patient.birthDate", type = "date", required = true }
+
+[tables.results]
+source = "s"
+file = "results.csv"
+resource = "Observation"
+key = "id"
+
+[tables.results.columns]
+id = { element = "Observation.identifier.value", required = true }
+patient = { type = "reference", required = true }
+test = { element = "Observation.code.coding.code", type = "code", system = "loinc", required = true }
+value = { element = "Observation.valueQuantity.value", type = "decimal", unit_column = "unit", unit_map = "ucum" }
+unit = { }
+day = { element = "Observation.effectiveDateTime", type = "date", required = true }
+
+[[tables.results.joins]]
+column = "patient"
+table = "patients"
+element = "Observation.subject"
+
+[unit_maps.ucum]
+"mg/dl" = "mg/dL"
+"#;
+        std::fs::write(dir.path().join("migration.toml"), toml).expect("toml");
+        std::fs::write(dir.path().join("patients.csv"), "id,born\nP1,1980-01-01\n").expect("patients");
+        std::fs::write(
+            dir.path().join("results.csv"),
+            "id,patient,test,value,unit,day\n\
+             R1,P1,2345-7,95,mg/dl,2020-01-01\n\
+             R2,P1,2345-7,95,%,2020-01-01\n\
+             R3,P1,29463-7,70,cm,2020-01-01\n\
+             R4,P1,29463-7,154,[lb_av],2020-01-01\n\
+             R5,P1,2345-7,5.3,mmol/L,2020-01-01\n\
+             R6,P1,6690-2,7.1,10*3/uL,2020-01-01\n",
+        )
+        .expect("results");
+        let project = crate::project::load(dir.path()).expect("project");
+        let run = run(&project, dir.path(), Stage::Validate, "2026-01-01").expect("run");
+        let of = |line: u64| -> Vec<(&str, Disposition, Option<&str>)> {
+            run.issues
+                .iter()
+                .filter(|i| i.provenance == Provenance::FileLine { file: "results.csv".into(), line })
+                .filter(|i| i.finding.kind != "unit-normalised")
+                .map(|i| (i.finding.kind, i.disposition, i.finding.field.as_deref()))
+                .collect()
+        };
+        // A glucose in %, a body weight in cm: held, naming the unit column.
+        for line in [3, 4] {
+            assert_eq!(of(line), [("unit-mismatch", Disposition::Quarantined, Some("unit"))], "line {line}");
+        }
+        let message = &run.issues.iter().find(|i| i.finding.kind == "unit-mismatch").expect("found").finding.message;
+        assert!(message.contains("glucose (2345-7) in %") && message.contains("mg/dL, mmol/L"), "{message}");
+        // Units of the right quantity, and a code the check does not list, load.
+        for line in [2, 5, 6, 7] {
+            assert!(of(line).is_empty(), "line {line}: {:?}", of(line));
+        }
+        let r = &run.tables["results"];
+        assert_eq!((r.source_records, r.converted, r.quarantined, r.unaccounted()), (6, 4, 2, 0));
     }
 
     #[test]
