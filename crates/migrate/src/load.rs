@@ -63,8 +63,6 @@ pub struct LoadReport {
     /// Resources read back different from what was converted, or missing
     /// (`Type/id` and the source record): should be none.
     pub mismatched: Vec<(String, String)>,
-    /// Wall time from the first batch until every resource was committed.
-    pub written_in: std::time::Duration,
     /// Wall time of building the search indexes the load deferred and
     /// refreshing the planner's statistics, after the last batch: at the
     /// same time as the read-back.
@@ -169,9 +167,7 @@ pub async fn load(
         .defer_search_indexes(upcoming)
         .await
         .map_err(|e| batch_error(&records, format!("deferring the search indexes: {e}"), &report))?;
-    let started = std::time::Instant::now();
     let written = write_batches(service, &access, &records, options, &mut report, &mut progress).await;
-    report.written_in = started.elapsed();
     if let Err(error) = written {
         // Built even after a failed batch: the store serves searches
         // meanwhile. The batch's error is the one reported; indexes still
