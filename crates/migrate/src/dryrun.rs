@@ -1026,11 +1026,9 @@ mod tests {
         assert!(run.tables.values().all(|c| c.quarantined == 0 && c.unaccounted() == 0));
     }
 
-    #[test]
-    fn rejections_and_quarantines_name_their_reason() {
-        let dir = tempfile::tempdir().expect("tmp");
-        let toml = r#"
-[project]
+    /// The head of a test project's `migration.toml`: one CSV source `s` in
+    /// the test's folder, ISO dates, UTC.
+    const TEST_PREAMBLE: &str = r#"[project]
 name = "t"
 
 [defaults]
@@ -1041,6 +1039,21 @@ timezone = "UTC"
 kind = "csv"
 path = "."
 
+"#;
+
+    /// The issues of `run` at `file`:`line`: kind, disposition, field.
+    fn issues_at<'r>(run: &'r DryRun, file: &str, line: u64) -> Vec<(&'static str, Disposition, Option<&'r str>)> {
+        run.issues
+            .iter()
+            .filter(|i| i.provenance == Provenance::FileLine { file: file.into(), line })
+            .map(|i| (i.finding.kind, i.disposition, i.finding.field.as_deref()))
+            .collect()
+    }
+
+    #[test]
+    fn rejections_and_quarantines_name_their_reason() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let toml = r#"
 [code_systems]
 act = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
 
@@ -1076,7 +1089,7 @@ element = "Encounter.subject"
 system = "act"
 values = { OV = "AMB" }
 "#;
-        std::fs::write(dir.path().join("migration.toml"), toml).expect("toml");
+        std::fs::write(dir.path().join("migration.toml"), format!("{TEST_PREAMBLE}{toml}")).expect("toml");
         std::fs::write(
             dir.path().join("patients.csv"),
             "id,family,born\nP1,Smith,1980-01-01\nP1,Smyth,1980-01-01\nP3,Doe\nP4,Roe,1990-13-01\n",
@@ -1089,13 +1102,7 @@ values = { OV = "AMB" }
         .expect("visits");
         let project = crate::project::load(dir.path()).expect("project");
         let run = run(&project, dir.path(), Stage::Validate, "2026-01-01").expect("run");
-        let of = |file: &str, line: u64| -> Vec<(&str, Disposition, Option<&str>)> {
-            run.issues
-                .iter()
-                .filter(|i| i.provenance == Provenance::FileLine { file: file.into(), line })
-                .map(|i| (i.finding.kind, i.disposition, i.finding.field.as_deref()))
-                .collect()
-        };
+        let of = |file: &str, line: u64| issues_at(&run, file, line);
         assert_eq!(of("patients.csv", 3), [("duplicate-key", Disposition::Rejected, Some("id"))]);
         assert_eq!(of("patients.csv", 4), [("unreadable", Disposition::Rejected, Some("born"))]);
         assert_eq!(of("patients.csv", 5), [("format", Disposition::Rejected, Some("born"))]);
@@ -1123,17 +1130,6 @@ values = { OV = "AMB" }
     fn a_result_in_a_unit_of_another_quantity_is_held_for_review() {
         let dir = tempfile::tempdir().expect("tmp");
         let toml = r#"
-[project]
-name = "t"
-
-[defaults]
-date_formats = ["YYYY-MM-DD"]
-timezone = "UTC"
-
-[sources.s]
-kind = "csv"
-path = "."
-
 [code_systems]
 loinc = "http://loinc.org"
 
@@ -1169,7 +1165,7 @@ element = "Observation.subject"
 [unit_maps.ucum]
 "mg/dl" = "mg/dL"
 "#;
-        std::fs::write(dir.path().join("migration.toml"), toml).expect("toml");
+        std::fs::write(dir.path().join("migration.toml"), format!("{TEST_PREAMBLE}{toml}")).expect("toml");
         std::fs::write(dir.path().join("patients.csv"), "id,born\nP1,1980-01-01\n").expect("patients");
         std::fs::write(
             dir.path().join("results.csv"),
@@ -1184,13 +1180,10 @@ element = "Observation.subject"
         .expect("results");
         let project = crate::project::load(dir.path()).expect("project");
         let run = run(&project, dir.path(), Stage::Validate, "2026-01-01").expect("run");
-        let of = |line: u64| -> Vec<(&str, Disposition, Option<&str>)> {
-            run.issues
-                .iter()
-                .filter(|i| i.provenance == Provenance::FileLine { file: "results.csv".into(), line })
-                .filter(|i| i.finding.kind != "unit-normalised")
-                .map(|i| (i.finding.kind, i.disposition, i.finding.field.as_deref()))
-                .collect()
+        let of = |line: u64| {
+            let mut found = issues_at(&run, "results.csv", line);
+            found.retain(|(kind, _, _)| *kind != "unit-normalised");
+            found
         };
         // A glucose in %, a body weight in cm: held, naming the unit column.
         for line in [3, 4] {
